@@ -1,0 +1,31 @@
+"""The hopscope collector: OTLP/HTTP receiver, span store and query API.
+
+Needs the ``collector`` extra: ``pip install 'hopscope[collector]'``. Names are imported lazily so that
+``hopscope.collector.settings`` stays importable (by the CLI's ``--help``) on a bare install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hopscope.collector.app import create_app
+    from hopscope.collector.settings import CollectorSettings
+    from hopscope.collector.store import SpanStore, SQLiteStore
+
+__all__ = ["CollectorSettings", "SQLiteStore", "SpanStore", "create_app"]
+
+_HOMES = {
+    "CollectorSettings": "hopscope.collector.settings",
+    "SQLiteStore": "hopscope.collector.store",
+    "SpanStore": "hopscope.collector.store",
+    "create_app": "hopscope.collector.app",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hopscope.collector' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

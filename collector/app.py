@@ -1,0 +1,56 @@
+"""The collector's ASGI application: receiver, health and query API over one store and one writer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hopscope.collector.auth import BearerAuthMiddleware
+from hopscope.collector.body import InflightBudget
+from hopscope.collector.query_api import QueryApi
+from hopscope.collector.receiver import TraceReceiver
+from hopscope.collector.settings import CollectorSettings
+from hopscope.collector.span_writer import SpanWriter
+from hopscope.collector.store.base import SpanStore
+
+# Seconds that shutdown waits for queued spans to be committed.
+DRAIN_TIMEOUT_SECONDS = 60.0
+
+
+def create_app(settings: CollectorSettings, store: SpanStore) -> Starlette:
+    """The app owns the writer thread (started and drained by its lifespan); the caller owns the store."""
+    writer = SpanWriter(
+        store, max_pending_spans=settings.max_pending_spans, retention_seconds=settings.retention_seconds
+    )
+    receiver = TraceReceiver(writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes))
+    query = QueryApi(store)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "pending_spans": writer.pending_spans})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.close(DRAIN_TIMEOUT_SECONDS)
+
+    middleware = [Middleware(BearerAuthMiddleware, token=settings.auth_token)] if settings.auth_token else []
+    app = Starlette(
+        routes=[
+            Route("/v1/traces", receiver.export, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.writer = writer
+    return app

@@ -1,0 +1,105 @@
+"""``POST /v1/traces``: the OTLP/HTTP trace receiver, as the OTLP specification says.
+
+A 200 is sent only after the accepted spans are committed to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hopscope.collector import otlp_codec
+from hopscope.collector.body import BodyReader, BudgetExhaustedError, InflightBudget
+from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
+from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
+from hopscope.collector.validation import drop_invalid_spans
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 1
+# Inflated JSON bodies above this are decoded off the event loop (json_format is pure Python).
+_INLINE_JSON_BYTES = 64 * 1024
+
+
+def status_response(status: int, code: int, message: str, encoding: Encoding = Encoding.JSON) -> Response:
+    """An error answer with a google.rpc.Status body in the request's encoding."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in (429, 503) else None
+    body = otlp_codec.encode_status(code, message, encoding)
+    return Response(body, status_code=status, media_type=encoding.value, headers=headers)
+
+
+class TraceReceiver:
+    """The endpoint; one instance per app, sharing the writer and the memory budget."""
+
+    def __init__(self, writer: SpanWriter, max_body_bytes: int, budget: InflightBudget) -> None:
+        self._writer = writer
+        self._max_body_bytes = max_body_bytes
+        self._budget = budget
+
+    async def export(self, request: Request) -> Response:
+        encoding = Encoding.from_content_type(request.headers.get("content-type"))
+        if encoding is None:
+            return status_response(
+                415,
+                otlp_codec.STATUS_INVALID_ARGUMENT,
+                "Content-Type must be application/x-protobuf or application/json",
+            )
+        content_encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if content_encoding not in ("identity", "gzip", ""):
+            return status_response(
+                415, otlp_codec.STATUS_INVALID_ARGUMENT, "Content-Encoding must be gzip or absent", encoding
+            )
+        reader = BodyReader(self._budget, self._max_body_bytes)
+        try:
+            return await self._receive(request, reader, encoding, gzipped=content_encoding == "gzip")
+        except BodyTooLargeError as exc:
+            return status_response(413, otlp_codec.STATUS_INVALID_ARGUMENT, str(exc), encoding)
+        except OtlpDecodeError as exc:
+            return status_response(400, otlp_codec.STATUS_INVALID_ARGUMENT, str(exc), encoding)
+        except (BudgetExhaustedError, QueueFullError) as exc:
+            return status_response(503, otlp_codec.STATUS_UNAVAILABLE, f"collector busy: {exc}", encoding)
+        except WriterClosedError as exc:
+            return status_response(503, otlp_codec.STATUS_UNAVAILABLE, str(exc), encoding)
+        finally:
+            reader.release()
+
+    async def _receive(
+        self, request: Request, reader: BodyReader, encoding: Encoding, gzipped: bool
+    ) -> Response:
+        body = await reader.read(request)
+        if gzipped:
+            body = self._inflate(body, reader)
+        if encoding is Encoding.JSON and len(body) > _INLINE_JSON_BYTES:
+            export = await run_in_threadpool(otlp_codec.decode_request, body, encoding)
+        else:
+            export = otlp_codec.decode_request(body, encoding)
+        del body
+        validation = drop_invalid_spans(export)
+        if validation.accepted:
+            future = self._writer.submit(export, validation.accepted)
+            try:
+                await asyncio.wrap_future(future)
+            except Exception as exc:
+                log.error("spans were not stored: %s", exc)
+                return status_response(
+                    503, otlp_codec.STATUS_UNAVAILABLE, f"spans were not stored: {exc}", encoding
+                )
+        payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
+        return Response(payload, media_type=encoding.value)
+
+    def _inflate(self, body: bytes, reader: BodyReader) -> bytes:
+        """Inflate within both the body limit and what is left of the shared memory budget."""
+        room = self._budget.limit - self._budget.used
+        limit = min(self._max_body_bytes, room)
+        try:
+            inflated = otlp_codec.inflate_gzip(body, limit)
+        except BodyTooLargeError:
+            if limit < self._max_body_bytes:
+                raise BudgetExhaustedError("not enough memory left to inflate the body now") from None
+            raise
+        reader.charge(len(inflated))
+        return inflated

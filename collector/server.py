@@ -1,0 +1,80 @@
+"""Run the collector: bind, log one line, serve until SIGINT/SIGTERM, drain, exit 0."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+
+from hopscope.collector.app import create_app
+from hopscope.collector.settings import CollectorSettings
+from hopscope.collector.store.sqlite import SQLiteStore
+
+log = logging.getLogger("hopscope.collector")
+
+# Connections served at once; past it uvicorn answers 503 instead of queueing without bound.
+MAX_CONNECTIONS = 512
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a caught SIGINT/SIGTERM after shutdown; a drained collector exits 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving so that a taken port fails at once with a clear message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"hopscope collector: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(settings: CollectorSettings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = SQLiteStore(settings.db)
+    try:
+        app = create_app(settings, store)
+        sock = bind(settings.host, settings.port)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            http="httptools" if importlib.util.find_spec("httptools") else "h11",
+            timeout_graceful_shutdown=30,
+        )
+        auth = "bearer token required" if settings.auth_token else "no auth"
+        log.info(
+            "listening on http://%s:%d (OTLP/HTTP POST /v1/traces, %s), storing spans in %s",
+            shown,
+            port,
+            auth,
+            store.path.resolve(),
+        )
+        _Server(config).run(sockets=[sock])
+        log.info("stopped; %d spans stored in this run", app.state.writer.spans_written)
+    finally:
+        store.close()

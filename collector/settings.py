@@ -1,0 +1,40 @@
+"""The collector's settings: one frozen object built by the CLI (or by tests) and passed down."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4318
+DEFAULT_DB = Path("hopscope.db")
+# The OpenTelemetry Collector's OTLP receiver defaults to 20 MiB; a 512-span batch is about 0.3 MiB.
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+# Spans accepted but not yet committed. Past this the receiver answers 503 + Retry-After.
+DEFAULT_MAX_PENDING_SPANS = 40_000
+# Bytes of request bodies (compressed and inflated) held in memory at once across all requests.
+DEFAULT_MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30s``, ``15m``, ``12h``, ``7d`` or ``2w``; ValueError names the accepted forms."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 7d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db: Path = DEFAULT_DB
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    auth_token: str | None = None
+    retention_seconds: int | None = None
+    max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES

@@ -1,0 +1,166 @@
+"""The single writer thread between the receiver and the store: bounded, group-committing, durable.
+
+The receiver hands over a decoded request and gets a future; the future resolves only after the store has
+committed the spans, and only then does the receiver answer 200. Requests that wait together are committed
+in one transaction (group commit), which is what makes a durable commit per request affordable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from hopscope.collector.store.base import SpanStore
+
+log = logging.getLogger(__name__)
+
+# Spans committed in one transaction at most; larger groups only delay the first acknowledgement.
+MAX_GROUP_SPANS = 16_384
+RETENTION_CHUNK_SPANS = 2_000
+RETENTION_INTERVAL_SECONDS = 60.0
+
+
+class QueueFullError(RuntimeError):
+    """More spans are waiting for the store than the queue holds; the client should retry later."""
+
+
+class WriterClosedError(RuntimeError):
+    """The writer is shutting down and takes no new spans."""
+
+
+@dataclass
+class _Job:
+    request: ExportTraceServiceRequest
+    spans: int
+    future: Future[None] = field(default_factory=Future)
+
+
+class SpanWriter:
+    """Owns the store's write side; call :meth:`submit` from any thread.
+
+    With ``retention_seconds`` set it also deletes expired spans, a small chunk at a time between
+    ingest commits, so retention never stalls ingest.
+    """
+
+    def __init__(
+        self,
+        store: SpanStore,
+        *,
+        max_pending_spans: int,
+        retention_seconds: int | None = None,
+        max_group_spans: int = MAX_GROUP_SPANS,
+    ) -> None:
+        self._store = store
+        self._max_pending = max_pending_spans
+        self._max_group = max_group_spans
+        self._retention_ns = retention_seconds * 1_000_000_000 if retention_seconds else None
+        self._jobs: deque[_Job] = deque()
+        self._pending_spans = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="hopscope-span-writer", daemon=True)
+        self._next_retention = 0.0
+        self.spans_written = 0
+        self.spans_expired = 0
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending_spans
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: ExportTraceServiceRequest, spans: int) -> Future[None]:
+        """Queue a request's spans; the future resolves once they are committed, or fails with the error."""
+        job = _Job(request, spans)
+        with self._cond:
+            if self._closing:
+                raise WriterClosedError("the collector is shutting down")
+            if self._pending_spans and self._pending_spans + spans > self._max_pending:
+                raise QueueFullError(f"{self._pending_spans} spans are waiting to be stored")
+            self._pending_spans += spans
+            self._jobs.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking spans, commit every queued one, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing and not self._retention_due():
+                    self._cond.wait(self._wait_seconds())
+                group = self._take_group()
+                if not group and self._closing:
+                    return
+            if group:
+                self._commit(group)
+            if self._retention_due():
+                self._expire_chunk()
+
+    def _take_group(self) -> list[_Job]:
+        group: list[_Job] = []
+        spans = 0
+        while self._jobs and (not group or spans + self._jobs[0].spans <= self._max_group):
+            job = self._jobs.popleft()
+            group.append(job)
+            spans += job.spans
+        return group
+
+    def _commit(self, group: list[_Job]) -> None:
+        try:
+            self.spans_written += self._store.write([job.request for job in group])
+            outcomes: list[BaseException | None] = [None] * len(group)
+        except Exception as exc:
+            if len(group) == 1:
+                log.error("storing %d spans failed: %s", group[0].spans, exc)
+                outcomes = [exc]
+            else:  # find the request that fails; the others still get stored
+                outcomes = [self._commit_one(job) for job in group]
+        with self._cond:
+            self._pending_spans -= sum(job.spans for job in group)
+        for job, outcome in zip(group, outcomes, strict=True):
+            if outcome is None:
+                job.future.set_result(None)
+            else:
+                job.future.set_exception(outcome)
+
+    def _commit_one(self, job: _Job) -> BaseException | None:
+        try:
+            self.spans_written += self._store.write([job.request])
+        except Exception as exc:
+            log.error("storing %d spans failed: %s", job.spans, exc)
+            return exc
+        return None
+
+    def _retention_due(self) -> bool:
+        return self._retention_ns is not None and time.monotonic() >= self._next_retention
+
+    def _wait_seconds(self) -> float | None:
+        if self._retention_ns is None:
+            return None
+        return max(0.0, self._next_retention - time.monotonic())
+
+    def _expire_chunk(self) -> None:
+        assert self._retention_ns is not None
+        cutoff = time.time_ns() - self._retention_ns
+        try:
+            deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
+        except Exception as exc:
+            log.error("deleting expired spans failed: %s", exc)
+            deleted = 0
+        self.spans_expired += deleted
+        if deleted < RETENTION_CHUNK_SPANS:  # caught up: look again later
+            self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS

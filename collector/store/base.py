@@ -1,0 +1,36 @@
+"""The span store interface. SQLite is the embedded default; a ClickHouse store implements the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+
+class SpanStore(Protocol):
+    """Stores whole OTLP spans and gives them back without loss.
+
+    ``write`` is called from one writer thread only; every other method may be called from any thread
+    (and from other processes that open the same store read-only).
+    """
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        """Commit every span of ``requests`` durably, all or nothing; returns the number of spans.
+
+        When this returns, the spans survive a killed process. Re-sent spans (same trace and span id)
+        are stored once.
+        """
+
+    def get_trace(self, trace_id: bytes) -> TracesData | None:
+        """Every stored span of one trace grouped by resource and scope, or None when none is stored."""
+
+    def count_spans(self) -> int:
+        """How many spans are stored."""
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """Delete at most ``limit`` spans that started before the cutoff; returns how many went."""
+
+    def close(self) -> None:
+        """Release every connection; pending writes have already been committed by ``write``."""

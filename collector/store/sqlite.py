@@ -1,0 +1,339 @@
+"""The SQLite span store: one file, WAL, one writer, any number of readers in any process.
+
+Each span is kept whole as its serialized OTLP ``Span`` message (lossless by construction: every field,
+attribute type, event, link and dropped count survives), next to the columns that queries filter on.
+Resources and instrumentation scopes are stored once each and referenced by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+
+SCHEMA_VERSION = 1
+
+# Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    resource_id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    service_name TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    resource BLOB NOT NULL              -- serialized opentelemetry.proto.resource.v1.Resource
+);
+CREATE TABLE IF NOT EXISTS scopes (
+    scope_id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    scope BLOB NOT NULL                 -- serialized opentelemetry.proto.common.v1.InstrumentationScope
+);
+CREATE TABLE IF NOT EXISTS spans (
+    span_pk INTEGER PRIMARY KEY,
+    trace_id BLOB NOT NULL,
+    span_id BLOB NOT NULL,
+    parent_span_id BLOB,                -- NULL for a root span
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    start_unix_nano INTEGER NOT NULL,
+    end_unix_nano INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    service_name TEXT NOT NULL,
+    resource_id INTEGER NOT NULL REFERENCES resources (resource_id),
+    scope_id INTEGER NOT NULL REFERENCES scopes (scope_id),
+    received_unix_nano INTEGER NOT NULL,
+    span BLOB NOT NULL                  -- serialized opentelemetry.proto.trace.v1.Span
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_id ON spans (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
+"""
+
+# MIGRATIONS[n] takes a database from version n - 1 to version n.
+MIGRATIONS: dict[int, str] = {}
+
+_INSERT_SPAN = """
+INSERT OR IGNORE INTO spans (
+    trace_id, span_id, parent_span_id, name, kind, start_unix_nano, end_unix_nano, status_code,
+    service_name, resource_id, scope_id, received_unix_nano, span
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_UNKNOWN_SERVICE = "unknown_service"
+_BUSY_TIMEOUT_MS = 10_000
+_CACHE_KIB = 64 * 1024
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used as asked."""
+
+
+class SQLiteStore:
+    """Owns every connection to one SQLite file: nothing else calls ``sqlite3.connect`` on it.
+
+    ``durable=True`` (the default) commits with ``synchronous=FULL``, so a commit survives power loss,
+    not only a killed process. Readers get their own read-only connection per thread.
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._resource_ids: dict[bytes, tuple[int, str]] = {}
+        self._scope_ids: dict[bytes, int] = {}
+        self._writer: sqlite3.Connection | None = None
+        if read_only:
+            if not self.path.exists():
+                raise StoreError(f"no hopscope database at {self.path}")
+            self._check_version(self._reader())
+        else:
+            self._writer = self._open_writer(durable)
+
+    # -- connections -----------------------------------------------------------------------------------
+
+    def _open_writer(self, durable: bool) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {self.path} for writing: {exc}") from exc
+        if mode != "wal":
+            raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        self._migrate(conn)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path} for reading: {exc}") from exc
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this hopscope knows up to {SCHEMA_VERSION}"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _statements(MIGRATIONS[target]):
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path} is not a hopscope database: {exc}") from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            found = row[0] if row else "none"
+            raise StoreError(f"{self.path} has schema version {found}; expected {SCHEMA_VERSION}")
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreError(f"{self.path} was opened read-only")
+        return self._writer
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        conn = self._writer_conn()
+        received = time.time_ns()
+        rows: list[tuple[object, ...]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for request in requests:
+                for resource_spans in request.resource_spans:
+                    resource_id, service_name = self._resource_id(conn, resource_spans)
+                    for scope_spans in resource_spans.scope_spans:
+                        scope_id = self._scope_id(conn, scope_spans)
+                        rows.extend(
+                            (
+                                span.trace_id,
+                                span.span_id,
+                                span.parent_span_id or None,
+                                span.name,
+                                span.kind,
+                                span.start_time_unix_nano,
+                                span.end_time_unix_nano,
+                                span.status.code,
+                                service_name,
+                                resource_id,
+                                scope_id,
+                                received,
+                                span.SerializeToString(),
+                            )
+                            for span in scope_spans.spans
+                        )
+            conn.executemany(_INSERT_SPAN, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return len(rows)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        # Ids cached during the failed transaction may point at rows that no longer exist.
+        self._resource_ids.clear()
+        self._scope_ids.clear()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _resource_id(self, conn: sqlite3.Connection, resource_spans: ResourceSpans) -> tuple[int, str]:
+        blob = resource_spans.resource.SerializeToString()
+        schema_url = resource_spans.schema_url
+        digest = hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+        cached = self._resource_ids.get(digest)
+        if cached is not None:
+            return cached
+        service_name = _service_name(resource_spans.resource)
+        conn.execute(
+            "INSERT OR IGNORE INTO resources (digest, service_name, schema_url, resource) "
+            "VALUES (?, ?, ?, ?)",
+            (digest, service_name, schema_url, blob),
+        )
+        (resource_id,) = conn.execute(
+            "SELECT resource_id FROM resources WHERE digest = ?", (digest,)
+        ).fetchone()
+        self._resource_ids[digest] = (resource_id, service_name)
+        return resource_id, service_name
+
+    def _scope_id(self, conn: sqlite3.Connection, scope_spans: ScopeSpans) -> int:
+        blob = scope_spans.scope.SerializeToString()
+        schema_url = scope_spans.schema_url
+        digest = hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+        cached = self._scope_ids.get(digest)
+        if cached is not None:
+            return cached
+        conn.execute(
+            "INSERT OR IGNORE INTO scopes (digest, name, version, schema_url, scope) VALUES (?, ?, ?, ?, ?)",
+            (digest, scope_spans.scope.name, scope_spans.scope.version, schema_url, blob),
+        )
+        (scope_id,) = conn.execute("SELECT scope_id FROM scopes WHERE digest = ?", (digest,)).fetchone()
+        self._scope_ids[digest] = scope_id
+        return int(scope_id)
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        conn = self._writer_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                "DELETE FROM spans WHERE span_pk IN "
+                "(SELECT span_pk FROM spans WHERE start_unix_nano < ? LIMIT ?)",
+                (cutoff_unix_nano, limit),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return cursor.rowcount
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_trace(self, trace_id: bytes) -> TracesData | None:
+        conn = self._reader()
+        rows = conn.execute(
+            "SELECT resource_id, scope_id, span FROM spans WHERE trace_id = ? "
+            "ORDER BY start_unix_nano, span_pk",
+            (trace_id,),
+        ).fetchall()
+        if not rows:
+            return None
+        resources = self._load(conn, "resources", "resource_id", "schema_url, resource", {r[0] for r in rows})
+        scopes = self._load(conn, "scopes", "scope_id", "schema_url, scope", {r[1] for r in rows})
+        traces = TracesData()
+        by_resource: dict[int, ResourceSpans] = {}
+        by_scope: dict[tuple[int, int], ScopeSpans] = {}
+        for resource_id, scope_id, span_blob in rows:
+            resource_spans = by_resource.get(resource_id)
+            if resource_spans is None:
+                schema_url, blob = resources[resource_id]
+                resource_spans = traces.resource_spans.add(schema_url=schema_url)
+                resource_spans.resource.CopyFrom(Resource.FromString(blob))
+                by_resource[resource_id] = resource_spans
+            scope_spans = by_scope.get((resource_id, scope_id))
+            if scope_spans is None:
+                schema_url, blob = scopes[scope_id]
+                scope_spans = resource_spans.scope_spans.add(schema_url=schema_url)
+                scope_spans.scope.CopyFrom(InstrumentationScope.FromString(blob))
+                by_scope[(resource_id, scope_id)] = scope_spans
+            scope_spans.spans.append(Span.FromString(span_blob))
+        return traces
+
+    @staticmethod
+    def _load(
+        conn: sqlite3.Connection, table: str, key: str, columns: str, ids: Iterable[int]
+    ) -> dict[int, tuple[str, bytes]]:
+        wanted = sorted(ids)
+        marks = ",".join("?" * len(wanted))
+        query = f"SELECT {key}, {columns} FROM {table} WHERE {key} IN ({marks})"
+        return {row[0]: (row[1], row[2]) for row in conn.execute(query, wanted)}
+
+    def count_spans(self) -> int:
+        (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _service_name(resource: Resource) -> str:
+    for attribute in resource.attributes:
+        if attribute.key == "service.name" and attribute.value.HasField("string_value"):
+            return attribute.value.string_value or _UNKNOWN_SERVICE
+    return _UNKNOWN_SERVICE
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a script into statements: ``executescript`` would commit the open transaction."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""

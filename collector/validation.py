@@ -1,0 +1,56 @@
+"""Which spans of a request the collector accepts: OTLP partial success, not all-or-nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
+@dataclass(frozen=True)
+class Validation:
+    accepted: int
+    rejected: int
+    error_message: str
+
+
+def span_problem(span: Span) -> str | None:
+    """Why a span cannot be stored, or None when it can."""
+    trace_id, span_id = span.trace_id, span.span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+        return "trace_id must be 16 bytes and not all zero"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+        return "span_id must be 8 bytes and not all zero"
+    if len(span.parent_span_id) not in (0, 8):
+        return "parent_span_id must be empty or 8 bytes"
+    for link in span.links:
+        if len(link.trace_id) != 16 or link.trace_id == _ZERO_TRACE_ID:
+            return "link trace_id must be 16 bytes and not all zero"
+        if len(link.span_id) != 8 or link.span_id == _ZERO_SPAN_ID:
+            return "link span_id must be 8 bytes and not all zero"
+    return None
+
+
+def drop_invalid_spans(request: ExportTraceServiceRequest) -> Validation:
+    """Remove the spans that cannot be stored, in place, and count both kinds."""
+    accepted = rejected = 0
+    first_problem = ""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            problems = [span_problem(span) for span in spans]
+            bad = sum(problem is not None for problem in problems)
+            if bad:
+                first_problem = first_problem or next(p for p in problems if p)
+                keep = [span for span, problem in zip(spans, problems, strict=True) if problem is None]
+                kept = [Span.FromString(span.SerializeToString()) for span in keep]
+                del spans[:]
+                spans.extend(kept)
+            rejected += bad
+            accepted += len(spans)
+    message = f"{rejected} span(s) rejected: {first_problem}" if rejected else ""
+    return Validation(accepted=accepted, rejected=rejected, error_message=message)
