@@ -11,7 +11,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -220,37 +220,29 @@ class SQLiteStore:
 
     def _resource_id(self, conn: sqlite3.Connection, resource_spans: ResourceSpans) -> tuple[int, str]:
         blob = resource_spans.resource.SerializeToString()
-        schema_url = resource_spans.schema_url
-        digest = hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+        digest = _digest(blob, resource_spans.schema_url)
         cached = self._resource_ids.get(digest)
-        if cached is not None:
-            return cached
-        service_name = _service_name(resource_spans.resource)
-        conn.execute(
-            "INSERT OR IGNORE INTO resources (digest, service_name, schema_url, resource) "
-            "VALUES (?, ?, ?, ?)",
-            (digest, service_name, schema_url, blob),
-        )
-        (resource_id,) = conn.execute(
-            "SELECT resource_id FROM resources WHERE digest = ?", (digest,)
-        ).fetchone()
-        self._resource_ids[digest] = (resource_id, service_name)
-        return resource_id, service_name
+        if cached is None:
+            service_name = _service_name(resource_spans.resource)
+            columns = {
+                "service_name": service_name,
+                "schema_url": resource_spans.schema_url,
+                "resource": blob,
+            }
+            cached = (_intern(conn, "resources", "resource_id", digest, columns), service_name)
+            self._resource_ids[digest] = cached
+        return cached
 
     def _scope_id(self, conn: sqlite3.Connection, scope_spans: ScopeSpans) -> int:
         blob = scope_spans.scope.SerializeToString()
-        schema_url = scope_spans.schema_url
-        digest = hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+        digest = _digest(blob, scope_spans.schema_url)
         cached = self._scope_ids.get(digest)
-        if cached is not None:
-            return cached
-        conn.execute(
-            "INSERT OR IGNORE INTO scopes (digest, name, version, schema_url, scope) VALUES (?, ?, ?, ?, ?)",
-            (digest, scope_spans.scope.name, scope_spans.scope.version, schema_url, blob),
-        )
-        (scope_id,) = conn.execute("SELECT scope_id FROM scopes WHERE digest = ?", (digest,)).fetchone()
-        self._scope_ids[digest] = scope_id
-        return int(scope_id)
+        if cached is None:
+            scope = scope_spans.scope
+            columns = {"name": scope.name, "version": scope.version, "schema_url": scope_spans.schema_url}
+            cached = _intern(conn, "scopes", "scope_id", digest, {**columns, "scope": blob})
+            self._scope_ids[digest] = cached
+        return cached
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         conn = self._writer_conn()
@@ -320,6 +312,21 @@ class SQLiteStore:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _digest(blob: bytes, schema_url: str) -> bytes:
+    return hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+
+
+def _intern(
+    conn: sqlite3.Connection, table: str, id_column: str, digest: bytes, columns: Mapping[str, object]
+) -> int:
+    """The id of the row with this digest, inserted first if new (resources and scopes are stored once)."""
+    names = ", ".join(["digest", *columns])
+    marks = ", ".join("?" * (len(columns) + 1))
+    conn.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", (digest, *columns.values()))
+    (row_id,) = conn.execute(f"SELECT {id_column} FROM {table} WHERE digest = ?", (digest,)).fetchone()
+    return int(row_id)
 
 
 def _service_name(resource: Resource) -> str:
