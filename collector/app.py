@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,12 +24,14 @@ from hopscope.collector.store.base import SpanStore
 DRAIN_TIMEOUT_SECONDS = 60.0
 
 
-def create_app(settings: CollectorSettings, store: SpanStore) -> Starlette:
+def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
     """The app owns the writer thread (started and drained by its lifespan); the caller owns the store."""
     writer = SpanWriter(
         store, max_pending_spans=settings.max_pending_spans, retention_seconds=settings.retention_seconds
     )
-    receiver = TraceReceiver(writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes))
+    receiver = TraceReceiver(
+        store, writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes)
+    )
     query = QueryApi(store)
 
     async def healthz(request: Request) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,7 +20,7 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 class QueryApi:
-    def __init__(self, store: SpanStore) -> None:
+    def __init__(self, store: SpanStore[Any]) -> None:
         self._store = store
 
     async def get_trace(self, request: Request) -> JSONResponse:

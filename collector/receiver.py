@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from hopscope.collector import otlp_codec
 from hopscope.collector.body import BodyReader, BudgetExhaustedError, InflightBudget
 from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
+from hopscope.collector.store.base import SpanStore
 from hopscope.collector.validation import drop_invalid_spans
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,14 @@ def status_response(status: int, code: int, message: str, encoding: Encoding = E
 class TraceReceiver:
     """The endpoint; one instance per app, sharing the writer and the memory budget."""
 
-    def __init__(self, writer: SpanWriter, max_body_bytes: int, budget: InflightBudget) -> None:
+    def __init__(
+        self,
+        store: SpanStore[Any],
+        writer: SpanWriter,
+        max_body_bytes: int,
+        budget: InflightBudget,
+    ) -> None:
+        self._store = store
         self._writer = writer
         self._max_body_bytes = max_body_bytes
         self._budget = budget
@@ -52,6 +61,10 @@ class TraceReceiver:
         if content_encoding not in ("identity", "gzip", ""):
             return status_response(
                 415, otlp_codec.STATUS_INVALID_ARGUMENT, "Content-Encoding must be gzip or absent", encoding
+            )
+        if self._writer.saturated:  # refuse before spending time on the body
+            return status_response(
+                503, otlp_codec.STATUS_UNAVAILABLE, "collector busy: the write queue is full", encoding
             )
         reader = BodyReader(self._budget, self._max_body_bytes)
         try:
@@ -80,7 +93,9 @@ class TraceReceiver:
         del body
         validation = drop_invalid_spans(export)
         if validation.accepted:
-            future = self._writer.submit(export, validation.accepted)
+            prepared = self._store.prepare(export)
+            del export
+            future = self._writer.submit(prepared, validation.accepted)
             try:
                 await asyncio.wrap_future(future)
             except Exception as exc:

@@ -1,8 +1,9 @@
 """The single writer thread between the receiver and the store: bounded, group-committing, durable.
 
-The receiver hands over a decoded request and gets a future; the future resolves only after the store has
-committed the spans, and only then does the receiver answer 200. Requests that wait together are committed
-in one transaction (group commit), which is what makes a durable commit per request affordable.
+The receiver hands over a request's spans, prepared as the store's rows, and gets a future; the future
+resolves only after the store has committed the spans, and only then does the receiver answer 200.
+Requests that wait together are committed in one transaction (group commit), which is what makes a
+durable commit per request affordable.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from typing import Any
 
 from hopscope.collector.store.base import SpanStore
 
@@ -36,7 +36,7 @@ class WriterClosedError(RuntimeError):
 
 @dataclass
 class _Job:
-    request: ExportTraceServiceRequest
+    prepared: Any  # what the store's prepare() made of one request
     spans: int
     future: Future[None] = field(default_factory=Future)
 
@@ -50,7 +50,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        store: SpanStore,
+        store: SpanStore[Any],
         *,
         max_pending_spans: int,
         retention_seconds: int | None = None,
@@ -73,12 +73,17 @@ class SpanWriter:
     def pending_spans(self) -> int:
         return self._pending_spans
 
+    @property
+    def saturated(self) -> bool:
+        """True while a new request would be refused: lets the receiver refuse before reading a body."""
+        return self._pending_spans >= self._max_pending
+
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request: ExportTraceServiceRequest, spans: int) -> Future[None]:
+    def submit(self, prepared: object, spans: int) -> Future[None]:
         """Queue a request's spans; the future resolves once they are committed, or fails with the error."""
-        job = _Job(request, spans)
+        job = _Job(prepared, spans)
         with self._cond:
             if self._closing:
                 raise WriterClosedError("the collector is shutting down")
@@ -121,7 +126,7 @@ class SpanWriter:
 
     def _commit(self, group: list[_Job]) -> None:
         try:
-            self.spans_written += self._store.write([job.request for job in group])
+            self.spans_written += self._store.write_prepared([job.prepared for job in group])
             outcomes: list[BaseException | None] = [None] * len(group)
         except Exception as exc:
             if len(group) == 1:
@@ -139,7 +144,7 @@ class SpanWriter:
 
     def _commit_one(self, job: _Job) -> BaseException | None:
         try:
-            self.spans_written += self._store.write([job.request])
+            self.spans_written += self._store.write_prepared([job.prepared])
         except Exception as exc:
             log.error("storing %d spans failed: %s", job.spans, exc)
             return exc

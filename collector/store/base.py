@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+Prepared = TypeVar("Prepared")
 
-class SpanStore(Protocol):
+
+class SpanStore(Protocol[Prepared]):
     """Stores whole OTLP spans and gives them back without loss.
 
-    ``write`` is called from one writer thread only; every other method may be called from any thread
-    (and from other processes that open the same store read-only).
+    Writing is two steps so that the single writer thread does nothing but write: ``prepare`` (pure CPU,
+    any thread) turns a request into the store's own rows, ``write_prepared`` commits them. ``write`` does
+    both. The write methods are called from one writer thread only; every other method may be called from
+    any thread (and from other processes that open the same store read-only).
     """
 
-    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
-        """Commit every span of ``requests`` durably, all or nothing; returns the number of spans.
+    def prepare(self, request: ExportTraceServiceRequest) -> Prepared:
+        """The request's spans in the form ``write_prepared`` takes; never touches the database."""
+
+    def write_prepared(self, batches: Sequence[Prepared]) -> int:
+        """Commit every span of ``batches`` durably, all or nothing; returns the number of spans.
 
         When this returns, the spans survive a killed process. Re-sent spans (same trace and span id)
         are stored once.
         """
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        """``prepare`` and ``write_prepared`` in one call."""
 
     def get_trace(self, trace_id: bytes) -> TracesData | None:
         """Every stored span of one trace grouped by resource and scope, or None when none is stored."""

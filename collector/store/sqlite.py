@@ -7,17 +7,22 @@ Resources and instrumentation scopes are stored once each and referenced by id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -68,13 +73,29 @@ MIGRATIONS: dict[int, str] = {}
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
     trace_id, span_id, parent_span_id, name, kind, start_unix_nano, end_unix_nano, status_code,
-    service_name, resource_id, scope_id, received_unix_nano, span
+    service_name, received_unix_nano, span, resource_id, scope_id
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _UNKNOWN_SERVICE = "unknown_service"
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 64 * 1024
+# WAL pages go back into the database file from a background thread, not inside the writer's COMMIT.
+CHECKPOINT_INTERVAL_SECONDS = 0.25
+# A backstop: SQLite checkpoints inside COMMIT only if the WAL grows past this many pages (about 80 MB).
+_AUTOCHECKPOINT_PAGES = 20_000
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedScope:
+    """The rows of one (resource, scope) group of a request, ready for the writer thread."""
+
+    resource_digest: bytes
+    resource: Mapping[str, object]
+    scope_digest: bytes
+    scope: Mapping[str, object]
+    rows: Sequence[tuple[object, ...]]
 
 
 class StoreError(RuntimeError):
@@ -94,23 +115,24 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._resource_ids: dict[bytes, tuple[int, str]] = {}
+        self._resource_ids: dict[bytes, int] = {}
         self._scope_ids: dict[bytes, int] = {}
         self._writer: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         if read_only:
             if not self.path.exists():
                 raise StoreError(f"no hopscope database at {self.path}")
             self._check_version(self._reader())
         else:
             self._writer = self._open_writer(durable)
+            self._checkpointer = _Checkpointer(self._connect_rw())
 
     # -- connections -----------------------------------------------------------------------------------
 
     def _open_writer(self, durable: bool) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn = self._connect_rw()
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {self.path} for writing: {exc}") from exc
@@ -119,7 +141,14 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
         self._migrate(conn)
+        return conn
+
+    def _connect_rw(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -175,35 +204,64 @@ class SQLiteStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
-        conn = self._writer_conn()
+    def prepare(self, request: ExportTraceServiceRequest) -> list[PreparedScope]:
+        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes."""
         received = time.time_ns()
+        prepared: list[PreparedScope] = []
+        for resource_spans in request.resource_spans:
+            resource = resource_spans.resource
+            resource_blob = resource.SerializeToString()
+            service_name = _service_name(resource)
+            resource_row = {
+                "service_name": service_name,
+                "schema_url": resource_spans.schema_url,
+                "resource": resource_blob,
+            }
+            resource_digest = _digest(resource_blob, resource_spans.schema_url)
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope
+                scope_blob = scope.SerializeToString()
+                scope_row = {
+                    "name": scope.name,
+                    "version": scope.version,
+                    "schema_url": scope_spans.schema_url,
+                    "scope": scope_blob,
+                }
+                rows = [
+                    (
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id or None,
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                        service_name,
+                        received,
+                        span.SerializeToString(),
+                    )
+                    for span in scope_spans.spans
+                ]
+                if rows:
+                    scope_digest = _digest(scope_blob, scope_spans.schema_url)
+                    prepared.append(
+                        PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows)
+                    )
+        return prepared
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        return self.write_prepared([self.prepare(request) for request in requests])
+
+    def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
+        conn = self._writer_conn()
         rows: list[tuple[object, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for request in requests:
-                for resource_spans in request.resource_spans:
-                    resource_id, service_name = self._resource_id(conn, resource_spans)
-                    for scope_spans in resource_spans.scope_spans:
-                        scope_id = self._scope_id(conn, scope_spans)
-                        rows.extend(
-                            (
-                                span.trace_id,
-                                span.span_id,
-                                span.parent_span_id or None,
-                                span.name,
-                                span.kind,
-                                span.start_time_unix_nano,
-                                span.end_time_unix_nano,
-                                span.status.code,
-                                service_name,
-                                resource_id,
-                                scope_id,
-                                received,
-                                span.SerializeToString(),
-                            )
-                            for span in scope_spans.spans
-                        )
+            for batch in batches:
+                for group in batch:
+                    ids = (self._resource_id(conn, group), self._scope_id(conn, group))
+                    rows.extend(row + ids for row in group.rows)
             conn.executemany(_INSERT_SPAN, rows)
             conn.execute("COMMIT")
         except BaseException:
@@ -218,30 +276,18 @@ class SQLiteStore:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _resource_id(self, conn: sqlite3.Connection, resource_spans: ResourceSpans) -> tuple[int, str]:
-        blob = resource_spans.resource.SerializeToString()
-        digest = _digest(blob, resource_spans.schema_url)
-        cached = self._resource_ids.get(digest)
+    def _resource_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
+        cached = self._resource_ids.get(group.resource_digest)
         if cached is None:
-            service_name = _service_name(resource_spans.resource)
-            columns = {
-                "service_name": service_name,
-                "schema_url": resource_spans.schema_url,
-                "resource": blob,
-            }
-            cached = (_intern(conn, "resources", "resource_id", digest, columns), service_name)
-            self._resource_ids[digest] = cached
+            cached = _intern(conn, "resources", "resource_id", group.resource_digest, group.resource)
+            self._resource_ids[group.resource_digest] = cached
         return cached
 
-    def _scope_id(self, conn: sqlite3.Connection, scope_spans: ScopeSpans) -> int:
-        blob = scope_spans.scope.SerializeToString()
-        digest = _digest(blob, scope_spans.schema_url)
-        cached = self._scope_ids.get(digest)
+    def _scope_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
+        cached = self._scope_ids.get(group.scope_digest)
         if cached is None:
-            scope = scope_spans.scope
-            columns = {"name": scope.name, "version": scope.version, "schema_url": scope_spans.schema_url}
-            cached = _intern(conn, "scopes", "scope_id", digest, {**columns, "scope": blob})
-            self._scope_ids[digest] = cached
+            cached = _intern(conn, "scopes", "scope_id", group.scope_digest, group.scope)
+            self._scope_ids[group.scope_digest] = cached
         return cached
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
@@ -309,9 +355,39 @@ class SQLiteStore:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):  # a reader elsewhere may hold the WAL; that is fine
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._writer.close()
             self._writer = None
+
+
+class _Checkpointer:
+    """Copies committed WAL pages into the database file every few hundred ms, beside the writer.
+
+    PASSIVE checkpoints never block the writer or readers; they only do what is possible right now.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hopscope-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # busy or locked now: the next round tries again
+                log.debug("WAL checkpoint skipped: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._conn.close()
 
 
 def _digest(blob: bytes, schema_url: str) -> bytes:
