@@ -740,7 +740,7 @@ class Client:
         address: tuple[str, int],
         work: Iterator[tuple[bytes, int]],
         lock: threading.Lock,
-        retry_sleep: float,
+        retry_sleep: float | None,
     ) -> None:
         self._address = address
         self._work = work
@@ -787,7 +787,9 @@ class Client:
             latency = time.perf_counter() - started
             if response.status == 503:
                 self.stats.retries += 1
-                time.sleep(self._retry_sleep)
+                # As OTLP exporters should: wait what Retry-After says, unless --retry-sleep overrides it.
+                retry_after = float(response.getheader("Retry-After") or 1)
+                time.sleep(retry_after if self._retry_sleep is None else self._retry_sleep)
                 continue
             if response.status != 200:
                 raise RuntimeError(f"collector answered {response.status}: {payload[:300]!r}")
@@ -809,7 +811,7 @@ class HttpResult:
 
 
 def send_all(
-    address: tuple[str, int], bodies: Sequence[tuple[bytes, int]], clients: int, retry_sleep: float
+    address: tuple[str, int], bodies: Sequence[tuple[bytes, int]], clients: int, retry_sleep: float | None
 ) -> tuple[float, ClientStats]:
     lock = threading.Lock()
     work = iter(bodies)
@@ -835,7 +837,7 @@ def send_all(
 
 
 def measure_http(
-    bodies: Sequence[tuple[bytes, int]], db: Path, clients: int, retry_sleep: float
+    bodies: Sequence[tuple[bytes, int]], db: Path, clients: int, retry_sleep: float | None
 ) -> HttpResult:
     collector = Collector(db)
     try:
@@ -934,8 +936,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--retry-sleep",
         type=float,
-        default=0.05,
-        help="seconds to wait before re-sending after a 503 (default: %(default)s)",
+        default=None,
+        help="seconds to wait before re-sending after a 503 (default: the answer's Retry-After)",
     )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.spans < 1 or args.batch < 1:
