@@ -133,3 +133,30 @@ def test_a_saturated_write_path_answers_503_with_retry_after(tmp_path: Path) -> 
     assert store.get_trace(spans_of(first_request)[0].trace_id) is not None
     assert store.count_spans() == 6
     store.close()
+
+
+def test_a_full_queue_refuses_before_reading_the_body(tmp_path: Path) -> None:
+    # GIVEN a queue that is already full (3 spans waiting behind another process's write lock)
+    store = SQLiteStore(tmp_path / "full.db")
+    settings = CollectorSettings(db=store.path, max_pending_spans=3)
+    locker = sqlite3.connect(store.path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    with serve_in_thread(settings, store) as url, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            httpx.post,
+            f"{url}/v1/traces",
+            content=full_request(spans=3).SerializeToString(),
+            headers=PROTOBUF,
+        )
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{url}/healthz").json()["pending_spans"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # WHEN a body that is not even valid protobuf arrives
+        refused = httpx.post(f"{url}/v1/traces", content=b"\xff not protobuf", headers=PROTOBUF)
+        # THEN it is refused as busy (503), not judged as malformed (400): the body was never read
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        locker.execute("ROLLBACK")
+        assert first.result(timeout=30).status_code == 200
+    store.close()

@@ -116,3 +116,23 @@ def test_a_read_only_store_on_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no hopscope database"):
         SQLiteStore(tmp_path / "absent.db", read_only=True)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_committed_pages_reach_the_database_file_in_the_background(tmp_path: Path) -> None:
+    # GIVEN a store that has just committed a few MB (below SQLite's own auto-checkpoint size)
+    store = SQLiteStore(tmp_path / "ckpt.db")
+    db_file = store.path
+    before = db_file.stat().st_size
+    for _ in range(10):
+        store.write([full_request(spans=100)])
+    # WHEN nothing else happens for a moment
+    deadline = time.monotonic() + 5
+    while db_file.stat().st_size == before:
+        assert time.monotonic() < deadline, "the background checkpoint never copied the WAL into the file"
+        time.sleep(0.05)
+    # THEN the pages were checkpointed by the store's own thread, and closing leaves an empty WAL
+    assert db_file.stat().st_size > before + 1_000_000
+    store.close()
+    wal = db_file.with_name(db_file.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert SQLiteStore(db_file, read_only=True).count_spans() == 2000
