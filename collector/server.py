@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import logging
 import signal
 import socket
@@ -74,6 +75,8 @@ def run(settings: CollectorSettings) -> None:
             auth,
             store.path.resolve(),
         )
+        if not settings.auth_token and not ipaddress.ip_address(host).is_loopback:
+            log.warning("reachable from other machines without --auth-token: anyone there can send spans")
         _Server(config).run(sockets=[sock])
         log.info("stopped; %d spans stored in this run", app.state.writer.spans_written)
     finally:
