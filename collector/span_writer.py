@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 MAX_GROUP_SPANS = 16_384
 RETENTION_CHUNK_SPANS = 2_000
 RETENTION_INTERVAL_SECONDS = 60.0
+# While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
+# costs about 13 ms, so deletion takes a bounded share of the writer however small the ingest groups are.
+# When nothing has arrived for INGEST_IDLE_SECONDS, deletion runs chunk after chunk.
+RETENTION_BUSY_GAP_SECONDS = 0.1
+INGEST_IDLE_SECONDS = 1.0
 
 
 class QueueFullError(RuntimeError):
@@ -66,6 +71,7 @@ class SpanWriter:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="hopscope-span-writer", daemon=True)
         self._next_retention = 0.0
+        self._last_commit = float("-inf")
         self.spans_written = 0
         self.spans_expired = 0
 
@@ -125,6 +131,7 @@ class SpanWriter:
         return group
 
     def _commit(self, group: list[_Job]) -> None:
+        self._last_commit = time.monotonic()
         try:
             self.spans_written += self._store.write_prepared([job.prepared for job in group])
             outcomes: list[BaseException | None] = [None] * len(group)
@@ -167,5 +174,10 @@ class SpanWriter:
             log.error("deleting expired spans failed: %s", exc)
             deleted = 0
         self.spans_expired += deleted
+        now = time.monotonic()
         if deleted < RETENTION_CHUNK_SPANS:  # caught up: look again later
-            self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
+            self._next_retention = now + RETENTION_INTERVAL_SECONDS
+        elif now - self._last_commit < INGEST_IDLE_SECONDS:
+            self._next_retention = now + RETENTION_BUSY_GAP_SECONDS
+        else:
+            self._next_retention = now
