@@ -611,9 +611,9 @@ def measure_store(bodies: Sequence[tuple[bytes, int]], db: Path) -> float:
 class Collector:
     """A ``hopscope collector`` subprocess on a free port; its stderr is kept for error reports."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, extra_args: Sequence[str] = ()) -> None:
         self.process = subprocess.Popen(
-            [str(HOPSCOPE), "collector", "--host", "127.0.0.1", "--port", "0", "--db", str(db)],
+            [str(HOPSCOPE), "collector", "--host", "127.0.0.1", "--port", "0", "--db", str(db), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

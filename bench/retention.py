@@ -15,7 +15,6 @@ import argparse
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -129,27 +128,6 @@ class OldSpanWatcher:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class Collector(ingest.Collector):
-    """``ingest.Collector`` with extra command-line arguments (``ingest.Collector`` takes none)."""
-
-    def __init__(self, db: Path, extra_args: Sequence[str]) -> None:
-        command = [str(ingest.HOPSCOPE), "collector", "--host", "127.0.0.1", "--port", "0", "--db", str(db)]
-        self.process = subprocess.Popen(
-            [*command, *extra_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log = []
-        self._url = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._read_stderr, name="collector-stderr", daemon=True).start()
-        if not self._wait_ready():
-            self.kill()
-            raise RuntimeError("collector did not start:\n" + "".join(self.log))
-
-
 @dataclass(frozen=True)
 class Run:
     label: str
@@ -189,7 +167,7 @@ class Run:
 def measure(
     label: str, bodies: Sequence[tuple[bytes, int]], db: Path, clients: int, extra_args: Sequence[str]
 ) -> Run:
-    collector = Collector(db, extra_args)
+    collector = ingest.Collector(db, extra_args)
     try:
         old_at_first_request = count(db, old=True)
         started = time.perf_counter()
