@@ -11,12 +11,27 @@ from pathlib import Path
 from hopscope.cli.extras import require_extra
 from hopscope.collector import settings as collector_defaults
 
-COLLECTOR_MODULES = ("starlette", "uvicorn", "google.protobuf", "google.rpc", "opentelemetry.proto")
+COLLECTOR_MODULES = (
+    "starlette",
+    "uvicorn",
+    "google.protobuf",
+    "google.rpc",
+    "opentelemetry.proto",
+    "httpx",
+    "rich",
+)
 
 
 def _duration(text: str) -> int:
     try:
         return collector_defaults.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _forward_url(text: str) -> str:
+    try:
+        return collector_defaults.parse_forward_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -89,7 +104,58 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="delete spans that started longer ago than this, e.g. 7d, 12h (default: keep everything)",
     )
+    collector.add_argument(
+        "--forward",
+        type=_forward_url,
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also send every accepted batch to this OTLP/HTTP endpoint, in the background; repeatable "
+        "(a URL without a path gets /v1/traces)",
+    )
+    collector.add_argument(
+        "--forward-queue-bytes",
+        type=_positive_int,
+        default=collector_defaults.DEFAULT_FORWARD_QUEUE_BYTES,
+        metavar="N",
+        help="bytes of batches held per --forward upstream while it is slow or down; past it new batches "
+        "are dropped and counted (default: %(default)s)",
+    )
     collector.set_defaults(run=_run_collector)
+
+    export = commands.add_parser(
+        "export",
+        help="write a flow or a trace as OTLP JSON (needs hopscope[collector])",
+        description="Write one flow (every span of every trace in it) or one trace from the database as "
+        "OTLP JSON, importable into any OTLP backend or into another hopscope database.",
+    )
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--flow", type=_positive_int, metavar="ID", help="the flow to export")
+    which.add_argument("--trace", metavar="TRACE_ID", help="the trace to export (32 hex characters)")
+    export.add_argument(
+        "--db",
+        type=Path,
+        default=collector_defaults.DEFAULT_DB,
+        help="SQLite database file (default: %(default)s)",
+    )
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(run=_run_export)
+
+    load = commands.add_parser(
+        "import",
+        help="load OTLP JSON or protobuf files into a database (needs hopscope[collector])",
+        description="Load OTLP files (JSON or protobuf, ExportTraceServiceRequest or TracesData, optionally "
+        "gzipped) into the database, as the collector would: invalid spans are counted and skipped, spans "
+        "already stored are kept once, and flows are stitched.",
+    )
+    load.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OTLP files to load")
+    load.add_argument(
+        "--db",
+        type=Path,
+        default=collector_defaults.DEFAULT_DB,
+        help="SQLite database file (default: %(default)s)",
+    )
+    load.set_defaults(run=_run_import)
     return parser
 
 
@@ -115,12 +181,49 @@ def _run_collector(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         auth_token=args.auth_token,
         retention_seconds=args.retention,
+        forward_urls=tuple(args.forward),
+        forward_queue_bytes=args.forward_queue_bytes,
     )
     try:
         run(settings)
     except StoreError as exc:
         print(f"hopscope collector: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    require_extra("export", "collector", COLLECTOR_MODULES)
+    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.transfer import TransferError, export_otlp_json  # noqa: PLC0415
+
+    try:
+        document = export_otlp_json(args.db, flow_id=args.flow, trace_id=args.trace)
+    except (StoreError, TransferError) as exc:
+        print(f"hopscope export: {exc}", file=sys.stderr)
+        return 1
+    if args.out is None:
+        print(document)
+    else:
+        args.out.write_text(document + "\n")
+    return 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    require_extra("import", "collector", COLLECTOR_MODULES)
+    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.transfer import TransferError, import_files  # noqa: PLC0415
+
+    try:
+        result = import_files(args.db, args.files, show_progress=sys.stderr.isatty())
+    except (StoreError, TransferError) as exc:
+        print(f"hopscope import: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"imported {result.spans} spans from {result.files} file(s) into {args.db}"
+        + (f"; {result.rejected} invalid span(s) skipped" if result.rejected else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -14,6 +14,8 @@ from starlette.routing import Route
 
 from hopscope.collector.auth import BearerAuthMiddleware
 from hopscope.collector.body import InflightBudget
+from hopscope.collector.forwarder import Forwarder
+from hopscope.collector.query import QueryLayer
 from hopscope.collector.query_api import QueryApi
 from hopscope.collector.receiver import TraceReceiver
 from hopscope.collector.settings import CollectorSettings
@@ -22,6 +24,8 @@ from hopscope.collector.store.base import SpanStore
 
 # Seconds that shutdown waits for queued spans to be committed.
 DRAIN_TIMEOUT_SECONDS = 60.0
+# Seconds that shutdown then spends sending what is still queued for --forward upstreams.
+FORWARD_FLUSH_TIMEOUT_SECONDS = 5.0
 
 
 def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
@@ -29,21 +33,43 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
     writer = SpanWriter(
         store, max_pending_spans=settings.max_pending_spans, retention_seconds=settings.retention_seconds
     )
-    receiver = TraceReceiver(
-        store, writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes)
+    forwarder = (
+        Forwarder(
+            settings.forward_urls,
+            max_queue_bytes=settings.forward_queue_bytes,
+            initial_backoff=settings.forward_initial_backoff_seconds,
+            max_backoff=settings.forward_max_backoff_seconds,
+        )
+        if settings.forward_urls
+        else None
     )
-    query = QueryApi(store)
+    receiver = TraceReceiver(
+        store, writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes), forwarder
+    )
+    query = QueryApi(QueryLayer(store))
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "pending_spans": writer.pending_spans})
+        forwarding = forwarder.stats() if forwarder else []
+        return JSONResponse(
+            {
+                "status": "ok",
+                "pending_spans": writer.pending_spans,
+                "flows_pending": writer.flows_pending,
+                "forwarding": forwarding,
+            }
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        if forwarder:
+            forwarder.start()
         try:
             yield
         finally:
             writer.close(DRAIN_TIMEOUT_SECONDS)
+            if forwarder:
+                forwarder.close(FORWARD_FLUSH_TIMEOUT_SECONDS)
 
     middleware = [Middleware(BearerAuthMiddleware, token=settings.auth_token)] if settings.auth_token else []
     app = Starlette(
@@ -51,6 +77,10 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             Route("/v1/traces", receiver.export, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),
+            Route("/api/flows", query.get_flows, methods=["GET"]),
+            Route("/api/flows/{flow_id}", query.get_flow, methods=["GET"]),
+            Route("/api/flows/{flow_id}/otlp", query.get_flow_otlp, methods=["GET"]),
+            Route("/openapi.json", query.openapi, methods=["GET"]),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -1,34 +1,84 @@
-"""The read-only HTTP query API (``/api/...``). The flows issue extends it; it only reads the store."""
+"""The read-only HTTP query API (``/api/...``): JSON over the query layer, described by ``/openapi.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from hopscope.collector.openapi import OPENAPI
 from hopscope.collector.otlp_codec import traces_to_json
-from hopscope.collector.store.base import SpanStore
+from hopscope.collector.query import QueryLayer
+from hopscope.collector.query_params import ParamError, parse_flow_filter, parse_flow_id
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _answers_bad_parameters(endpoint: Endpoint) -> Endpoint:
+    async def wrapped(request: Request) -> JSONResponse:
+        try:
+            return await endpoint(request)
+        except ParamError as exc:
+            return error_response(400, str(exc))
+
+    return wrapped
+
+
 class QueryApi:
-    def __init__(self, store: SpanStore[Any]) -> None:
-        self._store = store
+    """Each endpoint parses its parameters, asks the query layer (in a worker thread) and answers JSON."""
+
+    def __init__(self, queries: QueryLayer) -> None:
+        self._queries = queries
+        self.get_flows = _answers_bad_parameters(self._get_flows)
+        self.get_flow = _answers_bad_parameters(self._get_flow)
+        self.get_flow_otlp = _answers_bad_parameters(self._get_flow_otlp)
+
+    async def openapi(self, request: Request) -> JSONResponse:
+        return JSONResponse(OPENAPI)
 
     async def get_trace(self, request: Request) -> JSONResponse:
         """One stored trace as OTLP JSON (a ``TracesData`` document)."""
         trace_id = request.path_params["trace_id"]
         if not _TRACE_ID.fullmatch(trace_id) or trace_id.strip("0") == "":
             return error_response(400, f"trace id must be 32 hex characters, not all zero: {trace_id!r}")
-        traces = await run_in_threadpool(self._store.get_trace, bytes.fromhex(trace_id))
+        traces = await run_in_threadpool(self._queries.trace, bytes.fromhex(trace_id))
         if traces is None:
             return error_response(404, f"no trace {trace_id.lower()} is stored")
+        return JSONResponse(traces_to_json(traces))
+
+    async def _get_flows(self, request: Request) -> JSONResponse:
+        criteria = parse_flow_filter(request.query_params, request.query_params.getlist("attr"))
+        flows = await run_in_threadpool(self._queries.search_flows, criteria)
+        return JSONResponse(
+            {
+                "flows": [dataclasses.asdict(flow) for flow in flows],
+                "limit": criteria.limit,
+                "offset": criteria.offset,
+            }
+        )
+
+    async def _get_flow(self, request: Request) -> JSONResponse:
+        flow_id = parse_flow_id(request.path_params["flow_id"])
+        detail = await run_in_threadpool(self._queries.flow, flow_id)
+        if detail is None:
+            return error_response(404, f"no flow {flow_id}")
+        body: dict[str, Any] = dataclasses.asdict(detail)
+        return JSONResponse(body)
+
+    async def _get_flow_otlp(self, request: Request) -> JSONResponse:
+        flow_id = parse_flow_id(request.path_params["flow_id"])
+        traces = await run_in_threadpool(self._queries.flow_otlp, flow_id)
+        if traces is None:
+            return error_response(404, f"no flow {flow_id}")
         return JSONResponse(traces_to_json(traces))

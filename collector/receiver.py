@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from hopscope.collector import otlp_codec
 from hopscope.collector.body import BodyReader, BudgetExhaustedError, InflightBudget
+from hopscope.collector.forwarder import Forwarder
 from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.store.base import SpanStore
@@ -43,11 +44,13 @@ class TraceReceiver:
         writer: SpanWriter,
         max_body_bytes: int,
         budget: InflightBudget,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._max_body_bytes = max_body_bytes
         self._budget = budget
+        self._forwarder = forwarder
 
     async def export(self, request: Request) -> Response:
         encoding = Encoding.from_content_type(request.headers.get("content-type"))
@@ -90,9 +93,13 @@ class TraceReceiver:
             export = await run_in_threadpool(otlp_codec.decode_request, body, encoding)
         else:
             export = otlp_codec.decode_request(body, encoding)
+        # Forwarded as received when it is protobuf and every span is accepted, else re-serialized.
+        forward_body = body if self._forwarder and encoding is Encoding.PROTOBUF else None
         del body
         validation = drop_invalid_spans(export)
         if validation.accepted:
+            if self._forwarder and (forward_body is None or validation.rejected):
+                forward_body = export.SerializeToString()
             prepared = self._store.prepare(export)
             del export
             future = self._writer.submit(prepared, validation.accepted)
@@ -103,6 +110,8 @@ class TraceReceiver:
                 return status_response(
                     503, otlp_codec.STATUS_UNAVAILABLE, f"spans were not stored: {exc}", encoding
                 )
+            if self._forwarder and forward_body is not None:
+                self._forwarder.offer(forward_body, validation.accepted)
         payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
         return Response(payload, media_type=encoding.value)
 

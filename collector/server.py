@@ -42,6 +42,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listen now, not when uvicorn starts serving after the app's startup: from the "listening on"
+        # line on, connections wait in the backlog instead of being refused.
+        sock.listen(MAX_CONNECTIONS)
     except OSError as exc:
         sock.close()
         raise SystemExit(f"hopscope collector: cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -15,6 +16,11 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PENDING_SPANS = 40_000
 # Bytes of request bodies (compressed and inflated) held in memory at once across all requests.
 DEFAULT_MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
+# Bytes of batches waiting to be forwarded, per --forward upstream; past it new batches are dropped.
+DEFAULT_FORWARD_QUEUE_BYTES = 64 * 1024 * 1024
+# A failed forward is retried after this, doubling up to the maximum (Retry-After is honoured up to it).
+DEFAULT_FORWARD_INITIAL_BACKOFF_SECONDS = 0.5
+DEFAULT_FORWARD_MAX_BACKOFF_SECONDS = 30.0
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -28,6 +34,21 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_forward_url(text: str) -> str:
+    """An upstream OTLP/HTTP traces URL; one without a path gets ``/v1/traces``, as OTLP exporters do."""
+    try:
+        parts = urlsplit(text.strip())
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"invalid forward URL {text!r}: use http(s)://host[:port][/path]")
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/v1/traces")
+    return urlunsplit(parts)
+
+
 @dataclass(frozen=True)
 class CollectorSettings:
     host: str = DEFAULT_HOST
@@ -38,3 +59,8 @@ class CollectorSettings:
     retention_seconds: int | None = None
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    # Upstream OTLP/HTTP traces URLs that every accepted batch is re-sent to (see forwarder.py).
+    forward_urls: tuple[str, ...] = ()
+    forward_queue_bytes: int = DEFAULT_FORWARD_QUEUE_BYTES
+    forward_initial_backoff_seconds: float = DEFAULT_FORWARD_INITIAL_BACKOFF_SECONDS
+    forward_max_backoff_seconds: float = DEFAULT_FORWARD_MAX_BACKOFF_SECONDS

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 # Spans committed in one transaction at most; larger groups only delay the first acknowledgement.
 MAX_GROUP_SPANS = 16_384
+# Spans are stitched into flows by the writer between commits, in chunks: while spans keep arriving, one
+# chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS (a bounded share of the writer, so ingest
+# keeps its speed and flows trail by a moment); once ingest has been idle, chunk after chunk.
+STITCH_BUSY_CHUNK_SPANS = 4_000
+STITCH_BUSY_GAP_SECONDS = 0.25
+STITCH_IDLE_CHUNK_SPANS = 20_000
 RETENTION_CHUNK_SPANS = 2_000
 RETENTION_INTERVAL_SECONDS = 60.0
 # While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
@@ -72,12 +78,19 @@ class SpanWriter:
         self._thread = threading.Thread(target=self._run, name="hopscope-span-writer", daemon=True)
         self._next_retention = 0.0
         self._last_commit = float("-inf")
+        self._next_stitch = 0.0
+        self.spans_stitched = 0
         self.spans_written = 0
         self.spans_expired = 0
 
     @property
     def pending_spans(self) -> int:
         return self._pending_spans
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while stored spans still wait to be stitched into flows."""
+        return self._store.flows_pending
 
     @property
     def saturated(self) -> bool:
@@ -111,15 +124,38 @@ class SpanWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._jobs and not self._closing and not self._retention_due():
+                if not self._jobs and not self._closing and not self._chore_due():
                     self._cond.wait(self._wait_seconds())
                 group = self._take_group()
-                if not group and self._closing:
-                    return
+                closing = self._closing
             if group:
                 self._commit(group)
+            if self._stitch_due():
+                self._stitch_chunk()
             if self._retention_due():
                 self._expire_chunk()
+            if closing and not group:
+                return
+
+    def _ingest_active(self, now: float) -> bool:
+        return now - self._last_commit < INGEST_IDLE_SECONDS
+
+    def _chore_due(self) -> bool:
+        return self._stitch_due() or self._retention_due()
+
+    def _stitch_due(self) -> bool:
+        return self._store.flows_pending and time.monotonic() >= self._next_stitch
+
+    def _stitch_chunk(self) -> None:
+        """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle."""
+        busy = self._ingest_active(time.monotonic())
+        try:
+            self.spans_stitched += self._store.stitch_flows(
+                STITCH_BUSY_CHUNK_SPANS if busy else STITCH_IDLE_CHUNK_SPANS
+            )
+        except Exception as exc:  # the spans are stored; their flows catch up on the next try or restart
+            log.error("stitching flows failed: %s", exc)
+        self._next_stitch = time.monotonic() + (STITCH_BUSY_GAP_SECONDS if busy else 0.0)
 
     def _take_group(self) -> list[_Job]:
         group: list[_Job] = []
@@ -161,9 +197,11 @@ class SpanWriter:
         return self._retention_ns is not None and time.monotonic() >= self._next_retention
 
     def _wait_seconds(self) -> float | None:
-        if self._retention_ns is None:
-            return None
-        return max(0.0, self._next_retention - time.monotonic())
+        now = time.monotonic()
+        waits = [max(0.0, self._next_stitch - now)] if self._store.flows_pending else []
+        if self._retention_ns is not None:
+            waits.append(max(0.0, self._next_retention - now))
+        return min(waits, default=None)
 
     def _expire_chunk(self) -> None:
         assert self._retention_ns is not None
@@ -177,7 +215,7 @@ class SpanWriter:
         now = time.monotonic()
         if deleted < RETENTION_CHUNK_SPANS:  # caught up: look again later
             self._next_retention = now + RETENTION_INTERVAL_SECONDS
-        elif now - self._last_commit < INGEST_IDLE_SECONDS:
+        elif self._ingest_active(now):
             self._next_retention = now + RETENTION_BUSY_GAP_SECONDS
         else:
             self._next_retention = now

@@ -33,6 +33,7 @@ class CollectorProcess:
 
     db: Path
     args: list[str]
+    port: int = 0
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     log: list[str] = field(default_factory=list)
@@ -41,7 +42,7 @@ class CollectorProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("HOPSCOPE_AUTH_TOKEN", None)
         self.proc = subprocess.Popen(
-            [HOPSCOPE, "collector", "--port", "0", "--db", str(self.db), *self.args],
+            [HOPSCOPE, "collector", "--port", str(self.port), "--db", str(self.db), *self.args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -82,8 +83,8 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]
     """Start collectors as subprocesses; every one still running is stopped after the test."""
     started: list[CollectorProcess] = []
 
-    def start(*args: str, db: Path | None = None) -> CollectorProcess:
-        collector = CollectorProcess(db=db or tmp_path / "hopscope.db", args=list(args)).start()
+    def start(*args: str, db: Path | None = None, port: int = 0) -> CollectorProcess:
+        collector = CollectorProcess(db=db or tmp_path / "hopscope.db", args=list(args), port=port).start()
         started.append(collector)
         return collector
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from hopscope.collector.flow_model import FlowFilter, FlowSummary
 
 Prepared = TypeVar("Prepared")
 
@@ -31,10 +33,35 @@ class SpanStore(Protocol[Prepared]):
         """
 
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
-        """``prepare`` and ``write_prepared`` in one call."""
+        """``prepare`` and ``write_prepared``, then stitch every new span into its flow."""
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while written spans wait for :meth:`stitch_flows` (writer thread only)."""
+
+    def stitch_flows(self, max_spans: int) -> int:
+        """Fold up to ``max_spans`` of the oldest unstitched spans into flows; returns how many."""
 
     def get_trace(self, trace_id: bytes) -> TracesData | None:
         """Every stored span of one trace grouped by resource and scope, or None when none is stored."""
+
+    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
+        """Several traces in one document (empty when none is stored)."""
+
+    def resolve_flow(self, flow_id: int) -> int | None:
+        """The standing flow that ``flow_id`` is or was merged into; None when unknown."""
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        """The standing flow a trace belongs to."""
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes]:
+        """The traces of a standing flow that have spans stored."""
+
+    def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
+        """Summaries of standing flows with spans, in the order given."""
+
+    def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+        """Standing flows matching every criterion except ``attributes``, in the criteria's order."""
 
     def count_spans(self) -> int:
         """How many spans are stored."""

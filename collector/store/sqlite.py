@@ -22,9 +22,14 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
+from hopscope.collector.flow_facts import FlowFacts
+from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.store import sqlite_flows
+from hopscope.collector.store.sqlite_flows import FLOWS_SCHEMA, FlowStitcher
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -68,7 +73,7 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
 """
 
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA}
 
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
@@ -80,6 +85,8 @@ INSERT OR IGNORE INTO spans (
 _UNKNOWN_SERVICE = "unknown_service"
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 64 * 1024
+# Spans stitched into flows per call of stitch_flows() by write(); the collector's writer picks its own.
+STITCH_CHUNK_SPANS = 20_000
 # WAL pages go back into the database file from a background thread, not inside the writer's COMMIT.
 CHECKPOINT_INTERVAL_SECONDS = 0.25
 # A backstop: SQLite checkpoints inside COMMIT only if the WAL grows past this many pages (about 80 MB).
@@ -119,6 +126,8 @@ class SQLiteStore:
         self._scope_ids: dict[bytes, int] = {}
         self._writer: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._stitched_through = 0
+        self._last_span_pk = 0
         if read_only:
             if not self.path.exists():
                 raise StoreError(f"no hopscope database at {self.path}")
@@ -126,6 +135,7 @@ class SQLiteStore:
         else:
             self._writer = self._open_writer(durable)
             self._checkpointer = _Checkpointer(self._connect_rw())
+            self._load_stitch_position()
 
     # -- connections -----------------------------------------------------------------------------------
 
@@ -171,7 +181,7 @@ class SQLiteStore:
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else SCHEMA_VERSION
+            version = int(row[0]) if row else 1  # a new file has just been given version 1
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {version}; this hopscope knows up to {SCHEMA_VERSION}"
@@ -250,9 +260,6 @@ class SQLiteStore:
                     )
         return prepared
 
-    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
-        return self.write_prepared([self.prepare(request) for request in requests])
-
     def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
         conn = self._writer_conn()
         rows: list[tuple[object, ...]] = []
@@ -263,11 +270,64 @@ class SQLiteStore:
                     ids = (self._resource_id(conn, group), self._scope_id(conn, group))
                     rows.extend(row + ids for row in group.rows)
             conn.executemany(_INSERT_SPAN, rows)
+            (last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
             conn.execute("COMMIT")
         except BaseException:
             self._rollback(conn)
             raise
+        self._last_span_pk = last_span_pk
         return len(rows)
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        """Prepare, write and stitch: for scripts and tests that want flows to be current on return."""
+        written = self.write_prepared([self.prepare(request) for request in requests])
+        while self.stitch_flows(STITCH_CHUNK_SPANS):
+            pass
+        return written
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while stored spans wait for :meth:`stitch_flows`."""
+        return self._stitched_through < self._last_span_pk
+
+    def stitch_flows(self, max_spans: int) -> int:
+        """Fold up to ``max_spans`` spans, the oldest not yet stitched, into their flows; returns how many.
+
+        Stitching reads the spans back from the store, so it needs nothing kept in memory, counts a span
+        that a client sent twice once, and picks up after a restart where it left off. Many spans per
+        call write each flow-index page once for all of them.
+        """
+        conn = self._writer_conn()
+        rows = conn.execute(
+            "SELECT span_pk, service_name, span FROM spans WHERE span_pk > ? ORDER BY span_pk LIMIT ?",
+            (self._stitched_through, max_spans),
+        ).fetchall()
+        if not rows:
+            self._stitched_through = max(self._stitched_through, self._last_span_pk)
+            return 0
+        facts = FlowFacts()
+        for _, service_name, blob in rows:
+            facts.add(Span.FromString(blob), service_name, blob)
+        through = rows[-1][0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            FlowStitcher(conn).apply(facts.traces.values())
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('flows_through_span_pk', ?)",
+                (str(through),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        self._stitched_through = through
+        return len(rows)
+
+    def _load_stitch_position(self) -> None:
+        conn = self._writer_conn()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
+        self._stitched_through = int(row[0]) if row else 0
+        (self._last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         # Ids cached during the failed transaction may point at rows that no longer exist.
@@ -345,6 +405,32 @@ class SQLiteStore:
         marks = ",".join("?" * len(wanted))
         query = f"SELECT {key}, {columns} FROM {table} WHERE {key} IN ({marks})"
         return {row[0]: (row[1], row[2]) for row in conn.execute(query, wanted)}
+
+    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
+        """Several traces in one document (empty when none is stored)."""
+        combined = TracesData()
+        for trace_id in trace_ids:
+            traces = self.get_trace(trace_id)
+            if traces is not None:
+                combined.resource_spans.extend(traces.resource_spans)
+        return combined
+
+    # -- flows -------------------------------------------------------------------------------------------
+
+    def resolve_flow(self, flow_id: int) -> int | None:
+        return sqlite_flows.resolve_flow(self._reader(), flow_id)
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return sqlite_flows.flow_of_trace(self._reader(), trace_id)
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes]:
+        return sqlite_flows.flow_trace_ids(self._reader(), flow_id)
+
+    def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
+        return sqlite_flows.flow_summaries(self._reader(), flow_ids)
+
+    def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+        return sqlite_flows.search_flow_ids(self._reader(), criteria, limit, offset)
 
     def count_spans(self) -> int:
         (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()

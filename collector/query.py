@@ -1,0 +1,213 @@
+"""The query layer: the one read API over a store, used by the HTTP query API and by the dashboard.
+
+It hands out plain, JSON-ready values (dataclasses and dicts), never OTLP protobuf messages, except where
+OTLP is what the caller asked for (``flow_otlp``, ``trace``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
+
+from hopscope.collector import conventions
+from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.store.base import SpanStore
+
+# Flows whose spans are read at most to answer one search with attribute filters.
+MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
+
+_KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
+_STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
+
+
+@dataclass(frozen=True)
+class FlowDetail:
+    summary: FlowSummary
+    spans: list[dict[str, Any]]  # flat, JSON-ready; see flatten_spans
+    hops: list[dict[str, Any]]  # async hops (producer -> destination -> consumer) with their queue wait
+
+
+class QueryLayer:
+    """Read-only questions about stored spans and flows."""
+
+    def __init__(self, store: SpanStore[Any]) -> None:
+        self._store = store
+
+    def trace(self, trace_id: bytes) -> TracesData | None:
+        return self._store.get_trace(trace_id)
+
+    def search_flows(self, criteria: FlowFilter) -> list[FlowSummary]:
+        """Flows matching ``criteria``, sorted and paged as it says."""
+        if not criteria.attributes:
+            ids = self._store.search_flow_ids(criteria, criteria.limit, criteria.offset)
+            return self._store.flow_summaries(ids)
+        return self._store.flow_summaries(self._search_by_attributes(criteria))
+
+    def _search_by_attributes(self, criteria: FlowFilter) -> list[int]:
+        """Span attributes are not indexed: read the candidates' spans, a page at a time, up to a cap."""
+        wanted = criteria.offset + criteria.limit
+        matched: list[int] = []
+        scanned = 0
+        page = max(criteria.limit * 4, 100)
+        while len(matched) < wanted and scanned < MAX_ATTRIBUTE_SCAN_FLOWS:
+            candidates = self._store.search_flow_ids(criteria, page, scanned)
+            if not candidates:
+                break
+            scanned += len(candidates)
+            matched.extend(
+                flow_id for flow_id in candidates if self._has_attributes(flow_id, criteria.attributes)
+            )
+        return matched[criteria.offset : wanted]
+
+    def _has_attributes(self, flow_id: int, attributes: tuple[tuple[str, str], ...]) -> bool:
+        traces = self._store.get_traces(self._store.flow_trace_ids(flow_id))
+        found: set[tuple[str, str]] = set()
+        for resource_spans in traces.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    found.update((kv.key, _text(kv.value)) for kv in span.attributes)
+        return all(pair in found for pair in attributes)
+
+    def flow_summary(self, flow_id: int) -> FlowSummary | None:
+        standing = self._store.resolve_flow(flow_id)
+        if standing is None:
+            return None
+        summaries = self._store.flow_summaries([standing])
+        return summaries[0] if summaries else None
+
+    def flow_otlp(self, flow_id: int) -> TracesData | None:
+        """Every span of every trace of the flow, as OTLP (importable into any OTLP backend)."""
+        summary = self.flow_summary(flow_id)
+        if summary is None:
+            return None
+        return self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
+
+    def flow(self, flow_id: int) -> FlowDetail | None:
+        summary = self.flow_summary(flow_id)
+        if summary is None:
+            return None
+        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
+        spans = flatten_spans(traces)
+        return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans))
+
+
+def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
+    """One flat dict per span, sorted by start time: what a table or a waterfall wants."""
+    spans = []
+    for resource_spans in traces.resource_spans:
+        resource = attributes_dict(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", "unknown_service"))
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex() or None,
+                        "name": span.name,
+                        "kind": _KIND_NAMES.get(span.kind, "UNSPECIFIED"),
+                        "service": service,
+                        "start_unix_nano": span.start_time_unix_nano,
+                        "end_unix_nano": span.end_time_unix_nano,
+                        "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+                        "status": {
+                            "code": _STATUS_NAMES.get(span.status.code, "UNSET"),
+                            "message": span.status.message,
+                        },
+                        "attributes": attributes_dict(span.attributes),
+                        "events": [
+                            {
+                                "name": event.name,
+                                "time_unix_nano": event.time_unix_nano,
+                                "attributes": attributes_dict(event.attributes),
+                            }
+                            for event in span.events
+                        ],
+                        "links": [
+                            {
+                                "trace_id": link.trace_id.hex(),
+                                "span_id": link.span_id.hex(),
+                                "attributes": attributes_dict(link.attributes),
+                            }
+                            for link in span.links
+                        ],
+                        "resource": resource,
+                        "scope": {"name": scope_spans.scope.name, "version": scope_spans.scope.version},
+                    }
+                )
+    spans.sort(key=lambda span: (span["start_unix_nano"], span["span_id"]))
+    return spans
+
+
+def async_hops(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id."""
+    by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
+    producers_by_message: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for span in spans:
+        if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
+            key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
+            producers_by_message.setdefault(key, []).append(span)
+    hops = []
+    for consumer in spans:
+        if consumer["kind"] != "CONSUMER":
+            continue
+        producers = [by_id.get((link["trace_id"], link["span_id"])) for link in consumer["links"]]
+        parent = by_id.get((consumer["trace_id"], consumer["parent_span_id"]))
+        producers.append(parent)
+        message_id = consumer["attributes"].get(conventions.MESSAGE_ID)
+        if message_id is not None:
+            producers.extend(producers_by_message.get((str(message_id), _destination(consumer)), []))
+        seen: set[str] = set()
+        for producer in producers:
+            if producer is None or producer["kind"] != "PRODUCER" or producer["span_id"] in seen:
+                continue
+            seen.add(producer["span_id"])
+            hops.append(
+                {
+                    "producer": {"trace_id": producer["trace_id"], "span_id": producer["span_id"]},
+                    "consumer": {"trace_id": consumer["trace_id"], "span_id": consumer["span_id"]},
+                    "producer_service": producer["service"],
+                    "consumer_service": consumer["service"],
+                    "messaging_system": producer["attributes"].get(conventions.MESSAGING_SYSTEM),
+                    "destination": _destination(producer) or _destination(consumer),
+                    "queue_wait_ms": (consumer["start_unix_nano"] - producer["end_unix_nano"]) / 1e6,
+                    "receive_count": consumer["attributes"].get(conventions.RECEIVE_COUNT),
+                }
+            )
+    return hops
+
+
+def _destination(span: dict[str, Any]) -> str:
+    return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
+
+
+def attributes_dict(attributes: list[KeyValue] | Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in attributes}
+
+
+def any_value(value: AnyValue) -> Any:
+    """An OTLP AnyValue as the plain Python (and JSON) value it holds; bytes as base64 text."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_dict(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return getattr(value, kind)
+
+
+def _text(value: AnyValue) -> str:
+    """How an attribute value compares with ``attr=key:value`` text: strings as they are, others as JSON."""
+    plain = any_value(value)
+    if isinstance(plain, str):
+        return plain
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    return str(plain)

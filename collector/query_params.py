@@ -1,0 +1,93 @@
+"""Query-string parameters of the HTTP query API, parsed into the query layer's types.
+
+Every problem names the parameter, so that a 400 tells the caller exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+from hopscope.collector.flow_model import FlowFilter, FlowSort
+
+MAX_LIMIT = 1_000
+
+
+class ParamError(ValueError):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"parameter {name!r}: {problem}")
+        self.name = name
+
+
+def parse_time(name: str, text: str) -> int:
+    """Unix nanoseconds from an integer (ns) or an ISO 8601 date-time (UTC unless it says otherwise)."""
+    if text.lstrip("-").isdigit():
+        return parse_int(name, text, low=0, high=2**63 - 1)
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ParamError(name, f"expected unix nanoseconds or an ISO 8601 date-time, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+
+
+def parse_int(name: str, text: str, *, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ParamError(name, f"expected a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise ParamError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_flow_filter(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFilter:
+    """The filter of ``GET /api/flows`` (``attrs`` holds every ``attr=key:value`` given)."""
+    known = {
+        "since", "until", "service", "operation", "status", "min_duration_ms", "correlation_id",
+        "message_id", "attr", "sort", "limit", "offset",
+    }  # fmt: skip
+    for name in params:
+        if name not in known:
+            raise ParamError(name, f"unknown; use one of {', '.join(sorted(known))}")
+    status = params.get("status")
+    if status not in (None, "error"):
+        raise ParamError("status", f"the only status filter is 'error', got {status!r}")
+    sort = params.get("sort", FlowSort.START.value)
+    try:
+        sort_by = FlowSort(sort)
+    except ValueError:
+        raise ParamError("sort", f"expected 'start' or 'duration', got {sort!r}") from None
+    min_duration = params.get("min_duration_ms")
+    if min_duration is not None:
+        try:
+            min_duration_ms: float | None = float(min_duration)
+        except ValueError:
+            raise ParamError("min_duration_ms", f"expected a number, got {min_duration!r}") from None
+    else:
+        min_duration_ms = None
+    attributes = []
+    for pair in attrs:
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise ParamError("attr", f"expected key:value, got {pair!r}")
+        attributes.append((key, value))
+    return FlowFilter(
+        since_unix_nano=parse_time("since", params["since"]) if "since" in params else None,
+        until_unix_nano=parse_time("until", params["until"]) if "until" in params else None,
+        service=params.get("service"),
+        operation=params.get("operation"),
+        errors_only=status == "error",
+        min_duration_ms=min_duration_ms,
+        correlation_id=params.get("correlation_id"),
+        message_id=params.get("message_id"),
+        attributes=tuple(attributes),
+        sort=sort_by,
+        limit=parse_int("limit", params.get("limit", "50"), low=1, high=MAX_LIMIT),
+        offset=parse_int("offset", params.get("offset", "0"), low=0, high=2**62),
+    )
+
+
+def parse_flow_id(text: str) -> int:
+    return parse_int("flow_id", text, low=1, high=2**63 - 1)

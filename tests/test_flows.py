@@ -1,0 +1,305 @@
+"""Flow stitching on a real SQLite store, from spans made by the real OpenTelemetry SDK."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from hopscope.collector.flow_model import FlowFilter
+from hopscope.collector.query import QueryLayer
+from hopscope.collector.store.sqlite import SQLiteStore
+
+SpanKind = trace.SpanKind
+
+
+class Services:
+    """One SDK TracerProvider per service, all recording into one in-memory exporter."""
+
+    def __init__(self) -> None:
+        self.memory = InMemorySpanExporter()
+        self._providers: dict[str, TracerProvider] = {}
+
+    def tracer(self, service: str) -> trace.Tracer:
+        if service not in self._providers:
+            provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            provider.add_span_processor(SimpleSpanProcessor(self.memory))
+            self._providers[service] = provider
+        return self._providers[service].get_tracer("hopscope.tests")
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.memory.get_finished_spans())
+
+
+def order_chain(services: Services, order_id: str, *, links: bool = True, fail: bool = False) -> None:
+    """API -> SNS -> SQS -> batch consumer; each hop is its own trace, joined by links (or message ids)."""
+    api, billing, shipping = (services.tracer(name) for name in ("orders-api", "billing", "shipping"))
+    correlation = {"hopscope.correlation_id": order_id}
+    with api.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes=correlation):
+        with api.start_as_current_span(
+            "order-events publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                **correlation,
+                "messaging.system": "aws_sns",
+                "messaging.destination.name": "order-events",
+                "messaging.message.id": f"sns-{order_id}",
+            },
+        ) as publish:
+            pass
+    # SNS delivers to SQS; billing's Lambda consumes it in a new trace, linked to the publish span.
+    with billing.start_as_current_span(
+        "order-events process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[trace.Link(publish.get_span_context())] if links else [],
+        attributes={
+            **correlation,
+            "messaging.system": "aws_sns",
+            "messaging.destination.name": "order-events",
+            "messaging.message.id": f"sns-{order_id}",
+            "hopscope.receive_count": 1,
+        },
+    ):
+        with billing.start_as_current_span(
+            "billing publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                **correlation,
+                "messaging.system": "aws_sqs",
+                "messaging.destination.name": "shipping",
+                "messaging.message.id": f"sqs-{order_id}",
+            },
+        ) as send:
+            pass
+    # The shipping function receives a batch: a new trace whose consumer span links to the producer.
+    with shipping.start_as_current_span(
+        "shipping process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[trace.Link(send.get_span_context())] if links else [],
+        attributes={
+            **correlation,
+            "messaging.system": "aws_sqs",
+            "messaging.destination.name": "shipping",
+            "messaging.message.id": f"sqs-{order_id}",
+            "hopscope.receive_count": 3 if fail else 1,
+        },
+    ) as consume:
+        if fail:
+            consume.set_status(trace.Status(trace.StatusCode.ERROR, "carrier down"))
+
+
+def post(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> None:
+    store.write([encode_spans(list(spans))])
+
+
+def flows_by_trace(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> dict[int, set[int]]:
+    """Standing flow -> the trace ids in it (as ints), for the traces of ``spans``."""
+    flows: dict[int, set[int]] = {}
+    for span in spans:
+        trace_id = span.context.trace_id
+        flow_id = store.flow_of_trace(trace_id.to_bytes(16, "big"))
+        assert flow_id is not None
+        flows.setdefault(flow_id, set()).add(trace_id)
+    return flows
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "flows.db")
+
+
+def test_a_chain_of_linked_traces_is_one_flow_with_its_summary(store: SQLiteStore) -> None:
+    # GIVEN an API -> SNS -> SQS -> consumer chain in three traces joined by links
+    services = Services()
+    order_chain(services, "o-1", fail=True)
+    spans = services.spans()
+    assert len({span.context.trace_id for span in spans}) == 3
+    # WHEN its spans are stored
+    post(store, spans)
+    # THEN the three traces form one flow, and its summary says what happened end to end
+    flows = flows_by_trace(store, spans)
+    assert len(flows) == 1
+    (flow_id,) = flows
+    summary = QueryLayer(store).flow_summary(flow_id)
+    assert summary is not None
+    assert summary.trace_count == 3
+    assert summary.span_count == 5
+    assert summary.services == ["billing", "orders-api", "shipping"]
+    assert (summary.entry_service, summary.entry_operation) == ("orders-api", "POST /orders")
+    assert summary.error_count == 1
+    assert summary.correlation_ids == ["o-1"]
+    assert summary.max_receive_count == 3
+    assert summary.start_unix_nano == min(span.start_time for span in spans)  # type: ignore[type-var]
+    assert summary.end_unix_nano == max(span.end_time for span in spans)  # type: ignore[type-var]
+
+
+def _flow_shape(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> list[tuple[object, ...]]:
+    """Everything about the flows except their ids, to compare stores filled in different orders."""
+    layer = QueryLayer(store)
+    shape = []
+    for flow_id, trace_ids in flows_by_trace(store, spans).items():
+        summary = layer.flow_summary(flow_id)
+        assert summary is not None
+        shape.append(
+            (
+                sorted(trace_ids),
+                summary.span_count,
+                summary.trace_count,
+                summary.error_count,
+                summary.start_unix_nano,
+                summary.end_unix_nano,
+                summary.entry_operation,
+                tuple(summary.services),
+                tuple(summary.correlation_ids),
+                summary.max_receive_count,
+            )
+        )
+    return sorted(shape)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("arrival", ["reversed", "shuffled one span per request", "shuffled batches"])
+def test_arrival_order_does_not_change_the_flows(tmp_path: Path, arrival: str) -> None:
+    # GIVEN two chains stored in the order they were made
+    services = Services()
+    order_chain(services, "o-1")
+    order_chain(services, "o-2", fail=True)
+    spans = services.spans()
+    in_order = SQLiteStore(tmp_path / "in-order.db")
+    post(in_order, spans)
+    # WHEN the same spans arrive in another order, over other requests
+    other = SQLiteStore(tmp_path / "other.db")
+    shuffled = list(spans)
+    random.Random(7).shuffle(shuffled)
+    if arrival == "reversed":
+        for span in reversed(spans):
+            post(other, [span])
+    elif arrival == "shuffled one span per request":
+        for span in shuffled:
+            post(other, [span])
+    else:
+        for start in range(0, len(shuffled), 3):
+            post(other, shuffled[start : start + 3])
+    # THEN the flows are the same: two of them, with the same traces and summaries
+    assert len(flows_by_trace(other, spans)) == 2
+    assert _flow_shape(other, spans) == _flow_shape(in_order, spans)
+
+
+def test_a_shared_message_id_alone_joins_producer_and_consumer(store: SQLiteStore) -> None:
+    services = Services()
+    order_chain(services, "o-9", links=False)
+    spans = services.spans()
+    post(store, spans[::-1])
+    assert len(flows_by_trace(store, spans)) == 1
+
+
+def test_a_message_id_on_another_destination_does_not_join(store: SQLiteStore) -> None:
+    # GIVEN a producer and a consumer with the same message id but on different destinations
+    services = Services()
+    tracer = services.tracer("svc")
+    for destination, kind in (("queue-a", SpanKind.PRODUCER), ("queue-b", SpanKind.CONSUMER)):
+        attributes = {"messaging.message.id": "same", "messaging.destination.name": destination}
+        with tracer.start_as_current_span("x", context=context.Context(), kind=kind, attributes=attributes):
+            pass
+    post(store, services.spans())
+    assert len(flows_by_trace(store, services.spans())) == 2
+
+
+def test_unrelated_chains_stay_separate_flows(store: SQLiteStore) -> None:
+    services = Services()
+    order_chain(services, "o-1")
+    order_chain(services, "o-2")
+    spans = services.spans()
+    post(store, spans)
+    flows = flows_by_trace(store, spans)
+    assert len(flows) == 2
+    assert sorted(len(traces) for traces in flows.values()) == [3, 3]
+
+
+def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: SQLiteStore) -> None:
+    # GIVEN two traces stored as two flows
+    services = Services()
+    tracer = services.tracer("svc")
+    with tracer.start_as_current_span("first", context=context.Context(), kind=SpanKind.PRODUCER) as first:
+        pass
+    with tracer.start_as_current_span("second", context=context.Context(), kind=SpanKind.PRODUCER) as second:
+        pass
+    post(store, services.spans())
+    flow_ids = flows_by_trace(store, services.spans())
+    assert len(flow_ids) == 2
+    # WHEN a third trace arrives that links to both
+    links = [trace.Link(first.get_span_context()), trace.Link(second.get_span_context())]
+    with tracer.start_as_current_span(
+        "joiner", context=context.Context(), kind=SpanKind.CONSUMER, links=links
+    ):
+        pass
+    post(store, services.spans()[2:])
+    # THEN all three traces are one flow, and both old ids resolve to it
+    merged = flows_by_trace(store, services.spans())
+    assert len(merged) == 1
+    (standing,) = merged
+    assert {store.resolve_flow(flow_id) for flow_id in flow_ids} == {standing}
+    summary = QueryLayer(store).flow_summary(min(flow_ids))
+    assert summary is not None and summary.trace_count == 3 and summary.span_count == 3
+
+
+def test_resent_spans_are_not_counted_twice(store: SQLiteStore) -> None:
+    services = Services()
+    order_chain(services, "o-1")
+    spans = services.spans()
+    post(store, spans)
+    post(store, spans[:2])
+    post(store, spans)
+    (flow_id,) = flows_by_trace(store, spans)
+    summary = QueryLayer(store).flow_summary(flow_id)
+    assert summary is not None
+    assert (summary.span_count, summary.trace_count) == (5, 3)
+
+
+def test_flows_are_found_by_correlation_id_message_id_service_and_status(store: SQLiteStore) -> None:
+    services = Services()
+    order_chain(services, "o-1")
+    order_chain(services, "o-2", fail=True)
+    post(store, services.spans())
+    layer = QueryLayer(store)
+
+    def correlation_ids(**criteria: object) -> list[list[str]]:
+        return [summary.correlation_ids for summary in layer.search_flows(FlowFilter(**criteria))]  # type: ignore[arg-type]
+
+    assert correlation_ids(correlation_id="o-2") == [["o-2"]]
+    assert correlation_ids(message_id="sqs-o-1") == [["o-1"]]
+    assert correlation_ids(errors_only=True) == [["o-2"]]
+    assert correlation_ids(service="shipping") == [["o-2"], ["o-1"]]  # newest first
+    assert correlation_ids(correlation_id="nope") == []
+
+
+def test_spans_stored_but_not_yet_stitched_are_stitched_after_a_restart(tmp_path: Path) -> None:
+    # GIVEN spans committed by the writer path (acknowledged) but never stitched before the store closed
+    services = Services()
+    order_chain(services, "o-7")
+    spans = services.spans()
+    store = SQLiteStore(tmp_path / "restart.db")
+    store.write_prepared([store.prepare(encode_spans(spans))])
+    assert store.flows_pending
+    store.close()
+    # WHEN the store opens again (as a restarted collector does)
+    reopened = SQLiteStore(tmp_path / "restart.db")
+    assert reopened.flows_pending
+    while reopened.stitch_flows(2):  # small chunks, as the writer does while spans keep arriving
+        pass
+    # THEN the flow is whole, and stitching again adds nothing
+    assert not reopened.flows_pending
+    (flow_id,) = flows_by_trace(reopened, spans)
+    summary = QueryLayer(reopened).flow_summary(flow_id)
+    assert summary is not None and (summary.span_count, summary.trace_count) == (5, 3)
+    assert reopened.stitch_flows(100) == 0
+    assert QueryLayer(reopened).flow_summary(flow_id) == summary
