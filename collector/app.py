@@ -80,6 +80,8 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             Route("/api/flows", query.get_flows, methods=["GET"]),
             Route("/api/flows/{flow_id}", query.get_flow, methods=["GET"]),
             Route("/api/flows/{flow_id}/otlp", query.get_flow_otlp, methods=["GET"]),
+            Route("/api/services", query.get_services, methods=["GET"]),
+            Route("/api/latency", query.get_latency, methods=["GET"]),
             Route("/openapi.json", query.openapi, methods=["GET"]),
         ],
         middleware=middleware,

@@ -161,6 +161,41 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/services": {
+            "get": {
+                "summary": "RED per service: rate, error rate, p50/p95/p99 of server and consumer spans",
+                "parameters": [
+                    _query("since", _TIME, "start of the range (default: an hour before until)"),
+                    _query("until", _TIME, "end of the range (default: now)"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "one entry per service: red, operations",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
+        "/api/latency": {
+            "get": {
+                "summary": "RED over time of a service (entry spans) or of one of its operations",
+                "parameters": [
+                    {**_query("service", {"type": "string"}, "the service"), "required": True},
+                    _query("operation", {"type": "string"}, "one operation (span name) of the service"),
+                    _query("since", _TIME, "start of the range (default: an hour before until)"),
+                    _query("until", _TIME, "end of the range (default: now)"),
+                    _query("step", {"type": "integer", "minimum": 60, "multipleOf": 60}, "seconds per point"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "points: bucket_start_unix_nano and red per step",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
         "/api/flows/{flow_id}/otlp": {
             "get": {
                 "summary": "A flow as OTLP JSON, importable into any OTLP backend",

@@ -13,8 +13,9 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from hopscope.collector import conventions
+from hopscope.collector import conventions, latency_histogram
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.red_model import LatencyPoint, RedStats, Rollup, ServiceRed
 from hopscope.collector.store.base import SpanStore
 
 # Flows whose spans are read at most to answer one search with attribute filters.
@@ -86,6 +87,46 @@ class QueryLayer:
             return None
         return self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
 
+    def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
+        """RED per service over the range, from its entry spans (server and consumer spans)."""
+        rows = self._store.red_rollups(since_unix_nano, until_unix_nano, kinds=ENTRY_KINDS)
+        by_service: dict[str, list[Rollup]] = {}
+        operations: dict[str, set[str]] = {}
+        for row in rows:
+            by_service.setdefault(row.service_name, []).append(row.rollup)
+            operations.setdefault(row.service_name, set()).add(row.operation)
+        seconds = (until_unix_nano - since_unix_nano) / 1e9
+        return [
+            ServiceRed(service, red_stats(rollups, seconds), sorted(operations[service]))
+            for service, rollups in sorted(by_service.items())
+        ]
+
+    def latency(
+        self,
+        service: str,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        step_seconds: int,
+        operation: str | None = None,
+    ) -> list[LatencyPoint]:
+        """RED of a service (its entry spans), or of one of its operations, per ``step_seconds`` bucket."""
+        step_ns = step_seconds * 1_000_000_000
+        rows = self._store.red_rollups(
+            since_unix_nano,
+            until_unix_nano,
+            service=service,
+            operation=operation,
+            kinds=() if operation is not None else ENTRY_KINDS,
+        )
+        buckets: dict[int, list[Rollup]] = {}
+        for row in rows:
+            start = since_unix_nano + (row.bucket_start_unix_nano - since_unix_nano) // step_ns * step_ns
+            buckets.setdefault(max(start, since_unix_nano), []).append(row.rollup)
+        return [
+            LatencyPoint(start, red_stats(buckets.get(start, []), step_seconds))
+            for start in range(since_unix_nano, until_unix_nano, step_ns)
+        ]
+
     def flow(self, flow_id: int) -> FlowDetail | None:
         summary = self.flow_summary(flow_id)
         if summary is None:
@@ -93,6 +134,25 @@ class QueryLayer:
         traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
         spans = flatten_spans(traces)
         return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans))
+
+
+ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
+
+
+def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:
+    """Rate, error rate and percentiles of rollups taken together (percentiles within about 4.5%)."""
+    count = sum(rollup.span_count for rollup in rollups)
+    errors = sum(rollup.error_count for rollup in rollups)
+    histogram = latency_histogram.merge(rollup.histogram for rollup in rollups)
+    return RedStats(
+        span_count=count,
+        rate_per_second=count / seconds if seconds > 0 else 0.0,
+        error_count=errors,
+        error_rate=errors / count if count else 0.0,
+        p50_ms=latency_histogram.percentile_ms(histogram, 0.50),
+        p95_ms=latency_histogram.percentile_ms(histogram, 0.95),
+        p99_ms=latency_histogram.percentile_ms(histogram, 0.99),
+    )
 
 
 def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,13 @@ from starlette.responses import JSONResponse
 from hopscope.collector.openapi import OPENAPI
 from hopscope.collector.otlp_codec import traces_to_json
 from hopscope.collector.query import QueryLayer
-from hopscope.collector.query_params import ParamError, parse_flow_filter, parse_flow_id
+from hopscope.collector.query_params import (
+    ParamError,
+    parse_flow_filter,
+    parse_flow_id,
+    parse_latency_query,
+    parse_services_query,
+)
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -43,6 +50,8 @@ class QueryApi:
         self.get_flows = _answers_bad_parameters(self._get_flows)
         self.get_flow = _answers_bad_parameters(self._get_flow)
         self.get_flow_otlp = _answers_bad_parameters(self._get_flow_otlp)
+        self.get_services = _answers_bad_parameters(self._get_services)
+        self.get_latency = _answers_bad_parameters(self._get_latency)
 
     async def openapi(self, request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
@@ -82,3 +91,33 @@ class QueryApi:
         if traces is None:
             return error_response(404, f"no flow {flow_id}")
         return JSONResponse(traces_to_json(traces))
+
+    async def _get_services(self, request: Request) -> JSONResponse:
+        since, until = parse_services_query(request.query_params, now_unix_nano=time.time_ns())
+        services = await run_in_threadpool(self._queries.services, since, until)
+        return JSONResponse(
+            {
+                "since_unix_nano": since,
+                "until_unix_nano": until,
+                "services": [dataclasses.asdict(service) for service in services],
+            }
+        )
+
+    async def _get_latency(self, request: Request) -> JSONResponse:
+        query = parse_latency_query(request.query_params, now_unix_nano=time.time_ns())
+        points = await run_in_threadpool(
+            self._queries.latency,
+            query.service,
+            query.since_unix_nano,
+            query.until_unix_nano,
+            query.step_seconds,
+            query.operation,
+        )
+        return JSONResponse(
+            {
+                "service": query.service,
+                "operation": query.operation,
+                "step_seconds": query.step_seconds,
+                "points": [dataclasses.asdict(point) for point in points],
+            }
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from hopscope.collector.flow_model import FlowFilter, FlowSort
 
@@ -91,3 +92,59 @@ def parse_flow_filter(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFi
 
 def parse_flow_id(text: str) -> int:
     return parse_int("flow_id", text, low=1, high=2**63 - 1)
+
+
+DEFAULT_RANGE_SECONDS = 3600
+MAX_POINTS = 1440
+
+
+def _reject_unknown(params: Mapping[str, str], known: set[str]) -> None:
+    for name in params:
+        if name not in known:
+            raise ParamError(name, f"unknown; use one of {', '.join(sorted(known))}")
+
+
+def parse_range(params: Mapping[str, str], *, now_unix_nano: int) -> tuple[int, int]:
+    """``since``/``until``; until defaults to now, since to an hour before until."""
+    until = parse_time("until", params["until"]) if "until" in params else now_unix_nano
+    since = (
+        parse_time("since", params["since"])
+        if "since" in params
+        else until - DEFAULT_RANGE_SECONDS * 1_000_000_000
+    )
+    if since >= until:
+        raise ParamError("since", "must be before 'until'")
+    return since, until
+
+
+def parse_services_query(params: Mapping[str, str], *, now_unix_nano: int) -> tuple[int, int]:
+    _reject_unknown(params, {"since", "until"})
+    return parse_range(params, now_unix_nano=now_unix_nano)
+
+
+@dataclass(frozen=True)
+class LatencyQuery:
+    service: str
+    operation: str | None
+    since_unix_nano: int
+    until_unix_nano: int
+    step_seconds: int
+
+
+def parse_latency_query(params: Mapping[str, str], *, now_unix_nano: int) -> LatencyQuery:
+    """``service`` (required), ``operation``, ``since``/``until``, ``step`` in seconds (whole minutes)."""
+    _reject_unknown(params, {"service", "operation", "since", "until", "step"})
+    service = params.get("service")
+    if not service:
+        raise ParamError("service", "is required")
+    since, until = parse_range(params, now_unix_nano=now_unix_nano)
+    span_seconds = (until - since) / 1e9
+    if "step" in params:
+        step = parse_int("step", params["step"], low=60, high=366 * 86400)
+        if step % 60:
+            raise ParamError("step", f"must be a whole number of minutes (60, 120, ...), got {step}")
+    else:
+        step = max(60, -(-int(span_seconds / 60) // 60) * 60)
+    if span_seconds / step > MAX_POINTS:
+        raise ParamError("step", f"gives more than {MAX_POINTS} points over the range; use a larger step")
+    return LatencyQuery(service, params.get("operation"), since, until, step)

@@ -187,3 +187,43 @@ def test_openapi_is_valid_and_describes_every_route(http: httpx.Client, tmp_path
         for method in route.methods - {"HEAD"}:  # type: ignore[attr-defined]
             assert method.lower() in document["paths"][path], f"{method} {path} is not in /openapi.json"
     store.close()
+
+
+def test_services_report_red_of_their_entry_spans(http: httpx.Client) -> None:
+    body = http.get("/api/services").json()
+    services = {service["service"]: service for service in body["services"]}
+    assert set(services) == {"orders-api", "billing", "shipping"}
+    shipping = services["shipping"]
+    assert shipping["operations"] == ["shipping process"]
+    assert shipping["red"]["span_count"] == 3
+    assert shipping["red"]["error_count"] == 1
+    assert shipping["red"]["error_rate"] == pytest.approx(1 / 3)
+    assert shipping["red"]["rate_per_second"] == pytest.approx(3 / 3600)
+    assert shipping["red"]["p99_ms"] is not None
+
+
+def test_latency_series_of_a_service_and_of_an_operation(http: httpx.Client) -> None:
+    body = http.get("/api/latency?service=billing&step=600").json()
+    assert body["step_seconds"] == 600 and len(body["points"]) == 6
+    assert sum(point["red"]["span_count"] for point in body["points"]) == 3
+    one = http.get("/api/latency?service=billing&operation=billing+publish").json()
+    assert one["step_seconds"] == 60 and len(one["points"]) == 60
+    assert sum(point["red"]["span_count"] for point in one["points"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/api/latency", "service"),
+        ("/api/latency?service=billing&step=90", "step"),
+        ("/api/latency?service=billing&step=60&since=0", "step"),
+        ("/api/latency?service=billing&since=2030-01-01T00:00:00Z&until=2029-01-01T00:00:00Z", "since"),
+        ("/api/latency?service=billing&colour=red", "colour"),
+        ("/api/services?until=soon", "until"),
+        ("/api/services?service=billing", "service"),
+    ],
+)
+def test_bad_red_parameters_are_400(http: httpx.Client, path: str, parameter: str) -> None:
+    response = http.get(path)
+    assert response.status_code == 400
+    assert f"parameter {parameter!r}" in response.json()["error"]

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.red_model import RollupRow
 
 Prepared = TypeVar("Prepared")
 
@@ -62,6 +63,17 @@ class SpanStore(Protocol[Prepared]):
 
     def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
         """Standing flows matching every criterion except ``attributes``, in the criteria's order."""
+
+    def red_rollups(
+        self,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        kinds: Sequence[int] = (),
+    ) -> list[RollupRow]:
+        """Per-minute RED rollups of stitched spans that started in [since, until), filtered."""
 
     def count_spans(self) -> int:
         """How many spans are stored."""

@@ -24,12 +24,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.red_model import RollupRow
 from hopscope.collector.store import sqlite_flows
 from hopscope.collector.store.sqlite_flows import FLOWS_SCHEMA, FlowStitcher
+from hopscope.collector.store.sqlite_red import RED_SCHEMA, RedRollups, read_rollups
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -73,7 +75,7 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
 """
 
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA}
+MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA}
 
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
@@ -306,12 +308,16 @@ class SQLiteStore:
             self._stitched_through = max(self._stitched_through, self._last_span_pk)
             return 0
         facts = FlowFacts()
+        red = RedRollups()
         for _, service_name, blob in rows:
-            facts.add(Span.FromString(blob), service_name, blob)
+            span = Span.FromString(blob)
+            facts.add(span, service_name, blob)
+            red.add(span, service_name)
         through = rows[-1][0]
         conn.execute("BEGIN IMMEDIATE")
         try:
             FlowStitcher(conn).apply(facts.traces.values())
+            red.apply(conn)
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('flows_through_span_pk', ?)",
                 (str(through),),
@@ -431,6 +437,24 @@ class SQLiteStore:
 
     def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
         return sqlite_flows.search_flow_ids(self._reader(), criteria, limit, offset)
+
+    def red_rollups(
+        self,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        kinds: Sequence[int] = (),
+    ) -> list[RollupRow]:
+        return read_rollups(
+            self._reader(),
+            since_unix_nano,
+            until_unix_nano,
+            service=service,
+            operation=operation,
+            kinds=kinds,
+        )
 
     def count_spans(self) -> int:
         (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
