@@ -82,6 +82,7 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             Route("/api/flows/{flow_id}/otlp", query.get_flow_otlp, methods=["GET"]),
             Route("/api/services", query.get_services, methods=["GET"]),
             Route("/api/latency", query.get_latency, methods=["GET"]),
+            Route("/api/graph", query.get_graph, methods=["GET"]),
             Route("/openapi.json", query.openapi, methods=["GET"]),
         ],
         middleware=middleware,

@@ -196,6 +196,26 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/graph": {
+            "get": {
+                "summary": "The service graph: services, queues, topics, buses and external dependencies as "
+                "nodes; sync, publish, consume, subscription and external hops as edges",
+                "parameters": [
+                    _query("since", _TIME, "start of the range (default: an hour before until)"),
+                    _query("until", _TIME, "end of the range (default: now)"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "nodes (id, type, name) and edges (source, target, kind, count, "
+                        "rate_per_second, error_count, error_rate, p50/p95/p99_ms, "
+                        "queue_wait_p50/p95/p99_ms, "
+                        "max_receive_count)",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
         "/api/flows/{flow_id}/otlp": {
             "get": {
                 "summary": "A flow as OTLP JSON, importable into any OTLP backend",

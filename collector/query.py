@@ -6,16 +6,26 @@ OTLP is what the caller asked for (``flow_otlp``, ``trace``).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector import conventions, latency_histogram
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.red_model import LatencyPoint, RedStats, Rollup, ServiceRed
+from hopscope.collector.otlp_values import any_value, attributes_dict
+from hopscope.collector.red_model import (
+    GraphEdge,
+    GraphNode,
+    HopRollup,
+    LatencyPoint,
+    RedStats,
+    Rollup,
+    ServiceGraph,
+    ServiceRed,
+    node_type,
+)
 from hopscope.collector.store.base import SpanStore
 
 # Flows whose spans are read at most to answer one search with attribute filters.
@@ -126,6 +136,41 @@ class QueryLayer:
             LatencyPoint(start, red_stats(buckets.get(start, []), step_seconds))
             for start in range(since_unix_nano, until_unix_nano, step_ns)
         ]
+
+    def graph(self, since_unix_nano: int, until_unix_nano: int) -> ServiceGraph:
+        """Services, destinations and external dependencies, and the hops between them, over the range."""
+        merged: dict[tuple[str, str, str], HopRollup] = {}
+        for source, target, kind, rollup in self._store.hop_rollups(since_unix_nano, until_unix_nano):
+            total = merged.setdefault((source, target, kind), HopRollup())
+            total.hop_count += rollup.hop_count
+            total.error_count += rollup.error_count
+            total.durations.update(rollup.durations)
+            total.waits.update(rollup.waits)
+            total.max_receive_count = max(total.max_receive_count, rollup.max_receive_count)
+        seconds = (until_unix_nano - since_unix_nano) / 1e9
+        edges = [
+            GraphEdge(
+                source=source,
+                target=target,
+                kind=kind,
+                count=hop.hop_count,
+                rate_per_second=hop.hop_count / seconds if seconds > 0 else 0.0,
+                error_count=hop.error_count,
+                error_rate=hop.error_count / hop.hop_count if hop.hop_count else 0.0,
+                p50_ms=latency_histogram.percentile_ms(hop.durations, 0.50),
+                p95_ms=latency_histogram.percentile_ms(hop.durations, 0.95),
+                p99_ms=latency_histogram.percentile_ms(hop.durations, 0.99),
+                queue_wait_p50_ms=latency_histogram.percentile_ms(hop.waits, 0.50),
+                queue_wait_p95_ms=latency_histogram.percentile_ms(hop.waits, 0.95),
+                queue_wait_p99_ms=latency_histogram.percentile_ms(hop.waits, 0.99),
+                max_receive_count=hop.max_receive_count,
+            )
+            for (source, target, kind), hop in sorted(merged.items())
+            if hop.hop_count
+        ]
+        node_ids = sorted({edge.source for edge in edges} | {edge.target for edge in edges})
+        nodes = [GraphNode(node, node_type(node), node.split(":", 1)[1]) for node in node_ids]
+        return ServiceGraph(nodes=nodes, edges=edges)
 
     def flow(self, flow_id: int) -> FlowDetail | None:
         summary = self.flow_summary(flow_id)
@@ -243,24 +288,6 @@ def async_hops(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _destination(span: dict[str, Any]) -> str:
     return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
-
-
-def attributes_dict(attributes: list[KeyValue] | Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in attributes}
-
-
-def any_value(value: AnyValue) -> Any:
-    """An OTLP AnyValue as the plain Python (and JSON) value it holds; bytes as base64 text."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_dict(value.kvlist_value.values)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    return getattr(value, kind)
 
 
 def _text(value: AnyValue) -> str:

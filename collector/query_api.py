@@ -52,6 +52,7 @@ class QueryApi:
         self.get_flow_otlp = _answers_bad_parameters(self._get_flow_otlp)
         self.get_services = _answers_bad_parameters(self._get_services)
         self.get_latency = _answers_bad_parameters(self._get_latency)
+        self.get_graph = _answers_bad_parameters(self._get_graph)
 
     async def openapi(self, request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
@@ -121,3 +122,8 @@ class QueryApi:
                 "points": [dataclasses.asdict(point) for point in points],
             }
         )
+
+    async def _get_graph(self, request: Request) -> JSONResponse:
+        since, until = parse_services_query(request.query_params, now_unix_nano=time.time_ns())
+        graph = await run_in_threadpool(self._queries.graph, since, until)
+        return JSONResponse({"since_unix_nano": since, "until_unix_nano": until, **dataclasses.asdict(graph)})

@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.red_model import RollupRow
+from hopscope.collector.red_model import HopRollup, RollupRow
 
 Prepared = TypeVar("Prepared")
 
@@ -74,6 +74,11 @@ class SpanStore(Protocol[Prepared]):
         kinds: Sequence[int] = (),
     ) -> list[RollupRow]:
         """Per-minute RED rollups of stitched spans that started in [since, until), filtered."""
+
+    def hop_rollups(
+        self, since_unix_nano: int, until_unix_nano: int
+    ) -> list[tuple[str, str, str, HopRollup]]:
+        """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup)."""
 
     def count_spans(self) -> int:
         """How many spans are stored."""

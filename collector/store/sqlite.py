@@ -24,14 +24,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.red_model import RollupRow
+from hopscope.collector.red_model import HopRollup, RollupRow
 from hopscope.collector.store import sqlite_flows
 from hopscope.collector.store.sqlite_flows import FLOWS_SCHEMA, FlowStitcher
+from hopscope.collector.store.sqlite_graph import GRAPH_SCHEMA, GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite_red import RED_SCHEMA, RedRollups, read_rollups
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -75,7 +76,7 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
 """
 
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA}
+MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA}
 
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
@@ -309,15 +310,18 @@ class SQLiteStore:
             return 0
         facts = FlowFacts()
         red = RedRollups()
+        graph = GraphRollups()
         for _, service_name, blob in rows:
             span = Span.FromString(blob)
             facts.add(span, service_name, blob)
             red.add(span, service_name)
+            graph.add(span, service_name)
         through = rows[-1][0]
         conn.execute("BEGIN IMMEDIATE")
         try:
             FlowStitcher(conn).apply(facts.traces.values())
             red.apply(conn)
+            graph.apply(conn)
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('flows_through_span_pk', ?)",
                 (str(through),),
@@ -455,6 +459,11 @@ class SQLiteStore:
             operation=operation,
             kinds=kinds,
         )
+
+    def hop_rollups(
+        self, since_unix_nano: int, until_unix_nano: int
+    ) -> list[tuple[str, str, str, HopRollup]]:
+        return read_hop_rollups(self._reader(), since_unix_nano, until_unix_nano)
 
     def count_spans(self) -> int:
         (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()

@@ -1,0 +1,304 @@
+"""The service graph in SQLite: hop rollups per edge and minute, kept up to date while stitching.
+
+Nodes are services, destinations (SQS queues, SNS topics, EventBridge buses, from ``messaging.system`` and
+``messaging.destination.name``) and external dependencies (client spans of AWS SDK, RPC or database
+calls, named from ``rpc.service``, ``db.system`` or ``server.address``). Edges:
+
+- ``sync``: a client span's service -> the service of the server span beneath it;
+- ``publish``: a producer span's service -> its destination;
+- ``consume``: a destination -> the service of a consumer span (queue wait = consumer start minus the
+  linked or parent producer's end, and the highest receive count);
+- ``subscription``: the producer's destination -> the consumer's, when they differ (SNS -> SQS);
+- ``external``: a service -> an external dependency.
+
+A server span whose client parent has not arrived yet (or a consumer whose producer has not) waits in
+``pending_hops`` and is counted when that span arrives, so the graph does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from hopscope.collector import conventions, latency_histogram
+from hopscope.collector.otlp_values import any_value
+from hopscope.collector.red_model import HopRollup
+
+# Schema version 4: the service graph.
+GRAPH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hop_rollups (
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    edge_kind TEXT NOT NULL,
+    bucket_start_unix_nano INTEGER NOT NULL,
+    hop_count INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    duration_histogram TEXT NOT NULL,
+    wait_histogram TEXT NOT NULL,
+    max_receive_count INTEGER NOT NULL,
+    PRIMARY KEY (bucket_start_unix_nano, source, target, edge_kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_hops (
+    trace_id BLOB NOT NULL,             -- the span that is awaited (a client parent, a producer)
+    span_id BLOB NOT NULL,
+    hop TEXT NOT NULL                   -- JSON: what to count once it arrives
+);
+CREATE INDEX IF NOT EXISTS pending_hops_by_span ON pending_hops (trace_id, span_id);
+"""
+
+BUCKET_NS = 60 * 1_000_000_000
+_ERROR = Status.StatusCode.STATUS_CODE_ERROR
+_KIND = Span.SpanKind
+_EXTERNAL_KEYS = ("rpc.service", "db.system", "server.address")
+# The only attributes the graph reads; converting just these keeps stitching cheap.
+_GRAPH_KEYS = frozenset(
+    {
+        *_EXTERNAL_KEYS,
+        "rpc.system",
+        conventions.DESTINATION_NAME,
+        conventions.MESSAGING_SYSTEM,
+        conventions.RECEIVE_COUNT,
+    }
+)
+
+EdgeKey = tuple[str, str, str, int]  # source, target, edge kind, bucket start
+
+
+@dataclass
+class _SpanInfo:
+    service: str
+    kind: int
+    start: int
+    end: int
+    error: bool
+    attributes: dict[str, Any]
+
+    @property
+    def destination(self) -> str | None:
+        name = self.attributes.get(conventions.DESTINATION_NAME)
+        if not name:
+            return None
+        system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, "messaging"))
+        return f"{system}:{name}"
+
+
+def _info(span: Span, service: str) -> _SpanInfo:
+    return _SpanInfo(
+        service=service,
+        kind=span.kind,
+        start=span.start_time_unix_nano,
+        end=span.end_time_unix_nano,
+        error=span.status.code == _ERROR,
+        attributes={kv.key: any_value(kv.value) for kv in span.attributes if kv.key in _GRAPH_KEYS},
+    )
+
+
+class GraphRollups:
+    """One stitching chunk's hops, folded into ``hop_rollups`` by :meth:`apply`."""
+
+    def __init__(self) -> None:
+        self._chunk: dict[tuple[bytes, bytes], tuple[Span, str]] = {}
+        self.rollups: dict[EdgeKey, HopRollup] = {}
+        self._pending: list[tuple[bytes, bytes, str]] = []
+
+    def add(self, span: Span, service: str) -> None:
+        if span.kind in (_KIND.SPAN_KIND_SERVER, _KIND.SPAN_KIND_CONSUMER, _KIND.SPAN_KIND_PRODUCER,
+                         _KIND.SPAN_KIND_CLIENT):  # fmt: skip
+            self._chunk[(span.trace_id, span.span_id)] = (span, service)
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for (trace_id, span_id), (span, service) in self._chunk.items():
+            info = _info(span, service)
+            if span.kind == _KIND.SPAN_KIND_PRODUCER:
+                if info.destination:
+                    self._count(f"service:{service}", info.destination, "publish", info)
+                self._resolve(conn, trace_id, span_id, info)
+            elif span.kind == _KIND.SPAN_KIND_CLIENT:
+                external = next((info.attributes[k] for k in _EXTERNAL_KEYS if info.attributes.get(k)), None)
+                is_dependency = any(k in info.attributes for k in ("rpc.system", "db.system"))
+                if external is not None and is_dependency:
+                    self._count(f"service:{service}", f"external:{external}", "external", info)
+                self._resolve(conn, trace_id, span_id, info)
+            elif span.kind == _KIND.SPAN_KIND_SERVER and span.parent_span_id:
+                self._server(conn, (trace_id, span.parent_span_id), info)
+            elif span.kind == _KIND.SPAN_KIND_CONSUMER:
+                self._consumer(conn, span, info)
+        self._write(conn)
+
+    # -- pairing -----------------------------------------------------------------------------------------
+
+    def _find(self, conn: sqlite3.Connection, key: tuple[bytes, bytes]) -> _SpanInfo | None:
+        local = self._chunk.get(key)
+        if local is not None:
+            return _info(*local)
+        row = conn.execute(
+            "SELECT service_name, span FROM spans WHERE trace_id = ? AND span_id = ?", key
+        ).fetchone()
+        return None if row is None else _info(Span.FromString(row[1]), row[0])
+
+    def _server(self, conn: sqlite3.Connection, parent_key: tuple[bytes, bytes], info: _SpanInfo) -> None:
+        parent = self._find(conn, parent_key)
+        hop = {
+            "type": "sync",
+            "service": info.service,
+            "start": info.start,
+            "end": info.end,
+            "error": info.error,
+        }
+        if parent is None:
+            self._pending.append((*parent_key, json.dumps(hop)))
+        else:
+            self._count_sync(parent, hop)
+
+    def _count_sync(self, parent: _SpanInfo, hop: dict[str, Any]) -> None:
+        if parent.kind == _KIND.SPAN_KIND_CLIENT and parent.service != hop["service"]:
+            child = _SpanInfo(
+                hop["service"], _KIND.SPAN_KIND_SERVER, hop["start"], hop["end"], hop["error"], {}
+            )
+            self._count(f"service:{parent.service}", f"service:{hop['service']}", "sync", child)
+
+    def _consumer(self, conn: sqlite3.Connection, span: Span, info: _SpanInfo) -> None:
+        receive_count = int(info.attributes.get(conventions.RECEIVE_COUNT, 0) or 0)
+        hop = {
+            "type": "consume",
+            "service": info.service,
+            "destination": info.destination,
+            "start": info.start,
+            "end": info.end,
+            "error": info.error,
+            "receive_count": receive_count,
+        }
+        producers = [(link.trace_id, link.span_id) for link in span.links]
+        if span.parent_span_id:
+            producers.append((span.trace_id, span.parent_span_id))
+        for key in producers:
+            producer = self._find(conn, key)
+            if producer is not None and producer.kind == _KIND.SPAN_KIND_PRODUCER:
+                self._count_consume(producer, hop)
+                return
+        if producers and info.destination is None:  # the producer names the destination: wait for it
+            self._pending.append((*producers[0], json.dumps(hop)))
+            return
+        if producers:
+            self._pending.append((*producers[0], json.dumps({**hop, "counted": True})))
+        if info.destination is not None:
+            self._count(
+                info.destination, f"service:{info.service}", "consume", info, receive_count=receive_count
+            )
+
+    def _count_consume(self, producer: _SpanInfo | None, hop: dict[str, Any]) -> None:
+        consumer = _SpanInfo(
+            hop["service"], _KIND.SPAN_KIND_CONSUMER, hop["start"], hop["end"], hop["error"], {}
+        )
+        destination = hop["destination"] or (producer.destination if producer else None)
+        wait = hop["start"] - producer.end if producer is not None else None
+        if destination is None:
+            return
+        if not hop.get("counted"):
+            self._count(destination, f"service:{hop['service']}", "consume", consumer,
+                        wait=wait, receive_count=hop["receive_count"])  # fmt: skip
+        elif wait is not None:  # counted on arrival; only its queue wait was missing
+            self._count(destination, f"service:{hop['service']}", "consume", consumer, wait=wait, hops=0)
+        if producer is not None and producer.destination and producer.destination != destination:
+            self._count(producer.destination, destination, "subscription", consumer, wait=wait)
+
+    def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> None:
+        """Count the hops that were waiting for this (client or producer) span."""
+        rows = conn.execute(
+            "SELECT rowid, hop FROM pending_hops WHERE trace_id = ? AND span_id = ?", (trace_id, span_id)
+        ).fetchall()
+        for rowid, text in rows:
+            hop = json.loads(text)
+            if hop["type"] == "sync":
+                self._count_sync(info, hop)
+            elif info.kind == _KIND.SPAN_KIND_PRODUCER:
+                self._count_consume(info, hop)
+            conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
+
+    # -- rollups -----------------------------------------------------------------------------------------
+
+    def _count(
+        self,
+        source: str,
+        target: str,
+        edge_kind: str,
+        span: _SpanInfo,
+        *,
+        wait: int | None = None,
+        receive_count: int = 0,
+        hops: int = 1,
+    ) -> None:
+        key = (source, target, edge_kind, span.start - span.start % BUCKET_NS)
+        rollup = self.rollups.get(key)
+        if rollup is None:
+            rollup = self.rollups[key] = HopRollup()
+        if hops:
+            rollup.hop_count += hops
+            rollup.error_count += span.error
+            rollup.durations[latency_histogram.bin_of(max(0, span.end - span.start))] += 1
+        if wait is not None:
+            rollup.waits[latency_histogram.bin_of(max(0, wait))] += 1
+        rollup.max_receive_count = max(rollup.max_receive_count, receive_count)
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO pending_hops (trace_id, span_id, hop) VALUES (?, ?, ?)", self._pending)
+        rows = []
+        for key, delta in self.rollups.items():
+            source, target, edge_kind, bucket = key
+            existing = conn.execute(
+                "SELECT hop_count, error_count, duration_histogram, wait_histogram, max_receive_count "
+                "FROM hop_rollups WHERE bucket_start_unix_nano = ? AND source = ? AND target = ? "
+                "AND edge_kind = ?",
+                (bucket, source, target, edge_kind),
+            ).fetchone()
+            if existing is not None:
+                delta.hop_count += existing[0]
+                delta.error_count += existing[1]
+                delta.durations.update(latency_histogram.decode(existing[2]))
+                delta.waits.update(latency_histogram.decode(existing[3]))
+                delta.max_receive_count = max(delta.max_receive_count, existing[4])
+            rows.append(
+                (
+                    bucket,
+                    source,
+                    target,
+                    edge_kind,
+                    delta.hop_count,
+                    delta.error_count,
+                    latency_histogram.encode(delta.durations),
+                    latency_histogram.encode(delta.waits),
+                    delta.max_receive_count,
+                )
+            )
+        conn.executemany(
+            "INSERT OR REPLACE INTO hop_rollups (bucket_start_unix_nano, source, target, edge_kind, "
+            "hop_count, error_count, duration_histogram, wait_histogram, max_receive_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def read_hop_rollups(
+    conn: sqlite3.Connection, since_unix_nano: int, until_unix_nano: int
+) -> list[tuple[str, str, str, HopRollup]]:
+    """Hop rollups of the minutes starting in [since, until): (source, target, edge kind, rollup)."""
+    rows = conn.execute(
+        "SELECT source, target, edge_kind, hop_count, error_count, duration_histogram, wait_histogram, "
+        "max_receive_count FROM hop_rollups WHERE bucket_start_unix_nano >= ? AND bucket_start_unix_nano < ?",
+        (since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano),
+    )
+    return [
+        (
+            source,
+            target,
+            edge_kind,
+            HopRollup(
+                count, errors, latency_histogram.decode(durations), latency_histogram.decode(waits), receive
+            ),
+        )
+        for source, target, edge_kind, count, errors, durations, waits, receive in rows
+    ]

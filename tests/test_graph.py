@@ -1,0 +1,139 @@
+"""The service graph on a hand-computed dataset: nodes, edge counts, errors, percentiles, queue waits."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from otlp_samples import attrs
+
+from hopscope.collector.query import QueryLayer
+from hopscope.collector.store.sqlite import SQLiteStore
+
+T0 = 1_800_000_000 * 10**9
+MS = 10**6
+HOUR = 3600 * 10**9
+HISTOGRAM_ERROR = 0.05
+K = Span.SpanKind
+
+
+def _span(service: str, **fields: object) -> ExportTraceServiceRequest:
+    attributes = fields.pop("attributes", {})
+    links = fields.pop("links", [])
+    error = fields.pop("error", False)
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend(attrs({"service.name": service}))
+    span = resource_spans.scope_spans.add().spans.add(**fields)  # type: ignore[arg-type]
+    span.attributes.extend(attrs(attributes))  # type: ignore[arg-type]
+    for trace_id, span_id in links:  # type: ignore[attr-defined]
+        span.links.add(trace_id=trace_id, span_id=span_id)
+    if error:
+        span.status.code = Status.StatusCode.STATUS_CODE_ERROR
+    return request
+
+
+def dataset() -> list[ExportTraceServiceRequest]:
+    """Ten orders: orders-api publishes to SNS order-events (10 ms each); billing consumes from SQS
+    "billing" linked to the publish, waiting i*10 ms in the queue and taking 20 ms (the 10th fails after 3
+    receives); billing calls payments over HTTP (client 30 ms, server (i+1) ms) and DynamoDB (5 ms)."""
+    requests = []
+    for i in range(10):
+        trace, consumer_trace = os.urandom(16), os.urandom(16)
+        publish_id, consume_id, call_id = os.urandom(8), os.urandom(8), os.urandom(8)
+        start = T0 + i * 1000 * MS
+        requests.append(_span(
+            "orders-api", trace_id=trace, span_id=publish_id, name="order-events publish", kind=K.SPAN_KIND_PRODUCER,  # noqa: E501
+            start_time_unix_nano=start, end_time_unix_nano=start + 10 * MS,
+            attributes={"messaging.system": "aws_sns", "messaging.destination.name": "order-events"},
+        ))  # fmt: skip
+        consume_start = start + 10 * MS + i * 10 * MS
+        requests.append(_span(
+            "billing", trace_id=consumer_trace, span_id=consume_id, name="billing process", kind=K.SPAN_KIND_CONSUMER,  # noqa: E501
+            start_time_unix_nano=consume_start, end_time_unix_nano=consume_start + 20 * MS,
+            attributes={"messaging.system": "aws_sqs", "messaging.destination.name": "billing",
+                        "hopscope.receive_count": 3 if i == 9 else 1},
+            links=[(trace, publish_id)], error=i == 9,
+        ))  # fmt: skip
+        requests.append(_span(
+            "billing", trace_id=consumer_trace, span_id=call_id, parent_span_id=consume_id, name="POST",
+            kind=K.SPAN_KIND_CLIENT, start_time_unix_nano=consume_start, end_time_unix_nano=consume_start + 30 * MS,  # noqa: E501
+            attributes={"http.request.method": "POST", "server.address": "payments"},
+        ))  # fmt: skip
+        requests.append(_span(
+            "payments", trace_id=consumer_trace, span_id=os.urandom(8), parent_span_id=call_id,
+            name="POST /charges", kind=K.SPAN_KIND_SERVER, start_time_unix_nano=consume_start + MS,
+            end_time_unix_nano=consume_start + MS + (i + 1) * MS, error=i in (3, 7),
+        ))  # fmt: skip
+        requests.append(_span(
+            "billing", trace_id=consumer_trace, span_id=os.urandom(8), parent_span_id=consume_id,
+            name="DynamoDB.PutItem", kind=K.SPAN_KIND_CLIENT, start_time_unix_nano=consume_start,
+            end_time_unix_nano=consume_start + 5 * MS,
+            attributes={"rpc.system": "aws-api", "rpc.service": "DynamoDB", "db.system": "dynamodb"},
+        ))  # fmt: skip
+    return requests
+
+
+@pytest.mark.parametrize("arrival", ["in order", "reversed", "shuffled"])
+def test_the_graph_equals_the_hand_computed_one(tmp_path: Path, arrival: str) -> None:
+    requests = dataset()
+    if arrival == "reversed":
+        requests.reverse()
+    elif arrival == "shuffled":
+        random.Random(3).shuffle(requests)
+    store = SQLiteStore(tmp_path / "graph.db")
+    for request in requests:  # one request per span, each stitched on its own: the worst order case
+        store.write([request])
+    graph = QueryLayer(store).graph(T0, T0 + HOUR)
+
+    assert {(node.id, node.type) for node in graph.nodes} == {
+        ("service:orders-api", "service"),
+        ("service:billing", "service"),
+        ("service:payments", "service"),
+        ("aws_sns:order-events", "topic"),
+        ("aws_sqs:billing", "queue"),
+        ("external:DynamoDB", "external"),
+    }
+    edges = {(edge.source, edge.target, edge.kind): edge for edge in graph.edges}
+    assert set(edges) == {
+        ("service:orders-api", "aws_sns:order-events", "publish"),
+        ("aws_sns:order-events", "aws_sqs:billing", "subscription"),
+        ("aws_sqs:billing", "service:billing", "consume"),
+        ("service:billing", "service:payments", "sync"),
+        ("service:billing", "external:DynamoDB", "external"),
+    }
+    publish = edges[("service:orders-api", "aws_sns:order-events", "publish")]
+    assert (publish.count, publish.error_count) == (10, 0)
+    assert publish.p50_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
+    assert publish.queue_wait_p50_ms is None
+    consume = edges[("aws_sqs:billing", "service:billing", "consume")]
+    assert (consume.count, consume.error_count, consume.max_receive_count) == (10, 1, 3)
+    assert consume.error_rate == pytest.approx(0.1)
+    assert consume.p99_ms == pytest.approx(20, rel=HISTOGRAM_ERROR)
+    # queue waits 0, 10, ..., 90 ms -> p50 is the 5th (40 ms), p95 and p99 the 10th (90 ms); 0 reads as 1 us
+    assert consume.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
+    assert consume.queue_wait_p95_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
+    assert consume.queue_wait_p99_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
+    subscription = edges[("aws_sns:order-events", "aws_sqs:billing", "subscription")]
+    assert subscription.count == 10
+    assert subscription.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
+    sync = edges[("service:billing", "service:payments", "sync")]
+    assert (sync.count, sync.error_count) == (10, 2)
+    # server durations 1..10 ms -> p50 5 ms, p95 and p99 10 ms
+    assert sync.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
+    assert sync.p95_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
+    external = edges[("service:billing", "external:DynamoDB", "external")]
+    assert (external.count, external.error_count) == (10, 0)
+    assert external.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
+    assert publish.rate_per_second == pytest.approx(10 / 3600)
+
+
+def test_no_hops_outside_the_range(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "graph.db")
+    store.write(dataset())
+    graph = QueryLayer(store).graph(T0 + HOUR, T0 + 2 * HOUR)
+    assert graph.nodes == [] and graph.edges == []
