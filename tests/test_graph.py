@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,23 @@ def test_no_hops_outside_the_range(tmp_path: Path) -> None:
     store.write(dataset())
     graph = QueryLayer(store).graph(T0 + HOUR, T0 + 2 * HOUR)
     assert graph.nodes == [] and graph.edges == []
+
+
+def test_a_hop_whose_partner_never_arrives_is_given_up_after_an_hour(tmp_path: Path) -> None:
+    # GIVEN a server span whose client parent (an uninstrumented caller) never arrives
+    store = SQLiteStore(tmp_path / "graph.db")
+    store.write([_span("api", trace_id=os.urandom(16), span_id=os.urandom(8), parent_span_id=os.urandom(8),
+                       name="GET /", kind=K.SPAN_KIND_SERVER, start_time_unix_nano=T0, end_time_unix_nano=T0 + MS)])  # fmt: skip # noqa: E501
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT count(*) FROM pending_hops").fetchone()[0] == 1
+    # WHEN it has waited more than an hour and more spans are stitched
+    db.execute(
+        "UPDATE pending_hops SET waiting_since_unix_nano = waiting_since_unix_nano - ?", (3601 * 10**9,)
+    )
+    db.commit()
+    other = _span(
+        "api", trace_id=os.urandom(16), span_id=os.urandom(8), name="GET /", kind=K.SPAN_KIND_SERVER
+    )
+    store.write([other])
+    # THEN it is gone
+    assert db.execute("SELECT count(*) FROM pending_hops").fetchone()[0] == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,17 @@ CREATE TABLE IF NOT EXISTS hop_rollups (
 CREATE TABLE IF NOT EXISTS pending_hops (
     trace_id BLOB NOT NULL,             -- the span that is awaited (a client parent, a producer)
     span_id BLOB NOT NULL,
-    hop TEXT NOT NULL                   -- JSON: what to count once it arrives
+    hop TEXT NOT NULL,                  -- JSON: what to count once it arrives
+    waiting_since_unix_nano INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pending_hops_by_span ON pending_hops (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS pending_hops_by_age ON pending_hops (waiting_since_unix_nano);
 """
 
 BUCKET_NS = 60 * 1_000_000_000
+# A hop whose partner has not arrived after this long never will (an uninstrumented caller, a sampled-out
+# producer): it is given up, so pending_hops stays small.
+PENDING_HOP_TTL_NS = 3600 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KIND = Span.SpanKind
 _EXTERNAL_KEYS = ("rpc.service", "db.system", "server.address")
@@ -245,7 +251,14 @@ class GraphRollups:
         rollup.max_receive_count = max(rollup.max_receive_count, receive_count)
 
     def _write(self, conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO pending_hops (trace_id, span_id, hop) VALUES (?, ?, ?)", self._pending)
+        now = time.time_ns()
+        conn.executemany(
+            "INSERT INTO pending_hops (trace_id, span_id, hop, waiting_since_unix_nano) VALUES (?, ?, ?, ?)",
+            [(*pending, now) for pending in self._pending],
+        )
+        conn.execute(
+            "DELETE FROM pending_hops WHERE waiting_since_unix_nano < ?", (now - PENDING_HOP_TTL_NS,)
+        )
         rows = []
         for key, delta in self.rollups.items():
             source, target, edge_kind, bucket = key
