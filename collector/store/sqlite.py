@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +179,7 @@ class SQLiteStore:
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -196,10 +195,6 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         try:
@@ -266,18 +261,13 @@ class SQLiteStore:
     def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
         conn = self._writer_conn()
         rows: list[tuple[object, ...]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             for batch in batches:
                 for group in batch:
                     ids = (self._resource_id(conn, group), self._scope_id(conn, group))
                     rows.extend(row + ids for row in group.rows)
             conn.executemany(_INSERT_SPAN, rows)
             (last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
         self._last_span_pk = last_span_pk
         return len(rows)
 
@@ -317,8 +307,7 @@ class SQLiteStore:
             red.add(span, service_name)
             graph.add(span, service_name)
         through = rows[-1][0]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             FlowStitcher(conn).apply(facts.traces.values())
             red.apply(conn)
             graph.apply(conn)
@@ -326,10 +315,6 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('flows_through_span_pk', ?)",
                 (str(through),),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
         self._stitched_through = through
         return len(rows)
 
@@ -338,6 +323,17 @@ class SQLiteStore:
         row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
         self._stitched_through = int(row[0]) if row else 0
         (self._last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: taken at once (IMMEDIATE), committed whole or rolled back whole."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         # Ids cached during the failed transaction may point at rows that no longer exist.
@@ -362,17 +358,12 @@ class SQLiteStore:
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             cursor = conn.execute(
                 "DELETE FROM spans WHERE span_pk IN "
                 "(SELECT span_pk FROM spans WHERE start_unix_nano < ? LIMIT ?)",
                 (cutoff_unix_nano, limit),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
         return cursor.rowcount
 
     # -- reading ---------------------------------------------------------------------------------------
