@@ -206,10 +206,9 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {
-                        "description": "nodes (id, type, name) and edges (source, target, kind, count, "
-                        "rate_per_second, error_count, error_rate, p50/p95/p99_ms, "
-                        "queue_wait_p50/p95/p99_ms, "
-                        "max_receive_count)",
+                        "description": "nodes (id, type, name) and edges (source, target, kind, "
+                        "red: span_count, rate_per_second, error_count, error_rate, p50/p95/p99_ms; "
+                        "queue_wait_p50/p95/p99_ms, max_receive_count)",
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "400": _ERROR,

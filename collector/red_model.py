@@ -76,13 +76,7 @@ class GraphEdge:
     source: str
     target: str
     kind: str  # sync, publish, consume, subscription, external
-    count: int
-    rate_per_second: float
-    error_count: int
-    error_rate: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
+    red: RedStats  # of the hops: for consume edges the consumer's processing, for sync edges the server's
     queue_wait_p50_ms: float | None
     queue_wait_p95_ms: float | None
     queue_wait_p99_ms: float | None

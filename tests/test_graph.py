@@ -108,29 +108,29 @@ def test_the_graph_equals_the_hand_computed_one(tmp_path: Path, arrival: str) ->
         ("service:billing", "external:DynamoDB", "external"),
     }
     publish = edges[("service:orders-api", "aws_sns:order-events", "publish")]
-    assert (publish.count, publish.error_count) == (10, 0)
-    assert publish.p50_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
+    assert (publish.red.span_count, publish.red.error_count) == (10, 0)
+    assert publish.red.p50_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
     assert publish.queue_wait_p50_ms is None
     consume = edges[("aws_sqs:billing", "service:billing", "consume")]
-    assert (consume.count, consume.error_count, consume.max_receive_count) == (10, 1, 3)
-    assert consume.error_rate == pytest.approx(0.1)
-    assert consume.p99_ms == pytest.approx(20, rel=HISTOGRAM_ERROR)
+    assert (consume.red.span_count, consume.red.error_count, consume.max_receive_count) == (10, 1, 3)
+    assert consume.red.error_rate == pytest.approx(0.1)
+    assert consume.red.p99_ms == pytest.approx(20, rel=HISTOGRAM_ERROR)
     # queue waits 0, 10, ..., 90 ms -> p50 is the 5th (40 ms), p95 and p99 the 10th (90 ms); 0 reads as 1 us
     assert consume.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
     assert consume.queue_wait_p95_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
     assert consume.queue_wait_p99_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
     subscription = edges[("aws_sns:order-events", "aws_sqs:billing", "subscription")]
-    assert subscription.count == 10
+    assert subscription.red.span_count == 10
     assert subscription.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
     sync = edges[("service:billing", "service:payments", "sync")]
-    assert (sync.count, sync.error_count) == (10, 2)
+    assert (sync.red.span_count, sync.red.error_count) == (10, 2)
     # server durations 1..10 ms -> p50 5 ms, p95 and p99 10 ms
-    assert sync.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
-    assert sync.p95_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
+    assert sync.red.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
+    assert sync.red.p95_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
     external = edges[("service:billing", "external:DynamoDB", "external")]
-    assert (external.count, external.error_count) == (10, 0)
-    assert external.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
-    assert publish.rate_per_second == pytest.approx(10 / 3600)
+    assert (external.red.span_count, external.red.error_count) == (10, 0)
+    assert external.red.p50_ms == pytest.approx(5, rel=HISTOGRAM_ERROR)
+    assert publish.red.rate_per_second == pytest.approx(10 / 3600)
 
 
 def test_no_hops_outside_the_range(tmp_path: Path) -> None:

@@ -236,7 +236,8 @@ def test_the_graph_endpoint_shows_queues_topics_and_hops(http: httpx.Client) -> 
     assert nodes["aws_sqs:shipping"] == "queue"
     edges = {(e["source"], e["target"], e["kind"]): e for e in body["edges"]}
     consume = edges[("aws_sqs:shipping", "service:shipping", "consume")]
-    assert consume["count"] == 3 and consume["error_count"] == 1 and consume["max_receive_count"] == 3
+    assert consume["red"]["span_count"] == 3 and consume["red"]["error_count"] == 1
+    assert consume["max_receive_count"] == 3
     assert consume["queue_wait_p50_ms"] is not None
-    assert edges[("service:orders-api", "aws_sns:order-events", "publish")]["count"] == 3
+    assert edges[("service:orders-api", "aws_sns:order-events", "publish")]["red"]["span_count"] == 3
     assert http.get("/api/graph?since=later").status_code == 400
