@@ -25,8 +25,8 @@ MAX_GROUP_SPANS = 16_384
 # Spans are stitched into flows by the writer between commits, in chunks: while spans keep arriving, one
 # chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS (a bounded share of the writer, so ingest
 # keeps its speed and flows trail by a moment); once ingest has been idle, chunk after chunk.
-STITCH_BUSY_CHUNK_SPANS = 2_000
-STITCH_BUSY_GAP_SECONDS = 0.25
+STITCH_BUSY_CHUNK_SPANS = 8_000
+STITCH_BUSY_GAP_SECONDS = 1.0
 STITCH_IDLE_CHUNK_SPANS = 10_000
 RETENTION_CHUNK_SPANS = 2_000
 RETENTION_INTERVAL_SECONDS = 60.0

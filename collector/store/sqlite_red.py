@@ -24,9 +24,9 @@ CREATE TABLE IF NOT EXISTS red_rollups (
     error_count INTEGER NOT NULL,
     duration_sum_ns INTEGER NOT NULL,
     histogram TEXT NOT NULL,                    -- latency_histogram.encode()
-    PRIMARY KEY (service_name, operation, kind, bucket_start_unix_nano)
+    -- time first: each minute's rows are written together, so a stitching commit touches few pages
+    PRIMARY KEY (bucket_start_unix_nano, service_name, operation, kind)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS red_rollups_by_bucket ON red_rollups (bucket_start_unix_nano);
 """
 
 BUCKET_NS = 60 * 1_000_000_000
@@ -59,8 +59,8 @@ class RedRollups:
         for key, delta in self.rollups.items():
             existing = conn.execute(
                 "SELECT span_count, error_count, duration_sum_ns, histogram FROM red_rollups "
-                "WHERE service_name = ? AND operation = ? AND kind = ? AND bucket_start_unix_nano = ?",
-                key,
+                "WHERE bucket_start_unix_nano = ? AND service_name = ? AND operation = ? AND kind = ?",
+                (key[3], key[0], key[1], key[2]),
             ).fetchone()
             if existing is not None:
                 count, errors, total, histogram = existing
