@@ -158,3 +158,30 @@ def test_a_hop_whose_partner_never_arrives_is_given_up_after_an_hour(tmp_path: P
     store.write([other])
     # THEN it is gone
     assert db.execute("SELECT count(*) FROM pending_hops").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("producer_first", [True, False])
+def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(tmp_path: Path, producer_first: bool) -> None:
+    # GIVEN a producer and a consumer in two traces with no link, sharing message id and destination;
+    # the consumer starts 25 ms after the producer ends
+    queue = {
+        "messaging.system": "aws_sqs",
+        "messaging.destination.name": "shipping",
+        "messaging.message.id": "m-1",
+    }
+    producer = _span("billing", trace_id=os.urandom(16), span_id=os.urandom(8), name="shipping publish",
+                     kind=K.SPAN_KIND_PRODUCER, start_time_unix_nano=T0, end_time_unix_nano=T0 + 5 * MS,
+                     attributes=queue)  # fmt: skip
+    consumer = _span("shipping", trace_id=os.urandom(16), span_id=os.urandom(8), name="shipping process",
+                     kind=K.SPAN_KIND_CONSUMER, start_time_unix_nano=T0 + 30 * MS,
+                     end_time_unix_nano=T0 + 40 * MS, attributes=queue)  # fmt: skip
+    store = SQLiteStore(tmp_path / "graph.db")
+    # WHEN they arrive in either order
+    for request in [producer, consumer] if producer_first else [consumer, producer]:
+        store.write([request])
+    # THEN the consume edge is counted once, with the 25 ms wait
+    edges = {(e.source, e.target, e.kind): e for e in QueryLayer(store).graph(T0, T0 + HOUR).edges}
+    consume = edges[("aws_sqs:shipping", "service:shipping", "consume")]
+    assert consume.red.span_count == 1
+    assert consume.queue_wait_p50_ms == pytest.approx(25, rel=HISTOGRAM_ERROR)
+    assert edges[("service:billing", "aws_sqs:shipping", "publish")].red.span_count == 1

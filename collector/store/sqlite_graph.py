@@ -17,6 +17,7 @@ A server span whose client parent has not arrived yet (or a consumer whose produ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -68,6 +69,7 @@ _GRAPH_KEYS = frozenset(
         conventions.DESTINATION_NAME,
         conventions.MESSAGING_SYSTEM,
         conventions.RECEIVE_COUNT,
+        conventions.MESSAGE_ID,
     }
 )
 
@@ -90,6 +92,16 @@ class _SpanInfo:
             return None
         system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, "messaging"))
         return f"{system}:{name}"
+
+
+def _message_key(info: _SpanInfo) -> tuple[bytes, bytes] | None:
+    """Where a consumer joined by message id alone waits in ``pending_hops`` for its producer."""
+    message_id = info.attributes.get(conventions.MESSAGE_ID)
+    destination = info.attributes.get(conventions.DESTINATION_NAME)
+    if message_id is None or not destination:
+        return None
+    digest = hashlib.blake2b(f"{message_id}\0{destination}".encode(), digest_size=16).digest()
+    return digest, b"message\0"
 
 
 def _info(span: Span, service: str) -> _SpanInfo:
@@ -123,6 +135,9 @@ class GraphRollups:
                 if info.destination:
                     self._count(f"service:{service}", info.destination, "publish", info)
                 self._resolve(conn, trace_id, span_id, info)
+                message_key = _message_key(info)
+                if message_key is not None:
+                    self._resolve(conn, *message_key, info)
             elif span.kind == _KIND.SPAN_KIND_CLIENT:
                 external = next((info.attributes[k] for k in _EXTERNAL_KEYS if info.attributes.get(k)), None)
                 is_dependency = any(k in info.attributes for k in ("rpc.system", "db.system"))
@@ -189,6 +204,13 @@ class GraphRollups:
         if producers and info.destination is None:  # the producer names the destination: wait for it
             self._pending.append((*producers[0], json.dumps(hop)))
             return
+        message_key = _message_key(info)
+        if not producers and message_key is not None:  # joined by message id alone
+            producer = self._producer_of_message(conn, span.trace_id, info)
+            if producer is not None:
+                self._count_consume(producer, hop)
+                return
+            producers.append(message_key)
         if producers:
             self._pending.append((*producers[0], json.dumps({**hop, "counted": True})))
         if info.destination is not None:
@@ -211,6 +233,26 @@ class GraphRollups:
             self._count(destination, f"service:{hop['service']}", "consume", consumer, wait=wait, hops=0)
         if producer is not None and producer.destination and producer.destination != destination:
             self._count(producer.destination, destination, "subscription", consumer, wait=wait)
+
+    def _producer_of_message(
+        self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo
+    ) -> _SpanInfo | None:
+        """The producer span of the consumer's message id and destination, in another trace."""
+        message_id = str(info.attributes[conventions.MESSAGE_ID])
+        destination = str(info.attributes[conventions.DESTINATION_NAME])
+        traces = conn.execute(
+            "SELECT trace_id FROM message_keys WHERE message_id = ? AND destination = ? AND trace_id != ?",
+            (message_id, destination, trace_id),
+        ).fetchall()
+        for (other,) in traces:
+            for service, blob in conn.execute(
+                "SELECT service_name, span FROM spans WHERE trace_id = ? AND kind = ?",
+                (other, _KIND.SPAN_KIND_PRODUCER),
+            ):
+                candidate = _info(Span.FromString(blob), service)
+                if _message_key(candidate) == _message_key(info):
+                    return candidate
+        return None
 
     def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> None:
         """Count the hops that were waiting for this (client or producer) span."""
