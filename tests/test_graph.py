@@ -185,3 +185,34 @@ def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(tmp_path: Path, pro
     assert consume.red.span_count == 1
     assert consume.queue_wait_p50_ms == pytest.approx(25, rel=HISTOGRAM_ERROR)
     assert edges[("service:billing", "aws_sqs:shipping", "publish")].red.span_count == 1
+
+
+def test_an_http_call_with_no_server_beneath_it_becomes_an_external_node(tmp_path: Path) -> None:
+    # GIVEN two HTTP client calls from billing: one to an uninstrumented host, one to payments, whose server
+    # span arrives after its client span
+    store = SQLiteStore(tmp_path / "graph.db")
+    trace, call_out, call_in = os.urandom(16), os.urandom(8), os.urandom(8)
+    http = {"http.request.method": "POST"}
+    store.write([_span("billing", trace_id=trace, span_id=call_out, name="POST", kind=K.SPAN_KIND_CLIENT,
+                       start_time_unix_nano=T0, end_time_unix_nano=T0 + 80 * MS,
+                       attributes={**http, "server.address": "api.carrier.example"})])  # fmt: skip
+    store.write([_span("billing", trace_id=trace, span_id=call_in, name="POST", kind=K.SPAN_KIND_CLIENT,
+                       start_time_unix_nano=T0, end_time_unix_nano=T0 + 30 * MS,
+                       attributes={**http, "server.address": "payments"})])  # fmt: skip
+    store.write([_span("payments", trace_id=trace, span_id=os.urandom(8), parent_span_id=call_in,
+                       name="POST /charges", kind=K.SPAN_KIND_SERVER, start_time_unix_nano=T0 + MS,
+                       end_time_unix_nano=T0 + 20 * MS)])  # fmt: skip
+    # WHEN more than the grace period passes (simulated) and more spans are stitched
+    db = sqlite3.connect(store.path)
+    db.execute("UPDATE pending_hops SET waiting_since_unix_nano = waiting_since_unix_nano - ?", (61 * 10**9,))
+    db.commit()
+    store.write([_span("other", trace_id=os.urandom(16), span_id=os.urandom(8), name="x")])
+    # THEN the uninstrumented host is an external node; payments is a sync edge and not also external
+    edges = {(e.source, e.target, e.kind): e for e in QueryLayer(store).graph(T0, T0 + HOUR).edges}
+    assert set(edges) == {
+        ("service:billing", "external:api.carrier.example", "external"),
+        ("service:billing", "service:payments", "sync"),
+    }
+    external = edges[("service:billing", "external:api.carrier.example", "external")]
+    assert external.red.span_count == 1
+    assert external.red.p50_ms == pytest.approx(80, rel=HISTOGRAM_ERROR)

@@ -58,6 +58,10 @@ BUCKET_NS = 60 * 1_000_000_000
 # A hop whose partner has not arrived after this long never will (an uninstrumented caller, a sampled-out
 # producer): it is given up, so pending_hops stays small.
 PENDING_HOP_TTL_NS = 3600 * 1_000_000_000
+# An HTTP client span with no server span beneath it after this long counts as a call to an external
+# dependency (named from server.address); until then its server span may still arrive.
+EXTERNAL_GRACE_NS = 60 * 1_000_000_000
+_EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KIND = Span.SpanKind
 _EXTERNAL_KEYS = ("rpc.service", "db.system", "server.address")
@@ -143,11 +147,17 @@ class GraphRollups:
                 is_dependency = any(k in info.attributes for k in ("rpc.system", "db.system"))
                 if external is not None and is_dependency:
                     self._count(f"service:{service}", f"external:{external}", "external", info)
-                self._resolve(conn, trace_id, span_id, info)
+                served = self._resolve(conn, trace_id, span_id, info)
+                address = info.attributes.get("server.address")
+                if not is_dependency and not served and address:  # maybe an uninstrumented server
+                    candidate = {"type": "external", "service": service, "target": str(address),
+                                 "start": info.start, "end": info.end, "error": info.error}  # fmt: skip
+                    self._pending.append((trace_id, span_id, json.dumps(candidate)))
             elif span.kind == _KIND.SPAN_KIND_SERVER and span.parent_span_id:
                 self._server(conn, (trace_id, span.parent_span_id), info)
             elif span.kind == _KIND.SPAN_KIND_CONSUMER:
                 self._consumer(conn, span, info)
+        self._expire_external_candidates(conn)
         self._write(conn)
 
     # -- pairing -----------------------------------------------------------------------------------------
@@ -172,8 +182,14 @@ class GraphRollups:
         }
         if parent is None:
             self._pending.append((*parent_key, json.dumps(hop)))
-        else:
-            self._count_sync(parent, hop)
+            return
+        self._count_sync(parent, hop)
+        # the parent has a server beneath it after all: it is not an external call
+        self._pending = [p for p in self._pending if not (p[:2] == parent_key and p[2].startswith(_EXTERNAL))]
+        conn.execute(
+            "DELETE FROM pending_hops WHERE trace_id = ? AND span_id = ? AND hop LIKE ?",
+            (*parent_key, _EXTERNAL + "%"),
+        )
 
     def _count_sync(self, parent: _SpanInfo, hop: dict[str, Any]) -> None:
         if parent.kind == _KIND.SPAN_KIND_CLIENT and parent.service != hop["service"]:
@@ -254,8 +270,8 @@ class GraphRollups:
                     return candidate
         return None
 
-    def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> None:
-        """Count the hops that were waiting for this (client or producer) span."""
+    def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> int:
+        """Count the hops that were waiting for this (client or producer) span; returns how many."""
         rows = conn.execute(
             "SELECT rowid, hop FROM pending_hops WHERE trace_id = ? AND span_id = ?", (trace_id, span_id)
         ).fetchall()
@@ -265,6 +281,22 @@ class GraphRollups:
                 self._count_sync(info, hop)
             elif info.kind == _KIND.SPAN_KIND_PRODUCER:
                 self._count_consume(info, hop)
+            conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
+        return len(rows)
+
+    def _expire_external_candidates(self, conn: sqlite3.Connection) -> None:
+        """Client calls whose server never showed up within the grace period are external calls."""
+        cutoff = time.time_ns() - EXTERNAL_GRACE_NS
+        rows = conn.execute(
+            "SELECT rowid, hop FROM pending_hops WHERE waiting_since_unix_nano < ? AND hop LIKE ?",
+            (cutoff, _EXTERNAL + "%"),
+        ).fetchall()
+        for rowid, text in rows:
+            hop = json.loads(text)
+            call = _SpanInfo(
+                hop["service"], _KIND.SPAN_KIND_CLIENT, hop["start"], hop["end"], hop["error"], {}
+            )
+            self._count(f"service:{hop['service']}", f"external:{hop['target']}", "external", call)
             conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
 
     # -- rollups -----------------------------------------------------------------------------------------
