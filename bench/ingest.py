@@ -987,13 +987,18 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     return report(args, bodies, baseline, http)
 
 
+def in_work_directory(db: Path | None, run: Callable[[Path], int], prefix: str = "hopscope-bench-") -> int:
+    """Run a benchmark in ``--db`` (kept) or in a temporary folder (removed afterwards)."""
+    if db is not None:
+        db.mkdir(parents=True, exist_ok=True)
+        return run(db)
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        return run(Path(directory))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.db is not None:
-        args.db.mkdir(parents=True, exist_ok=True)
-        return run(args, args.db)
-    with tempfile.TemporaryDirectory(prefix="hopscope-bench-") as directory:
-        return run(args, Path(directory))
+    return in_work_directory(args.db, lambda directory: run(args, directory))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -1127,11 +1126,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.db is not None:
-        args.db.mkdir(parents=True, exist_ok=True)
-        return run(args, args.db)
-    with tempfile.TemporaryDirectory(prefix="hopscope-bench-") as directory:
-        return run(args, Path(directory))
+    return ingest.in_work_directory(args.db, lambda directory: run(args, directory))
 
 
 if __name__ == "__main__":

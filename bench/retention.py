@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -326,11 +325,9 @@ def run(args: argparse.Namespace, directory: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.db is not None:
-        args.db.mkdir(parents=True, exist_ok=True)
-        return run(args, args.db)
-    with tempfile.TemporaryDirectory(prefix="hopscope-retention-") as directory:
-        return run(args, Path(directory))
+    return ingest.in_work_directory(
+        args.db, lambda directory: run(args, directory), prefix="hopscope-retention-"
+    )
 
 
 if __name__ == "__main__":
