@@ -11,6 +11,7 @@ MESSAGE_ID = "messaging.message.id"
 CONVERSATION_ID = "messaging.message.conversation_id"
 DESTINATION_NAME = "messaging.destination.name"
 MESSAGING_SYSTEM = "messaging.system"
+BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 
 # hopscope's own.
 CORRELATION_ID = "hopscope.correlation_id"

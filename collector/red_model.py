@@ -92,6 +92,7 @@ class ServiceGraph:
 _DESTINATION_TYPES = {
     "aws_sqs": "queue",
     "aws_sns": "topic",
+    "aws.sns": "topic",  # the conventions' registered value (aws_sns is the older spelling)
     "aws.eventbridge": "bus",
     "aws_eventbridge": "bus",
 }

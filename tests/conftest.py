@@ -18,6 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from moto_server import MotoServer, start_moto_server
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from hopscope.collector.app import create_app
 from hopscope.collector.settings import CollectorSettings
@@ -118,3 +124,47 @@ def serve_in_thread(settings: CollectorSettings, store: SQLiteStore) -> Iterator
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def moto_session_server() -> Iterator[MotoServer]:
+    server = start_moto_server(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_session_server: MotoServer) -> MotoServer:
+    """The session's moto server, emptied before each test."""
+    moto_session_server.reset()
+    return moto_session_server
+
+
+@dataclass
+class GlobalSpans:
+    """The process's global TracerProvider, set once (OpenTelemetry allows no second), and its spans."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.finished() if span.name == name]
+
+
+@pytest.fixture(scope="session")
+def global_spans_session() -> GlobalSpans:
+    provider = TracerProvider(resource=Resource.create({"service.name": "tests"}))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return GlobalSpans(provider, exporter)
+
+
+@pytest.fixture
+def spans(global_spans_session: GlobalSpans) -> GlobalSpans:
+    """Spans recorded by the real SDK through the global provider, emptied before each test."""
+    global_spans_session.exporter.clear()
+    return global_spans_session

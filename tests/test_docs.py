@@ -37,7 +37,7 @@ def test_every_flag_of_every_command_is_in_the_readme() -> None:
 
 
 def test_every_environment_variable_is_in_the_readme() -> None:
-    sources = [p for folder in ("cli", "collector") for p in (ROOT / folder).rglob("*.py")]
+    sources = [p for folder in ("cli", "collector", "instrumentation") for p in (ROOT / folder).rglob("*.py")]
     variables = {v for p in sources for v in re.findall(r"\bHOPSCOPE_[A-Z_]+\b", p.read_text())}
     assert variables, "expected at least HOPSCOPE_AUTH_TOKEN"
     for variable in variables:

@@ -29,12 +29,15 @@ def test_importing_the_instrumentation_pulls_no_collector_dashboard_or_database_
     assert result.stdout.strip() == "[]"
 
 
-def test_the_bare_install_requires_only_opentelemetry() -> None:
+def test_the_bare_install_requires_only_opentelemetry_and_jmespath() -> None:
     requires = distribution("hopscope").requires or []
     bare = [r for r in requires if "extra ==" not in r]
     assert sorted(r.split(">")[0] for r in bare) == [
+        "jmespath",
         "opentelemetry-api",
         "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-botocore",
+        "opentelemetry-propagator-aws-xray",
         "opentelemetry-sdk",
     ]
 

@@ -21,7 +21,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -74,6 +74,7 @@ _GRAPH_KEYS = frozenset(
         conventions.MESSAGING_SYSTEM,
         conventions.RECEIVE_COUNT,
         conventions.MESSAGE_ID,
+        conventions.BATCH_MESSAGE_COUNT,
     }
 )
 
@@ -88,6 +89,16 @@ class _SpanInfo:
     end: int
     error: bool
     attributes: dict[str, Any]
+    link_count: int = 0
+
+    @property
+    def is_linked_batch(self) -> bool:
+        """A consumer span of a whole batch that links to its messages: it counts one hop per link."""
+        return (
+            self.kind == _KIND.SPAN_KIND_CONSUMER
+            and self.link_count > 0
+            and (conventions.BATCH_MESSAGE_COUNT in self.attributes)
+        )
 
     @property
     def destination(self) -> str | None:
@@ -115,8 +126,13 @@ def _info(span: Span, service: str) -> _SpanInfo:
         start=span.start_time_unix_nano,
         end=span.end_time_unix_nano,
         error=span.status.code == _ERROR,
-        attributes={kv.key: any_value(kv.value) for kv in span.attributes if kv.key in _GRAPH_KEYS},
+        attributes=_graph_attributes(span.attributes),
+        link_count=len(span.links),
     )
+
+
+def _graph_attributes(attributes: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in attributes if kv.key in _GRAPH_KEYS}
 
 
 class GraphRollups:
@@ -199,6 +215,25 @@ class GraphRollups:
             self._count(f"service:{parent.service}", f"service:{hop['service']}", "sync", child)
 
     def _consumer(self, conn: sqlite3.Connection, span: Span, info: _SpanInfo) -> None:
+        """A consume hop per message: a batch span that links to its messages counts one per link, and the
+        per-record spans beneath it (hopscope's ``process_batch``) count none: no message counts twice.
+        """
+        if info.is_linked_batch:
+            for link in span.links:
+                one = replace(info, attributes={**info.attributes, **_graph_attributes(link.attributes)})
+                self._consume(conn, span.trace_id, one, [(link.trace_id, link.span_id)])
+            return
+        producers = [(link.trace_id, link.span_id) for link in span.links]
+        if span.parent_span_id:
+            parent = self._find(conn, (span.trace_id, span.parent_span_id))
+            if parent is not None and parent.is_linked_batch:
+                return
+            producers.append((span.trace_id, span.parent_span_id))
+        self._consume(conn, span.trace_id, info, producers)
+
+    def _consume(
+        self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo, producers: list[tuple[bytes, bytes]]
+    ) -> None:
         receive_count = int(info.attributes.get(conventions.RECEIVE_COUNT, 0) or 0)
         hop = {
             "type": "consume",
@@ -209,9 +244,6 @@ class GraphRollups:
             "error": info.error,
             "receive_count": receive_count,
         }
-        producers = [(link.trace_id, link.span_id) for link in span.links]
-        if span.parent_span_id:
-            producers.append((span.trace_id, span.parent_span_id))
         for key in producers:
             producer = self._find(conn, key)
             if producer is not None and producer.kind == _KIND.SPAN_KIND_PRODUCER:
@@ -222,7 +254,7 @@ class GraphRollups:
             return
         message_key = _message_key(info)
         if not producers and message_key is not None:  # joined by message id alone
-            producer = self._producer_of_message(conn, span.trace_id, info)
+            producer = self._producer_of_message(conn, trace_id, info)
             if producer is not None:
                 self._count_consume(producer, hop)
                 return

@@ -1,0 +1,267 @@
+"""``configure()``: the OpenTelemetry SDK set up once per Lambda environment, and the bounded flush.
+
+Every option follows one order: explicit argument, then the standard ``OTEL_*`` variable, then hopscope's
+``HOPSCOPE_*`` variable, then the default. The SDK and the exporter are imported here, on first use, so
+that importing the instrumentation stays cheap on a cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+logger = logging.getLogger("hopscope.instrumentation")
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
+DEFAULT_FLUSH_TIMEOUT_MS = 2000
+TRACES_PATH = "/v1/traces"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def tracing_disabled() -> bool:
+    """``HOPSCOPE_DISABLED=true`` makes every hopscope wrapper a no-op (functions come back unwrapped)."""
+    return env_flag("HOPSCOPE_DISABLED")
+
+
+def traces_endpoint(endpoint: str | None = None) -> str:
+    """The OTLP/HTTP traces URL: argument > OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) >
+    OTEL_EXPORTER_OTLP_ENDPOINT > HOPSCOPE_ENDPOINT > http://127.0.0.1:4318 (the last three + /v1/traces)."""
+    if endpoint:
+        base = endpoint
+    elif os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    else:
+        base = (
+            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or os.environ.get("HOPSCOPE_ENDPOINT")
+            or DEFAULT_ENDPOINT
+        )
+    base = base.rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+def service_name_of(service_name: str | None = None) -> str:
+    """argument > OTEL_SERVICE_NAME > HOPSCOPE_SERVICE_NAME > the Lambda function's name > unknown_service."""
+    return (
+        service_name
+        or os.environ.get("OTEL_SERVICE_NAME")
+        or os.environ.get("HOPSCOPE_SERVICE_NAME")
+        or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        or "unknown_service"
+    )
+
+
+def flush_timeout_ms_of(value: int | None = None) -> int:
+    """argument > HOPSCOPE_FLUSH_TIMEOUT_MS > 2000."""
+    if value is not None:
+        return max(0, int(value))
+    try:
+        return max(0, int(os.environ.get("HOPSCOPE_FLUSH_TIMEOUT_MS", DEFAULT_FLUSH_TIMEOUT_MS)))
+    except ValueError:
+        logger.warning(
+            "hopscope: HOPSCOPE_FLUSH_TIMEOUT_MS is not an integer; using %d", DEFAULT_FLUSH_TIMEOUT_MS
+        )
+        return DEFAULT_FLUSH_TIMEOUT_MS
+
+
+def lambda_resource_attributes() -> dict[str, Any]:
+    """cloud.* and faas.* resource attributes from the variables the Lambda runtime sets."""
+    env = os.environ
+    attributes: dict[str, Any] = {"cloud.provider": "aws", "cloud.platform": "aws_lambda"}
+    for key, variable in (
+        ("cloud.region", "AWS_REGION"),
+        ("faas.name", "AWS_LAMBDA_FUNCTION_NAME"),
+        ("faas.version", "AWS_LAMBDA_FUNCTION_VERSION"),
+        ("faas.instance", "AWS_LAMBDA_LOG_STREAM_NAME"),
+    ):
+        if env.get(variable):
+            attributes[key] = env[variable]
+    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    if memory.isdigit():
+        attributes["faas.max_memory"] = int(memory) * 1024 * 1024  # the conventions count bytes
+    return attributes
+
+
+@dataclass
+class _State:
+    provider: Any = None  # the provider hopscope configured or adopted
+    owns_provider: bool = False
+    # The longest one export by hopscope's own pipeline can take (its exporter's timeout, one batch per
+    # flush); None for a provider the application built, whose exporters hopscope cannot bound.
+    bounded_flush_ms: int | None = None
+    capture_payload: bool | None = None
+    flush_timeout_ms: int | None = None
+
+
+_state = _State()
+_lock = threading.Lock()
+
+
+def configure(
+    service_name: str | None = None,
+    endpoint: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    sampler: Sampler | None = None,
+    flush_timeout_ms: int | None = None,
+    capture_payload: bool | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    """Set up tracing once for this process and return the TracerProvider (later calls return the same).
+
+    A TracerProvider the application already set is reused as it is; hopscope adds its OTLP exporter to it
+    only when ``endpoint`` is given. The sampler follows ``OTEL_TRACES_SAMPLER`` unless one is passed. With
+    ``HOPSCOPE_AUTH_TOKEN`` set (and no headers given), exports carry it as a bearer token, as a collector
+    started with ``--auth-token`` expects. ``span_exporter`` replaces the OTLP/HTTP exporter (a console or
+    in-memory one); it must bound its own export time, as the OTLP exporter here is bounded by the flush
+    timeout.
+    """
+    with _lock:
+        if capture_payload is not None:
+            _state.capture_payload = capture_payload
+        if flush_timeout_ms is not None:
+            _state.flush_timeout_ms = flush_timeout_ms
+        if _state.provider is not None:
+            return _state.provider  # type: ignore[no-any-return]
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - keep the import cold-start cheap
+
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            _state.provider = current
+            if endpoint or span_exporter is not None:
+                current.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+            return current
+
+        from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+
+        attributes = {**lambda_resource_attributes(), **(resource_attributes or {})}
+        attributes["service.name"] = service_name_of(service_name)
+        provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+        provider.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+        trace.set_tracer_provider(provider)
+        _state.provider = trace.get_tracer_provider()
+        _state.owns_provider = _state.provider is provider
+        if _state.owns_provider:
+            _state.bounded_flush_ms = flush_timeout_ms_of(_state.flush_timeout_ms)
+        return _state.provider  # type: ignore[no-any-return]
+
+
+def _batch_processor(
+    endpoint: str | None, headers: Mapping[str, str] | None, span_exporter: SpanExporter | None
+) -> Any:
+    """A BatchSpanProcessor whose flush is one export (a batch as large as its queue) of bounded time."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    if span_exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+
+        resolved = dict(headers) if headers is not None else None
+        token = os.environ.get("HOPSCOPE_AUTH_TOKEN")
+        if resolved is None and token and not os.environ.get("OTEL_EXPORTER_OTLP_HEADERS"):
+            resolved = {"Authorization": f"Bearer {token}"}
+        timeout_s = max(flush_timeout_ms_of(_state.flush_timeout_ms), 1) / 1000
+        span_exporter = OTLPSpanExporter(
+            endpoint=traces_endpoint(endpoint), headers=resolved, timeout=timeout_s
+        )
+    return BatchSpanProcessor(span_exporter, max_queue_size=_QUEUE_SIZE, max_export_batch_size=_QUEUE_SIZE)
+
+
+_QUEUE_SIZE = 2048
+
+
+def ensure_configured() -> None:
+    """Configure with the defaults if the application has not called ``configure()``."""
+    if _state.provider is None:
+        try:
+            configure()
+        except Exception:  # the handler must run even when tracing cannot be set up
+            logger.warning("hopscope: tracing could not be configured", exc_info=True)
+
+
+def capture_payload_default() -> bool:
+    """configure(capture_payload=...) > HOPSCOPE_CAPTURE_PAYLOAD > off (payloads may hold personal data)."""
+    if _state.capture_payload is not None:
+        return _state.capture_payload
+    return env_flag("HOPSCOPE_CAPTURE_PAYLOAD")
+
+
+def default_flush_timeout_ms() -> int:
+    return flush_timeout_ms_of(_state.flush_timeout_ms)
+
+
+class _Flusher:
+    """Flushes the provider on one long-lived thread, so a caller can stop waiting at its deadline.
+
+    ``force_flush`` exports on the calling thread and an OTLP exporter retries for as long as its own timeout;
+    with the collector unreachable that would hold the handler's return. Here the caller waits at most its
+    timeout; a late export finishes in the background (or after the next thaw of the Lambda environment).
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[tuple[Any, threading.Event]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def flush(self, provider: Any, timeout_ms: int) -> bool:
+        done = threading.Event()
+        self._ensure_thread()
+        self._requests.put((provider, done))
+        return done.wait(timeout_ms / 1000)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="hopscope-flush", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            provider, done = self._requests.get()
+            try:
+                provider.force_flush()
+            except Exception:  # an exporter's failure is logged, never raised into a handler
+                logger.debug("hopscope: flush failed", exc_info=True)
+            finally:
+                done.set()
+
+
+_flusher = _Flusher()
+
+
+def flush(timeout_ms: int | None = None) -> bool:
+    """Export the spans ended so far, waiting at most ``timeout_ms``; True when everything was flushed.
+
+    hopscope's own pipeline is flushed on the calling thread: its one export is bounded by the exporter's
+    timeout, which is the flush timeout. Any other provider is flushed on the flusher thread.
+    """
+    provider = trace.get_tracer_provider()
+    if not hasattr(provider, "force_flush"):
+        return True
+    wait_ms = default_flush_timeout_ms() if timeout_ms is None else timeout_ms
+    bound = _state.bounded_flush_ms
+    if provider is _state.provider and bound is not None and bound <= wait_ms:
+        try:
+            return bool(provider.force_flush())
+        except Exception:
+            logger.debug("hopscope: flush failed", exc_info=True)
+            return False
+    return _flusher.flush(provider, wait_ms)
