@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context, trace
@@ -108,6 +108,15 @@ def _decode_binary(value: Any) -> str | None:
         return None
 
 
+def _context_attributes(attributes: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(lower-case name, attribute) of the message attributes that carry trace context."""
+    if not isinstance(attributes, Mapping):
+        return
+    for name, attribute in attributes.items():
+        if isinstance(name, str) and name.lower() in CONTEXT_KEYS and isinstance(attribute, Mapping):
+            yield name.lower(), attribute
+
+
 def sqs_attribute_carrier(attributes: Any) -> dict[str, str]:
     """The context keys of SQS message attributes, in a Lambda record's shape or boto3's.
 
@@ -115,15 +124,7 @@ def sqs_attribute_carrier(attributes: Any) -> dict[str, str]:
     boto3 ReceiveMessage: ``{"traceparent": {"StringValue": ..., "DataType": "String"}}``.
     """
     carrier: dict[str, str] = {}
-    if not isinstance(attributes, Mapping):
-        return carrier
-    for name, attribute in attributes.items():
-        if (
-            not isinstance(name, str)
-            or name.lower() not in CONTEXT_KEYS
-            or not isinstance(attribute, Mapping)
-        ):
-            continue
+    for name, attribute in _context_attributes(attributes):
         data_type = str(attribute.get("dataType") or attribute.get("DataType") or "String")
         if data_type.startswith("Binary"):
             value = _decode_binary(attribute.get("binaryValue", attribute.get("BinaryValue")))
@@ -131,26 +132,18 @@ def sqs_attribute_carrier(attributes: Any) -> dict[str, str]:
             raw = attribute.get("stringValue", attribute.get("StringValue"))
             value = raw if isinstance(raw, str) else None
         if value is not None:
-            carrier[name.lower()] = value
+            carrier[name] = value
     return carrier
 
 
 def sns_attribute_carrier(attributes: Any) -> dict[str, str]:
     """The context keys of SNS message attributes: ``{"traceparent": {"Type": "String", "Value": ...}}``."""
     carrier: dict[str, str] = {}
-    if not isinstance(attributes, Mapping):
-        return carrier
-    for name, attribute in attributes.items():
-        if (
-            not isinstance(name, str)
-            or name.lower() not in CONTEXT_KEYS
-            or not isinstance(attribute, Mapping)
-        ):
-            continue
+    for name, attribute in _context_attributes(attributes):
         raw = attribute.get("Value")
         value = _decode_binary(raw) if str(attribute.get("Type", "String")).startswith("Binary") else raw
         if isinstance(value, str):
-            carrier[name.lower()] = value
+            carrier[name] = value
     return carrier
 
 
