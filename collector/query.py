@@ -83,6 +83,12 @@ class QueryLayer:
                     found.update((kv.key, _text(kv.value)) for kv in span.attributes)
         return all(pair in found for pair in attributes)
 
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return self._store.flow_of_trace(trace_id)
+
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return self._store.flow_of_message(message_id, destination)
+
     def flow_summary(self, flow_id: int) -> FlowSummary | None:
         standing = self._store.resolve_flow(flow_id)
         if standing is None:

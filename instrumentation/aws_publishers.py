@@ -431,7 +431,7 @@ def instrument_boto3(tracer_provider: trace.TracerProvider | None = None) -> Non
     with _lock:
         if _installed is not None:
             return
-        from botocore.client import BaseClient  # type: ignore[import-untyped]  # noqa: PLC0415 - cold start
+        from botocore.client import BaseClient  # noqa: PLC0415 - cold start
         from opentelemetry.instrumentation.botocore import BotocoreInstrumentor  # noqa: PLC0415
         from opentelemetry.instrumentation.botocore.utils import get_server_attributes  # noqa: PLC0415
         from opentelemetry.instrumentation.utils import (  # noqa: PLC0415

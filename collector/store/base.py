@@ -55,6 +55,9 @@ class SpanStore(Protocol[Prepared]):
     def flow_of_trace(self, trace_id: bytes) -> int | None:
         """The standing flow a trace belongs to."""
 
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        """The flow of a message id seen on a producer or consumer span (optionally on one destination)."""
+
     def flow_trace_ids(self, flow_id: int) -> list[bytes]:
         """The traces of a standing flow that have spans stored."""
 

@@ -424,6 +424,9 @@ class SQLiteStore:
     def flow_of_trace(self, trace_id: bytes) -> int | None:
         return sqlite_flows.flow_of_trace(self._reader(), trace_id)
 
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return sqlite_flows.flow_of_message(self._reader(), message_id, destination)
+
     def flow_trace_ids(self, flow_id: int) -> list[bytes]:
         return sqlite_flows.flow_trace_ids(self._reader(), flow_id)
 

@@ -353,6 +353,23 @@ def flow_of_trace(conn: sqlite3.Connection, trace_id: bytes) -> int | None:
     return None if row is None else int(row[0])
 
 
+def flow_of_message(conn: sqlite3.Connection, message_id: str, destination: str | None = None) -> int | None:
+    """The flow of the traces whose producer or consumer spans carry this message id (on that destination)."""
+    if destination is None:
+        rows = conn.execute(
+            "SELECT t.flow_id FROM message_keys m JOIN trace_flows t ON t.trace_id = m.trace_id "
+            "WHERE m.message_id = ? LIMIT 1",
+            (message_id,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT t.flow_id FROM message_keys m JOIN trace_flows t ON t.trace_id = m.trace_id "
+            "WHERE m.message_id = ? AND m.destination = ? LIMIT 1",
+            (message_id, destination),
+        ).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
 def flow_trace_ids(conn: sqlite3.Connection, flow_id: int) -> list[bytes]:
     """The traces of a standing flow that have spans stored."""
     rows = conn.execute(
