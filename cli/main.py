@@ -121,6 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of batches held per --forward upstream while it is slow or down; past it new batches "
         "are dropped and counted (default: %(default)s)",
     )
+    sqs = collector.add_argument_group("SQS queue depth and dead-letter queues")
+    sqs.add_argument(
+        "--sqs",
+        action="store_true",
+        help="poll SQS: discover queues, record their depth and redrive policy (read-only; see README for "
+        "the IAM policy)",
+    )
+    sqs.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        default=None,
+        help="AWS endpoint for --sqs, e.g. a moto server or LocalStack (default: $AWS_ENDPOINT_URL, "
+        "else AWS)",
+    )
+    sqs.add_argument("--region", default=None, help="AWS region for --sqs (default: boto3's, else us-east-1)")
+    sqs.add_argument(
+        "--sqs-queue-prefix",
+        metavar="PREFIX",
+        default=None,
+        help="only queues whose name starts with this (default: every queue ListQueues returns, plus "
+        "those seen in spans)",
+    )
+    sqs.add_argument(
+        "--sqs-interval",
+        type=_duration,
+        default=collector_defaults.DEFAULT_SQS_INTERVAL_SECONDS,
+        metavar="DURATION",
+        help="time between polls, e.g. 15s, 1m (default: %(default)ss)",
+    )
     collector.set_defaults(run=_run_collector)
 
     export = commands.add_parser(
@@ -169,7 +198,7 @@ def _version() -> str:
 
 
 def _run_collector(args: argparse.Namespace) -> int:
-    require_extra("collector", "collector", COLLECTOR_MODULES)
+    require_extra("collector", "collector", COLLECTOR_MODULES + (("boto3",) if args.sqs else ()))
     from hopscope.collector.server import run  # noqa: PLC0415
     from hopscope.collector.settings import CollectorSettings  # noqa: PLC0415
     from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
@@ -183,6 +212,14 @@ def _run_collector(args: argparse.Namespace) -> int:
         retention_seconds=args.retention,
         forward_urls=tuple(args.forward),
         forward_queue_bytes=args.forward_queue_bytes,
+        sqs=collector_defaults.SqsSettings(
+            endpoint_url=args.aws_endpoint_url,
+            region=args.region,
+            queue_prefix=args.sqs_queue_prefix,
+            interval_seconds=args.sqs_interval,
+        )
+        if args.sqs
+        else None,
     )
     try:
         run(settings)

@@ -47,6 +47,11 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
         store, writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes), forwarder
     )
     query = QueryApi(QueryLayer(store))
+    poller = None
+    if settings.sqs is not None:
+        from hopscope.collector.sqs_poller import QueuePoller  # noqa: PLC0415 - boto3 only with --sqs
+
+        poller = QueuePoller(store, settings.sqs, retention_seconds=settings.retention_seconds)
 
     async def healthz(request: Request) -> JSONResponse:
         forwarding = forwarder.stats() if forwarder else []
@@ -64,9 +69,13 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
         writer.start()
         if forwarder:
             forwarder.start()
+        if poller:
+            poller.start()
         try:
             yield
         finally:
+            if poller:
+                poller.stop()
             writer.close(DRAIN_TIMEOUT_SECONDS)
             if forwarder:
                 forwarder.close(FORWARD_FLUSH_TIMEOUT_SECONDS)
@@ -83,10 +92,13 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             Route("/api/services", query.get_services, methods=["GET"]),
             Route("/api/latency", query.get_latency, methods=["GET"]),
             Route("/api/graph", query.get_graph, methods=["GET"]),
+            Route("/api/queues", query.get_queues, methods=["GET"]),
+            Route("/api/queues/{name}/depth", query.get_queue_depth, methods=["GET"]),
             Route("/openapi.json", query.openapi, methods=["GET"]),
         ],
         middleware=middleware,
         lifespan=lifespan,
     )
     app.state.writer = writer
+    app.state.poller = poller
     return app

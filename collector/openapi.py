@@ -215,6 +215,41 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/queues": {
+            "get": {
+                "summary": "Every SQS queue the collector polls (--sqs): latest visible, in-flight and "
+                "delayed counts, the oldest message's age, its dead-letter queue and maxReceiveCount, the "
+                "queues that dead-letter into it, and the last poll error",
+                "responses": {
+                    "200": {
+                        "description": "queues: name, url, arn, dead_letter_queue, max_receive_count, "
+                        "sources, is_dead_letter_queue, visible, in_flight, delayed, oldest_age_seconds, "
+                        "age_source (cloudwatch or estimate), sampled_unix_nano, last_polled_unix_nano, "
+                        "last_error, last_error_unix_nano",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/api/queues/{name}/depth": {
+            "get": {
+                "summary": "One queue's depth over time, one sample per poll, oldest first",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("since", _TIME, "start of the range (default: an hour before until)"),
+                    _query("until", _TIME, "end of the range (default: now)"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "samples (polled_unix_nano, visible, in_flight, delayed, "
+                        "oldest_age_seconds, age_source) and truncated (true when cut at 10,080 samples)",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
         "/api/flows/{flow_id}/otlp": {
             "get": {
                 "summary": "A flow as OTLP JSON, importable into any OTLP backend",

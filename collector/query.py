@@ -15,6 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 from hopscope.collector import conventions, latency_histogram
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.otlp_values import any_value, attributes_dict
+from hopscope.collector.queue_model import DepthSample, QueueSummary
 from hopscope.collector.red_model import (
     GraphEdge,
     GraphNode,
@@ -30,6 +31,8 @@ from hopscope.collector.store.base import SpanStore
 
 # Flows whose spans are read at most to answer one search with attribute filters.
 MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
+# Depth samples one answer holds: 7 days at one poll per minute; the newest are kept when cut.
+MAX_DEPTH_SAMPLES = 10_080
 
 _KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
 _STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
@@ -82,6 +85,20 @@ class QueryLayer:
                 for span in scope_spans.spans:
                     found.update((kv.key, _text(kv.value)) for kv in span.attributes)
         return all(pair in found for pair in attributes)
+
+    def queues(self) -> list[QueueSummary]:
+        """Every polled queue: latest depth, oldest age, its DLQ and sources, the last poll error."""
+        return self._store.queue_summaries()
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int
+    ) -> tuple[list[DepthSample], bool] | None:
+        """A queue's depth series over the range (None if never polled), and whether it was cut at the cap."""
+        samples = self._store.queue_depth(queue_name, since_unix_nano, until_unix_nano, MAX_DEPTH_SAMPLES + 1)
+        if samples is None:
+            return None
+        truncated = len(samples) > MAX_DEPTH_SAMPLES
+        return (samples[1:] if truncated else samples), truncated
 
     def flow_of_trace(self, trace_id: bytes) -> int | None:
         return self._store.flow_of_trace(trace_id)

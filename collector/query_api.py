@@ -20,8 +20,10 @@ from hopscope.collector.query_params import (
     parse_flow_filter,
     parse_flow_id,
     parse_latency_query,
+    parse_queue_depth_query,
     parse_services_query,
 )
+from hopscope.collector.queue_model import DepthSample, QueueSummary
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -53,6 +55,7 @@ class QueryApi:
         self.get_services = _answers_bad_parameters(self._get_services)
         self.get_latency = _answers_bad_parameters(self._get_latency)
         self.get_graph = _answers_bad_parameters(self._get_graph)
+        self.get_queue_depth = _answers_bad_parameters(self._get_queue_depth)
 
     async def openapi(self, request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
@@ -127,3 +130,54 @@ class QueryApi:
         since, until = parse_services_query(request.query_params, now_unix_nano=time.time_ns())
         graph = await run_in_threadpool(self._queries.graph, since, until)
         return JSONResponse({"since_unix_nano": since, "until_unix_nano": until, **dataclasses.asdict(graph)})
+
+    async def get_queues(self, request: Request) -> JSONResponse:
+        queues = await run_in_threadpool(self._queries.queues)
+        return JSONResponse({"queues": [_queue_json(queue) for queue in queues]})
+
+    async def _get_queue_depth(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        since, until = parse_queue_depth_query(request.query_params, now_unix_nano=time.time_ns())
+        answer = await run_in_threadpool(self._queries.queue_depth, name, since, until)
+        if answer is None:
+            return error_response(
+                404, f"no queue {name!r} has been polled (is the collector running with --sqs?)"
+            )
+        samples, truncated = answer
+        return JSONResponse(
+            {
+                "queue": name,
+                "since_unix_nano": since,
+                "until_unix_nano": until,
+                "truncated": truncated,
+                "samples": [_sample_json(sample) for sample in samples],
+            }
+        )
+
+
+def _sample_json(sample: DepthSample) -> dict[str, Any]:
+    body = dataclasses.asdict(sample)
+    del body["queue_name"]
+    return body
+
+
+def _queue_json(queue: QueueSummary) -> dict[str, Any]:
+    latest = queue.latest
+    return {
+        "name": queue.name,
+        "url": queue.url,
+        "arn": queue.arn,
+        "dead_letter_queue": queue.dlq_name,
+        "max_receive_count": queue.max_receive_count,
+        "sources": queue.sources,
+        "is_dead_letter_queue": queue.is_dead_letter_queue,
+        "visible": latest.visible if latest else None,
+        "in_flight": latest.in_flight if latest else None,
+        "delayed": latest.delayed if latest else None,
+        "oldest_age_seconds": latest.oldest_age_seconds if latest else None,
+        "age_source": latest.age_source if latest else None,
+        "sampled_unix_nano": latest.polled_unix_nano if latest else None,
+        "last_polled_unix_nano": queue.last_polled_unix_nano,
+        "last_error": queue.last_error,
+        "last_error_unix_nano": queue.last_error_unix_nano,
+    }

@@ -122,6 +122,12 @@ def parse_services_query(params: Mapping[str, str], *, now_unix_nano: int) -> tu
     return parse_range(params, now_unix_nano=now_unix_nano)
 
 
+def parse_queue_depth_query(params: Mapping[str, str], *, now_unix_nano: int) -> tuple[int, int]:
+    """``since``/``until`` of a depth series (an hour before now by default)."""
+    _reject_unknown(params, {"since", "until"})
+    return parse_range(params, now_unix_nano=now_unix_nano)
+
+
 @dataclass(frozen=True)
 class LatencyQuery:
     service: str

@@ -49,6 +49,20 @@ def parse_forward_url(text: str) -> str:
     return urlunsplit(parts)
 
 
+# How often --sqs polls queue depth.
+DEFAULT_SQS_INTERVAL_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class SqsSettings:
+    """Where and how often the collector polls SQS (``--sqs``); credentials follow boto3's own chain."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    queue_prefix: str | None = None
+    interval_seconds: float = DEFAULT_SQS_INTERVAL_SECONDS
+
+
 @dataclass(frozen=True)
 class CollectorSettings:
     host: str = DEFAULT_HOST
@@ -64,3 +78,5 @@ class CollectorSettings:
     forward_queue_bytes: int = DEFAULT_FORWARD_QUEUE_BYTES
     forward_initial_backoff_seconds: float = DEFAULT_FORWARD_INITIAL_BACKOFF_SECONDS
     forward_max_backoff_seconds: float = DEFAULT_FORWARD_MAX_BACKOFF_SECONDS
+    # Queue depth and dead-letter queues; None leaves SQS alone.
+    sqs: SqsSettings | None = None

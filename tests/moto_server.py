@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -43,11 +44,13 @@ class MotoServer:
             self.proc.wait()
 
 
-def start_moto_server(port: int) -> MotoServer:
+def start_moto_server(port: int, env: dict[str, str] | None = None) -> MotoServer:
+    """``env`` e.g. ``{"INITIAL_NO_AUTH_ACTION_COUNT": "5"}``: IAM is enforced after the first 5 calls."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

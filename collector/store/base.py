@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
 
 Prepared = TypeVar("Prepared")
@@ -82,6 +83,26 @@ class SpanStore(Protocol[Prepared]):
         self, since_unix_nano: int, until_unix_nano: int
     ) -> list[tuple[str, str, str, HopRollup]]:
         """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup)."""
+
+    def record_queue_poll(
+        self,
+        polled_unix_nano: int,
+        queues: list[QueueState],
+        samples: list[DepthSample],
+        keep_after_unix_nano: int | None = None,
+    ) -> None:
+        """Store one SQS poll in one transaction; safe to call from a thread other than the span writer's."""
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        """Every known queue with its latest depth, its DLQ and the queues dead-lettering into it."""
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        """A queue's depth samples in the range (None for a queue never polled)."""
+
+    def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
+        """SQS queue names that spans have sent to or consumed from since then."""
 
     def count_spans(self) -> int:
         """How many spans are stored."""

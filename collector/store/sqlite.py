@@ -24,15 +24,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
-from hopscope.collector.store import sqlite_flows
+from hopscope.collector.store import sqlite_flows, sqlite_queues
 from hopscope.collector.store.sqlite_flows import FLOWS_SCHEMA, FlowStitcher
 from hopscope.collector.store.sqlite_graph import GRAPH_SCHEMA, GraphRollups, read_hop_rollups
+from hopscope.collector.store.sqlite_queues import QUEUES_SCHEMA
 from hopscope.collector.store.sqlite_red import RED_SCHEMA, RedRollups, read_rollups
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -76,7 +78,7 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
 """
 
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA}
+MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA, 5: QUEUES_SCHEMA}
 
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
@@ -128,6 +130,9 @@ class SQLiteStore:
         self._resource_ids: dict[bytes, int] = {}
         self._scope_ids: dict[bytes, int] = {}
         self._writer: sqlite3.Connection | None = None
+        # The SQS poller's own write connection: SQLite serialises it with the span writer's.
+        self._queue_writer: sqlite3.Connection | None = None
+        self._queue_writer_lock = threading.Lock()
         self._checkpointer: _Checkpointer | None = None
         self._stitched_through = 0
         self._last_span_pk = 0
@@ -459,11 +464,46 @@ class SQLiteStore:
     ) -> list[tuple[str, str, str, HopRollup]]:
         return read_hop_rollups(self._reader(), since_unix_nano, until_unix_nano)
 
+    # -- queues ----------------------------------------------------------------------------------------
+
+    def record_queue_poll(
+        self,
+        polled_unix_nano: int,
+        queues: list[QueueState],
+        samples: list[DepthSample],
+        keep_after_unix_nano: int | None = None,
+    ) -> None:
+        self._writer_conn()  # read-only stores refuse here
+        with self._queue_writer_lock:
+            if self._queue_writer is None:
+                self._queue_writer = self._connect_rw()
+            conn = self._queue_writer
+            with self._transaction(conn):
+                sqlite_queues.record_poll(conn, polled_unix_nano, queues, samples, keep_after_unix_nano)
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        return sqlite_queues.queue_summaries(self._reader())
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        conn = self._reader()
+        if not sqlite_queues.known_queue(conn, queue_name):
+            return None
+        return sqlite_queues.depth_series(conn, queue_name, since_unix_nano, until_unix_nano, limit)
+
+    def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
+        return sqlite_queues.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
+
     def count_spans(self) -> int:
         (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
         return int(count)
 
     def close(self) -> None:
+        with self._queue_writer_lock:
+            if self._queue_writer is not None:
+                self._queue_writer.close()
+                self._queue_writer = None
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
