@@ -1,8 +1,8 @@
 """The SQS poller: finds queues, reads their depth and redrive policy, and records both in the store.
 
 Each poll costs one ListQueues page per 1,000 queues, one GetQueueAttributes per queue, one CloudWatch
-GetMetricData per 500 queues, and, only where CloudWatch has no age and a peek cannot push a message into
-a dead-letter queue, one ReceiveMessage: API calls grow with the number of queues, never with messages.
+GetMetricData per 500 queues, and, for a dead-letter queue where CloudWatch has no age, one ReceiveMessage:
+API calls grow with the number of queues, never with messages.
 A queue that fails (deleted, forbidden, throttled) has its error recorded; the others are still polled.
 """
 
@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ _COUNT_ATTRIBUTES = [
     "FifoQueue",
 ]
 _METRIC_QUERIES_PER_CALL = 500
+POLL_CONCURRENCY = 8
 _NOT_FOUND = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
@@ -68,11 +70,15 @@ class QueuePoller:
         self._sqs = client_factory("sqs", settings.endpoint_url, settings.region)
         self._cloudwatch = client_factory("cloudwatch", settings.endpoint_url, settings.region)
         self._calls = 0
+        self._calls_lock = threading.Lock()
         for client in (self._sqs, self._cloudwatch):
             client.meta.events.register("before-call", self._count_call)
         self._urls: dict[str, str] = {}  # every queue polled so far, deleted ones included
         self._missing: set[str] = set()  # names seen in spans that GetQueueUrl does not know
         self._cloudwatch_warned = False
+        # Per-queue calls run a few at a time: at AWS latencies a serial poll of hundreds of queues would
+        # outlast the interval.
+        self._pool = ThreadPoolExecutor(max_workers=POLL_CONCURRENCY, thread_name_prefix="hopscope-sqs")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hopscope-sqs-poller", daemon=True)
 
@@ -85,6 +91,7 @@ class QueuePoller:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -102,7 +109,8 @@ class QueuePoller:
             self._stop.wait(self._settings.interval_seconds)
 
     def _count_call(self, **_: Any) -> None:
-        self._calls += 1
+        with self._calls_lock:
+            self._calls += 1
 
     # -- one poll ----------------------------------------------------------------------------------------
 
@@ -112,8 +120,8 @@ class QueuePoller:
         now = time.time_ns()
         self._discover(now)
         result = PollResult()
-        for name, url in sorted(self._urls.items()):
-            state, sample = self._read_queue(name, url, now)
+        queues = sorted(self._urls.items())
+        for state, sample in self._pool.map(lambda item: self._read_queue(item[0], item[1], now), queues):
             result.queues.append(state)
             if sample is not None:
                 result.samples.append(sample)
@@ -197,18 +205,18 @@ class QueuePoller:
         self, samples: list[DepthSample], states: dict[str, QueueState]
     ) -> list[DepthSample]:
         ages = self._cloudwatch_ages([s.queue_name for s in samples if s.visible])
-        done = []
-        for sample in samples:
+        dead_letter_queues = {state.dlq_name for state in states.values() if state.dlq_name}
+
+        def aged(sample: DepthSample) -> DepthSample:
             age, source = ages.get(sample.queue_name), "cloudwatch"
-            if age is None and sample.visible and states[sample.queue_name].dlq_name is None:
+            peekable = sample.queue_name in dead_letter_queues and states[sample.queue_name].dlq_name is None
+            if age is None and sample.visible and peekable:
                 age, source = self._estimated_age(states[sample.queue_name].url), "estimate"
-            aged = (
-                dataclasses.replace(sample, oldest_age_seconds=age, age_source=source)
-                if age is not None
-                else sample
-            )
-            done.append(aged)
-        return done
+            if age is None:
+                return sample
+            return dataclasses.replace(sample, oldest_age_seconds=age, age_source=source)
+
+        return list(self._pool.map(aged, samples))
 
     def _cloudwatch_ages(self, names: list[str]) -> dict[str, float]:
         """ApproximateAgeOfOldestMessage (Maximum over the last 5 minutes) where CloudWatch has it."""
@@ -249,8 +257,9 @@ class QueuePoller:
     def _estimated_age(self, url: str) -> float | None:
         """Seconds since the oldest SentTimestamp among up to 10 messages, peeked without hiding them.
 
-        Only on queues without a redrive policy: a peek raises ApproximateReceiveCount, which on such a
-        queue can never send a message to a dead-letter queue.
+        Only on dead-letter queues without a redrive policy of their own: a peek raises
+        ApproximateReceiveCount, which there can neither send a message on to another DLQ nor pass for a
+        retry of a consumer (a DLQ has none).
         """
         try:
             answer = self._sqs.receive_message(
