@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
 from hopscope.collector import settings as collector_defaults
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite database file (default: %(default)s)",
     )
     load.set_defaults(run=_run_import)
+    add_dlq_parser(commands)
     return parser
 
 
