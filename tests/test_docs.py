@@ -26,14 +26,22 @@ def test_the_readme_has_exactly_two_set_up_commands() -> None:
     assert len(set_up) == 2
 
 
+def _flags(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, str]]:
+    """(command path, flag) of a parser and of its subcommands, at any depth (``hopscope dlq redrive``)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                found.extend(_flags(command, f"{path} {name}"))
+        found.extend((path, flag) for flag in action.option_strings if flag.startswith("--"))
+    return [(where, flag) for where, flag in found if flag not in ("--help", "--version")]
+
+
 def test_every_flag_of_every_command_is_in_the_readme() -> None:
-    parser = build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, command in subcommands.choices.items():
-        for action in command._actions:
-            for flag in action.option_strings:
-                if flag.startswith("--") and flag != "--help":
-                    assert f"`{flag}`" in README, f"hopscope {name} {flag} is not documented in README.md"
+    flags = _flags(build_parser(), "hopscope")
+    assert ("hopscope dlq redrive", "--rate") in flags
+    for where, flag in flags:
+        assert f"`{flag}`" in README, f"{where} {flag} is not documented in README.md"
 
 
 def test_every_environment_variable_is_in_the_readme() -> None:
