@@ -16,6 +16,8 @@ BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
 # hopscope's own.
 CORRELATION_ID = "hopscope.correlation_id"
 RECEIVE_COUNT = "hopscope.receive_count"
+# On a batch consumer span: each record has a consumer span of its own, which counts the record's hop.
+RECORD_SPANS = "hopscope.batch.record_spans"
 
 CORRELATION_ATTRIBUTES = frozenset({CORRELATION_ID, CONVERSATION_ID})
 FLOW_ATTRIBUTES = frozenset({MESSAGE_ID, DESTINATION_NAME, RECEIVE_COUNT, *CORRELATION_ATTRIBUTES})

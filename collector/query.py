@@ -86,6 +86,9 @@ class QueryLayer:
                     found.update((kv.key, _text(kv.value)) for kv in span.attributes)
         return all(pair in found for pair in attributes)
 
+    def has_spans(self) -> bool:
+        return self._store.has_spans()
+
     def queues(self) -> list[QueueSummary]:
         """Every polled queue: latest depth, oldest age, its DLQ and sources, the last poll error."""
         return self._store.queue_summaries()

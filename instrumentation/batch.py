@@ -15,7 +15,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from hopscope.instrumentation import carriers, correlation
-from hopscope.instrumentation.conventions import CORRELATION_ID
+from hopscope.instrumentation.conventions import CORRELATION_ID, RECORD_SPANS
 from hopscope.instrumentation.handler import record_attributes, tracer
 from hopscope.instrumentation.records import MessageRecord, record_payload
 
@@ -40,8 +40,10 @@ def process_batch(
     """Call ``record_handler(record)`` once per record and return ``{"batchItemFailures": [...]}``.
 
     Each call runs inside a ``process {destination}`` CONSUMER span linked to the record's producer, with
-    that record's correlation id current. ``correlation_id_path`` (JMESPath) is read from the record's
-    payload. With ``parent_on_producer=True`` a single-record event's span is also a child of its producer.
+    that record's correlation id current. That span starts a trace of its own (it carries the invocation's
+    ``faas.invocation_id``), so that each message's flow holds its own processing and no other message's.
+    ``correlation_id_path`` (JMESPath) is read from the record's payload. With ``parent_on_producer=True``
+    a single-record event's span continues its producer's trace instead.
     FIFO queues: after a failure, the rest of that message group is returned unprocessed, in order.
     """
     raw_records = event.get("Records") if isinstance(event, Mapping) else None
@@ -52,9 +54,12 @@ def process_batch(
         import jmespath  # noqa: PLC0415
 
         search = jmespath.compile(correlation_id_path).search
+    batch_span = trace.get_current_span()
+    invocation_id = _invocation_id(batch_span)
+    if batch_span.is_recording():
+        batch_span.set_attribute(RECORD_SPANS, True)
     failures: list[BatchItemFailure] = []
     failed_groups: set[str] = set()
-    processed = 0
     single = len(raw_records) == 1
     for raw in raw_records:
         record = MessageRecord.of(raw)
@@ -62,17 +67,30 @@ def process_batch(
         if group is not None and group in failed_groups:
             _add_failure(failures, record)  # FIFO: keep the group's order; Lambda redelivers the rest
             continue
-        processed += 1
-        if _process_one(raw, record, record_handler, search, parent_on_producer and single):
+        if _process_one(
+            raw,
+            record,
+            record_handler,
+            search=search,
+            parent_on_producer=parent_on_producer and single,
+            invocation_id=invocation_id,
+        ):
             continue
         _add_failure(failures, record)
         if group is not None:
             failed_groups.add(group)
-    if raw_records and len(failures) == len(raw_records):
-        batch_span = trace.get_current_span()
-        if batch_span.is_recording():
-            batch_span.set_status(Status(StatusCode.ERROR, f"all {len(raw_records)} records failed"))
+    if raw_records and len(failures) == len(raw_records) and batch_span.is_recording():
+        batch_span.set_status(Status(StatusCode.ERROR, f"all {len(raw_records)} records failed"))
     return {"batchItemFailures": failures}
+
+
+_NO_PARENT = context.Context()
+
+
+def _invocation_id(span: trace.Span) -> str | None:
+    """The invocation id of the batch's span (an SDK span shows its attributes), for each record's span."""
+    value = (getattr(span, "attributes", None) or {}).get("faas.invocation_id")
+    return value if isinstance(value, str) else None
 
 
 def _add_failure(failures: list[BatchItemFailure], record: MessageRecord | None) -> None:
@@ -87,8 +105,10 @@ def _process_one(
     raw: dict[str, Any],
     record: MessageRecord | None,
     record_handler: Callable[[dict[str, Any]], Any],
+    *,
     search: Callable[[Any], Any] | None,
     parent_on_producer: bool,
+    invocation_id: str | None,
 ) -> bool:
     """Run the handler on one record inside its span; True when it succeeded."""
     try:
@@ -114,7 +134,11 @@ def _process_one(
             attributes.update(record_attrs)
             if carriers.has_parent(producer):
                 links.append(Link(trace.get_current_span(producer).get_span_context(), record_attrs))
-        parent = producer if parent_on_producer and carriers.has_parent(producer) else context.get_current()
+        # Each record's span starts a trace of its own (or continues its producer's, when asked), linked to
+        # its producer only: as a child of the batch's span, one record's flow would take in all the others.
+        parent = producer if parent_on_producer and carriers.has_parent(producer) else _NO_PARENT
+        if invocation_id is not None:
+            attributes["faas.invocation_id"] = invocation_id
         span = tracer().start_span(
             f"process {destination}" if destination else "process",
             parent,

@@ -15,7 +15,11 @@ RECEIVE_COUNT: Final = "hopscope.receive_count"  # SQS ApproximateReceiveCount o
 QUEUE_WAIT_MS: Final = (
     "hopscope.queue_wait_ms"  # processing start minus SentTimestamp (or SNS/EventBridge time)
 )
-PAYLOAD: Final = "hopscope.payload"  # the event (or record) as JSON, only with capture_payload=True
+PAYLOAD: Final = "hopscope.payload"
+# On a batch's invocation span: process_batch made a span per record, so the collector counts the hops there.
+RECORD_SPANS: Final = (
+    "hopscope.batch.record_spans"  # the event (or record) as JSON, only with capture_payload=True
+)
 
 # OpenTelemetry's name for the id of one message, on producer and consumer spans and on links.
 MESSAGE_ID: Final = "messaging.message.id"

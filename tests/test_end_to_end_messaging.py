@@ -276,8 +276,12 @@ def test_the_collector_counts_each_batched_message_once_in_the_graph_and_flows(
 
     assert edges[("aws_sqs:billing", "service:tests", "consume")]["red"]["span_count"] == 3
     assert edges[("service:tests", "aws_sqs:billing", "publish")]["red"]["span_count"] == 3
+    flow_ids = set()
     for number in range(3):
         (flow,) = http.get("/api/flows", params={"correlation_id": f"order-{number}"}).json()["flows"]
+        flow_ids.add(flow["flow_id"])
+        assert flow["correlation_ids"] == [f"order-{number}"]  # one batch, yet no order's flow took another
         detail = http.get(f"/api/flows/{flow['flow_id']}").json()
         names = {span["name"] for span in detail["spans"]}
         assert {"checkout", "send billing", "process billing"} <= names
+    assert len(flow_ids) == 3

@@ -226,7 +226,44 @@ def test_unrelated_chains_stay_separate_flows(store: SQLiteStore) -> None:
 
 
 def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: SQLiteStore) -> None:
-    # GIVEN two traces stored as two flows
+    # GIVEN trace A, and trace C that links to a trace B not stored yet: two flows
+    services = Services()
+    tracer = services.tracer("svc")
+    b_context = trace.SpanContext(
+        int("b" * 32, 16),
+        int("b" * 16, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    with tracer.start_as_current_span("a", context=context.Context(), kind=SpanKind.PRODUCER) as a:
+        pass
+    with tracer.start_as_current_span(
+        "c", context=context.Context(), kind=SpanKind.CONSUMER, links=[trace.Link(b_context)]
+    ):
+        pass
+    post(store, services.spans())
+    flow_ids = flows_by_trace(store, services.spans())
+    assert len(flow_ids) == 2
+    # WHEN B arrives, linked to A
+    b_span = services.tracer("svc").start_span(
+        "b",
+        context=trace.set_span_in_context(trace.NonRecordingSpan(b_context)),
+        kind=SpanKind.CONSUMER,
+        links=[trace.Link(a.get_span_context())],
+    )
+    b_span.end()
+    post(store, services.spans()[2:])
+    # THEN A, B and C are one flow, and both old ids resolve to it
+    merged = flows_by_trace(store, services.spans())
+    assert len(merged) == 1
+    (standing,) = merged
+    assert {store.resolve_flow(flow_id) for flow_id in flow_ids} == {standing}
+    summary = QueryLayer(store).flow_summary(min(flow_ids))
+    assert summary is not None and summary.trace_count == 3 and summary.span_count == 3
+
+
+def test_a_batch_trace_linking_many_messages_merges_none_of_their_flows(store: SQLiteStore) -> None:
+    # GIVEN two orders, two flows
     services = Services()
     tracer = services.tracer("svc")
     with tracer.start_as_current_span("first", context=context.Context(), kind=SpanKind.PRODUCER) as first:
@@ -234,22 +271,15 @@ def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: SQLit
     with tracer.start_as_current_span("second", context=context.Context(), kind=SpanKind.PRODUCER) as second:
         pass
     post(store, services.spans())
-    flow_ids = flows_by_trace(store, services.spans())
-    assert len(flow_ids) == 2
-    # WHEN a third trace arrives that links to both
+    # WHEN one consumer invocation processes both (a batch span linking both producers)
     links = [trace.Link(first.get_span_context()), trace.Link(second.get_span_context())]
     with tracer.start_as_current_span(
-        "joiner", context=context.Context(), kind=SpanKind.CONSUMER, links=links
+        "batch", context=context.Context(), kind=SpanKind.CONSUMER, links=links
     ):
         pass
     post(store, services.spans()[2:])
-    # THEN all three traces are one flow, and both old ids resolve to it
-    merged = flows_by_trace(store, services.spans())
-    assert len(merged) == 1
-    (standing,) = merged
-    assert {store.resolve_flow(flow_id) for flow_id in flow_ids} == {standing}
-    summary = QueryLayer(store).flow_summary(min(flow_ids))
-    assert summary is not None and summary.trace_count == 3 and summary.span_count == 3
+    # THEN the orders keep their own flows (the batch trace is a flow of its own)
+    assert len(flows_by_trace(store, services.spans())) == 3
 
 
 def test_resent_spans_are_not_counted_twice(store: SQLiteStore) -> None:

@@ -14,6 +14,7 @@ import pytest
 from conftest import GlobalSpans
 from lambda_shapes import LambdaContext, fixture
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from hopscope.instrumentation import get_correlation_id, process_batch, record_payload, traced_handler
@@ -27,6 +28,14 @@ def run(event: dict[str, Any], record_handler: Any, **options: Any) -> Any:
         return process_batch(event, record_handler, **options)
 
     return handler(event, LambdaContext(function_name="billing"))
+
+
+def record_spans(spans: GlobalSpans) -> list[ReadableSpan]:
+    return [s for s in spans.finished() if "faas.trigger" not in (s.attributes or {})]
+
+
+def invocation_spans(spans: GlobalSpans) -> list[ReadableSpan]:
+    return [s for s in spans.finished() if "faas.trigger" in (s.attributes or {})]
 
 
 def with_contexts(event: dict[str, Any]) -> dict[str, Any]:
@@ -48,12 +57,14 @@ def test_each_record_runs_in_its_own_linked_consumer_span_with_its_correlation_i
         )
 
     assert run(event, record_handler) == {"batchItemFailures": []}
-    records = [s for s in spans.finished() if s.parent is not None]
-    (batch,) = [s for s in spans.finished() if s.parent is None]
+    records, (batch,) = record_spans(spans), invocation_spans(spans)
     assert len(records) == len(event["Records"])
+    assert (batch.attributes or {})["hopscope.batch.record_spans"] is True
     for index, (span, record) in enumerate(zip(records, event["Records"], strict=True)):
         assert span.name == "process InferredSpansQueueNode" and span.kind is SpanKind.CONSUMER
-        assert span.parent is not None and span.parent.span_id == batch.context.span_id
+        # a trace of its own, so that one message's flow holds no other message's processing
+        assert span.parent is None and span.context.trace_id != batch.context.trace_id
+        assert (span.attributes or {})["faas.invocation_id"] == (batch.attributes or {})["faas.invocation_id"]
         (link,) = span.links
         assert link.context.span_id == index + 1
         attributes = span.attributes or {}
@@ -77,11 +88,11 @@ def test_a_failing_record_is_reported_and_its_span_is_an_error(spans: GlobalSpan
             raise ValueError("card declined")
 
     assert run(event, record_handler) == {"batchItemFailures": [{"itemIdentifier": bad}]}
-    by_id = {s.attributes["messaging.message.id"]: s for s in spans.finished() if s.parent is not None}  # type: ignore[index]
+    by_id = {(s.attributes or {})["messaging.message.id"]: s for s in record_spans(spans)}
     assert by_id[bad].status.status_code is StatusCode.ERROR
     assert by_id[bad].events[0].attributes["exception.message"] == "card declined"  # type: ignore[index]
     assert {s.status.status_code for i, s in by_id.items() if i != bad} == {StatusCode.UNSET}
-    (batch,) = [s for s in spans.finished() if s.parent is None]
+    (batch,) = invocation_spans(spans)
     assert batch.status.status_code is StatusCode.UNSET
 
 
@@ -93,7 +104,7 @@ def test_every_record_failing_marks_the_batch_span_as_an_error(spans: GlobalSpan
 
     response = run(event, record_handler)
     assert response["batchItemFailures"] == [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
-    (batch,) = [s for s in spans.finished() if s.parent is None]
+    (batch,) = invocation_spans(spans)
     assert batch.status.status_code is StatusCode.ERROR
 
 

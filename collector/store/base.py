@@ -104,6 +104,9 @@ class SpanStore(Protocol[Prepared]):
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
         """SQS queue names that spans have sent to or consumed from since then."""
 
+    def has_spans(self) -> bool:
+        """Whether any span is stored (cheap, unlike counting them)."""
+
     def count_spans(self) -> int:
         """How many spans are stored."""
 

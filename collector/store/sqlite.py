@@ -499,6 +499,9 @@ class SQLiteStore:
         (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
         return int(count)
 
+    def has_spans(self) -> bool:
+        return self._reader().execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None
+
     def close(self) -> None:
         with self._queue_writer_lock:
             if self._queue_writer is not None:

@@ -1,5 +1,7 @@
 """Flow stitching in SQLite: a union-find over traces, updated inside the writer's transaction.
 
+Traces join through links (except a batch trace's, see MAX_JOINING_LINKED_TRACES) and shared message ids.
+
 Every trace belongs to exactly one standing flow (``trace_flows``). A link to a trace that has not arrived
 yet creates that trace's entry (with no spans) so that it joins the same flow when it does. When two flows
 meet, the older id stands and the other is marked ``merged_into`` it, so an id once handed out always
@@ -61,6 +63,10 @@ CREATE TABLE IF NOT EXISTS message_keys (
 """
 
 _MAX_NS = 2**63 - 1
+# A trace that links to more traces than this is a batch (one consumer invocation for many messages): its
+# links would merge the flows of unrelated messages, so they join nothing. The per-message spans that
+# hopscope's process_batch makes are traces of their own, linked to one producer each, and join as usual.
+MAX_JOINING_LINKED_TRACES = 1
 
 
 class FlowStitcher:
@@ -316,8 +322,9 @@ def _connected_groups(batch: dict[bytes, TraceFacts]) -> list[list[bytes]]:
 
     for trace_id, facts in batch.items():
         find(trace_id)
-        for linked in facts.linked_traces:
-            join(trace_id, linked)
+        if len(facts.linked_traces) <= MAX_JOINING_LINKED_TRACES:
+            for linked in facts.linked_traces:
+                join(trace_id, linked)
         for key in facts.message_keys:
             join(trace_id, key)
     groups: dict[object, list[bytes]] = {}

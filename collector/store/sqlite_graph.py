@@ -75,6 +75,7 @@ _GRAPH_KEYS = frozenset(
         conventions.RECEIVE_COUNT,
         conventions.MESSAGE_ID,
         conventions.BATCH_MESSAGE_COUNT,
+        conventions.RECORD_SPANS,
     }
 )
 
@@ -219,6 +220,8 @@ class GraphRollups:
         per-record spans beneath it (hopscope's ``process_batch``) count none: no message counts twice.
         """
         if info.is_linked_batch:
+            if info.attributes.get(conventions.RECORD_SPANS):
+                return  # hopscope's process_batch: each record's own span counts its hop
             for link in span.links:
                 one = replace(info, attributes={**info.attributes, **_graph_attributes(link.attributes)})
                 self._consume(conn, span.trace_id, one, [(link.trace_id, link.span_id)])
