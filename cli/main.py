@@ -186,6 +186,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite database file (default: %(default)s)",
     )
     load.set_defaults(run=_run_import)
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="browse flows, the service map, latency, queues and dead letters (needs hopscope[dashboard])",
+        description="Serve the Streamlit dashboard over a hopscope database (read-only access to it).",
+    )
+    dashboard.add_argument(
+        "--db",
+        type=Path,
+        default=collector_defaults.DEFAULT_DB,
+        help="SQLite database file (default: %(default)s)",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    dashboard.add_argument("--port", type=_port, default=8501, help="port to bind (default: %(default)s)")
+    dashboard.add_argument(
+        "--read-only",
+        action="store_true",
+        help="no redrive or delete buttons on the dead-letter page (viewing only)",
+    )
+    dashboard.add_argument(
+        "--collector",
+        metavar="URL",
+        default=None,
+        help="the collector's address, shown where to send spans (default: $HOPSCOPE_ENDPOINT, else "
+        "http://127.0.0.1:4318)",
+    )
+    dashboard.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        default=None,
+        help="AWS endpoint for the dead-letter page (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
+    dashboard.add_argument("--region", default=None, help="AWS region for the dead-letter page")
+    dashboard.set_defaults(run=_run_dashboard)
     add_dlq_parser(commands)
     return parser
 
@@ -229,6 +262,38 @@ def _run_collector(args: argparse.Namespace) -> int:
         print(f"hopscope collector: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+DASHBOARD_MODULES = (*COLLECTOR_MODULES, "streamlit", "pandas", "plotly")
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    """Replace this process with ``streamlit run``: Ctrl-C and SIGTERM then reach Streamlit directly."""
+    require_extra("dashboard", "dashboard", DASHBOARD_MODULES)
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("hopscope.dashboard")
+    assert spec is not None and spec.origin is not None
+    app = Path(spec.origin).with_name("app.py")
+    env = {
+        **os.environ,
+        "HOPSCOPE_DASHBOARD_DB": str(args.db.resolve()),
+        "HOPSCOPE_DASHBOARD_READ_ONLY": "true" if args.read_only else "",
+        "HOPSCOPE_DASHBOARD_COLLECTOR_URL": args.collector or os.environ.get("HOPSCOPE_ENDPOINT", ""),
+        "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": args.aws_endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        "HOPSCOPE_DASHBOARD_REGION": args.region or "",
+    }
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", args.host,
+        "--server.port", str(args.port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    print(f"hopscope dashboard: http://{args.host}:{args.port} over {args.db}", file=sys.stderr, flush=True)
+    os.execve(sys.executable, command, env)  # noqa: S606 - the same interpreter, a fixed module
 
 
 def _run_export(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from hopscope.collector.red_model import (
     LatencyPoint,
     RedStats,
     Rollup,
+    RollupRow,
     ServiceGraph,
     ServiceRed,
     node_type,
@@ -147,13 +148,7 @@ class QueryLayer:
     ) -> list[LatencyPoint]:
         """RED of a service (its entry spans), or of one of its operations, per ``step_seconds`` bucket."""
         step_ns = step_seconds * 1_000_000_000
-        rows = self._store.red_rollups(
-            since_unix_nano,
-            until_unix_nano,
-            service=service,
-            operation=operation,
-            kinds=() if operation is not None else ENTRY_KINDS,
-        )
+        rows = self._rollups(service, since_unix_nano, until_unix_nano, operation)
         buckets: dict[int, list[Rollup]] = {}
         for row in rows:
             start = since_unix_nano + (row.bucket_start_unix_nano - since_unix_nano) // step_ns * step_ns
@@ -163,10 +158,49 @@ class QueryLayer:
             for start in range(since_unix_nano, until_unix_nano, step_ns)
         ]
 
-    def graph(self, since_unix_nano: int, until_unix_nano: int) -> ServiceGraph:
-        """Services, destinations and external dependencies, and the hops between them, over the range."""
+    def _rollups(self, service: str, since: int, until: int, operation: str | None) -> list[RollupRow]:
+        """A service's entry-span rollups, or those of one of its operations (any span kind)."""
+        return self._store.red_rollups(
+            since,
+            until,
+            service=service,
+            operation=operation,
+            kinds=() if operation is not None else ENTRY_KINDS,
+        )
+
+    def latency_histogram(
+        self,
+        service: str,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        operation: str | None = None,
+    ) -> list[tuple[float, int]]:
+        """(bin upper bound in ms, count) over the range, for the spans ``latency`` reads.
+
+        From the rollups' histograms, merged; every bin between the fastest and the slowest is listed,
+        empty ones as 0, so that a bar chart of it shows the distribution's real shape.
+        """
+        rows = self._rollups(service, since_unix_nano, until_unix_nano, operation)
+        histogram = latency_histogram.merge(row.rollup.histogram for row in rows)
+        filled = [index for index, count in histogram.items() if count]
+        if not filled:
+            return []
+        half_bin = 2 ** (0.5 / latency_histogram.BINS_PER_DOUBLING)
+        return [
+            (
+                latency_histogram.bin_value_ns(index) * (half_bin if index else 1.0) / 1e6,
+                histogram.get(index, 0),
+            )
+            for index in range(min(filled), max(filled) + 1)
+        ]
+
+    def graph(
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+    ) -> ServiceGraph:
+        """Services, destinations and external dependencies, and the hops between them, over the range
+        (only the edges of ``kinds``, e.g. ``("consume",)``, when given)."""
         merged: dict[tuple[str, str, str], HopRollup] = {}
-        for source, target, kind, rollup in self._store.hop_rollups(since_unix_nano, until_unix_nano):
+        for source, target, kind, rollup in self._store.hop_rollups(since_unix_nano, until_unix_nano, kinds):
             total = merged.setdefault((source, target, kind), HopRollup())
             total.hop_count += rollup.hop_count
             total.error_count += rollup.error_count

@@ -168,3 +168,32 @@ def spans(global_spans_session: GlobalSpans) -> GlobalSpans:
     """Spans recorded by the real SDK through the global provider, emptied before each test."""
     global_spans_session.exporter.clear()
     return global_spans_session
+
+
+@dataclass
+class ShopDatabase:
+    """The dashboard's fixture: a database the real collector filled from the shop's real SDK spans."""
+
+    db: Path
+    moto: MotoServer  # still holding the shop's queues (shipping-dlq has one dead letter)
+    collector_url: str
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopDatabase]:
+    from dashboard_fixture import build_shop_database
+
+    server = start_moto_server(free_port())  # its own server: other tests reset the shared one
+    collector = build_shop_database(tmp_path_factory.mktemp("shop") / "hopscope.db", server)
+    collector.stop()
+    yield ShopDatabase(collector.db, server, collector.url)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(shop: ShopDatabase) -> Iterator[httpx.Client]:
+    """The real query API over the shop's database, served by uvicorn in a thread."""
+    store = SQLiteStore(shop.db)
+    with serve_in_thread(CollectorSettings(db=shop.db), store) as url, httpx.Client(base_url=url) as client:
+        yield client
+    store.close()

@@ -80,9 +80,10 @@ class SpanStore(Protocol[Prepared]):
         """Per-minute RED rollups of stitched spans that started in [since, until), filtered."""
 
     def hop_rollups(
-        self, since_unix_nano: int, until_unix_nano: int
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
     ) -> list[tuple[str, str, str, HopRollup]]:
-        """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup)."""
+        """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup),
+        of the edge ``kinds`` only when given."""
 
     def record_queue_poll(
         self,

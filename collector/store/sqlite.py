@@ -460,9 +460,9 @@ class SQLiteStore:
         )
 
     def hop_rollups(
-        self, since_unix_nano: int, until_unix_nano: int
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
     ) -> list[tuple[str, str, str, HopRollup]]:
-        return read_hop_rollups(self._reader(), since_unix_nano, until_unix_nano)
+        return read_hop_rollups(self._reader(), since_unix_nano, until_unix_nano, kinds)
 
     # -- queues ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,34 @@
+"""The dashboard's settings: ``hopscope dashboard`` passes its flags to the Streamlit process as variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_ENV = "HOPSCOPE_DASHBOARD_DB"
+READ_ONLY_ENV = "HOPSCOPE_DASHBOARD_READ_ONLY"
+COLLECTOR_ENV = "HOPSCOPE_DASHBOARD_COLLECTOR_URL"
+AWS_ENDPOINT_ENV = "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL"
+REGION_ENV = "HOPSCOPE_DASHBOARD_REGION"
+DEFAULT_COLLECTOR_URL = "http://127.0.0.1:4318"
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    db: Path
+    read_only: bool
+    collector_url: str
+    aws_endpoint_url: str | None
+    region: str | None
+
+
+def load_config() -> DashboardConfig:
+    env = os.environ
+    return DashboardConfig(
+        db=Path(env.get(DB_ENV) or "hopscope.db"),
+        read_only=env.get(READ_ONLY_ENV, "").lower() in ("1", "true", "yes"),
+        collector_url=env.get(COLLECTOR_ENV) or DEFAULT_COLLECTOR_URL,
+        aws_endpoint_url=env.get(AWS_ENDPOINT_ENV) or None,
+        region=env.get(REGION_ENV) or None,
+    )

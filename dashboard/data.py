@@ -1,0 +1,294 @@
+"""What the pages show, from the query layer, as DataFrames: cached briefly, never the whole span table.
+
+The store handle is a cached resource; each query result is cached for ``TTL_SECONDS`` (the time range's
+end is rounded, so reruns hit the cache). Pages never see SQL or OTLP, only these frames and the query
+layer's dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+
+import pandas as pd
+import streamlit as st
+
+from hopscope.collector.flow_model import FlowFilter, FlowSort
+from hopscope.collector.otlp_codec import traces_to_json
+from hopscope.collector.query import FlowDetail, QueryLayer
+from hopscope.collector.queue_model import QueueSummary
+from hopscope.collector.red_model import ServiceGraph
+from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.dashboard.config import load_config
+
+TTL_SECONDS = 10
+
+
+@st.cache_resource(show_spinner=False)
+def _query_layer(path: str) -> QueryLayer:
+    return QueryLayer(SQLiteStore(path, read_only=True))
+
+
+def queries() -> QueryLayer | None:
+    """The query layer over the configured database, or None while the database does not exist yet."""
+    db = load_config().db
+    if not db.exists():
+        return None
+    return _query_layer(str(db.resolve()))
+
+
+def db_key() -> str:
+    """The cache key of the configured database (its resolved path)."""
+    return str(load_config().db.resolve())
+
+
+def _layer(db: str) -> QueryLayer:
+    return _query_layer(db)
+
+
+def to_datetime(unix_nano: pd.Series | int) -> pd.Series | pd.Timestamp:
+    return pd.to_datetime(unix_nano, unit="ns", utc=True)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def has_data(db: str) -> bool:
+    layer = _layer(db)
+    return layer.has_spans() or bool(layer.queues())
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def services_frame(db: str, since: int, until: int) -> pd.DataFrame:
+    """RED per service: rate, error %, p50/p95/p99 of its entry spans."""
+    rows = [
+        {
+            "service": service.service,
+            "rate_per_s": service.red.rate_per_second,
+            "error_pct": 100 * service.red.error_rate,
+            "p50_ms": service.red.p50_ms,
+            "p95_ms": service.red.p95_ms,
+            "p99_ms": service.red.p99_ms,
+            "spans": service.red.span_count,
+            "errors": service.red.error_count,
+            "operations": service.operations,
+        }
+        for service in _layer(db).services(since, until)
+    ]
+    columns = [
+        "service",
+        "rate_per_s",
+        "error_pct",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "spans",
+        "errors",
+        "operations",
+    ]
+    return pd.DataFrame(rows, columns=columns)  # type: ignore[no-any-return]
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def latency_frame(
+    db: str, service: str, since: int, until: int, step_seconds: int, *, operation: str | None = None
+) -> pd.DataFrame:
+    """p50/p95/p99, rate and errors of a service (or one of its operations) per step."""
+    points = _layer(db).latency(service, since, until, step_seconds, operation)
+    frame = pd.DataFrame(
+        [
+            {
+                "time": point.bucket_start_unix_nano,
+                "p50_ms": point.red.p50_ms,
+                "p95_ms": point.red.p95_ms,
+                "p99_ms": point.red.p99_ms,
+                "rate_per_s": point.red.rate_per_second,
+                "spans": point.red.span_count,
+                "errors": point.red.error_count,
+            }
+            for point in points
+        ],
+        columns=["time", "p50_ms", "p95_ms", "p99_ms", "rate_per_s", "spans", "errors"],
+    )
+    frame["time"] = to_datetime(frame["time"])
+    return frame  # type: ignore[no-any-return]
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def graph(db: str, since: int, until: int, kinds: tuple[str, ...] | None = None) -> ServiceGraph:
+    return _layer(db).graph(since, until, kinds)
+
+
+FLOW_COLUMNS = [
+    "flow_id", "start", "duration_ms", "entry", "services", "spans", "traces", "errors",
+    "max_receive_count", "correlation_ids",
+]  # fmt: skip
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def flows_frame(db: str, criteria: FlowFilter) -> pd.DataFrame:
+    """Flow summaries matching ``criteria``, one row each."""
+    rows = [
+        {
+            "flow_id": flow.flow_id,
+            "start": flow.start_unix_nano,
+            "duration_ms": flow.duration_ms,
+            "entry": f"{flow.entry_service} {flow.entry_operation}" if flow.entry_service else "",
+            "services": ", ".join(flow.services),
+            "spans": flow.span_count,
+            "traces": flow.trace_count,
+            "errors": flow.error_count,
+            "max_receive_count": flow.max_receive_count,
+            "correlation_ids": ", ".join(flow.correlation_ids),
+        }
+        for flow in _layer(db).search_flows(criteria)
+    ]
+    frame = pd.DataFrame(rows, columns=FLOW_COLUMNS)
+    frame["start"] = to_datetime(frame["start"])
+    return frame  # type: ignore[no-any-return]
+
+
+def slowest_flows(db: str, since: int, until: int, limit: int = 10) -> pd.DataFrame:
+    return flows_frame(db, FlowFilter(since, until, sort=FlowSort.DURATION, limit=limit))
+
+
+def failing_flows(db: str, since: int, until: int, limit: int = 10) -> pd.DataFrame:
+    return flows_frame(db, FlowFilter(since, until, errors_only=True, limit=limit))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def flow_detail(db: str, flow_id: int) -> FlowDetail | None:
+    return _layer(db).flow(flow_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def flow_otlp_json(db: str, flow_id: int) -> str | None:
+    """The flow as OTLP JSON (what ``GET /api/flows/{id}/otlp`` answers), for the download button."""
+    traces = _layer(db).flow_otlp(flow_id)
+    return None if traces is None else json.dumps(traces_to_json(traces), indent=2)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def flow_of_trace(db: str, trace_id: str) -> int | None:
+    return _layer(db).flow_of_trace(bytes.fromhex(trace_id))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def queues(db: str) -> list[QueueSummary]:
+    return _layer(db).queues()
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def queue_depth_frame(db: str, queue: str, since: int, until: int) -> pd.DataFrame:
+    """A queue's visible, in-flight, delayed counts and oldest age per poll."""
+    answer = _layer(db).queue_depth(queue, since, until)
+    samples = answer[0] if answer is not None else []
+    frame = pd.DataFrame(
+        [dataclasses.asdict(sample) for sample in samples],
+        columns=["polled_unix_nano", "visible", "in_flight", "delayed", "oldest_age_seconds"],
+    )
+    frame.insert(0, "time", to_datetime(frame.pop("polled_unix_nano")))
+    return frame  # type: ignore[no-any-return]
+
+
+def ago(unix_nano: int | None) -> str:
+    """'42 s ago', '3 min ago' for a timestamp; '-' for None."""
+    if unix_nano is None:
+        return "-"
+    seconds = max(0.0, datetime.now(timezone.utc).timestamp() - unix_nano / 1e9)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def latency_histogram_frame(
+    db: str, service: str, since: int, until: int, *, operation: str | None = None
+) -> pd.DataFrame:
+    """The latency distribution of a service (or operation) over the range: bin upper bound (ms), count."""
+    bins = _layer(db).latency_histogram(service, since, until, operation)
+    return pd.DataFrame(bins, columns=["upper_ms", "count"])  # type: ignore[no-any-return]
+
+
+# -- live SQS (dead-letter queues) --------------------------------------------------------------------------
+
+# Each peek raises the messages' ApproximateReceiveCount: a page shown again within this reuses the last one.
+PEEK_TTL_SECONDS = 30
+DEAD_LETTER_QUEUE_COLUMNS = ["name", "url", "arn", "visible", "in_flight", "sources"]
+DEAD_LETTER_COLUMNS = [
+    "message_id", "flow_id", "flow", "receive_count", "age_seconds", "sent_at", "body",
+    "message_attributes", "attributes", "trace_id",
+]  # fmt: skip
+
+
+@st.cache_resource(show_spinner=False)
+def sqs_client(endpoint_url: str | None, region: str | None) -> object:
+    """One boto3 SQS client per endpoint and region (boto3 clients are thread-safe)."""
+    from hopscope.collector.aws import aws_client  # noqa: PLC0415 - boto3 only for the pages that use AWS
+
+    return aws_client("sqs", endpoint_url, region)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def dead_letter_queues_frame(endpoint_url: str | None, region: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The dead-letter queues SQS knows now (ListQueues + attributes), with their counts and sources.
+
+    Never raises: a failure (no credentials, endpoint unreachable) comes back as one line of text, and is
+    cached like an answer, so that an unreachable endpoint is not waited for again on every rerun.
+    """
+    from hopscope.collector.dlq import dead_letter_queues  # noqa: PLC0415
+
+    try:
+        queues = dead_letter_queues(sqs_client(endpoint_url, region))
+    except Exception as exc:  # botocore's errors share no base class worth naming
+        return pd.DataFrame(columns=DEAD_LETTER_QUEUE_COLUMNS), str(exc) or type(exc).__name__
+    rows = [
+        {
+            "name": dlq.queue.name,
+            "url": dlq.queue.url,
+            "arn": dlq.queue.arn,
+            "visible": dlq.visible,
+            "in_flight": dlq.in_flight,
+            "sources": [source.name for source in dlq.sources],
+        }
+        for dlq in queues
+    ]
+    return pd.DataFrame(rows, columns=DEAD_LETTER_QUEUE_COLUMNS), None
+
+
+@st.cache_data(ttl=PEEK_TTL_SECONDS, show_spinner=False)
+def dead_letters_frame(
+    db: str, endpoint_url: str | None, region: str | None, queue_url: str, limit: int
+) -> pd.DataFrame:
+    """Up to ``limit`` messages of a queue, peeked (left in it), each with its flow from the stored spans."""
+    from hopscope.collector.dlq import peek  # noqa: PLC0415
+
+    letters = peek(sqs_client(endpoint_url, region), queue_url, limit, flows=_layer(db))
+    frame = pd.DataFrame(
+        [
+            {
+                "message_id": letter.message_id,
+                "flow_id": letter.flow_id,
+                "flow": None if letter.flow_id is None else f"flow_detail?flow={letter.flow_id}",
+                "receive_count": letter.receive_count,
+                "age_seconds": letter.age_seconds(),
+                "sent_at": letter.sent_at,
+                "body": letter.body,
+                "message_attributes": json.dumps(letter.to_json()["message_attributes"], sort_keys=True),
+                "attributes": json.dumps(dict(letter.attributes), sort_keys=True),
+                "trace_id": letter.trace_id,
+            }
+            for letter in letters
+        ],
+        columns=DEAD_LETTER_COLUMNS,
+    )
+    frame["flow_id"] = frame["flow_id"].astype("Int64")
+    frame["receive_count"] = frame["receive_count"].astype("Int64")
+    return frame  # type: ignore[no-any-return]
+
+
+def clear_dead_letter_cache() -> None:
+    """After a redrive or a delete: the next look asks SQS again instead of showing what was there."""
+    dead_letter_queues_frame.clear()
+    dead_letters_frame.clear()

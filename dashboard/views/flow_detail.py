@@ -1,0 +1,216 @@
+"""One flow (``?flow=ID``): its summary, the waterfall of all its spans with the queue waits between them,
+one span's attributes, events and links (``&span=ID``), and the flow as OTLP JSON to download."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from hopscope.collector.query import FlowDetail
+from hopscope.dashboard import data
+from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.service_map_dot import format_ms
+from hopscope.dashboard.time_range import refresh_interval
+from hopscope.dashboard.waterfall import is_error, receive_count, span_label, waterfall_figure
+
+context = page_context()
+st.title("Flow")
+
+
+def _flow_id() -> int | None:
+    text = st.query_params.get("flow", "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _write_flow(key: str) -> None:
+    chosen = st.session_state[key]
+    if chosen:
+        st.query_params["flow"] = str(int(chosen))
+    elif "flow" in st.query_params:
+        del st.query_params["flow"]
+    if "span" in st.query_params:
+        del st.query_params["span"]
+
+
+def _write_span(key: str) -> None:
+    st.query_params["span"] = st.session_state[key]
+
+
+def _text(value: Any) -> str:
+    """Attribute values as text for one table column (they mix strings, numbers, booleans and lists)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _attribute_table(attributes: dict[str, Any]) -> pd.DataFrame:
+    rows = [{"key": key, "value": _text(value)} for key, value in sorted(attributes.items())]
+    return pd.DataFrame(rows, columns=["key", "value"])  # type: ignore[no-any-return, unused-ignore]
+
+
+def summary(detail: FlowDetail) -> None:
+    flow = detail.summary
+    retried = sum(1 for span in detail.spans if receive_count(span) > 1)
+    entry = f"{flow.entry_service} · {flow.entry_operation}" if flow.entry_service else "entry unknown"
+    st.markdown(f"#### {entry}")
+    cells = st.columns(5)
+    cells[0].metric("Duration", format_ms(flow.duration_ms))
+    cells[1].metric("Services", len(flow.services), help=", ".join(flow.services))
+    cells[2].metric("Spans", flow.span_count, help=f"in {flow.trace_count} trace(s)")
+    cells[3].metric("Errors", flow.error_count)
+    cells[4].metric("Max receive count", flow.max_receive_count, help=f"{retried} span(s) processed a retry")
+    started = data.to_datetime(flow.start_unix_nano)
+    parts = [f"Started {started:%Y-%m-%d %H:%M:%S} UTC", f"services: {', '.join(flow.services)}"]
+    if flow.correlation_ids:
+        parts.append(f"correlation ids: {', '.join(f'`{cid}`' for cid in flow.correlation_ids)}")
+    st.caption(" · ".join(parts))
+
+
+def span_table(detail: FlowDetail) -> None:
+    """Every span as a row, for searching and copying ids (the waterfall is what one looks at)."""
+    origin = min(span["start_unix_nano"] for span in detail.spans)
+    rows = [
+        {
+            "service": span["service"],
+            "name": span["name"],
+            "kind": span["kind"],
+            "start_ms": (span["start_unix_nano"] - origin) / 1e6,
+            "duration_ms": span["duration_ms"],
+            "status": span["status"]["code"],
+            "receive_count": receive_count(span) or None,
+            "span_id": span["span_id"],
+            "trace_id": span["trace_id"],
+        }
+        for span in detail.spans
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "start_ms": st.column_config.NumberColumn("Start +ms", format="%.1f"),
+            "duration_ms": st.column_config.NumberColumn("Duration ms", format="%.1f"),
+            "receive_count": st.column_config.NumberColumn("Receive #"),
+        },
+    )
+
+
+def links(flow_id: int, span: dict[str, Any], by_id: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Each link names its span; a link into another flow can open that flow."""
+    for index, link in enumerate(span["links"]):
+        target = by_id.get((link["trace_id"], link["span_id"]))
+        other = None if target is not None else data.flow_of_trace(context.db, link["trace_id"])
+        where = f"`{link['trace_id']}` / `{link['span_id']}`"
+        if target is not None:
+            st.markdown(f"→ {span_label(target)} ({where}), in this flow")
+        elif other is None:
+            st.markdown(f"→ {where}: trace not stored")
+        elif other == flow_id:
+            st.markdown(f"→ {where}, in this flow (the span itself is not stored)")
+        else:
+            left, right = st.columns([3, 1])
+            left.markdown(f"→ {where}, in flow {other}")
+            if right.button(f"Open flow {other}", key=f"link_{span['span_id']}_{index}"):
+                st.query_params["flow"] = str(other)
+                if "span" in st.query_params:
+                    del st.query_params["span"]
+                st.rerun()
+        if link["attributes"]:
+            st.dataframe(_attribute_table(link["attributes"]), hide_index=True, width="stretch")
+
+
+def span_panel(flow_id: int, detail: FlowDetail) -> None:
+    by_id = {(span["trace_id"], span["span_id"]): span for span in detail.spans}
+    span_ids = [span["span_id"] for span in detail.spans]
+    labels = {span["span_id"]: span for span in detail.spans}
+    wanted = st.query_params.get("span")
+    key = f"span_select_{flow_id}"
+    chosen = st.selectbox(
+        "Span",
+        span_ids,
+        index=span_ids.index(wanted) if wanted in span_ids else 0,
+        format_func=lambda span_id: f"{span_label(labels[span_id])} · {span_id}",
+        key=key,
+        on_change=_write_span,
+        args=(key,),
+    )
+    span = labels[chosen]
+    status = span["status"]
+    heading = f"**{span_label(span)}** · {span['kind'].lower()} · {span['duration_ms']:.1f} ms"
+    if is_error(span):
+        st.error(f"{heading} · {status['message'] or 'status ERROR'}", icon=":material/error:")
+    else:
+        st.markdown(heading)
+    attributes_tab, events_tab, links_tab, resource_tab = st.tabs(
+        [
+            f"Attributes ({len(span['attributes'])})",
+            f"Events ({len(span['events'])})",
+            f"Links ({len(span['links'])})",
+            "Resource",
+        ]
+    )
+    with attributes_tab:
+        st.dataframe(_attribute_table(span["attributes"]), hide_index=True, width="stretch")
+    with events_tab:
+        if not span["events"]:
+            st.caption("No events.")
+        for event in span["events"]:
+            offset = (event["time_unix_nano"] - span["start_unix_nano"]) / 1e6
+            st.markdown(f"**{event['name']}** at +{offset:.1f} ms")
+            st.dataframe(_attribute_table(event["attributes"]), hide_index=True, width="stretch")
+    with links_tab:
+        if not span["links"]:
+            st.caption("No links.")
+        links(flow_id, span, by_id)
+    with resource_tab:
+        st.dataframe(_attribute_table(span["resource"]), hide_index=True, width="stretch")
+        scope = span["scope"]
+        st.caption(f"Scope: {scope['name']} {scope['version']}".strip())
+
+
+@st.fragment(run_every=refresh_interval())
+def flow_page(flow_id: int) -> None:
+    detail = data.flow_detail(context.db, flow_id)
+    if detail is None:
+        st.warning(f"No flow {flow_id} is stored.", icon=":material/search_off:")
+        return
+    summary(detail)
+    otlp = data.flow_otlp_json(context.db, flow_id)
+    if otlp is not None:
+        st.download_button(
+            "Download the flow as OTLP JSON",
+            otlp,
+            file_name=f"hopscope-flow-{flow_id}.otlp.json",
+            mime="application/json",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+    st.subheader("Waterfall")
+    st.plotly_chart(waterfall_figure(detail), width="stretch")
+    st.caption(
+        "One bar per span, coloured by service; grey hatched bars are the time a message waited in its "
+        "queue or topic; a red outline and ✕ mark an error."
+    )
+    with st.expander(f"All {len(detail.spans)} spans as a table"):
+        span_table(detail)
+    st.subheader("Span")
+    span_panel(flow_id, detail)
+
+
+current = _flow_id()
+input_key = f"flow_input_{current}"
+st.columns([1, 3])[0].number_input(
+    "Flow id",
+    min_value=1,
+    value=current,
+    step=1,
+    key=input_key,
+    on_change=_write_flow,
+    args=(input_key,),
+    placeholder="a flow id, or choose one on the Flows page",
+)
+if current is None:
+    st.page_link("views/flows.py", label="Search flows", icon=":material/route:")
+else:
+    flow_page(current)

@@ -1,0 +1,169 @@
+"""Queues: each polled queue's depth over time (visible, in flight, delayed, oldest age), its latest counts,
+its last poll error, and its dead-letter queue beside it. The chosen queue is kept in the URL (``?queue=``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px  # type: ignore[import-untyped, unused-ignore]
+import streamlit as st
+
+from hopscope.collector.queue_model import QueueSummary
+from hopscope.dashboard import data
+from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.time_range import refresh_interval
+
+COUNTS = {"visible": "visible", "in_flight": "in flight", "delayed": "delayed"}
+
+context = page_context()
+st.title("Queues")
+
+
+def choose_queue(queues: dict[str, QueueSummary]) -> QueueSummary:
+    """The queue of ``?queue=``; by default the first with a dead-letter queue (both are shown), else the
+    first that is not one."""
+    names = list(queues)
+    with_dlq = [name for name in names if queues[name].dlq_name]
+    working = [name for name in names if not queues[name].is_dead_letter_queue]
+    current = st.query_params.get("queue", "")
+    default = current if current in queues else (with_dlq or working or names)[0]
+    choice = st.selectbox(
+        "Queue",
+        names,
+        index=names.index(default),
+        format_func=lambda name: f"{name} (dead-letter queue)" if queues[name].is_dead_letter_queue else name,
+        key="queues_queue",
+    )
+    choice = choice if choice is not None else default
+    if choice != current:
+        st.query_params["queue"] = choice
+    return queues[choice]
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "-"
+    return f"{seconds:,.0f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
+
+
+def queue_panel(queue: QueueSummary) -> None:
+    """One queue: latest counts, its poll state, and its depth over the page's time range."""
+    tr = context.time_range
+    st.subheader(queue.name)
+    if queue.is_dead_letter_queue:
+        st.caption(f":material/report: Dead-letter queue of {', '.join(queue.sources)}")
+    elif queue.dlq_name:
+        st.caption(f"Moves a message to {queue.dlq_name} after {queue.max_receive_count or '?'} receives")
+    if queue.last_error:
+        st.warning(
+            f"The last poll failed ({data.ago(queue.last_error_unix_nano)}): {queue.last_error}",
+            icon=":material/sync_problem:",
+        )
+    latest = queue.latest
+    counts = st.columns(4)
+    counts[0].metric("Visible", latest.visible if latest else "-")
+    counts[1].metric("In flight", latest.in_flight if latest else "-")
+    counts[2].metric("Delayed", latest.delayed if latest else "-")
+    counts[3].metric(
+        "Oldest age",
+        age(latest.oldest_age_seconds if latest else None),
+        help=f"age source: {latest.age_source}" if latest and latest.age_source else None,
+    )
+    st.caption(f"Polled {data.ago(queue.last_polled_unix_nano)}")
+
+    depth = data.queue_depth_frame(context.db, queue.name, tr.since_unix_nano, tr.until_unix_nano)
+    if depth.empty:
+        st.caption("No depth samples in this time range.")
+        return
+    messages = px.line(
+        depth.rename(columns=COUNTS),
+        x="time",
+        y=list(COUNTS.values()),
+        labels={"value": "messages", "variable": "", "time": ""},
+        title="Messages",
+    )
+    messages.update_traces(line_shape="hv")  # a count holds until the next poll
+    st.plotly_chart(messages, width="stretch", key=f"queue_messages_{queue.name}")
+    if depth["oldest_age_seconds"].isna().all():
+        st.caption("Oldest message's age: not known in this time range (the queue was empty at each poll).")
+        return
+    oldest = px.line(
+        depth,
+        x="time",
+        y="oldest_age_seconds",
+        labels={"oldest_age_seconds": "seconds", "time": ""},
+        title="Oldest message's age",
+    )
+    st.plotly_chart(oldest, width="stretch", key=f"queue_oldest_{queue.name}")
+
+
+def all_queues(queues: list[QueueSummary]) -> None:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "queue": queue.name,
+                    "dead_letter_queue": queue.dlq_name or ("(is one)" if queue.is_dead_letter_queue else ""),
+                    "visible": queue.latest.visible if queue.latest else None,
+                    "in_flight": queue.latest.in_flight if queue.latest else None,
+                    "delayed": queue.latest.delayed if queue.latest else None,
+                    "oldest_age_seconds": queue.latest.oldest_age_seconds if queue.latest else None,
+                    "polled": data.ago(queue.last_polled_unix_nano),
+                    "last_error": queue.last_error or "",
+                }
+                for queue in queues
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "queue": st.column_config.TextColumn("Queue"),
+            "dead_letter_queue": st.column_config.TextColumn("Dead-letter queue"),
+            "visible": st.column_config.NumberColumn("Visible"),
+            "in_flight": st.column_config.NumberColumn("In flight"),
+            "delayed": st.column_config.NumberColumn("Delayed"),
+            "oldest_age_seconds": st.column_config.NumberColumn("Oldest age s", format="%.0f"),
+            "polled": st.column_config.TextColumn("Polled"),
+            "last_error": st.column_config.TextColumn("Last poll error"),
+        },
+    )
+
+
+@st.fragment(run_every=refresh_interval())
+def queues_page() -> None:
+    summaries = data.queues(context.db)
+    if not summaries:
+        st.info(
+            "No queue has been polled yet. Run the collector with `--sqs` to record queue depth.",
+            icon=":material/stacks:",
+        )
+        return
+    queues = {queue.name: queue for queue in summaries}
+    chosen = choose_queue(queues)
+    # The source on the left, its dead-letter queue on the right, whichever of the two was chosen.
+    source: QueueSummary | None = chosen
+    dead_letters: QueueSummary | None = queues.get(chosen.dlq_name or "")
+    if chosen.is_dead_letter_queue:
+        source, dead_letters = queues.get(chosen.sources[0]), chosen
+    left, right = st.columns(2, gap="large")
+    with left:
+        if source is not None:
+            queue_panel(source)
+        else:
+            st.caption(f"{chosen.sources[0]} (the source of {chosen.name}) is not polled.")
+    with right:
+        if dead_letters is not None:
+            queue_panel(dead_letters)
+        elif chosen.dlq_name:
+            st.caption(f"Its dead-letter queue {chosen.dlq_name} is not polled.")
+        else:
+            st.caption(
+                f"{chosen.name} has no dead-letter queue: a failing message is retried until it expires."
+            )
+    if chosen.is_dead_letter_queue and len(chosen.sources) > 1:
+        st.caption(f"Also the dead-letter queue of {', '.join(chosen.sources[1:])}.")
+    st.subheader("All queues")
+    all_queues(summaries)
+
+
+queues_page()

@@ -1,0 +1,97 @@
+"""The whole dashboard in a real browser: ``hopscope dashboard`` on the shop's database, every page visited in
+headless Chromium (Debian's, at /usr/bin/chromium: .ci/run installs it), a key element checked on each, and
+a PNG of each page saved (the README's pictures come from here: HOPSCOPE_SCREENSHOTS=docs/screenshots).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import HOPSCOPE, ShopDatabase, free_port
+from playwright.sync_api import Page, sync_playwright
+
+from hopscope.collector.flow_model import FlowFilter
+from hopscope.collector.query import QueryLayer
+from hopscope.collector.store.sqlite import SQLiteStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The probe's flags for Chromium in this sandbox: no sandbox as root, and no background network calls.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# path -> text that only that page shows once it has rendered its data
+PAGES = {
+    "": "Dead letters waiting",
+    "service_map": "Service map",
+    "flows": "Flows",
+    "latency": "Latency",
+    "queues": "shipping-dlq",
+    "dead_letters": "shipping-dlq",
+}
+
+
+@pytest.fixture
+def dashboard(shop: ShopDatabase) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [HOPSCOPE, "dashboard", "--db", str(shop.db), "--port", str(port),
+         "--aws-endpoint-url", shop.moto.url,
+         "--region", "us-east-1"],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError("hopscope dashboard did not answer within 60 s")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def visit(page: Page, url: str, text: str, screenshot: Path) -> None:
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_text(text, exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)  # let charts finish drawing before the picture
+    assert page.locator("[data-testid='stException']").count() == 0, f"an exception on {url}"
+    page.screenshot(path=str(screenshot), full_page=True)
+
+
+def test_every_page_renders_in_headless_chromium(dashboard: str, shop: ShopDatabase, tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+    out = Path(os.environ.get("HOPSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(shop.db, read_only=True)
+    (o3,) = QueryLayer(store).search_flows(FlowFilter(correlation_id="o-3"))
+    store.close()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        for path, text in PAGES.items():
+            visit(page, f"{dashboard}/{path}?range=24h", text, out / f"{path or 'overview'}.png")
+        visit(page, f"{dashboard}/flows?range=24h&correlation_id=o-3", "o-3", out / "flows-o-3.png")
+        visit(page, f"{dashboard}/flow_detail?flow={o3.flow_id}", "queue wait", out / "flow.png")
+        browser.close()
+    pictures = sorted(p.name for p in out.glob("*.png"))
+    assert pictures == sorted([f"{p or 'overview'}.png" for p in PAGES] + ["flows-o-3.png", "flow.png"])
+    assert all((out / name).stat().st_size > 10_000 for name in pictures)
