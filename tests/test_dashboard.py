@@ -9,8 +9,11 @@ import httpx
 from conftest import ShopDatabase, serve_in_thread
 from dashboard_harness import dashboard_env, run_page
 
+from hopscope.collector.flow_model import FlowFilter
+from hopscope.collector.query import QueryLayer
 from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.transfer import export_otlp_json, import_files
 
 PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
 
@@ -44,3 +47,26 @@ def test_the_overview_shows_the_query_apis_numbers(shop: ShopDatabase) -> None:
     for row in table.itertuples():
         assert row.spans == by_name[row.service]["red"]["span_count"]
         assert row.errors == by_name[row.service]["red"]["error_count"]
+
+
+def test_a_database_of_imported_spans_works_without_a_collector(shop: ShopDatabase, tmp_path: Path) -> None:
+    # GIVEN o-3's flow exported from the shop and imported into a new database: no collector ever ran on it
+    store = SQLiteStore(shop.db, read_only=True)
+    (o3,) = QueryLayer(store).search_flows(FlowFilter(correlation_id="o-3"))
+    store.close()
+    exported = tmp_path / "o-3.json"
+    exported.write_text(export_otlp_json(shop.db, flow_id=o3.flow_id))
+    imported = tmp_path / "imported.db"
+    import_files(imported, [exported], show_progress=False)
+    # WHEN the dashboard opens it, THEN the overview, the search and the flow all work (no queues: no DLQs)
+    with dashboard_env(imported):
+        overview = run_page(query={"range": "24h"})
+        found = run_page("flows", {"range": "24h", "correlation_id": "o-3"})
+        (flow_id,) = QueryLayer(SQLiteStore(imported, read_only=True)).search_flows(
+            FlowFilter(correlation_id="o-3")
+        )
+        flow = run_page("flow_detail", {"flow": str(flow_id.flow_id)})
+    for app in (overview, found, flow):
+        assert not app.exception
+    assert {m.label: m.value for m in overview.metric}["Dead letters waiting"] == "0"
+    assert {m.label: m.value for m in flow.metric}["Spans"] == str(o3.span_count)
