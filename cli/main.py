@@ -219,8 +219,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--region", default=None, help="AWS region for the dead-letter page")
     dashboard.set_defaults(run=_run_dashboard)
+    _add_demo_parser(commands)
     add_dlq_parser(commands)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run a sample order system on a local AWS (moto), traced, with the dashboard "
+        "(needs hopscope[demo])",
+        description="Start a moto server (local AWS), the collector, five sample Lambda functions of an "
+        "order system (SNS fan-out, SQS with a dead-letter queue, EventBridge), traffic with bursts and the "
+        "dashboard, all on this machine; Ctrl-C stops everything.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=5.0,
+        help="orders per second, bursts aside (default: %(default)s)",
+    )
+    demo.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    demo.add_argument(
+        "--db",
+        type=Path,
+        default=Path("hopscope-demo.db"),
+        help="SQLite database the collector writes; kept afterwards, a next run appends "
+        "(default: %(default)s)",
+    )
+    demo.add_argument("--moto-port", type=_port, default=5000, help="moto server port (default: %(default)s)")
+    demo.add_argument(
+        "--collector-port",
+        type=_port,
+        default=collector_defaults.DEFAULT_PORT,
+        help="collector port (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--dashboard-port", type=_port, default=8501, help="dashboard port (default: %(default)s)"
+    )
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    require_extra("demo", "demo", (*COLLECTOR_MODULES, "moto", "streamlit"))
+    from hopscope.demo.runner import DemoSettings, run_demo  # noqa: PLC0415
+
+    return run_demo(
+        DemoSettings(
+            db=args.db,
+            duration_s=args.duration,
+            rate=args.rate,
+            dashboard=not args.no_dashboard,
+            moto_port=args.moto_port,
+            collector_port=args.collector_port,
+            dashboard_port=args.dashboard_port,
+        )
+    )
 
 
 def _version() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("package", ["cli", "collector", "dashboard", "instrumentation"])
+@pytest.mark.parametrize("package", ["cli", "collector", "dashboard", "demo", "instrumentation"])
 def test_every_package_is_typed_and_exports_what_it_names(package: str) -> None:
     module = importlib.import_module(f"hopscope.{package}")
     assert (Path(module.__file__).parent / "py.typed").exists()  # type: ignore[arg-type]
