@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,10 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sqs_poll import free_port
+
 HOPSCOPE = str(Path(sys.executable).with_name("hopscope"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

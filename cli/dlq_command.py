@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.extras import require_extra
 from hopscope.collector import settings as collector_defaults
 
@@ -25,26 +26,6 @@ PEEK_NOTE = (
 BODY_WIDTH = 60
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,7 +76,7 @@ def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     show.add_argument("queue", metavar="QUEUE", help="queue name, URL or ARN")
     show.add_argument(
-        "--limit", type=_positive_int, default=10, metavar="N", help="messages to show (default: %(default)s)"
+        "--limit", type=positive_int, default=10, metavar="N", help="messages to show (default: %(default)s)"
     )
     show.add_argument("--json", action="store_true", help="JSON with full bodies and every attribute")
     show.set_defaults(run=_command("show", _show))
@@ -110,13 +91,13 @@ def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     move.add_argument("queue", metavar="QUEUE", help="the dead-letter queue: name, URL or ARN")
     move.add_argument("--to", metavar="QUEUE", default=None, help="target queue (default: the source queue)")
-    move.add_argument("--max", type=_positive_int, default=None, metavar="N", help="move at most N messages")
+    move.add_argument("--max", type=positive_int, default=None, metavar="N", help="move at most N messages")
     move.add_argument(
-        "--rate", type=_positive_float, default=None, metavar="R", help="at most R messages per second"
+        "--rate", type=positive_float, default=None, metavar="R", help="at most R messages per second"
     )
     move.add_argument(
         "--visibility-timeout",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         metavar="SECONDS",
         help="how long a batch in flight stays hidden in the dead-letter queue; after an interruption it "

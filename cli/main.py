@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
 from hopscope.collector import settings as collector_defaults
@@ -35,16 +36,6 @@ def _forward_url(text: str) -> str:
         return collector_defaults.parse_forward_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -88,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collector.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=collector_defaults.DEFAULT_MAX_BODY_BYTES,
         help="largest request body, also after gzip inflation; larger gets 413 (default: %(default)s)",
     )
@@ -116,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collector.add_argument(
         "--forward-queue-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=collector_defaults.DEFAULT_FORWARD_QUEUE_BYTES,
         metavar="N",
         help="bytes of batches held per --forward upstream while it is slow or down; past it new batches "
@@ -160,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OTLP JSON, importable into any OTLP backend or into another hopscope database.",
     )
     which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("--flow", type=_positive_int, metavar="ID", help="the flow to export")
+    which.add_argument("--flow", type=positive_int, metavar="ID", help="the flow to export")
     which.add_argument("--trace", metavar="TRACE_ID", help="the trace to export (32 hex characters)")
     export.add_argument(
         "--db",
@@ -224,16 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
 def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
@@ -245,14 +226,14 @@ def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     demo.add_argument(
         "--duration",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="SECONDS",
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
     demo.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         help="orders per second, bursts aside (default: %(default)s)",
     )
