@@ -36,7 +36,12 @@ from hopscope.instrumentation.conventions import (
     RECEIVE_COUNT,
     XRAY_ENV,
 )
-from hopscope.instrumentation.records import MessageRecord, record_payload
+from hopscope.instrumentation.records import (
+    KnownProducers,
+    MessageRecord,
+    record_payload,
+    with_known_producers,
+)
 from hopscope.instrumentation.triggers import Invocation, Trigger, classify
 
 logger = logging.getLogger("hopscope.instrumentation")
@@ -201,7 +206,10 @@ def _open_scope(
         if invocation.trigger is Trigger.DIRECT:
             invocation.name = getattr(lambda_context, "function_name", None) or function.__name__
         now_ns = time.time_ns()
-        parent, links, correlation_id = _incoming(invocation, event, lambda_context, search, now_ns)
+        known: KnownProducers = {}
+        parent, links, correlation_id = _incoming(
+            invocation, event, lambda_context, search, now_ns, known=known
+        )
         attributes = _faas_attributes(invocation, lambda_context, _cold_start)
         _cold_start = False
         attributes.update(invocation.attributes)
@@ -220,7 +228,7 @@ def _open_scope(
             invocation.name, parent, invocation.kind, attributes, links, start_time=now_ns
         )
         current = trace.set_span_in_context(span, correlation.with_correlation_id(parent, correlation_id))
-        token = context.attach(current)
+        token = context.attach(with_known_producers(current, known))
         timeout = (
             options.flush_timeout_ms if options.flush_timeout_ms is not None else default_flush_timeout_ms()
         )
@@ -260,20 +268,29 @@ def record_attributes(record: MessageRecord, now_ns: int) -> dict[str, Any]:
 
 
 def _incoming(
-    invocation: Invocation, event: Any, lambda_context: Any, search: Callable[[Any], Any] | None, now_ns: int
+    invocation: Invocation,
+    event: Any,
+    lambda_context: Any,
+    search: Callable[[Any], Any] | None,
+    now_ns: int,
+    *,
+    known: KnownProducers,
 ) -> tuple[context.Context, list[Link], str | None]:
-    """The parent context, the links and the correlation id of an invocation."""
+    """The parent context, the links and the correlation id of an invocation; ``known`` gets each record's
+    producer context, read once here for process_batch too."""
     links: list[Link] = []
     records = invocation.records
+    for record in records:
+        known[id(record.raw)] = (record.raw, record.read_producer_context())
     if invocation.is_http:
         parent = carriers.extract_w3c(invocation.headers, "the HTTP headers")
     elif len(records) == 1:
-        parent = records[0].producer_context()
+        parent = known[id(records[0].raw)][1]
     elif records:
         parent = context.Context()
         record_correlations = set()
         for record in records:
-            produced = record.producer_context()
+            produced = known[id(record.raw)][1]
             record_correlations.add(correlation.from_baggage(produced))
             if carriers.has_parent(produced):
                 attributes = record_attributes(record, now_ns)

@@ -33,6 +33,17 @@ KINESIS = "aws:kinesis"
 DYNAMODB = "aws:dynamodb"
 S3 = "aws:s3"
 
+# The producer contexts that the invocation span already read from its event's records, so that
+# process_batch reuses them (no second parse, no second warning for a malformed value).
+_KNOWN_PRODUCERS = context.create_key("hopscope-record-producers")
+KnownProducers = dict[int, tuple[Mapping[str, Any], context.Context]]
+
+
+def with_known_producers(ctx: context.Context, known: KnownProducers) -> context.Context:
+    """``ctx`` remembering the producer contexts read for these records (keyed by the record object)."""
+    return context.set_value(_KNOWN_PRODUCERS, known, ctx) if known else ctx
+
+
 _SYSTEMS = {
     SQS: SYSTEM_SQS,
     SNS: SYSTEM_SNS,
@@ -189,6 +200,15 @@ class MessageRecord:
     def producer_context(self) -> context.Context:
         """The producer's context, tried in order: message attributes, the SNS envelope in the body, the
         EventBridge detail in the body, AWSTraceHeader (only as a fallback)."""
+        known = context.get_value(_KNOWN_PRODUCERS)
+        if isinstance(known, dict):
+            hit = known.get(id(self.raw))
+            if hit is not None and hit[0] is self.raw:
+                return hit[1]  # type: ignore[no-any-return]
+        return self.read_producer_context()
+
+    def read_producer_context(self) -> context.Context:
+        """``producer_context`` read from the record itself."""
         where = f"{self.source} message {self.message_id}"
         carrier: dict[str, str] = {}
         if self.source == SQS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -183,3 +184,24 @@ def test_hopscope_context_key_is_not_part_of_the_payload() -> None:
     record = fixture("datadog__eventbridge-sqs.json")["Records"][0]
     record["body"] = json.dumps({**record["body"], "detail": {"order": 1, "_hopscope": {"traceparent": "x"}}})
     assert record_payload(record) == {"order": 1}
+
+
+def test_a_malformed_context_in_a_batch_is_read_and_warned_about_once(
+    spans: GlobalSpans, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a batch whose second record carries a malformed traceparent
+    event = with_contexts(fixture("datadog__sqs-batch.json"))
+    event["Records"][1]["messageAttributes"]["traceparent"]["stringValue"] = "00-nothex-zz-01"
+    # WHEN the invocation span and process_batch both need every record's producer
+    with caplog.at_level(logging.WARNING, logger="hopscope.instrumentation"):
+        run(event, lambda record: None)
+    # THEN the record was read once: one warning, and its span starts a new trace with no link
+    warnings = [r for r in caplog.records if "malformed traceparent" in r.getMessage()]
+    assert len(warnings) == 1
+    bad = next(
+        s
+        for s in record_spans(spans)
+        if (s.attributes or {})["messaging.message.id"] == event["Records"][1]["messageId"]
+    )
+    assert bad.links == () or list(bad.links) == []
+    assert all(len(s.links) == 1 for s in record_spans(spans) if s is not bad)
