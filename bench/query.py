@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -920,6 +921,33 @@ class StoreFacts:
     db_bytes: int
 
 
+CLICKHOUSE_FLOW_COUNT = "SELECT count() FROM {db}.hopscope_flows FINAL WHERE MergedInto = 0 AND SpanCount > 0"
+CLICKHOUSE_TRACE_COUNT = "SELECT count() FROM {db}.hopscope_trace_flows FINAL WHERE SpanCount > 0"
+
+
+def clickhouse_store_facts(directory: Path) -> StoreFacts:
+    """The same facts from the chdb store, opened in this process once the collector has exited."""
+    from hopscope.collector.store.clickhouse import ClickHouseStore
+    from hopscope.collector.store.open import open_store
+
+    store = open_store(f"chdb://{directory / 'clickhouse'}", read_only=True)
+    assert isinstance(store, ClickHouseStore)
+    db = store.client.database
+    try:
+        spans = store.count_spans()
+        (flows,) = store.client.query(CLICKHOUSE_FLOW_COUNT.format(db=db))[0]
+        (traces,) = store.client.query(CLICKHOUSE_TRACE_COUNT.format(db=db))[0]
+        (errors,) = store.client.query(
+            f"SELECT countIf(StatusCode IN ('Error', 'STATUS_CODE_ERROR')) FROM {db}.otel_traces"
+        )[0]
+        (size,) = store.client.query(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}", {"db": db}
+        )[0]
+    finally:
+        store.close()
+    return StoreFacts(spans, int(flows), int(traces), int(errors), int(size))
+
+
 def store_facts(db: Path) -> StoreFacts:
     conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     try:
@@ -1002,7 +1030,11 @@ def report(
             "services / destinations",
             f"{len(SERVICES)} / {len(TOPICS)} SNS topics + {len(QUEUES)} SQS queues",
         ),
-        row("database", f"{facts.db_bytes / 1e6:,.0f} MB (file + WAL)"),
+        row("store", args.store),
+        row(
+            "database",
+            f"{facts.db_bytes / 1e6:,.0f} MB ({'active parts' if args.store == 'chdb' else 'file + WAL'})",
+        ),
         row("acknowledged / stored", f"{ingested.acknowledged:,} / {facts.spans:,}"),
         row("lost spans", f"{lost}"),
         row("collector exit code", f"{exit_code}"),
@@ -1066,13 +1098,16 @@ def run(args: argparse.Namespace, directory: Path) -> int:
         Path(str(db) + suffix).unlink(missing_ok=True)
     now_ns = time.time_ns()
     baseline = None
+    if args.store == "chdb":
+        shutil.rmtree(directory / "clickhouse", ignore_errors=True)
     if not args.no_baseline:
         log("baseline: the same spans into an in-process store, without stitching")
         baseline = measure_baseline(args, now_ns, directory / "baseline.db")
         rates = " / ".join(f"{rate:,.0f}" for rate in baseline.rates)
         log(f"baseline: {rates} spans/s ({baseline.seconds:.0f} s)")
     bodies = Bodies(args.seed, args.spans, now_ns)
-    collector = ingest.Collector(db)
+    store_args = ["--store", f"chdb://{directory / 'clickhouse'}"] if args.store == "chdb" else []
+    collector = ingest.Collector(db, store_args)
     try:
         ingested = ingest_all(collector, bodies, args.spans, args.window, args.clients)
         api = Api(collector.address)
@@ -1091,7 +1126,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
         raise
     if exit_code != 0:
         sys.stderr.write("".join(collector.log))
-    facts = store_facts(db)
+    facts = clickhouse_store_facts(directory) if args.store == "chdb" else store_facts(db)
     elapsed = time.perf_counter() - started
     return report(args, bodies.plan, ingested, baseline, facts, queries, exit_code, elapsed)
 
@@ -1118,7 +1153,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hold", action="store_true", help="keep the collector running after the queries, until Enter"
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "chdb"),
+        default="sqlite",
+        help="the collector's store: SQLite (--db) or ClickHouse in its process (--store chdb://; implies "
+        "--no-baseline, which is SQLite's in-process writer)",
+    )
     args = parser.parse_args(argv)
+    if args.store == "chdb":
+        args.no_baseline = True
     if args.clients < 1 or args.repeat < 1 or args.window < 1 or args.spans < 2 * args.window:
         parser.error("--clients, --repeat and --window must be positive, and --spans at least 2 x --window")
     return args

@@ -38,6 +38,16 @@ def _forward_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _store_url(text: str) -> str:
+    from hopscope.collector.store.open import parse_store_url  # noqa: PLC0415
+
+    try:
+        parse_store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -60,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "collector",
         help="receive OTLP/HTTP spans and store them (needs hopscope[collector])",
         description="Receive OpenTelemetry spans over OTLP/HTTP (POST /v1/traces, protobuf or JSON, gzip) "
+        "and, with --grpc-port, OTLP/gRPC, "
         "and store them durably in SQLite; serve GET /healthz and the query API under /api.",
     )
     collector.add_argument(
@@ -72,10 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to bind (default: %(default)s)",
     )
     collector.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="also receive OTLP/gRPC on this port of --host, e.g. 4317, its standard port; 0 picks a free "
+        "one (needs hopscope[grpc]; default: off)",
+    )
+    collector.add_argument(
         "--db",
         type=Path,
         default=collector_defaults.DEFAULT_DB,
         help="SQLite database file (default: %(default)s)",
+    )
+    collector.add_argument(
+        "--store",
+        type=_store_url,
+        default=None,
+        metavar="URL",
+        help="store spans here instead of --db: sqlite:///PATH, chdb:///PATH (ClickHouse in-process) or "
+        "clickhouse://USER:PASSWORD@HOST:8123/DATABASE (the clickhouse ones need hopscope[clickhouse])",
+    )
+    collector.add_argument(
+        "--no-receiver",
+        action="store_true",
+        help="receive no spans: only stitch flows from spans that OpenTelemetry Collectors write to --store, "
+        "poll SQS with --sqs and serve the query API",
     )
     collector.add_argument(
         "--max-body-bytes",
@@ -188,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=collector_defaults.DEFAULT_DB,
         help="SQLite database file (default: %(default)s)",
     )
+    dashboard.add_argument(
+        "--store",
+        type=_store_url,
+        default=None,
+        metavar="URL",
+        help="read this store instead of --db: sqlite:///PATH, chdb:///PATH or clickhouse://USER:PASSWORD@HOST:8123/DB",
+    )
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     dashboard.add_argument("--port", type=_port, default=8501, help="port to bind (default: %(default)s)")
     dashboard.add_argument(
@@ -285,7 +325,10 @@ def _version() -> str:
 
 
 def _run_collector(args: argparse.Namespace) -> int:
-    require_extra("collector", "collector", COLLECTOR_MODULES + (("boto3",) if args.sqs else ()))
+    grpc = args.grpc_port is not None
+    extra, modules = ("grpc", (*COLLECTOR_MODULES, "grpc")) if grpc else ("collector", COLLECTOR_MODULES)
+    require_extra("collector", extra, modules + (("boto3",) if args.sqs else ()))
+    _require_store_driver("collector", args.store)
     from hopscope.collector.server import run  # noqa: PLC0415
     from hopscope.collector.settings import CollectorSettings  # noqa: PLC0415
     from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
@@ -293,7 +336,10 @@ def _run_collector(args: argparse.Namespace) -> int:
     settings = CollectorSettings(
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         db=args.db,
+        store_url=args.store,
+        receiver=not args.no_receiver,
         max_body_bytes=args.max_body_bytes,
         auth_token=args.auth_token,
         retention_seconds=args.retention,
@@ -319,9 +365,20 @@ def _run_collector(args: argparse.Namespace) -> int:
 DASHBOARD_MODULES = (*COLLECTOR_MODULES, "streamlit", "pandas", "plotly")
 
 
+def _require_store_driver(command: str, store: str | None) -> None:
+    if store is None:
+        return
+    from hopscope.collector.store.open import driver_module, parse_store_url  # noqa: PLC0415
+
+    module = driver_module(parse_store_url(store))
+    if module is not None:
+        require_extra(command, "clickhouse", (module,))
+
+
 def _run_dashboard(args: argparse.Namespace) -> int:
     """Replace this process with ``streamlit run``: Ctrl-C and SIGTERM then reach Streamlit directly."""
     require_extra("dashboard", "dashboard", DASHBOARD_MODULES)
+    _require_store_driver("dashboard", args.store)
     import importlib.util  # noqa: PLC0415
 
     spec = importlib.util.find_spec("hopscope.dashboard")
@@ -330,6 +387,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     env = {
         **os.environ,
         "HOPSCOPE_DASHBOARD_DB": str(args.db.resolve()),
+        "HOPSCOPE_DASHBOARD_STORE": args.store or "",
         "HOPSCOPE_DASHBOARD_READ_ONLY": "true" if args.read_only else "",
         "HOPSCOPE_DASHBOARD_COLLECTOR_URL": args.collector or os.environ.get("HOPSCOPE_ENDPOINT", ""),
         "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": args.aws_endpoint_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,10 +22,15 @@ from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.span_writer import SpanWriter
 from hopscope.collector.store.base import SpanStore
 
+if TYPE_CHECKING:
+    from hopscope.collector.otlp_grpc import GrpcTraceReceiver
+
 # Seconds that shutdown waits for queued spans to be committed.
 DRAIN_TIMEOUT_SECONDS = 60.0
 # Seconds that shutdown then spends sending what is still queued for --forward upstreams.
 FORWARD_FLUSH_TIMEOUT_SECONDS = 5.0
+# Seconds that shutdown gives OTLP/gRPC calls in flight to be committed and answered (as uvicorn's HTTP).
+GRPC_GRACE_SECONDS = 30.0
 
 
 def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
@@ -43,9 +48,13 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
         if settings.forward_urls
         else None
     )
-    receiver = TraceReceiver(
-        store, writer, settings.max_body_bytes, InflightBudget(settings.max_inflight_bytes), forwarder
-    )
+    budget = InflightBudget(settings.max_inflight_bytes)
+    receiver = TraceReceiver(store, writer, settings.max_body_bytes, budget, forwarder)
+    grpc_receiver: GrpcTraceReceiver | None = None
+    if settings.grpc_port is not None and settings.receiver:
+        from hopscope.collector import otlp_grpc  # noqa: PLC0415 - grpcio only with --grpc-port
+
+        grpc_receiver = otlp_grpc.GrpcTraceReceiver(receiver, writer, budget, settings)
     query = QueryApi(QueryLayer(store))
     poller = None
     if settings.sqs is not None:
@@ -66,6 +75,8 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if grpc_receiver:  # first: it is what can fail (a taken port)
+            await grpc_receiver.start()
         writer.start()
         if forwarder:
             forwarder.start()
@@ -74,6 +85,8 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
         try:
             yield
         finally:
+            if grpc_receiver:
+                await grpc_receiver.stop(GRPC_GRACE_SECONDS)
             if poller:
                 poller.stop()
             writer.close(DRAIN_TIMEOUT_SECONDS)
@@ -83,7 +96,8 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
     middleware = [Middleware(BearerAuthMiddleware, token=settings.auth_token)] if settings.auth_token else []
     app = Starlette(
         routes=[
-            Route("/v1/traces", receiver.export, methods=["POST"]),
+            # --no-receiver: spans come from others (OpenTelemetry Collectors writing to the store)
+            *([Route("/v1/traces", receiver.export, methods=["POST"])] if settings.receiver else []),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),
             Route("/api/flows", query.get_flows, methods=["GET"]),
@@ -101,4 +115,5 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
     )
     app.state.writer = writer
     app.state.poller = poller
+    app.state.grpc = grpc_receiver
     return app

@@ -6,6 +6,7 @@ per span, and never by rescanning stored spans (stitching stays incremental).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -41,6 +42,55 @@ class FlowFacts:
     def __init__(self) -> None:
         self.traces: dict[bytes, TraceFacts] = {}
 
+    def _fold(
+        self, trace_id: bytes, start: int, end: int, error: bool, root: bool, service_name: str, name: str
+    ) -> TraceFacts:
+        """What every span tells, whatever form it came in; returns its trace's facts."""
+        facts = self.traces.get(trace_id)
+        if facts is None:
+            facts = self.traces[trace_id] = TraceFacts(trace_id)
+        facts.span_count += 1
+        if start < facts.start_unix_nano:  # noqa: PLR1730 - hot path: a compare is cheaper than min()
+            facts.start_unix_nano = start
+        if end > facts.end_unix_nano:  # noqa: PLR1730
+            facts.end_unix_nano = end
+        if error:
+            facts.error_count += 1
+        if root and (facts.entry is None or start < facts.entry[0]):
+            facts.entry = (start, service_name, name)
+        facts.operations.add((service_name, name))
+        return facts
+
+    def add_row(
+        self,
+        trace_id: bytes,
+        start: int,
+        end: int,
+        error: bool,
+        root: bool,
+        service_name: str,
+        name: str,
+        kind: int,
+        linked_trace_ids: Iterable[bytes],
+        attributes: Mapping[str, str],
+    ) -> None:
+        """Fold in a span read back from a table that keeps attribute values as text (ClickHouse's)."""
+        facts = self._fold(trace_id, start, end, error, root, service_name, name)
+        for linked in linked_trace_ids:
+            if linked != trace_id:
+                facts.linked_traces.add(linked)
+        if not attributes:
+            return
+        receive_count = attributes.get(conventions.RECEIVE_COUNT)
+        if receive_count and receive_count.isdigit():
+            facts.max_receive_count = max(facts.max_receive_count, int(receive_count))
+        for key in conventions.CORRELATION_ATTRIBUTES:
+            if attributes.get(key):
+                facts.correlation_ids.add(attributes[key])
+        message_id = attributes.get(conventions.MESSAGE_ID, "")
+        if message_id and kind in _MESSAGING_KINDS:
+            facts.message_keys.add((message_id, attributes.get(conventions.DESTINATION_NAME, "")))
+
     def add(self, span: Span, service_name: str, serialized: bytes) -> None:
         """Fold one span in; ``serialized`` is the span's own encoding, used to skip attribute scans.
 
@@ -48,22 +98,15 @@ class FlowFacts:
         Python, and most spans carry none of the keys that stitching reads.
         """
         trace_id = span.trace_id
-        facts = self.traces.get(trace_id)
-        if facts is None:
-            facts = self.traces[trace_id] = TraceFacts(trace_id)
-        facts.span_count += 1
-        start = span.start_time_unix_nano
-        if start < facts.start_unix_nano:  # noqa: PLR1730 - hot path: a compare is cheaper than min()
-            facts.start_unix_nano = start
-        end = span.end_time_unix_nano
-        if end > facts.end_unix_nano:  # noqa: PLR1730
-            facts.end_unix_nano = end
-        if span.status.code == _ERROR:
-            facts.error_count += 1
-        name = span.name
-        if not span.parent_span_id and (facts.entry is None or start < facts.entry[0]):
-            facts.entry = (start, service_name, name)
-        facts.operations.add((service_name, name))
+        facts = self._fold(
+            trace_id,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano,
+            span.status.code == _ERROR,
+            not span.parent_span_id,
+            service_name,
+            span.name,
+        )
         if span.links:
             for link in span.links:
                 if link.trace_id != trace_id:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from concurrent.futures import Future
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,13 +22,17 @@ from hopscope.collector.forwarder import Forwarder
 from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.store.base import SpanStore
-from hopscope.collector.validation import drop_invalid_spans
+from hopscope.collector.validation import Validation, drop_invalid_spans
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
 # Inflated JSON bodies above this are decoded off the event loop (json_format is pure Python).
 _INLINE_JSON_BYTES = 64 * 1024
+
+
+class SpansNotStoredError(RuntimeError):
+    """The store failed to commit a request's spans; the client should retry."""
 
 
 def status_response(status: int, code: int, message: str, encoding: Encoding = Encoding.JSON) -> Response:
@@ -96,24 +103,44 @@ class TraceReceiver:
         # Forwarded as received when it is protobuf and every span is accepted, else re-serialized.
         forward_body = body if self._forwarder and encoding is Encoding.PROTOBUF else None
         del body
+        committed = self.accept(export, forward_body)
+        del export
+        try:
+            validation = await committed
+        except SpansNotStoredError as exc:
+            return status_response(503, otlp_codec.STATUS_UNAVAILABLE, str(exc), encoding)
+        payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
+        return Response(payload, media_type=encoding.value)
+
+    def accept(self, export: ExportTraceServiceRequest, forward_body: bytes | None) -> Awaitable[Validation]:
+        """Validate a decoded request and queue its valid spans: the write path of every OTLP transport.
+
+        Queueing happens now (QueueFullError and WriterClosedError are raised here), so the caller can drop
+        the request before waiting; the returned awaitable resolves once the spans are committed (and
+        offered to --forward upstreams: ``forward_body`` as received, or re-serialized when it is None or
+        spans were dropped), or raises SpansNotStoredError.
+        """
         validation = drop_invalid_spans(export)
-        if validation.accepted:
-            if self._forwarder and (forward_body is None or validation.rejected):
-                forward_body = export.SerializeToString()
-            prepared = self._store.prepare(export)
-            del export
-            future = self._writer.submit(prepared, validation.accepted)
+        if not validation.accepted:
+            return self._settled(validation, None, None)
+        if self._forwarder and (forward_body is None or validation.rejected):
+            forward_body = export.SerializeToString()
+        prepared = self._store.prepare(export)
+        future = self._writer.submit(prepared, validation.accepted)
+        return self._settled(validation, future, forward_body if self._forwarder else None)
+
+    async def _settled(
+        self, validation: Validation, future: Future[None] | None, forward_body: bytes | None
+    ) -> Validation:
+        if future is not None:
             try:
                 await asyncio.wrap_future(future)
             except Exception as exc:
                 log.error("spans were not stored: %s", exc)
-                return status_response(
-                    503, otlp_codec.STATUS_UNAVAILABLE, f"spans were not stored: {exc}", encoding
-                )
-            if self._forwarder and forward_body is not None:
-                self._forwarder.offer(forward_body, validation.accepted)
-        payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
-        return Response(payload, media_type=encoding.value)
+                raise SpansNotStoredError(f"spans were not stored: {exc}") from exc
+        if self._forwarder and forward_body is not None:
+            self._forwarder.offer(forward_body, validation.accepted)
+        return validation
 
     def _inflate(self, body: bytes, reader: BodyReader) -> bytes:
         """Inflate within both the body limit and what is left of the shared memory budget."""

@@ -8,13 +8,13 @@ import ipaddress
 import logging
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
 
 from hopscope.collector.app import create_app
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.open import open_store
 
 log = logging.getLogger("hopscope.collector")
 
@@ -23,7 +23,19 @@ MAX_CONNECTIONS = 512
 
 
 class _Server(uvicorn.Server):
-    """uvicorn re-raises a caught SIGINT/SIGTERM after shutdown; a drained collector exits 0 instead."""
+    """uvicorn re-raises a caught SIGINT/SIGTERM after shutdown; a drained collector exits 0 instead.
+
+    ``before_startup`` runs on uvicorn's event loop before the app's lifespan starts: OTLP/gRPC (grpc.aio)
+    must be bound on the loop that serves it, and the start line names its port.
+    """
+
+    def __init__(self, config: uvicorn.Config, before_startup: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._before_startup = before_startup
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._before_startup()
+        await super().startup(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -54,7 +66,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(settings: CollectorSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = SQLiteStore(settings.db)
+    store = open_store(settings.store_url or str(settings.db))
     try:
         app = create_app(settings, store)
         sock = bind(settings.host, settings.port)
@@ -70,17 +82,32 @@ def run(settings: CollectorSettings) -> None:
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
             timeout_graceful_shutdown=30,
         )
-        auth = "bearer token required" if settings.auth_token else "no auth"
-        log.info(
-            "listening on http://%s:%d (OTLP/HTTP POST /v1/traces, %s), storing spans in %s",
-            shown,
-            port,
-            auth,
-            store.path.resolve(),
-        )
-        if not settings.auth_token and not ipaddress.ip_address(host).is_loopback:
-            log.warning("reachable from other machines without --auth-token: anyone there can send spans")
-        _Server(config).run(sockets=[sock])
+
+        def announce() -> None:
+            """Bind OTLP/gRPC when asked (a taken port exits here, in one line), then log the start line."""
+            grpc = f", OTLP/gRPC on {shown}:{app.state.grpc.bind()}" if app.state.grpc else ""
+            auth = "bearer token required" if settings.auth_token else "no auth"
+            if not settings.receiver:
+                log.info(
+                    "listening on http://%s:%d (query API only, --no-receiver), stitching flows of the spans "
+                    "others write to %s",
+                    shown,
+                    port,
+                    store.label,
+                )
+                return
+            log.info(
+                "listening on http://%s:%d (OTLP/HTTP POST /v1/traces%s, %s), storing spans in %s",
+                shown,
+                port,
+                grpc,
+                auth,
+                store.label,
+            )
+            if not settings.auth_token and not ipaddress.ip_address(host).is_loopback:
+                log.warning("reachable from other machines without --auth-token: anyone there can send spans")
+
+        _Server(config, announce).run(sockets=[sock])
         log.info("stopped; %d spans stored in this run", app.state.writer.spans_written)
     finally:
         store.close()

@@ -67,7 +67,13 @@ class SqsSettings:
 class CollectorSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # OTLP/gRPC on the same host (otlp_grpc.py); None serves OTLP/HTTP only, 0 picks a free port.
+    grpc_port: int | None = None
     db: Path = DEFAULT_DB
+    # A --store URL (store/open.py); None stores in ``db`` (SQLite).
+    store_url: str | None = None
+    # False: no OTLP receiver; the collector only stitches what others write to the store (--no-receiver).
+    receiver: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     auth_token: str | None = None
     retention_seconds: int | None = None

@@ -199,6 +199,9 @@ class SpanWriter:
     def _wait_seconds(self) -> float | None:
         now = time.monotonic()
         waits = [max(0.0, self._next_stitch - now)] if self._store.flows_pending else []
+        poll = self._store.feed_poll_seconds
+        if poll is not None:  # others write to the store too: look for their spans now and then
+            waits.append(poll)
         if self._retention_ns is not None:
             waits.append(max(0.0, self._next_retention - now))
         return min(waits, default=None)

@@ -19,28 +19,29 @@ from hopscope.collector.otlp_codec import traces_to_json
 from hopscope.collector.query import FlowDetail, QueryLayer
 from hopscope.collector.queue_model import QueueSummary
 from hopscope.collector.red_model import ServiceGraph
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.open import open_store
 from hopscope.dashboard.config import load_config
 
 TTL_SECONDS = 10
 
 
 @st.cache_resource(show_spinner=False)
-def _query_layer(path: str) -> QueryLayer:
-    return QueryLayer(SQLiteStore(path, read_only=True))
+def _query_layer(key: str) -> QueryLayer:
+    return QueryLayer(open_store(key, read_only=True))
 
 
 def queries() -> QueryLayer | None:
-    """The query layer over the configured database, or None while the database does not exist yet."""
-    db = load_config().db
-    if not db.exists():
+    """The query layer over the configured store, or None while a SQLite file does not exist yet."""
+    config = load_config()
+    if config.store is None and not config.db.exists():
         return None
-    return _query_layer(str(db.resolve()))
+    return _query_layer(db_key())
 
 
 def db_key() -> str:
-    """The cache key of the configured database (its resolved path)."""
-    return str(load_config().db.resolve())
+    """The cache key of the configured store: its URL, or the SQLite file's resolved path."""
+    config = load_config()
+    return config.store or str(config.db.resolve())
 
 
 def _layer(db: str) -> QueryLayer:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from hopscope.collector.store.sqlite import StoreError
 from hopscope.dashboard import data
-from hopscope.dashboard.config import DashboardConfig, load_config
+from hopscope.dashboard.config import DashboardConfig, load_config, store_label
 from hopscope.dashboard.time_range import TimeRange, current_range
 
 SEND_SPANS_SNIPPET = """\
@@ -28,7 +28,8 @@ class PageContext:
 def empty_hint(config: DashboardConfig) -> None:
     """No data yet: where to send spans, never a traceback."""
     st.info(
-        f"**No data yet** in `{config.db}`. Start the collector (`hopscope collector --db {config.db}`), "
+        f"**No data yet** in `{store_label(config)}`. Start the collector "
+        f"(`hopscope collector {'--store ' + config.store if config.store else '--db ' + str(config.db)}`), "
         f"then send spans to {config.collector_url}:",
         icon=":material/hourglass_empty:",
     )
@@ -44,6 +45,6 @@ def page_context() -> PageContext:
             empty_hint(config)
             st.stop()
     except StoreError as exc:
-        st.error(f"Cannot read {config.db}: {exc}")
+        st.error(f"Cannot read {store_label(config)}: {exc}")
         st.stop()
     return PageContext(data.db_key(), config, current_range())

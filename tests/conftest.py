@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -197,3 +198,47 @@ def api(shop: ShopDatabase) -> Iterator[httpx.Client]:
     with serve_in_thread(CollectorSettings(db=shop.db), store) as url, httpx.Client(base_url=url) as client:
         yield client
     store.close()
+
+
+# -- ClickHouse through chdb ------------------------------------------------------------------------------
+# chdb runs one ClickHouse data path per process, so the whole test session shares one; each test gets a
+# database of its own in it.
+
+_chdb_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb") / "data"
+
+
+@pytest.fixture
+def chdb_url(chdb_path: Path) -> str:
+    """A ``chdb://`` store URL for a fresh database in the session's chdb data path."""
+    return f"chdb://{chdb_path}?database=test_{next(_chdb_databases)}"
+
+
+STORE_BACKENDS = ("sqlite", "chdb")
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def new_store(
+    request: pytest.FixtureRequest, tmp_path: Path, chdb_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """Opens fresh stores of one backend: the shared store suite runs every test that takes this on each."""
+    from hopscope.collector.store.open import open_store
+
+    opened: list[Any] = []
+
+    def make(name: str = "store") -> Any:
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / f"{name}.db")
+        else:
+            store = open_store(f"chdb://{chdb_path}?database=test_{next(_chdb_databases)}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()

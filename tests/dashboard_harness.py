@@ -17,11 +17,12 @@ TIMEOUT_SECONDS = 30
 
 @contextmanager
 def dashboard_env(
-    db: Path, *, read_only: bool = False, aws_endpoint_url: str | None = None
+    db: Path, *, read_only: bool = False, aws_endpoint_url: str | None = None, store: str | None = None
 ) -> Iterator[None]:
     """The variables ``hopscope dashboard`` sets for the Streamlit process, for the duration of a test."""
     values = {
         "HOPSCOPE_DASHBOARD_DB": str(db),
+        "HOPSCOPE_DASHBOARD_STORE": store or "",
         "HOPSCOPE_DASHBOARD_READ_ONLY": "true" if read_only else "",
         "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": aws_endpoint_url or "",
         "HOPSCOPE_DASHBOARD_REGION": "us-east-1",

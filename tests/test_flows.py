@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import context, trace
@@ -98,11 +99,11 @@ def order_chain(services: Services, order_id: str, *, links: bool = True, fail: 
             consume.set_status(trace.Status(trace.StatusCode.ERROR, "carrier down"))
 
 
-def post(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> None:
+def post(store: Any, spans: Sequence[ReadableSpan]) -> None:
     store.write([encode_spans(list(spans))])
 
 
-def flows_by_trace(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> dict[int, set[int]]:
+def flows_by_trace(store: Any, spans: Sequence[ReadableSpan]) -> dict[int, set[int]]:
     """Standing flow -> the trace ids in it (as ints), for the traces of ``spans``."""
     flows: dict[int, set[int]] = {}
     for span in spans:
@@ -114,11 +115,12 @@ def flows_by_trace(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> dict[in
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "flows.db")
+def store(new_store: Callable[..., Any]) -> Any:
+    """The shared store suite: every test that takes ``store`` runs on SQLite and on ClickHouse (chdb)."""
+    return new_store("flows")
 
 
-def test_a_chain_of_linked_traces_is_one_flow_with_its_summary(store: SQLiteStore) -> None:
+def test_a_chain_of_linked_traces_is_one_flow_with_its_summary(store: Any) -> None:
     # GIVEN an API -> SNS -> SQS -> consumer chain in three traces joined by links
     services = Services()
     order_chain(services, "o-1", fail=True)
@@ -143,7 +145,7 @@ def test_a_chain_of_linked_traces_is_one_flow_with_its_summary(store: SQLiteStor
     assert summary.end_unix_nano == max(span.end_time for span in spans)  # type: ignore[type-var]
 
 
-def _flow_shape(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> list[tuple[object, ...]]:
+def _flow_shape(store: Any, spans: Sequence[ReadableSpan]) -> list[tuple[object, ...]]:
     """Everything about the flows except their ids, to compare stores filled in different orders."""
     layer = QueryLayer(store)
     shape = []
@@ -168,16 +170,16 @@ def _flow_shape(store: SQLiteStore, spans: Sequence[ReadableSpan]) -> list[tuple
 
 
 @pytest.mark.parametrize("arrival", ["reversed", "shuffled one span per request", "shuffled batches"])
-def test_arrival_order_does_not_change_the_flows(tmp_path: Path, arrival: str) -> None:
+def test_arrival_order_does_not_change_the_flows(new_store: Callable[..., Any], arrival: str) -> None:
     # GIVEN two chains stored in the order they were made
     services = Services()
     order_chain(services, "o-1")
     order_chain(services, "o-2", fail=True)
     spans = services.spans()
-    in_order = SQLiteStore(tmp_path / "in-order.db")
+    in_order = new_store("in-order")
     post(in_order, spans)
     # WHEN the same spans arrive in another order, over other requests
-    other = SQLiteStore(tmp_path / "other.db")
+    other = new_store("other")
     shuffled = list(spans)
     random.Random(7).shuffle(shuffled)
     if arrival == "reversed":
@@ -194,7 +196,7 @@ def test_arrival_order_does_not_change_the_flows(tmp_path: Path, arrival: str) -
     assert _flow_shape(other, spans) == _flow_shape(in_order, spans)
 
 
-def test_a_shared_message_id_alone_joins_producer_and_consumer(store: SQLiteStore) -> None:
+def test_a_shared_message_id_alone_joins_producer_and_consumer(store: Any) -> None:
     services = Services()
     order_chain(services, "o-9", links=False)
     spans = services.spans()
@@ -202,7 +204,7 @@ def test_a_shared_message_id_alone_joins_producer_and_consumer(store: SQLiteStor
     assert len(flows_by_trace(store, spans)) == 1
 
 
-def test_a_message_id_on_another_destination_does_not_join(store: SQLiteStore) -> None:
+def test_a_message_id_on_another_destination_does_not_join(store: Any) -> None:
     # GIVEN a producer and a consumer with the same message id but on different destinations
     services = Services()
     tracer = services.tracer("svc")
@@ -214,7 +216,7 @@ def test_a_message_id_on_another_destination_does_not_join(store: SQLiteStore) -
     assert len(flows_by_trace(store, services.spans())) == 2
 
 
-def test_unrelated_chains_stay_separate_flows(store: SQLiteStore) -> None:
+def test_unrelated_chains_stay_separate_flows(store: Any) -> None:
     services = Services()
     order_chain(services, "o-1")
     order_chain(services, "o-2")
@@ -225,7 +227,7 @@ def test_unrelated_chains_stay_separate_flows(store: SQLiteStore) -> None:
     assert sorted(len(traces) for traces in flows.values()) == [3, 3]
 
 
-def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: SQLiteStore) -> None:
+def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: Any) -> None:
     # GIVEN trace A, and trace C that links to a trace B not stored yet: two flows
     services = Services()
     tracer = services.tracer("svc")
@@ -262,7 +264,7 @@ def test_a_late_link_merges_two_flows_and_the_old_id_still_resolves(store: SQLit
     assert summary is not None and summary.trace_count == 3 and summary.span_count == 3
 
 
-def test_a_batch_trace_linking_many_messages_merges_none_of_their_flows(store: SQLiteStore) -> None:
+def test_a_batch_trace_linking_many_messages_merges_none_of_their_flows(store: Any) -> None:
     # GIVEN two orders, two flows
     services = Services()
     tracer = services.tracer("svc")
@@ -282,7 +284,7 @@ def test_a_batch_trace_linking_many_messages_merges_none_of_their_flows(store: S
     assert len(flows_by_trace(store, services.spans())) == 3
 
 
-def test_resent_spans_are_not_counted_twice(store: SQLiteStore) -> None:
+def test_resent_spans_are_not_counted_twice(store: Any) -> None:
     services = Services()
     order_chain(services, "o-1")
     spans = services.spans()
@@ -295,7 +297,7 @@ def test_resent_spans_are_not_counted_twice(store: SQLiteStore) -> None:
     assert (summary.span_count, summary.trace_count) == (5, 3)
 
 
-def test_flows_are_found_by_correlation_id_message_id_service_and_status(store: SQLiteStore) -> None:
+def test_flows_are_found_by_correlation_id_message_id_service_and_status(store: Any) -> None:
     services = Services()
     order_chain(services, "o-1")
     order_chain(services, "o-2", fail=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -80,13 +82,13 @@ def dataset() -> list[ExportTraceServiceRequest]:
 
 
 @pytest.mark.parametrize("arrival", ["in order", "reversed", "shuffled"])
-def test_the_graph_equals_the_hand_computed_one(tmp_path: Path, arrival: str) -> None:
+def test_the_graph_equals_the_hand_computed_one(new_store: Callable[..., Any], arrival: str) -> None:
     requests = dataset()
     if arrival == "reversed":
         requests.reverse()
     elif arrival == "shuffled":
         random.Random(3).shuffle(requests)
-    store = SQLiteStore(tmp_path / "graph.db")
+    store = new_store("graph")
     for request in requests:  # one request per span, each stitched on its own: the worst order case
         store.write([request])
     graph = QueryLayer(store).graph(T0, T0 + HOUR)
@@ -133,14 +135,15 @@ def test_the_graph_equals_the_hand_computed_one(tmp_path: Path, arrival: str) ->
     assert publish.red.rate_per_second == pytest.approx(10 / 3600)
 
 
-def test_no_hops_outside_the_range(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "graph.db")
+def test_no_hops_outside_the_range(new_store: Callable[..., Any]) -> None:
+    store = new_store("graph")
     store.write(dataset())
     graph = QueryLayer(store).graph(T0 + HOUR, T0 + 2 * HOUR)
     assert graph.nodes == [] and graph.edges == []
 
 
 def test_a_hop_whose_partner_never_arrives_is_given_up_after_an_hour(tmp_path: Path) -> None:
+    """SQLite only: it reads the SQLite store's own pending_hops table."""
     # GIVEN a server span whose client parent (an uninstrumented caller) never arrives
     store = SQLiteStore(tmp_path / "graph.db")
     store.write([_span("api", trace_id=os.urandom(16), span_id=os.urandom(8), parent_span_id=os.urandom(8),
@@ -161,7 +164,9 @@ def test_a_hop_whose_partner_never_arrives_is_given_up_after_an_hour(tmp_path: P
 
 
 @pytest.mark.parametrize("producer_first", [True, False])
-def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(tmp_path: Path, producer_first: bool) -> None:
+def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(
+    new_store: Callable[..., Any], producer_first: bool
+) -> None:
     # GIVEN a producer and a consumer in two traces with no link, sharing message id and destination;
     # the consumer starts 25 ms after the producer ends
     queue = {
@@ -175,7 +180,7 @@ def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(tmp_path: Path, pro
     consumer = _span("shipping", trace_id=os.urandom(16), span_id=os.urandom(8), name="shipping process",
                      kind=K.SPAN_KIND_CONSUMER, start_time_unix_nano=T0 + 30 * MS,
                      end_time_unix_nano=T0 + 40 * MS, attributes=queue)  # fmt: skip
-    store = SQLiteStore(tmp_path / "graph.db")
+    store = new_store("graph")
     # WHEN they arrive in either order
     for request in [producer, consumer] if producer_first else [consumer, producer]:
         store.write([request])
@@ -188,6 +193,7 @@ def test_a_hop_joined_by_message_id_alone_has_its_queue_wait(tmp_path: Path, pro
 
 
 def test_an_http_call_with_no_server_beneath_it_becomes_an_external_node(tmp_path: Path) -> None:
+    """SQLite only: it reads the SQLite store's own pending_hops table."""
     # GIVEN two HTTP client calls from billing: one to an uninstrumented host, one to payments, whose server
     # span arrives after its client span
     store = SQLiteStore(tmp_path / "graph.db")

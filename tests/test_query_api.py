@@ -21,10 +21,18 @@ from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.sqlite import SQLiteStore
 
 
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
-    """A collector holding three order chains (o-1 ok, o-2 failed, o-3 ok), sent by the SDK's exporter."""
-    collector = CollectorProcess(db=tmp_path_factory.mktemp("api") / "hopscope.db", args=[]).start()
+@pytest.fixture(scope="module", params=["sqlite", "chdb"])
+def collector(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CollectorProcess]:
+    """A collector holding three order chains (o-1 ok, o-2 failed, o-3 ok), sent by the SDK's exporter.
+
+    Part of the shared store suite: every test here runs against a collector storing in SQLite and one
+    storing in ClickHouse (``--store chdb://``, in the collector's own process).
+    """
+    folder = tmp_path_factory.mktemp("api")
+    args = [] if request.param == "sqlite" else ["--store", f"chdb://{folder}/clickhouse"]
+    collector = CollectorProcess(db=folder / "hopscope.db", args=args).start()
     services = Services()
     for order_id, fail in (("o-1", False), ("o-2", True), ("o-3", False)):
         order_chain(services, order_id, fail=fail)

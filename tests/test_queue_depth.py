@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from hopscope.collector.aws import aws_client
 from hopscope.collector.query import QueryLayer
 from hopscope.collector.settings import SqsSettings
 from hopscope.collector.sqs_poller import QueuePoller
-from hopscope.collector.store.sqlite import SQLiteStore
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 COUNTS = [
@@ -40,13 +39,12 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "hopscope.db")
-    yield store
-    store.close()
+def store(new_store: Callable[..., Any]) -> Any:
+    """Part of the shared store suite: the poller's series and summaries on SQLite and on ClickHouse."""
+    return new_store("hopscope")
 
 
-def poller_for(moto: MotoServer, store: SQLiteStore, **settings: Any) -> QueuePoller:
+def poller_for(moto: MotoServer, store: Any, **settings: Any) -> QueuePoller:
     return QueuePoller(store, SqsSettings(endpoint_url=moto.url, **settings))
 
 
@@ -67,7 +65,7 @@ def reported(moto: MotoServer, url: str) -> tuple[int, int, int]:
     return tuple(int(attributes[name]) for name in COUNTS)  # type: ignore[return-value]
 
 
-def test_the_depth_series_follows_a_scripted_load_exactly(moto: MotoServer, store: SQLiteStore) -> None:
+def test_the_depth_series_follows_a_scripted_load_exactly(moto: MotoServer, store: Any) -> None:
     urls = make_queues(moto)
     sqs = moto.client("sqs")
     poller = poller_for(moto, store)
@@ -95,7 +93,7 @@ def test_the_depth_series_follows_a_scripted_load_exactly(moto: MotoServer, stor
     assert [(s.visible, s.in_flight, s.delayed) for s in samples] == expected
 
 
-def test_queues_know_their_dead_letter_queue_and_sources(moto: MotoServer, store: SQLiteStore) -> None:
+def test_queues_know_their_dead_letter_queue_and_sources(moto: MotoServer, store: Any) -> None:
     make_queues(moto)
     poller_for(moto, store).poll_once()
     queues = {q.name: q for q in QueryLayer(store).queues()}
@@ -106,7 +104,7 @@ def test_queues_know_their_dead_letter_queue_and_sources(moto: MotoServer, store
 
 
 def test_the_oldest_age_is_estimated_on_dead_letter_queues_only_where_cloudwatch_has_none(
-    moto: MotoServer, store: SQLiteStore
+    moto: MotoServer, store: Any
 ) -> None:
     urls = make_queues(moto)
     sqs = moto.client("sqs")
@@ -125,7 +123,7 @@ def test_the_oldest_age_is_estimated_on_dead_letter_queues_only_where_cloudwatch
 
 
 def test_a_deleted_queue_records_its_error_and_the_others_are_still_polled(
-    moto: MotoServer, store: SQLiteStore
+    moto: MotoServer, store: Any
 ) -> None:
     urls = make_queues(moto)
     poller = poller_for(moto, store)
@@ -142,7 +140,7 @@ def test_a_deleted_queue_records_its_error_and_the_others_are_still_polled(
 
 
 def test_a_forbidden_queue_records_access_denied_and_the_others_are_still_polled(
-    tmp_path: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a moto server that enforces IAM after the set-up calls, and a poller whose user may not read
     # one queue's attributes
@@ -174,13 +172,13 @@ def test_a_forbidden_queue_records_access_denied_and_the_others_are_still_polled
     assert [s.queue_name for s in result.samples] == ["open"]
 
 
-def test_the_prefix_limits_discovery(moto: MotoServer, store: SQLiteStore) -> None:
+def test_the_prefix_limits_discovery(moto: MotoServer, store: Any) -> None:
     make_queues(moto)
     result = poller_for(moto, store, queue_prefix="ship").poll_once()
     assert sorted(q.name for q in result.queues) == ["shipping", "shipping-dlq"]
 
 
-def test_api_calls_grow_with_queues_not_messages(moto: MotoServer, store: SQLiteStore) -> None:
+def test_api_calls_grow_with_queues_not_messages(moto: MotoServer, store: Any) -> None:
     urls = make_queues(moto)
     sqs = moto.client("sqs")
     for url in urls.values():
@@ -199,7 +197,7 @@ def test_api_calls_grow_with_queues_not_messages(moto: MotoServer, store: SQLite
     assert poller.poll_once().api_calls == many + 1  # one more GetQueueAttributes
 
 
-def test_the_poller_needs_only_the_read_only_policy(moto: MotoServer, store: SQLiteStore) -> None:
+def test_the_poller_needs_only_the_read_only_policy(moto: MotoServer, store: Any) -> None:
     urls = make_queues(moto)
     moto.client("sqs").send_message(QueueUrl=urls["billing"], MessageBody="x")
     called: set[str] = set()

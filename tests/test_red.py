@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -11,7 +12,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp_samples import attrs
 
 from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
 
 MINUTE = 60 * 10**9
 T0 = 1_800_000_000 * 10**9  # a whole minute
@@ -40,7 +40,7 @@ def _request(service: str, spans: list[tuple[str, int, int, int, bool]]) -> Expo
 
 
 @pytest.fixture
-def layer(tmp_path: Path) -> QueryLayer:
+def layer(new_store: Callable[..., Any]) -> QueryLayer:
     # GIVEN billing: 100 "POST /charges" server spans of 1..100 ms (every 20th failing) in minute 0,
     # 20 "billing process" consumer spans of 200 ms in minute 1, and 50 client spans that RED leaves out
     charges = [
@@ -52,7 +52,7 @@ def layer(tmp_path: Path) -> QueryLayer:
         for i in range(20)
     ]
     client = [("DynamoDB.PutItem", Span.SpanKind.SPAN_KIND_CLIENT, i * MS, 5 * MS, True) for i in range(50)]
-    store = SQLiteStore(tmp_path / "red.db")
+    store = new_store("red")
     store.write([_request("billing", charges + client), _request("billing", process)])
     store.write(
         [_request("shipping", [("shipping process", Span.SpanKind.SPAN_KIND_CONSUMER, 0, 7 * MS, True)])]
@@ -96,13 +96,13 @@ def test_a_service_series_sums_its_entry_operations_per_step(layer: QueryLayer) 
     assert point.red.p95_ms == pytest.approx(200, rel=HISTOGRAM_ERROR)
 
 
-def test_rollups_are_the_same_whatever_the_chunking(tmp_path: Path) -> None:
+def test_rollups_are_the_same_whatever_the_chunking(new_store: Callable[..., Any]) -> None:
     spans = [
         ("op", Span.SpanKind.SPAN_KIND_SERVER, i * MS, (i % 37 + 1) * MS, i % 11 == 0) for i in range(300)
     ]
-    one = SQLiteStore(tmp_path / "one.db")
+    one = new_store("one")
     one.write([_request("svc", spans)])
-    many = SQLiteStore(tmp_path / "many.db")
+    many = new_store("many")
     many.write_prepared([many.prepare(_request("svc", spans[i : i + 7])) for i in range(0, 300, 7)])
     while many.stitch_flows(13):
         pass

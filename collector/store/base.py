@@ -24,6 +24,10 @@ class SpanStore(Protocol[Prepared]):
     any thread (and from other processes that open the same store read-only).
     """
 
+    @property
+    def label(self) -> str:
+        """Where the spans are (a path or a URL without password), for logs and messages."""
+
     def prepare(self, request: ExportTraceServiceRequest) -> Prepared:
         """The request's spans in the form ``write_prepared`` takes; never touches the database."""
 
@@ -40,6 +44,10 @@ class SpanStore(Protocol[Prepared]):
     @property
     def flows_pending(self) -> bool:
         """True while written spans wait for :meth:`stitch_flows` (writer thread only)."""
+
+    @property
+    def feed_poll_seconds(self) -> float | None:
+        """How often the writer should look for spans written by others (None: only this store writes)."""
 
     def stitch_flows(self, max_spans: int) -> int:
         """Fold up to ``max_spans`` of the oldest unstitched spans into flows; returns how many."""

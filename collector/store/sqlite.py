@@ -145,6 +145,11 @@ class SQLiteStore:
             self._checkpointer = _Checkpointer(self._connect_rw())
             self._load_stitch_position()
 
+    @property
+    def label(self) -> str:
+        """Where the spans are, for logs and messages."""
+        return str(self.path.resolve())
+
     # -- connections -----------------------------------------------------------------------------------
 
     def _open_writer(self, durable: bool) -> sqlite3.Connection:
@@ -287,6 +292,11 @@ class SQLiteStore:
     def flows_pending(self) -> bool:
         """True while stored spans wait for :meth:`stitch_flows`."""
         return self._stitched_through < self._last_span_pk
+
+    @property
+    def feed_poll_seconds(self) -> float | None:
+        """Only this store's writer adds spans to the file: nothing to look for."""
+        return None
 
     def stitch_flows(self, max_spans: int) -> int:
         """Fold up to ``max_spans`` spans, the oldest not yet stitched, into their flows; returns how many.

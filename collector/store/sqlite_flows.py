@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
 
+from hopscope.collector import flow_groups
 from hopscope.collector.flow_facts import TraceFacts
+from hopscope.collector.flow_groups import MAX_NS, chunks, combine, connected_groups, fold
 from hopscope.collector.flow_model import FlowFilter, FlowSort, FlowSummary
 
 # Schema version 2: flows. Applied as a migration on top of version 1.
@@ -62,11 +63,8 @@ CREATE TABLE IF NOT EXISTS message_keys (
 ) WITHOUT ROWID;
 """
 
-_MAX_NS = 2**63 - 1
-# A trace that links to more traces than this is a batch (one consumer invocation for many messages): its
-# links would merge the flows of unrelated messages, so they join nothing. The per-message spans that
-# hopscope's process_batch makes are traces of their own, linked to one producer each, and join as usual.
-MAX_JOINING_LINKED_TRACES = 1
+# Kept importable from here; flow_groups owns it.
+MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
 
 
 class FlowStitcher:
@@ -80,7 +78,7 @@ class FlowStitcher:
         self._conn = conn
 
     def apply(self, traces: Iterable[TraceFacts]) -> None:
-        batch = _combine(traces)
+        batch = combine(traces)
         if not batch:
             return
         linked = {linked for facts in batch.values() for linked in facts.linked_traces}
@@ -89,20 +87,21 @@ class FlowStitcher:
         key_flows = self._flows_of_message_keys(keys)
         rows = _Rows()
         (last_flow_id,) = self._conn.execute("SELECT coalesce(max(flow_id), 0) FROM flows").fetchone()
-        for members in _connected_groups(batch):
+        for members in connected_groups(batch):
             total = TraceFacts(b"")
             new_with_spans = 0
-            flows = {known[t][0] for t in members if t in known}
+            flows = {rows.standing(known[t][0]) for t in members if t in known}
             for facts in (batch[t] for t in members if t in batch):
-                _fold(total, facts)
+                fold(total, facts)
                 previous = known.get(facts.trace_id)
                 new_with_spans += previous is None or previous[1] == 0
                 for key in facts.message_keys:
-                    flows.update(key_flows.get(key, ()))
+                    flows.update(rows.standing(flow) for flow in key_flows.get(key, ()))
             if flows:
                 flow_id = min(flows)
                 for other in sorted(flows - {flow_id}):
                     self._absorb(flow_id, other)
+                    rows.absorbed[other] = flow_id
                 if total.span_count:
                     self._grow(flow_id, total, new_with_spans)
             else:  # ids handed out here; the single writer makes that safe
@@ -115,7 +114,7 @@ class FlowStitcher:
     def _known_traces(self, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int]]:
         """trace id -> (standing flow, spans stored) for the traces already known."""
         known: dict[bytes, tuple[int, int]] = {}
-        for chunk in _chunks(trace_ids):
+        for chunk in chunks(trace_ids):
             marks = ",".join("?" * len(chunk))
             query = f"SELECT trace_id, flow_id, span_count FROM trace_flows WHERE trace_id IN ({marks})"
             for trace_id, flow_id, span_count in self._conn.execute(query, chunk):
@@ -125,7 +124,7 @@ class FlowStitcher:
     def _flows_of_message_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
         found: dict[tuple[str, str], set[int]] = {}
         message_ids = sorted({message_id for message_id, _ in keys})
-        for chunk in _chunks(message_ids):
+        for chunk in chunks(message_ids):
             marks = ",".join("?" * len(chunk))
             query = (
                 "SELECT m.message_id, m.destination, t.flow_id FROM message_keys m "
@@ -138,7 +137,7 @@ class FlowStitcher:
 
     def _grow(self, flow_id: int, total: TraceFacts, traces: int) -> None:
         """Fold new spans (or a whole absorbed flow) into a flow's summary."""
-        entry_start, entry_service, entry_operation = total.entry or (_MAX_NS, None, None)
+        entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
         self._conn.execute(
             """
             UPDATE flows SET
@@ -157,7 +156,7 @@ class FlowStitcher:
             """,
             {
                 "flow_id": flow_id,
-                "max": _MAX_NS,
+                "max": MAX_NS,
                 "start": total.start_unix_nano,
                 "end": total.end_unix_nano,
                 "spans": total.span_count,
@@ -213,6 +212,14 @@ class _Rows:
         self.message_keys: list[tuple[str, str, bytes]] = []
         self.operations: list[tuple[str, str, int]] = []
         self.correlations: list[tuple[str, int]] = []
+        # Flows that an earlier group of this batch merged away: the flows read before the batch (and the
+        # rows above) may still name them.
+        self.absorbed: dict[int, int] = {}
+
+    def standing(self, flow_id: int) -> int:
+        while flow_id in self.absorbed:
+            flow_id = self.absorbed[flow_id]
+        return flow_id
 
     def add_group(
         self,
@@ -243,8 +250,10 @@ class _Rows:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.flows,
         )
+        standing = self.standing
         conn.executemany(
-            "INSERT INTO trace_flows (trace_id, flow_id, span_count) VALUES (?, ?, ?)", self.new_traces
+            "INSERT INTO trace_flows (trace_id, flow_id, span_count) VALUES (?, ?, ?)",
+            [(trace_id, standing(flow_id), spans) for trace_id, flow_id, spans in self.new_traces],
         )
         conn.executemany(
             "UPDATE trace_flows SET span_count = span_count + ? WHERE trace_id = ?", self.grown_traces
@@ -255,16 +264,16 @@ class _Rows:
         )
         conn.executemany(
             "INSERT OR IGNORE INTO flow_operations (operation, service_name, flow_id) VALUES (?, ?, ?)",
-            self.operations,
+            [(operation, service, standing(flow_id)) for operation, service, flow_id in self.operations],
         )
         conn.executemany(
             "INSERT OR IGNORE INTO flow_correlations (correlation_id, flow_id) VALUES (?, ?)",
-            self.correlations,
+            [(correlation_id, standing(flow_id)) for correlation_id, flow_id in self.correlations],
         )
 
 
 def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...]:
-    entry_start, entry_service, entry_operation = total.entry or (_MAX_NS, None, None)
+    entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
     has_spans = total.span_count > 0
     return (
         flow_id,
@@ -278,65 +287,6 @@ def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...
         entry_service,
         entry_operation,
     )
-
-
-def _combine(traces: Iterable[TraceFacts]) -> dict[bytes, TraceFacts]:
-    """One TraceFacts per trace: a group commit may carry the same trace from several requests."""
-    combined: dict[bytes, TraceFacts] = {}
-    for facts in traces:
-        if facts.trace_id in combined:
-            _fold(combined[facts.trace_id], facts)
-        else:
-            combined[facts.trace_id] = facts
-    return combined
-
-
-def _fold(into: TraceFacts, facts: TraceFacts) -> None:
-    into.span_count += facts.span_count
-    into.start_unix_nano = min(into.start_unix_nano, facts.start_unix_nano)
-    into.end_unix_nano = max(into.end_unix_nano, facts.end_unix_nano)
-    into.error_count += facts.error_count
-    into.max_receive_count = max(into.max_receive_count, facts.max_receive_count)
-    if facts.entry is not None and (into.entry is None or facts.entry[0] < into.entry[0]):
-        into.entry = facts.entry
-    into.operations |= facts.operations
-    into.correlation_ids |= facts.correlation_ids
-    into.linked_traces |= facts.linked_traces
-    into.message_keys |= facts.message_keys
-
-
-def _connected_groups(batch: dict[bytes, TraceFacts]) -> list[list[bytes]]:
-    """Trace ids joined within the batch by links or shared message keys (linked ids included)."""
-    parent: dict[object, object] = {}
-
-    def find(node: object) -> object:
-        root = parent.setdefault(node, node)
-        while root != parent[root]:
-            root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
-
-    def join(a: object, b: object) -> None:
-        parent[find(a)] = find(b)
-
-    for trace_id, facts in batch.items():
-        find(trace_id)
-        if len(facts.linked_traces) <= MAX_JOINING_LINKED_TRACES:
-            for linked in facts.linked_traces:
-                join(trace_id, linked)
-        for key in facts.message_keys:
-            join(trace_id, key)
-    groups: dict[object, list[bytes]] = {}
-    for node in parent:
-        if isinstance(node, bytes):
-            groups.setdefault(find(node), []).append(node)
-    return list(groups.values())
-
-
-def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # -- reading ---------------------------------------------------------------------------------------------

@@ -27,6 +27,14 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector import conventions, latency_histogram
+from hopscope.collector.graph_hops import (
+    BUCKET_NS,
+    DEFAULT_MESSAGING_SYSTEM,
+    DEPENDENCY_KEYS,
+    EXTERNAL_GRACE_NS,
+    EXTERNAL_KEYS,
+    PENDING_HOP_TTL_NS,
+)
 from hopscope.collector.otlp_values import any_value
 from hopscope.collector.red_model import HopRollup
 
@@ -54,22 +62,14 @@ CREATE INDEX IF NOT EXISTS pending_hops_by_span ON pending_hops (trace_id, span_
 CREATE INDEX IF NOT EXISTS pending_hops_by_age ON pending_hops (waiting_since_unix_nano);
 """
 
-BUCKET_NS = 60 * 1_000_000_000
-# A hop whose partner has not arrived after this long never will (an uninstrumented caller, a sampled-out
-# producer): it is given up, so pending_hops stays small.
-PENDING_HOP_TTL_NS = 3600 * 1_000_000_000
-# An HTTP client span with no server span beneath it after this long counts as a call to an external
-# dependency (named from server.address); until then its server span may still arrive.
-EXTERNAL_GRACE_NS = 60 * 1_000_000_000
 _EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KIND = Span.SpanKind
-_EXTERNAL_KEYS = ("rpc.service", "db.system", "server.address")
 # The only attributes the graph reads; converting just these keeps stitching cheap.
 _GRAPH_KEYS = frozenset(
     {
-        *_EXTERNAL_KEYS,
-        "rpc.system",
+        *EXTERNAL_KEYS,
+        *DEPENDENCY_KEYS,
         conventions.DESTINATION_NAME,
         conventions.MESSAGING_SYSTEM,
         conventions.RECEIVE_COUNT,
@@ -106,7 +106,7 @@ class _SpanInfo:
         name = self.attributes.get(conventions.DESTINATION_NAME)
         if not name:
             return None
-        system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, "messaging"))
+        system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, DEFAULT_MESSAGING_SYSTEM))
         return f"{system}:{name}"
 
 
@@ -160,8 +160,8 @@ class GraphRollups:
                 if message_key is not None:
                     self._resolve(conn, *message_key, info)
             elif span.kind == _KIND.SPAN_KIND_CLIENT:
-                external = next((info.attributes[k] for k in _EXTERNAL_KEYS if info.attributes.get(k)), None)
-                is_dependency = any(k in info.attributes for k in ("rpc.system", "db.system"))
+                external = next((info.attributes[k] for k in EXTERNAL_KEYS if info.attributes.get(k)), None)
+                is_dependency = any(k in info.attributes for k in DEPENDENCY_KEYS)
                 if external is not None and is_dependency:
                     self._count(f"service:{service}", f"external:{external}", "external", info)
                 served = self._resolve(conn, trace_id, span_id, info)

@@ -1,0 +1,444 @@
+"""The ClickHouse span store: spans in the OpenTelemetry Collector exporter's ``otel_traces``, hopscope's own
+tables beside them.
+
+- Spans are rows of ``otel_traces`` as the exporter writes them, so a fleet of Collectors and hopscope's own
+  collector can write the same table, and the dashboard reads either.
+- Flows are stitched from ``hopscope_span_feed`` (filled by a materialized view on every insert into
+  ``otel_traces``) by whichever ``hopscope collector`` has the store open for writing, receiver or not.
+- RED rollups and the service graph are computed at query time from ``otel_traces``: aggregating a day of
+  spans is what ClickHouse is built for, and it needs no state that only hopscope's ingest could keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from hopscope.collector.flow_facts import FlowFacts
+from hopscope.collector.flow_model import FlowFilter, FlowSummary
+from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
+from hopscope.collector.red_model import HopRollup, Rollup, RollupRow
+from hopscope.collector.store import clickhouse_flows, clickhouse_graph, clickhouse_rows, clickhouse_schema
+from hopscope.collector.store.clickhouse_client import ClickHouseClient, ClickHouseError
+from hopscope.collector.store.clickhouse_rows import (
+    DATETIME_COLUMNS,
+    ERROR_STATUS_NAMES,
+    KIND_BY_NAME,
+    SELECT_SPAN,
+    SPAN_COLUMNS,
+    kind_names,
+)
+from hopscope.collector.store.sqlite import STITCH_CHUNK_SPANS, StoreError
+
+log = logging.getLogger(__name__)
+
+BUCKET_NS = 60 * 1_000_000_000
+# How often a writer looks for spans that others (OpenTelemetry Collectors) inserted.
+FEED_POLL_SECONDS = 1.0
+# The SQL twin of latency_histogram.bin_of.
+_BIN = "if(Duration <= 1000, 0, toUInt32(floor(log2(Duration / 1000) * 8)) + 1)"
+_ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
+_WATERMARK_KEY = "feed_watermark_unix_nano"
+
+
+class ClickHouseStore:
+    """One ClickHouse database. Writes come from one writer thread (plus the SQS poller's own calls).
+
+    ``settle_seconds`` is how long after arriving a span waits before it is stitched: concurrent inserts by
+    other writers become visible a little out of order, and a span stitched past would be missed.
+    """
+
+    def __init__(
+        self,
+        client: ClickHouseClient,
+        *,
+        read_only: bool = False,
+        label: str | None = None,
+        settle_seconds: float | None = None,
+    ) -> None:
+        self.client = client
+        self.read_only = read_only
+        self.label = label or f"ClickHouse database {client.database}"
+        self._db = client.database
+        self._settle_ms = int(
+            1000 * (settle_seconds if settle_seconds is not None else 0.0 if _in_process(client) else 2.0)
+        )
+        self._watermark = 0
+        self._feed_checked = 0.0
+        self._feed_ready = False
+        if read_only:
+            if not self._has_table("otel_traces"):
+                raise StoreError(f"{self.label} has no otel_traces table")
+        else:
+            clickhouse_schema.create(client, clickhouse_flows.FLOWS_DDL)
+            self._watermark = self._load_watermark()
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> str:
+        return f"{self._db}.{name}"
+
+    def _has_table(self, name: str) -> bool:
+        rows = self.client.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+            {"db": self._db, "name": name},
+        )
+        return bool(rows[0][0])
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.label} was opened read-only")
+
+    def _load_watermark(self) -> int:
+        rows = self.client.query(
+            f"SELECT argMax(Value, Version) FROM {self._table('hopscope_meta')} WHERE Key = {{key:String}}",
+            {"key": _WATERMARK_KEY},
+        )
+        return int(rows[0][0]) if rows and rows[0][0] else 0
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def prepare(self, request: ExportTraceServiceRequest) -> list[tuple[object, ...]]:
+        return clickhouse_rows.span_rows(request)
+
+    def write_prepared(self, batches: Sequence[list[tuple[object, ...]]]) -> int:
+        self._writable()
+        rows = [row for batch in batches for row in batch]
+        self.client.insert(self._table("otel_traces"), SPAN_COLUMNS, rows, DATETIME_COLUMNS)
+        self._feed_checked = 0.0  # look at the feed again now
+        return len(rows)
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        written = self.write_prepared([self.prepare(request) for request in requests])
+        self.catch_up()
+        return written
+
+    def catch_up(self) -> int:
+        """Stitch everything that has settled; for scripts, tests and ``--no-receiver`` jobs."""
+        total = 0
+        while stitched := self.stitch_flows(STITCH_CHUNK_SPANS):
+            total += stitched
+        return total
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while settled spans wait in the feed; looks at the feed at most every FEED_POLL_SECONDS."""
+        if self.read_only:
+            return False
+        now = time.monotonic()
+        if now - self._feed_checked >= FEED_POLL_SECONDS:
+            self._feed_checked = now
+            try:
+                rows = self.client.query(
+                    f"SELECT count() FROM (SELECT 1 FROM {self._table('hopscope_span_feed')} "
+                    f"WHERE {self._feed_window()} LIMIT 1)",
+                    {"after": self._watermark, "settle": self._settle_ms},
+                )
+                self._feed_ready = bool(rows[0][0])
+            except ClickHouseError as exc:
+                log.warning("cannot look at the span feed: %s", exc)
+                self._feed_ready = False
+        return self._feed_ready
+
+    @property
+    def feed_poll_seconds(self) -> float:
+        return FEED_POLL_SECONDS
+
+    def _feed_window(self) -> str:
+        return (
+            "Arrived > fromUnixTimestamp64Nano({after:Int64}) "
+            "AND Arrived <= now64(9) - toIntervalMillisecond({settle:UInt32})"
+        )
+
+    def stitch_flows(self, max_spans: int) -> int:
+        """Fold the oldest settled spans of the feed into flows (rows inserted together stay together)."""
+        self._writable()
+        rows = self.client.query(
+            "SELECT toUnixTimestamp64Nano(Arrived), TraceId, SpanId, ParentSpanId = '', SpanName, SpanKind, "
+            "ServiceName, toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, FlowAttributes, LinkedTraceIds "
+            f"FROM {self._table('hopscope_span_feed')} WHERE {self._feed_window()} "
+            "ORDER BY Arrived LIMIT {limit:UInt32} WITH TIES",
+            {"after": self._watermark, "settle": self._settle_ms, "limit": max_spans},
+        )
+        if not rows:
+            self._feed_ready = False
+            return 0
+        facts = FlowFacts()
+        seen = self._stitched_before({row[1] for row in rows})
+        new: list[tuple[str, str]] = []
+        for _, trace, span, root, name, kind, service, start, duration, status, attributes, links in rows:
+            if (trace, span) in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
+                continue
+            seen.add((trace, span))
+            new.append((trace, span))
+            start = int(start)
+            facts.add_row(
+                bytes.fromhex(trace),
+                start,
+                start + int(duration),
+                status in ERROR_STATUS_NAMES,
+                bool(root),
+                service,
+                name,
+                KIND_BY_NAME.get(kind, 0),
+                [bytes.fromhex(link) for link in links],
+                attributes,
+            )
+        clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
+        self.client.insert(self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), new)
+        through = int(rows[-1][0])
+        self.client.insert(
+            self._table("hopscope_meta"),
+            ("Key", "Value", "Version"),
+            [(_WATERMARK_KEY, str(through), time.time_ns())],
+        )
+        self._watermark = through
+        self._feed_checked = 0.0
+        return len(rows)
+
+    def _stitched_before(self, trace_ids: set[str]) -> set[tuple[str, str]]:
+        rows = self.client.query(
+            f"SELECT TraceId, SpanId FROM {self._table('hopscope_stitched_spans')} "
+            "WHERE TraceId IN {traces:Array(String)}",
+            {"traces": sorted(trace_ids)},
+        )
+        return {(trace_id, span_id) for trace_id, span_id in rows}
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """ClickHouse deletes whole parts best: a lightweight DELETE of everything past the cutoff at once
+        (``limit`` is not honoured). At scale, a TTL on the table (the exporter's ``ttl``) is better."""
+        self._writable()
+        where = "Timestamp < fromUnixTimestamp64Nano({cutoff:Int64})"
+        params = {"cutoff": cutoff_unix_nano}
+        (count,) = self.client.query(
+            f"SELECT count() FROM {self._table('otel_traces')} WHERE {where}", params
+        )[0]
+        if count:
+            self.client.command(f"DELETE FROM {self._table('otel_traces')} WHERE {where}", params)
+        return int(count)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_trace(self, trace_id: bytes) -> TracesData | None:
+        hex_id = trace_id.hex()
+        bounds = self.client.query(
+            f"SELECT toInt64(toUnixTimestamp(min(Start))), toInt64(toUnixTimestamp(max(End))), count() "
+            f"FROM {self._table('otel_traces_trace_id_ts')} "
+            "WHERE TraceId = {trace:String}",
+            {"trace": hex_id},
+        )
+        if not bounds or not bounds[0][2]:
+            return None
+        start, end, _ = bounds[0]
+        rows = self.client.query(
+            f"SELECT {SELECT_SPAN} FROM {self._table('otel_traces')} WHERE TraceId = {{trace:String}} "
+            "AND Timestamp >= toDateTime({start:Int64}) AND Timestamp < toDateTime({end:Int64}) "
+            "ORDER BY Timestamp, SpanId LIMIT 1 BY SpanId",
+            {"trace": hex_id, "start": int(start) - 1, "end": int(end) + 2},
+        )
+        return clickhouse_rows.traces_data(rows) if rows else None
+
+    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
+        combined = TracesData()
+        for trace_id in trace_ids:
+            traces = self.get_trace(trace_id)
+            if traces is not None:
+                combined.resource_spans.extend(traces.resource_spans)
+        return combined
+
+    def resolve_flow(self, flow_id: int) -> int | None:
+        return clickhouse_flows.resolve_flow(self.client, flow_id)
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return clickhouse_flows.flow_of_trace(self.client, trace_id)
+
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return clickhouse_flows.flow_of_message(self.client, message_id, destination)
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes]:
+        return clickhouse_flows.flow_trace_ids(self.client, flow_id)
+
+    def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
+        return clickhouse_flows.flow_summaries(self.client, flow_ids)
+
+    def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+        return clickhouse_flows.search_flow_ids(self.client, criteria, limit, offset)
+
+    def red_rollups(
+        self,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        kinds: Sequence[int] = (),
+    ) -> list[RollupRow]:
+        """Per-minute RED rollups, aggregated from the spans at query time."""
+        where = [
+            "Timestamp >= fromUnixTimestamp64Nano({since:Int64})",
+            "Timestamp < fromUnixTimestamp64Nano({until:Int64})",
+        ]
+        params: dict[str, object] = {
+            "since": since_unix_nano - since_unix_nano % BUCKET_NS,
+            "until": until_unix_nano,
+        }
+        if service is not None:
+            where.append("ServiceName = {service:String}")
+            params["service"] = service
+        if operation is not None:
+            where.append("SpanName = {operation:String}")
+            params["operation"] = operation
+        if kinds:
+            where.append("SpanKind IN {kinds:Array(String)}")
+            params["kinds"] = [name for kind in kinds for name in kind_names(kind)]
+        rows = self.client.query(
+            "SELECT ServiceName, SpanName, SpanKind, "
+            f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
+            f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]) "
+            f"FROM {self._table('otel_traces')} WHERE {' AND '.join(where)} "
+            "GROUP BY ServiceName, SpanName, SpanKind, bucket",
+            params,
+        )
+        return [
+            RollupRow(
+                service_name,
+                operation_name,
+                KIND_BY_NAME.get(kind, 0),
+                int(bucket),
+                Rollup(int(count), int(errors), int(total), _counter(histogram)),
+            )
+            for service_name, operation_name, kind, bucket, count, errors, total, histogram in rows
+        ]
+
+    def hop_rollups(
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+    ) -> list[tuple[str, str, str, HopRollup]]:
+        return clickhouse_graph.read_hop_rollups(self.client, since_unix_nano, until_unix_nano, kinds)
+
+    # -- queues ----------------------------------------------------------------------------------------
+
+    def record_queue_poll(
+        self,
+        polled_unix_nano: int,
+        queues: list[QueueState],
+        samples: list[DepthSample],
+        keep_after_unix_nano: int | None = None,
+    ) -> None:
+        self._writable()
+        failed = [queue.name for queue in queues if queue.error is not None]
+        previous = {summary.name: summary for summary in self.queue_summaries()} if failed else {}
+        version = time.time_ns()
+        rows: list[tuple[object, ...]] = []
+        for queue in queues:
+            if queue.error is None:
+                rows.append((queue.name, queue.url, queue.arn, queue.dlq_name, queue.max_receive_count,
+                             int(queue.fifo), polled_unix_nano, None, None, version))  # fmt: skip
+            else:  # an error keeps the last good metadata
+                last = previous.get(queue.name)
+                arn, dlq, max_receives = (
+                    (last.arn, last.dlq_name, last.max_receive_count) if last else (None, None, None)
+                )
+                rows.append((queue.name, queue.url, arn, dlq, max_receives, 0, polled_unix_nano, queue.error,
+                             polled_unix_nano, version))  # fmt: skip
+        self.client.insert(
+            self._table("hopscope_queues"),
+            ("Name", "Url", "Arn", "DlqName", "MaxReceiveCount", "Fifo", "LastPolled", "LastError",
+             "LastErrorAt", "Version"),
+            rows,
+        )  # fmt: skip
+        self.client.insert(
+            self._table("hopscope_queue_depth"),
+            ("QueueName", "Polled", "Visible", "InFlight", "Delayed", "OldestAgeSeconds", "AgeSource"),
+            [(s.queue_name, s.polled_unix_nano, s.visible, s.in_flight, s.delayed, s.oldest_age_seconds,
+              s.age_source) for s in samples],
+        )  # fmt: skip
+        if keep_after_unix_nano is not None:
+            self.client.command(
+                f"DELETE FROM {self._table('hopscope_queue_depth')} WHERE Polled < {{keep:Int64}}",
+                {"keep": keep_after_unix_nano},
+            )
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        rows = self.client.query(
+            "SELECT Name, Url, Arn, DlqName, MaxReceiveCount, LastPolled, LastError, LastErrorAt "
+            f"FROM {self._table('hopscope_queues')} FINAL ORDER BY Name"
+        )
+        latest = {
+            row[0]: _sample(row)
+            for row in self.client.query(
+                "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
+                f"FROM {self._table('hopscope_queue_depth')} ORDER BY QueueName, Polled DESC "
+                "LIMIT 1 BY QueueName"
+            )
+        }
+        sources: dict[str, list[str]] = {}
+        for name, _url, _arn, dlq_name, *_rest in rows:
+            if dlq_name:
+                sources.setdefault(dlq_name, []).append(name)
+        return [
+            QueueSummary(
+                name=name, url=url, arn=arn, dlq_name=dlq_name, max_receive_count=max_receive_count,
+                sources=sorted(sources.get(name, [])), latest=latest.get(name),
+                last_polled_unix_nano=last_polled, last_error=last_error, last_error_unix_nano=last_error_at,
+            )
+            for name, url, arn, dlq_name, max_receive_count, last_polled, last_error, last_error_at in rows
+        ]  # fmt: skip
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        known = self.client.query(
+            f"SELECT count() FROM {self._table('hopscope_queues')} WHERE Name = {{name:String}}",
+            {"name": queue_name},
+        )
+        if not known[0][0]:
+            return None
+        rows = self.client.query(
+            "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
+            f"FROM {self._table('hopscope_queue_depth')} FINAL WHERE QueueName = {{name:String}} "
+            "AND Polled >= {since:Int64} AND Polled < {until:Int64} "
+            "ORDER BY Polled DESC LIMIT {limit:UInt32}",
+            {"name": queue_name, "since": since_unix_nano, "until": until_unix_nano, "limit": limit},
+        )
+        return [_sample(row) for row in reversed(rows)]
+
+    def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
+        return clickhouse_graph.destinations_seen(self.client, "aws_sqs:", since_unix_nano)
+
+    # -- counts and closing ----------------------------------------------------------------------------
+
+    def count_spans(self) -> int:
+        return int(self.client.query(f"SELECT count() FROM {self._table('otel_traces')}")[0][0])
+
+    def has_spans(self) -> bool:
+        return bool(self.client.query(f"SELECT 1 FROM {self._table('otel_traces')} LIMIT 1"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _in_process(client: ClickHouseClient) -> bool:
+    """chdb: nobody else can write to this database while it is open here, so nothing needs to settle."""
+    from hopscope.collector.store.clickhouse_client import ChdbClient  # noqa: PLC0415
+
+    return isinstance(client, ChdbClient)
+
+
+def _counter(histogram: Any) -> Any:
+    from collections import Counter  # noqa: PLC0415
+
+    keys, values = histogram
+    return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})
+
+
+def _sample(row: Sequence[Any]) -> DepthSample:
+    name, polled, visible, in_flight, delayed, age, source = row
+    return DepthSample(
+        str(name), int(polled), int(visible), int(in_flight), int(delayed),
+        None if age is None else float(age), None if source is None else str(source),
+    )  # fmt: skip
