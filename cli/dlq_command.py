@@ -49,6 +49,13 @@ def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="hopscope database to find each message's flow, opened read-only; a missing file shows "
         "no flow ids (default: %(default)s)",
     )
+    common.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="find flows in this store instead of --db (sqlite:///, chdb:///, clickhouse://; as the "
+        "collector's --store)",
+    )
     dlq = commands.add_parser(
         "dlq",
         help="inspect, redrive, delete and purge dead-letter queues (needs hopscope[collector])",
@@ -204,6 +211,10 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _flows(args: argparse.Namespace) -> Any:
     """The read-only store for flow ids; None (flow ids shown as '-') when the file is missing."""
+    if args.store:
+        from hopscope.collector.store.open import open_store  # noqa: PLC0415
+
+        return open_store(args.store, read_only=True)
     db: Path = args.db
     if not db.exists():
         return None

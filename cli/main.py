@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=collector_defaults.DEFAULT_DB,
         help="SQLite database file (default: %(default)s)",
     )
+    export.add_argument(
+        "--store", type=_store_url, default=None, metavar="URL", help="export from this store instead"
+    )
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
     export.set_defaults(run=_run_export)
 
@@ -208,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=collector_defaults.DEFAULT_DB,
         help="SQLite database file (default: %(default)s)",
+    )
+    load.add_argument(
+        "--store", type=_store_url, default=None, metavar="URL", help="load into this store instead"
     )
     load.set_defaults(run=_run_import)
     dashboard = commands.add_parser(
@@ -226,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_store_url,
         default=None,
         metavar="URL",
-        help="read this store instead of --db: sqlite:///PATH, chdb:///PATH or clickhouse://USER:PASSWORD@HOST:8123/DB",
+        help="read this store instead of --db: sqlite:///PATH, chdb:///PATH or "
+        "clickhouse://USER:PASSWORD@HOST:8123/DB",
     )
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     dashboard.add_argument("--port", type=_port, default=8501, help="port to bind (default: %(default)s)")
@@ -412,7 +419,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from hopscope.collector.transfer import TransferError, export_otlp_json  # noqa: PLC0415
 
     try:
-        document = export_otlp_json(args.db, flow_id=args.flow, trace_id=args.trace)
+        document = export_otlp_json(args.store or args.db, flow_id=args.flow, trace_id=args.trace)
     except (StoreError, TransferError) as exc:
         print(f"hopscope export: {exc}", file=sys.stderr)
         return 1
@@ -429,12 +436,12 @@ def _run_import(args: argparse.Namespace) -> int:
     from hopscope.collector.transfer import TransferError, import_files  # noqa: PLC0415
 
     try:
-        result = import_files(args.db, args.files, show_progress=sys.stderr.isatty())
+        result = import_files(args.store or args.db, args.files, show_progress=sys.stderr.isatty())
     except (StoreError, TransferError) as exc:
         print(f"hopscope import: {exc}", file=sys.stderr)
         return 1
     print(
-        f"imported {result.spans} spans from {result.files} file(s) into {args.db}"
+        f"imported {result.spans} spans from {result.files} file(s) into {args.store or args.db}"
         + (f"; {result.rejected} invalid span(s) skipped" if result.rejected else ""),
         file=sys.stderr,
     )

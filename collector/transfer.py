@@ -13,7 +13,7 @@ from rich.progress import Progress
 from hopscope.collector import otlp_codec
 from hopscope.collector.otlp_codec import Encoding, OtlpDecodeError
 from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.open import open_store
 from hopscope.collector.validation import drop_invalid_spans
 
 
@@ -21,9 +21,9 @@ class TransferError(RuntimeError):
     """What went wrong, in a sentence for the command line."""
 
 
-def export_otlp_json(db: Path, *, flow_id: int | None = None, trace_id: str | None = None) -> str:
+def export_otlp_json(db: Path | str, *, flow_id: int | None = None, trace_id: str | None = None) -> str:
     """A flow or a trace of the store as an OTLP JSON document (what ``/api/flows/{id}/otlp`` serves)."""
-    store = SQLiteStore(db, read_only=True)
+    store = open_store(str(db), read_only=True)
     try:
         queries = QueryLayer(store)
         if flow_id is not None:
@@ -68,7 +68,7 @@ def read_otlp_file(path: Path) -> ExportTraceServiceRequest:
         raise TransferError(f"{path} is not an OTLP file: {exc}") from None
 
 
-def import_files(db: Path, paths: Sequence[Path], *, show_progress: bool = True) -> ImportResult:
+def import_files(db: Path | str, paths: Sequence[Path], *, show_progress: bool = True) -> ImportResult:
     """Load files into the store as the collector would: invalid spans counted and skipped, flows stitched."""
     requests = []
     result = ImportResult()
@@ -77,7 +77,7 @@ def import_files(db: Path, paths: Sequence[Path], *, show_progress: bool = True)
         validation = drop_invalid_spans(request)
         result.rejected += validation.rejected
         requests.append(request)
-    store = SQLiteStore(db)
+    store = open_store(str(db))
     try:
         with Progress(disable=not show_progress, transient=True) as progress:
             task = progress.add_task("importing", total=len(requests))

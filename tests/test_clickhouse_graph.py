@@ -38,7 +38,7 @@ class Spans:
     Where SQLite's graph depends on arrival order, the dataset fixes the order that gives the answer
     clickhouse_graph documents: a consumer span beneath a linked batch arrives after the batch (or SQLite,
     which cannot tell yet, counts its hop), a consumer with several candidate producers after the first,
-    a consumer joined by message id in its producer's own trace after the producer.
+    a consumer joined by message id after its producers.
     """
 
     rng: random.Random
@@ -198,6 +198,9 @@ def dataset() -> Spans:
     second = s.producer("billing", b"\2" + b"\0" * 14 + b"\1", BASE + 2 * SECOND, 400 * MS, attributes=resend)
     resent = s.consumer("notifier", s.trace(), BASE + 3 * SECOND, MS, attributes=resend)
     s.arrives_after.extend([(resent, first), (resent, second)])
+    # a consumer whose clock is behind its producer's: it starts before the producer ends, waiting 0
+    skewed = s.producer("orders-api", orphans, BASE + 4 * SECOND, 10 * MS, attributes=sqs("skewed"))
+    s.consumer("shipping", s.trace(), BASE + 4 * SECOND + 5 * MS, MS, links=[(orphans, skewed)])
     # a call within one service is no edge
     call = s.client("web", orphans, BASE + 8 * SECOND, 9 * MS, attributes={"server.address": "web"})
     s.server("web", orphans, BASE + 8 * SECOND + MS, 5 * MS, parent=call)
@@ -337,6 +340,8 @@ def test_the_graph_has_every_edge_kind(stores: tuple[SQLiteStore, ClickHouseClie
         ("messaging:jobs", "service:legacy", "consume"): 1,
         ("service:billing", "aws_sqs:resend", "publish"): 2,
         ("aws_sqs:resend", "service:notifier", "consume"): 1,
+        ("service:orders-api", "aws_sqs:skewed", "publish"): 1,
+        ("aws_sqs:skewed", "service:shipping", "consume"): 1,
         ("service:orders-api", "aws_sqs:backlog", "publish"): 1,
         ("aws_sqs:backlog", "service:reports", "consume"): 1,
         ("service:orders-api", "aws_sqs:drained", "publish"): 1,
@@ -362,6 +367,7 @@ def test_the_graph_has_every_edge_kind(stores: tuple[SQLiteStore, ClickHouseClie
         latency_histogram.bin_of(4 * SECOND - 6 * MS): FLOWS
     }
     assert edges[("service:billing", "external:S3", "external")].error_count == 1
+    assert edges[("aws_sqs:skewed", "service:shipping", "consume")].waits == {0: 1}
     assert edges[("aws_sqs:resend", "service:notifier", "consume")].waits == {
         latency_histogram.bin_of(997 * MS): 1
     }
@@ -389,9 +395,8 @@ def test_destinations_seen_equals_sqlite(stores: tuple[SQLiteStore, ClickHouseCl
     }
     # THEN they are SQLite's, including a queue whose only later spans are consumers naming no destination
     assert seen == {since: sqlite.queue_destinations_seen(since) for since in seen}
-    assert seen[BASE - BUCKET_NS] == [
-        "backlog", "billing", "drained", "notify", "reports", "reports-archive", "resend", "shipping"
-    ]  # fmt: skip
+    every = ["backlog", "billing", "drained", "notify", "reports", "reports-archive", "resend", "shipping"]
+    assert seen[BASE - BUCKET_NS] == [*every, "skewed"]
     assert "backlog" in seen[BASE + 3 * BUCKET_NS + 1] and "drained" not in seen[BASE + 3 * BUCKET_NS + 1]
     assert seen[BASE + 60 * BUCKET_NS] == []
 

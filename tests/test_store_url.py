@@ -25,7 +25,11 @@ from hopscope.collector.store.sqlite import SQLiteStore, StoreError
 )
 def test_each_url_names_its_store(url: str, scheme: str, path: str | None, database: str) -> None:
     parsed = parse_store_url(url)
-    assert (parsed.scheme, str(parsed.path) if parsed.path else None, parsed.database) == (scheme, path, database)
+    assert (parsed.scheme, str(parsed.path) if parsed.path else None, parsed.database) == (
+        scheme,
+        path,
+        database,
+    )
     assert "s3cret" not in parsed.display()
 
 

@@ -160,7 +160,8 @@ class ClickHouseStore:
         self._writable()
         rows = self.client.query(
             "SELECT toUnixTimestamp64Nano(Arrived), TraceId, SpanId, ParentSpanId = '', SpanName, SpanKind, "
-            "ServiceName, toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, FlowAttributes, LinkedTraceIds "
+            "ServiceName, toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, FlowAttributes, "
+            "LinkedTraceIds "
             f"FROM {self._table('hopscope_span_feed')} WHERE {self._feed_window()} "
             "ORDER BY Arrived LIMIT {limit:UInt32} WITH TIES",
             {"after": self._watermark, "settle": self._settle_ms, "limit": max_spans},
@@ -171,12 +172,12 @@ class ClickHouseStore:
         facts = FlowFacts()
         seen = self._stitched_before({row[1] for row in rows})
         new: list[tuple[str, str]] = []
-        for _, trace, span, root, name, kind, service, start, duration, status, attributes, links in rows:
+        for _, trace, span, root, name, kind, service, start_ns, duration, status, attributes, links in rows:
             if (trace, span) in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
                 continue
             seen.add((trace, span))
             new.append((trace, span))
-            start = int(start)
+            start = int(start_ns)
             facts.add_row(
                 bytes.fromhex(trace),
                 start,

@@ -139,15 +139,15 @@ class ChdbClient:
             for i in times:
                 value = values[i]
                 values[i] = (
-                    [_seconds_text(v) for v in value]
-                    if isinstance(value, list)
-                    else _seconds_text(value)  # type: ignore[arg-type]
+                    [_seconds_text(v) for v in value] if isinstance(value, list) else _seconds_text(value)  # type: ignore[arg-type]
                 )
             lines.append(json.dumps(values, separators=(",", ":")))
         names = ", ".join(f"`{column}`" for column in columns)
         # JSONCompactEachRow (a list per row) parses about twice as fast as JSONEachRow here.
         with self._lock:
-            self._run(f"INSERT INTO {table} ({names}) FORMAT JSONCompactEachRow\n" + "\n".join(lines), None, None)
+            self._run(
+                f"INSERT INTO {table} ({names}) FORMAT JSONCompactEachRow\n" + "\n".join(lines), None, None
+            )
 
     def close(self) -> None:
         """The chdb session stays open for the life of the process (it cannot be reopened elsewhere)."""
@@ -159,7 +159,7 @@ class HttpClient:
     def __init__(self, url: str) -> None:
         import clickhouse_connect  # noqa: PLC0415 - the [clickhouse] extra, only when asked for
 
-        # Failures reach the caller as ClickHouseError; the driver's own retry warnings would only repeat them.
+        # Failures reach the caller as ClickHouseError; the driver's retry warnings would only repeat them.
         for name in ("urllib3.connectionpool", "clickhouse_connect"):
             logging.getLogger(name).setLevel(logging.ERROR)
 

@@ -31,12 +31,14 @@ batches first):
   (wall clock) after the span that waits for it.
 - An HTTP client span is an external call once it *ended* more than the grace period before the query,
   and no longer one if a server span beneath it is stored later. SQLite decides at the first stitch after
-  the span has *waited* that long since it arrived, keeps it if a server span comes later, and counts it
-  even when the server span came first in the same stitching chunk.
+  the span has *waited* that long since it arrived, keeps it if a server span comes later, counts it even
+  when the server span came first in the same stitching chunk, and not when a consumer span beneath it
+  came first.
 - A consumer span beneath a linked batch counts no hop, even if it arrived before the batch (SQLite then
-  counts it). Of several candidate producers the first is used even if it arrived last (SQLite then takes
-  the first to arrive). A consumer joined by message id arriving before its producer is joined in SQLite
-  even in the producer's own trace; here never.
+  counts it). Of several candidate producers the first is used even if it arrived last (SQLite takes the
+  first of those that had arrived with the consumer, or the first candidate if none had). A consumer
+  joined by message id takes the producer with the smallest trace id in another trace; in SQLite, a
+  consumer that arrived first takes the first such producer to arrive, even in its own trace.
 - A span stored twice (a Collector's retry) counts twice in sync, publish and external edges, as in this
   store's RED rollups; a consumer span stored twice counts once. SQLite keeps the first copy only.
 - Attribute values are the exporter's text: ``hopscope.batch.record_spans`` is set unless empty or
