@@ -208,13 +208,18 @@ def dataset() -> Spans:
 
 
 def arrival_order(spans: Spans, seed: int) -> list[ExportTraceServiceRequest]:
+    """A random order, but for the spans that must arrive after others."""
     order = list(range(len(spans.requests)))
     random.Random(seed).shuffle(order)
-    for later, earlier in spans.arrives_after:
-        first, second = spans.index[earlier], spans.index[later]
-        if order.index(second) < order.index(first):
-            order.remove(first)
-            order.insert(order.index(second), first)
+    moved = True
+    while moved:
+        moved = False
+        for later, earlier in spans.arrives_after:
+            first, second = spans.index[earlier], spans.index[later]
+            if order.index(second) < order.index(first):
+                order.remove(second)
+                order.insert(order.index(first) + 1, second)
+                moved = True
     return [spans.requests[i] for i in order]
 
 

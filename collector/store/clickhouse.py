@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 BUCKET_NS = 60 * 1_000_000_000
 # How often a writer looks for spans that others (OpenTelemetry Collectors) inserted.
 FEED_POLL_SECONDS = 1.0
-# The SQL twin of latency_histogram.bin_of.
-_BIN = "if(Duration <= 1000, 0, toUInt32(floor(log2(Duration / 1000) * 8)) + 1)"
+# How long the queue names seen in spans are reused (the SQS poller asks every poll).
+DESTINATIONS_CACHE_SECONDS = 60.0
+_BIN = clickhouse_graph.bin_sql("Duration")
 _ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
 _WATERMARK_KEY = "feed_watermark_unix_nano"
 
@@ -71,6 +72,7 @@ class ClickHouseStore:
         self._watermark = 0
         self._feed_checked = 0.0
         self._feed_ready = False
+        self._destinations: tuple[float, list[str]] | None = None
         if read_only:
             if not self._has_table("otel_traces"):
                 raise StoreError(f"{self.label} has no otel_traces table")
@@ -298,7 +300,7 @@ class ClickHouseStore:
             where.append("SpanKind IN {kinds:Array(String)}")
             params["kinds"] = [name for kind in kinds for name in kind_names(kind)]
         rows = self.client.query(
-            "SELECT ServiceName, SpanName, SpanKind, "
+            f"{clickhouse_graph.bin_floors_sql()} SELECT ServiceName, SpanName, SpanKind, "
             f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
             f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]) "
             f"FROM {self._table('otel_traces')} WHERE {' AND '.join(where)} "
@@ -409,7 +411,15 @@ class ClickHouseStore:
         return [_sample(row) for row in reversed(rows)]
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
-        return clickhouse_graph.destinations_seen(self.client, "aws_sqs:", since_unix_nano)
+        """Computed from the spans, so kept a minute: the SQS poller asks on every poll."""
+        cached = self._destinations
+        now = time.monotonic()
+        if cached is None or now - cached[0] > DESTINATIONS_CACHE_SECONDS:
+            cached = self._destinations = (
+                now,
+                clickhouse_graph.destinations_seen(self.client, "aws_sqs:", since_unix_nano),
+            )
+        return cached[1]
 
     # -- counts and closing ----------------------------------------------------------------------------
 
