@@ -5,10 +5,11 @@ same validation, store, writer and forwarder: an OK is sent only after the commi
 budget, which is only ever touched from that loop. The app's lifespan starts it and stops it before the
 writer drains. Importing this module imports grpcio: only ``--grpc-port`` does.
 
-Status codes follow the OTLP specification's "OTLP/gRPC Response" and "Throttling" sections: a busy
-collector answers UNAVAILABLE with a RetryInfo, bad data INVALID_ARGUMENT, a missing or wrong token
-UNAUTHENTICATED; a message over the size limit gets RESOURCE_EXHAUSTED (without RetryInfo, so it is not
-retried) from gRPC itself.
+Status codes follow the OTLP specification's "OTLP/gRPC Response" and "Throttling" sections: a full write
+queue answers UNAVAILABLE with a RetryInfo; an exhausted memory budget RESOURCE_EXHAUSTED with a RetryInfo
+(the spec's signal that the exhaustion is recoverable, so clients retry); bad data INVALID_ARGUMENT; a
+missing or wrong token UNAUTHENTICATED; a message over the size limit RESOURCE_EXHAUSTED without RetryInfo
+(not to be retried), from gRPC itself.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class GrpcTraceReceiver:
         try:
             self._budget.take(len(body))
         except BudgetExhaustedError as exc:
-            raise _Refused(grpc.StatusCode.UNAVAILABLE, f"collector busy: {exc}", retry=True) from None
+            # memory that frees itself in a moment: RESOURCE_EXHAUSTED, retryable because RetryInfo says so
+            raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"collector busy: {exc}", retry=True) from None
         try:
             export = otlp_codec.decode_request(body, Encoding.PROTOBUF)
             committed = self._receiver.accept(export, body)

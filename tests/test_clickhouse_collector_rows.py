@@ -7,15 +7,18 @@ fills them: ids in hex, kinds and status codes in both spellings exporters have 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import serve_in_thread
+from conftest import CollectorProcess, serve_in_thread
 
 from hopscope.collector.settings import CollectorSettings
+from hopscope.collector.store import clickhouse_schema
 from hopscope.collector.store.clickhouse import ClickHouseStore
 from hopscope.collector.store.open import open_store
 
@@ -172,3 +175,39 @@ def test_rows_stored_before_hopscope_first_opened_the_database_are_stitched(chdb
     assert store.flow_of_trace(bytes.fromhex(TRACE_C)) not in (None, trace_a)
     (summary,) = store.flow_summaries([trace_a])
     assert summary.span_count == 6 and summary.trace_count == 2
+
+
+def test_hopscope_collector_no_receiver_stitches_what_a_collector_wrote(tmp_path: Path) -> None:
+    # GIVEN a chdb database that another process (standing in for the Collectors) filled with plain SQL
+    data = tmp_path / "clickhouse"
+    writer = (
+        "import sys, chdb.session as s\n"
+        "session = s.Session(sys.argv[1])\n"
+        "session.query('CREATE DATABASE IF NOT EXISTS otel')\n"
+        f"session.query({clickhouse_schema.OTEL_STATEMENTS[0].format(db='otel')!r})\n"
+        "session.query(sys.stdin.read())\n"
+    )
+    insert = f"INSERT INTO otel.otel_traces ({COLUMNS}) VALUES {', '.join(ROWS)}"
+    subprocess.run(
+        [sys.executable, "-c", writer, str(data)], input=insert, text=True, check=True, timeout=120
+    )
+    # WHEN hopscope's collector opens it with --no-receiver
+    collector = CollectorProcess(
+        db=tmp_path / "unused.db", args=["--no-receiver", "--store", f"chdb://{data}?database=otel"]
+    ).start()
+    try:
+        assert any("--no-receiver" in line for line in collector.log)
+        with collector.client() as http:
+            # THEN it takes no spans, and serves the flows it stitched from the rows already there
+            assert (
+                http.post(
+                    "/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"}
+                ).status_code
+                == 404
+            )
+            flow = _wait_for_flows(http, "o-1", traces=2)
+            assert flow["span_count"] == 6
+            kinds = {edge["kind"] for edge in http.get("/api/graph").json()["edges"]}
+            assert kinds == {"sync", "publish", "consume", "subscription", "external"}
+    finally:
+        assert collector.stop() == 0

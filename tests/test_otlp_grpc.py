@@ -361,15 +361,17 @@ def test_a_saturated_write_path_answers_unavailable_with_retry_info(tmp_path: Pa
     store.close()
 
 
-def test_requests_over_the_shared_memory_budget_are_unavailable(tmp_path: Path) -> None:
+def test_requests_over_the_shared_memory_budget_are_resource_exhausted_with_retry_info(
+    tmp_path: Path,
+) -> None:
     # GIVEN a collector whose budget for bodies in memory is smaller than one request
     store = SQLiteStore(tmp_path / "budget.db")
     port = free_port()
     settings = CollectorSettings(db=store.path, grpc_port=port, max_inflight_bytes=1024)
     with serve_in_thread(settings, store):
-        # WHEN a 3 KB request arrives, THEN it is refused as retryable, and a small one still gets in
+        # WHEN a 3 KB request arrives, THEN it is refused as retryable (RetryInfo), and a small one gets in
         error = refusal(f"127.0.0.1:{port}", full_request().SerializeToString())
-        assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert _retry_delay_seconds(error) == (1, 1)
         small = ExportTraceServiceRequest()
         small.resource_spans.add().scope_spans.add().spans.add(
