@@ -7,7 +7,7 @@ how each group meets the flows already stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from hopscope.collector.flow_facts import TraceFacts
@@ -78,6 +78,31 @@ def connected_groups(batch: dict[bytes, TraceFacts]) -> list[list[bytes]]:
         if isinstance(node, bytes):
             groups.setdefault(find(node), []).append(node)
     return list(groups.values())
+
+
+def meet_stored_flows(
+    members: list[bytes],
+    batch: dict[bytes, TraceFacts],
+    known: Mapping[bytes, tuple[int, ...]],
+    key_flows: Mapping[tuple[str, str], Iterable[int]],
+    standing: Callable[[int], int],
+) -> tuple[TraceFacts, int, set[int]]:
+    """One connected group against the stored flows: the group's facts folded into one, how many of its
+    traces bring their first spans, and the standing flows it touches (through its traces or message keys).
+
+    ``known`` maps a stored trace to (its flow, its span count, ...); ``standing`` resolves a flow id that this
+    batch may already have merged away.
+    """
+    total = TraceFacts(b"")
+    new_with_spans = 0
+    touched = {standing(known[t][0]) for t in members if t in known}
+    for facts in (batch[t] for t in members if t in batch):
+        fold(total, facts)
+        previous = known.get(facts.trace_id)
+        new_with_spans += previous is None or previous[1] == 0
+        for key in facts.message_keys:
+            touched.update(standing(flow_id) for flow_id in key_flows.get(key, ()))
+    return total, new_with_spans, touched
 
 
 def chunks(items: list[_T], size: int = 500) -> Iterator[list[_T]]:

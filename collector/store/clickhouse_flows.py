@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hopscope.collector.flow_facts import TraceFacts
-from hopscope.collector.flow_groups import MAX_NS, combine, connected_groups, fold
+from hopscope.collector.flow_groups import MAX_NS, combine, connected_groups, meet_stored_flows
 from hopscope.collector.flow_model import FlowFilter, FlowSort, FlowSummary
 from hopscope.collector.store.clickhouse_client import ClickHouseClient
 
@@ -343,15 +343,9 @@ class ClickHouseFlowStitcher:
         flows = batch_state.flows
         last_flow_id = self._last_flow_id()
         for members in connected_groups(batch):
-            total = TraceFacts(b"")
-            new_with_spans = 0
-            touched = {batch_state.standing(known[t][0]) for t in members if t in known}
-            for facts in (batch[t] for t in members if t in batch):
-                fold(total, facts)
-                previous = known.get(facts.trace_id)
-                new_with_spans += previous is None or previous[1] == 0
-                for key in facts.message_keys:
-                    touched.update(batch_state.standing(flow_id) for flow_id in key_flows.get(key, ()))
+            total, new_with_spans, touched = meet_stored_flows(
+                members, batch, known, key_flows, batch_state.standing
+            )
             if touched:
                 flow_id = min(touched)
                 for other in sorted(touched - {flow_id}):

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from hopscope.collector import flow_groups
 from hopscope.collector.flow_facts import TraceFacts
-from hopscope.collector.flow_groups import MAX_NS, chunks, combine, connected_groups, fold
+from hopscope.collector.flow_groups import MAX_NS, chunks, combine, connected_groups, meet_stored_flows
 from hopscope.collector.flow_model import FlowFilter, FlowSort, FlowSummary
 
 # Schema version 2: flows. Applied as a migration on top of version 1.
@@ -88,15 +88,7 @@ class FlowStitcher:
         rows = _Rows()
         (last_flow_id,) = self._conn.execute("SELECT coalesce(max(flow_id), 0) FROM flows").fetchone()
         for members in connected_groups(batch):
-            total = TraceFacts(b"")
-            new_with_spans = 0
-            flows = {rows.standing(known[t][0]) for t in members if t in known}
-            for facts in (batch[t] for t in members if t in batch):
-                fold(total, facts)
-                previous = known.get(facts.trace_id)
-                new_with_spans += previous is None or previous[1] == 0
-                for key in facts.message_keys:
-                    flows.update(rows.standing(flow) for flow in key_flows.get(key, ()))
+            total, new_with_spans, flows = meet_stored_flows(members, batch, known, key_flows, rows.standing)
             if flows:
                 flow_id = min(flows)
                 for other in sorted(flows - {flow_id}):
