@@ -143,6 +143,9 @@ class GraphRollups:
         self._chunk: dict[tuple[bytes, bytes], tuple[Span, str]] = {}
         self.rollups: dict[EdgeKey, HopRollup] = {}
         self._pending: list[tuple[bytes, bytes, str]] = []
+        # Client spans of this chunk that a server span beneath them has already been paired with: when the
+        # server comes first in the chunk, the client must not then wait to become an external call.
+        self._served: set[tuple[bytes, bytes]] = set()
 
     def add(self, span: Span, service: str) -> None:
         if span.kind in (_KIND.SPAN_KIND_SERVER, _KIND.SPAN_KIND_CONSUMER, _KIND.SPAN_KIND_PRODUCER,
@@ -164,7 +167,7 @@ class GraphRollups:
                 is_dependency = any(k in info.attributes for k in DEPENDENCY_KEYS)
                 if external is not None and is_dependency:
                     self._count(f"service:{service}", f"external:{external}", "external", info)
-                served = self._resolve(conn, trace_id, span_id, info)
+                served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
                 address = info.attributes.get("server.address")
                 if not is_dependency and not served and address:  # maybe an uninstrumented server
                     candidate = {"type": "external", "service": service, "target": str(address),
@@ -201,6 +204,7 @@ class GraphRollups:
             self._pending.append((*parent_key, json.dumps(hop)))
             return
         self._count_sync(parent, hop)
+        self._served.add(parent_key)
         # the parent has a server beneath it after all: it is not an external call
         self._pending = [p for p in self._pending if not (p[:2] == parent_key and p[2].startswith(_EXTERNAL))]
         conn.execute(
