@@ -31,9 +31,8 @@ batches first):
   (wall clock) after the span that waits for it.
 - An HTTP client span is an external call once it *ended* more than the grace period before the query,
   and no longer one if a server span beneath it is stored later. SQLite decides at the first stitch after
-  the span has *waited* that long since it arrived, keeps it if a server span comes later, counts it even
-  when the server span came first in the same stitching chunk, and not when a consumer span beneath it
-  came first.
+  the span has *waited* that long since it arrived, keeps it if a server span comes later, and does not
+  count it when a consumer span beneath it came first.
 - A consumer span beneath a linked batch counts no hop, even if it arrived before the batch (SQLite then
   counts it). Of several candidate producers the first is used even if it arrived last (SQLite takes the
   first of those that had arrived with the consumer, or the first candidate if none had). A consumer
