@@ -90,8 +90,8 @@ def meet_stored_flows(
     """One connected group against the stored flows: the group's facts folded into one, how many of its
     traces bring their first spans, and the standing flows it touches (through its traces or message keys).
 
-    ``known`` maps a stored trace to (its flow, its span count, ...); ``standing`` resolves a flow id that this
-    batch may already have merged away.
+    ``known`` maps a stored trace to (its flow, its span count, ...); ``standing`` resolves a flow id that
+    this batch may already have merged away.
     """
     total = TraceFacts(b"")
     new_with_spans = 0

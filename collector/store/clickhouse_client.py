@@ -8,6 +8,8 @@ bound server-side with ClickHouse's ``{name:Type}`` syntax, and every query retu
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import re
@@ -99,6 +101,9 @@ class ChdbClient:
                     self._sessions["path"] = (path, session.Session(path))  # type: ignore[no-untyped-call]
                 except Exception as exc:
                     raise ClickHouseError(f"cannot open chdb at {path}: {exc}") from exc
+                # Closed before the interpreter tears itself down: left to finalization, the embedded
+                # engine can crash the exiting process (seen after Streamlit's script threads used it).
+                atexit.register(_close_sessions)
             self._session = self._sessions["path"][1]
             self._run(f"CREATE DATABASE IF NOT EXISTS {self.database}", None, None)
 
@@ -151,6 +156,14 @@ class ChdbClient:
 
     def close(self) -> None:
         """The chdb session stays open for the life of the process (it cannot be reopened elsewhere)."""
+
+
+def _close_sessions() -> None:
+    with ChdbClient._lock:
+        for _path, session in ChdbClient._sessions.values():
+            with contextlib.suppress(Exception):
+                session.close()
+        ChdbClient._sessions.clear()
 
 
 class HttpClient:
