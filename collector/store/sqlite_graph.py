@@ -169,7 +169,13 @@ class GraphRollups:
                     self._count(f"service:{service}", f"external:{external}", "external", info)
                 served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
                 address = info.attributes.get("server.address")
-                if not is_dependency and not served and address:  # maybe an uninstrumented server
+                if (
+                    not is_dependency
+                    and not served
+                    and address
+                    and not self._has_server(conn, trace_id, span_id)
+                ):
+                    # maybe an uninstrumented server
                     candidate = {"type": "external", "service": service, "target": str(address),
                                  "start": info.start, "end": info.end, "error": info.error}  # fmt: skip
                     self._pending.append((trace_id, span_id, json.dumps(candidate)))
@@ -190,6 +196,16 @@ class GraphRollups:
             "SELECT service_name, span FROM spans WHERE trace_id = ? AND span_id = ?", key
         ).fetchone()
         return None if row is None else _info(Span.FromString(row[1]), row[0])
+
+    @staticmethod
+    def _has_server(conn: sqlite3.Connection, trace_id: bytes, span_id: bytes) -> bool:
+        """Whether a server span beneath this client is stored, stitched or not: a server stitched before
+        its client (or stored, and stitched after) has already counted, or will count, the sync hop."""
+        row = conn.execute(
+            "SELECT 1 FROM spans WHERE trace_id = ? AND parent_span_id = ? AND kind = ? LIMIT 1",
+            (trace_id, span_id, _KIND.SPAN_KIND_SERVER),
+        ).fetchone()
+        return row is not None
 
     def _server(self, conn: sqlite3.Connection, parent_key: tuple[bytes, bytes], info: _SpanInfo) -> None:
         parent = self._find(conn, parent_key)
