@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,25 @@ def test_the_collector_exits_with_one_line_when_its_store_cannot_be_opened() -> 
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hopscope collector: cannot open clickhouse://"), lines
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["collector", "--port", "0", "--store", "chdb:///tmp/unused"], "chdb"),
+        (["dashboard", "--store", "clickhouse://127.0.0.1:8123/otel"], "clickhouse_connect"),
+        (["export", "--trace", "0" * 32, "--store", "chdb:///tmp/unused"], "chdb"),
+    ],
+)
+def test_without_the_driver_a_clickhouse_store_names_the_clickhouse_extra(
+    argv: list[str], module: str
+) -> None:
+    # chdb and clickhouse-connect are installed here, so their absence is simulated: None in sys.modules
+    script = (
+        f"import sys; sys.modules[{module!r}] = None; from hopscope.cli import main; sys.exit(main({argv!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert f"needs the 'clickhouse' extra (missing module {module!r})" in line
+    assert "pip install 'hopscope[clickhouse]'" in line

@@ -99,5 +99,10 @@ def open_store(url: StoreUrl | str, *, read_only: bool = False) -> SpanStore[Any
 
     try:
         return ClickHouseStore(open_clickhouse_client(url), read_only=read_only, label=url.display())
-    except (ClickHouseError, ImportError) as exc:
+    except ImportError:
+        raise StoreError(
+            f"{url.scheme}:// needs the 'clickhouse' extra (missing module {driver_module(url)!r}): "
+            "pip install 'hopscope[clickhouse]'"
+        ) from None
+    except ClickHouseError as exc:
         raise StoreError(f"cannot open {url.display()}: {exc}") from exc
