@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from hopscope.collector import queue_model
 from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
+from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary, depth_sample
 from hopscope.collector.red_model import HopRollup, Rollup, RollupRow
 from hopscope.collector.store import clickhouse_flows, clickhouse_graph, clickhouse_rows, clickhouse_schema
 from hopscope.collector.store.clickhouse_client import ClickHouseClient, ClickHouseError
@@ -372,25 +374,14 @@ class ClickHouseStore:
             f"FROM {self._table('hopscope_queues')} FINAL ORDER BY Name"
         )
         latest = {
-            row[0]: _sample(row)
+            row[0]: depth_sample(row)
             for row in self.client.query(
                 "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
                 f"FROM {self._table('hopscope_queue_depth')} ORDER BY QueueName, Polled DESC "
                 "LIMIT 1 BY QueueName"
             )
         }
-        sources: dict[str, list[str]] = {}
-        for name, _url, _arn, dlq_name, *_rest in rows:
-            if dlq_name:
-                sources.setdefault(dlq_name, []).append(name)
-        return [
-            QueueSummary(
-                name=name, url=url, arn=arn, dlq_name=dlq_name, max_receive_count=max_receive_count,
-                sources=sorted(sources.get(name, [])), latest=latest.get(name),
-                last_polled_unix_nano=last_polled, last_error=last_error, last_error_unix_nano=last_error_at,
-            )
-            for name, url, arn, dlq_name, max_receive_count, last_polled, last_error, last_error_at in rows
-        ]  # fmt: skip
+        return queue_model.queue_summaries(rows, latest)
 
     def queue_depth(
         self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
@@ -408,7 +399,7 @@ class ClickHouseStore:
             "ORDER BY Polled DESC LIMIT {limit:UInt32}",
             {"name": queue_name, "since": since_unix_nano, "until": until_unix_nano, "limit": limit},
         )
-        return [_sample(row) for row in reversed(rows)]
+        return [depth_sample(row) for row in reversed(rows)]
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
         """Computed from the spans, so kept a minute: the SQS poller asks on every poll."""
@@ -440,16 +431,6 @@ def _in_process(client: ClickHouseClient) -> bool:
     return isinstance(client, ChdbClient)
 
 
-def _counter(histogram: Any) -> Any:
-    from collections import Counter  # noqa: PLC0415
-
+def _counter(histogram: Any) -> Counter[int]:
     keys, values = histogram
     return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})
-
-
-def _sample(row: Sequence[Any]) -> DepthSample:
-    name, polled, visible, in_flight, delayed, age, source = row
-    return DepthSample(
-        str(name), int(polled), int(visible), int(in_flight), int(delayed),
-        None if age is None else float(age), None if source is None else str(source),
-    )  # fmt: skip

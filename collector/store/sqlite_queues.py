@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
+from hopscope.collector import queue_model
+from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary, depth_sample
 
 # Schema version 5: queues and their depth.
 QUEUES_SCHEMA = """
@@ -80,15 +81,6 @@ def record_poll(
         conn.execute("DELETE FROM queue_depth WHERE polled_unix_nano < ?", (keep_after_unix_nano,))
 
 
-def _sample(row: tuple[object, ...]) -> DepthSample:
-    name, polled, visible, in_flight, delayed, age, source = row
-    return DepthSample(
-        str(name), int(polled), int(visible), int(in_flight), int(delayed),  # type: ignore[call-overload]
-        None if age is None else float(age),  # type: ignore[arg-type]
-        None if source is None else str(source),
-    )  # fmt: skip
-
-
 def queue_summaries(conn: sqlite3.Connection) -> list[QueueSummary]:
     """Every known queue with its latest sample and the queues that dead-letter into it."""
     rows = conn.execute(
@@ -96,24 +88,13 @@ def queue_summaries(conn: sqlite3.Connection) -> list[QueueSummary]:
         " last_error_unix_nano FROM queues ORDER BY name"
     ).fetchall()
     latest = {
-        row[0]: _sample(row)
+        row[0]: depth_sample(row)
         for row in conn.execute(
             f"SELECT {_SAMPLE_COLUMNS} FROM queue_depth d WHERE polled_unix_nano ="
             " (SELECT MAX(polled_unix_nano) FROM queue_depth WHERE queue_name = d.queue_name)"
         )
     }
-    sources: dict[str, list[str]] = {}
-    for name, _url, _arn, dlq_name, *_rest in rows:
-        if dlq_name:
-            sources.setdefault(dlq_name, []).append(name)
-    return [
-        QueueSummary(
-            name=name, url=url, arn=arn, dlq_name=dlq_name, max_receive_count=max_receive_count,
-            sources=sorted(sources.get(name, [])), latest=latest.get(name),
-            last_polled_unix_nano=last_polled, last_error=last_error, last_error_unix_nano=last_error_at,
-        )
-        for name, url, arn, dlq_name, max_receive_count, last_polled, last_error, last_error_at in rows
-    ]  # fmt: skip
+    return queue_model.queue_summaries(rows, latest)
 
 
 def depth_series(
@@ -125,7 +106,7 @@ def depth_series(
         " AND polled_unix_nano < ? ORDER BY polled_unix_nano DESC LIMIT ?",
         (queue_name, since_unix_nano, until_unix_nano, limit),
     ).fetchall()
-    return [_sample(row) for row in reversed(rows)]
+    return [depth_sample(row) for row in reversed(rows)]
 
 
 def known_queue(conn: sqlite3.Connection, queue_name: str) -> bool:
