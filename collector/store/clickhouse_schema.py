@@ -124,14 +124,12 @@ TTL toDateTime(Arrived) + INTERVAL 7 DAY
 """
 _FEED_MV = (
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hopscope_span_feed_mv TO {db}.hopscope_span_feed "
-    "AS SELECT now64(9) AS Arrived, "
-    + FEED_COLUMNS.replace("{", "{{").replace("}", "}}")
-    + " FROM {db}.otel_traces"
+    "AS SELECT now64(9) AS Arrived, " + FEED_COLUMNS + " FROM {db}.otel_traces"
 )
 # Stamped with their start time (at most a second ago) so that they are stitched in order, a chunk at a time.
 _FEED_BACKFILL = (
     "INSERT INTO {db}.hopscope_span_feed SELECT least(Timestamp, now64(9) - INTERVAL 1 SECOND), "
-    + FEED_COLUMNS.replace("{", "{{").replace("}", "}}")
+    + FEED_COLUMNS
     + " FROM {db}.otel_traces"
 )
 
