@@ -45,6 +45,21 @@ class WriterClosedError(RuntimeError):
     """The writer is shutting down and takes no new spans."""
 
 
+@dataclass(frozen=True)
+class WriterHealth:
+    """What the writer knows about its own state, for the collector's health and readiness answers."""
+
+    pending_spans: int
+    flows_pending: bool
+    # Seconds since stitching last had nothing left to do (0.0 while it is caught up).
+    flows_lag_seconds: float
+    # Spans left out of flows, RED and the graph because folding them failed (see _stitch_chunk).
+    spans_skipped: int
+    last_skip_error: str | None
+    # Why the last commit failed (disk full, ...), until a later commit succeeds.
+    write_error: str | None
+
+
 @dataclass
 class _Job:
     prepared: Any  # what the store's prepare() made of one request
@@ -82,6 +97,10 @@ class SpanWriter:
         self.spans_stitched = 0
         self.spans_written = 0
         self.spans_expired = 0
+        self.spans_skipped = 0
+        self.last_skip_error: str | None = None
+        self.write_error: str | None = None
+        self._behind_since: float | None = None
 
     @property
     def pending_spans(self) -> int:
@@ -96,6 +115,17 @@ class SpanWriter:
     def saturated(self) -> bool:
         """True while a new request would be refused: lets the receiver refuse before reading a body."""
         return self._pending_spans >= self._max_pending
+
+    def health(self) -> WriterHealth:
+        behind_since = self._behind_since
+        return WriterHealth(
+            pending_spans=self._pending_spans,
+            flows_pending=self.flows_pending,
+            flows_lag_seconds=0.0 if behind_since is None else time.monotonic() - behind_since,
+            spans_skipped=self.spans_skipped,
+            last_skip_error=self.last_skip_error,
+            write_error=self.write_error,
+        )
 
     def start(self) -> None:
         self._thread.start()
