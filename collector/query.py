@@ -44,6 +44,9 @@ class FlowDetail:
     summary: FlowSummary
     spans: list[dict[str, Any]]  # flat, JSON-ready; see flatten_spans
     hops: list[dict[str, Any]]  # async hops (producer -> destination -> consumer) with their queue wait
+    # True when ``spans`` was cut at the read cap (MAX_FLOW_SPANS spans or MAX_ANSWER_BYTES): the summary
+    # still counts every span.
+    truncated: bool = False
 
 
 class QueryLayer:

@@ -56,6 +56,8 @@ class WriterHealth:
     # Spans left out of flows, RED and the graph because folding them failed (see _stitch_chunk).
     spans_skipped: int
     last_skip_error: str | None
+    # Seconds since spans were last skipped (None: never in this run).
+    seconds_since_last_skip: float | None
     # Why the last commit failed (disk full, ...), until a later commit succeeds.
     write_error: str | None
 
@@ -99,6 +101,7 @@ class SpanWriter:
         self.spans_expired = 0
         self.spans_skipped = 0
         self.last_skip_error: str | None = None
+        self._last_skip_at: float | None = None
         self.write_error: str | None = None
         self._behind_since: float | None = None
 
@@ -124,6 +127,9 @@ class SpanWriter:
             flows_lag_seconds=0.0 if behind_since is None else time.monotonic() - behind_since,
             spans_skipped=self.spans_skipped,
             last_skip_error=self.last_skip_error,
+            seconds_since_last_skip=None
+            if self._last_skip_at is None
+            else time.monotonic() - self._last_skip_at,
             write_error=self.write_error,
         )
 
