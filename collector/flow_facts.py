@@ -6,6 +6,7 @@ per span, and never by rescanning stored spans (stitching stays incremental).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from hopscope.collector import conventions
 
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_PREFIXES)
+# A receive count is a small number; longer text (or a 64-bit integer's overflow) is not one.
+_COUNT_TEXT = re.compile(r"[0-9]{1,18}")
 _MESSAGING_KINDS = frozenset({Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER})
 
 
@@ -82,7 +85,8 @@ class FlowFacts:
         if not attributes:
             return
         receive_count = attributes.get(conventions.RECEIVE_COUNT)
-        if receive_count and receive_count.isdigit():
+        # text of any length or any digit set (isdigit() takes "²") never reaches int()
+        if receive_count and _COUNT_TEXT.fullmatch(receive_count):
             facts.max_receive_count = max(facts.max_receive_count, int(receive_count))
         for key in conventions.CORRELATION_ATTRIBUTES:
             if attributes.get(key):
@@ -91,17 +95,21 @@ class FlowFacts:
         if message_id and kind in _MESSAGING_KINDS:
             facts.message_keys.add((message_id, attributes.get(conventions.DESTINATION_NAME, "")))
 
-    def add(self, span: Span, service_name: str, serialized: bytes) -> None:
+    def add(
+        self, span: Span, service_name: str, serialized: bytes, times: tuple[int, int] | None = None
+    ) -> None:
         """Fold one span in; ``serialized`` is the span's own encoding, used to skip attribute scans.
 
         Looking for a key in the encoded bytes (in C) is much cheaper than walking the attributes in
-        Python, and most spans carry none of the keys that stitching reads.
+        Python, and most spans carry none of the keys that stitching reads. ``times`` replaces the span's
+        own (start, end) when those are unusable (see stitch_guard).
         """
         trace_id = span.trace_id
+        start, end = times or (span.start_time_unix_nano, span.end_time_unix_nano)
         facts = self._fold(
             trace_id,
-            span.start_time_unix_nano,
-            span.end_time_unix_nano,
+            start,
+            end,
             span.status.code == _ERROR,
             not span.parent_span_id,
             service_name,
@@ -124,7 +132,7 @@ class FlowFacts:
             elif key == conventions.DESTINATION_NAME:
                 destination = value.string_value
             elif key == conventions.RECEIVE_COUNT:
-                facts.max_receive_count = max(facts.max_receive_count, value.int_value)
+                facts.max_receive_count = max(facts.max_receive_count, 0, value.int_value)
             elif value.string_value:  # a correlation attribute
                 facts.correlation_ids.add(value.string_value)
         if message_id and span.kind in _MESSAGING_KINDS:

@@ -6,6 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+# Sums are held here: the stores keep them as 64-bit integers (see stitch_guard).
+_INT64_MAX = 2**63 - 1
+
 
 @dataclass
 class Rollup:
@@ -17,7 +20,7 @@ class Rollup:
     def add(self, other: Rollup) -> None:
         self.span_count += other.span_count
         self.error_count += other.error_count
-        self.duration_sum_ns += other.duration_sum_ns
+        self.duration_sum_ns = min(self.duration_sum_ns + other.duration_sum_ns, _INT64_MAX)
         self.histogram.update(other.histogram)
 
 

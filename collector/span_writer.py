@@ -55,11 +55,44 @@ class WriterHealth:
     flows_lag_seconds: float
     # Spans left out of flows, RED and the graph because folding them failed (see _stitch_chunk).
     spans_skipped: int
+    spans_skipped_by_reason: dict[str, int]
     last_skip_error: str | None
     # Seconds since spans were last skipped (None: never in this run).
     seconds_since_last_skip: float | None
     # Why the last commit failed (disk full, ...), until a later commit succeeds.
     write_error: str | None
+    # Why stitching fails for the environment's sake (retried with backoff), until it works again.
+    stitch_error: str | None
+
+
+class _Failures:
+    """One background task's failures: each distinct one logged once with its traceback, and a backoff.
+
+    The backoff doubles from 1 s to a minute while the task keeps failing, so a broken disk or server never
+    makes the writer spin; the next success logs one line and resets it.
+    """
+
+    FIRST_BACKOFF_SECONDS = 1.0
+    MAX_BACKOFF_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.backoff = 0.0
+        self._logged: str | None = None
+
+    def failed(self, exc: BaseException, message: str) -> None:
+        self.backoff = min(max(self.backoff * 2, self.FIRST_BACKOFF_SECONDS), self.MAX_BACKOFF_SECONDS)
+        self.current = f"{type(exc).__name__}: {exc}"
+        if self.current != self._logged:
+            self._logged = self.current
+            log.error("%s: %s", message, self.current, exc_info=exc)
+
+    def succeeded(self, message: str) -> None:
+        if self.current is not None:
+            log.info(message)
+        self.current = None
+        self.backoff = 0.0
+        self._logged = None
 
 
 @dataclass
@@ -99,11 +132,16 @@ class SpanWriter:
         self.spans_stitched = 0
         self.spans_written = 0
         self.spans_expired = 0
-        self.spans_skipped = 0
-        self.last_skip_error: str | None = None
-        self._last_skip_at: float | None = None
         self.write_error: str | None = None
         self._behind_since: float | None = None
+        self._stitch_failures = _Failures()
+        self._write_failures = _Failures()
+        self._retention_failures = _Failures()
+
+    @property
+    def spans_skipped(self) -> int:
+        """Spans of this database left out of flows, RED or the graph (stitch_guard), by any reason."""
+        return self._store.skipped_spans.total
 
     @property
     def pending_spans(self) -> int:
@@ -120,17 +158,20 @@ class SpanWriter:
         return self._pending_spans >= self._max_pending
 
     def health(self) -> WriterHealth:
+        now = time.monotonic()
         behind_since = self._behind_since
+        skipped = self._store.skipped_spans
+        last_skip = skipped.last_monotonic
         return WriterHealth(
             pending_spans=self._pending_spans,
             flows_pending=self.flows_pending,
-            flows_lag_seconds=0.0 if behind_since is None else time.monotonic() - behind_since,
-            spans_skipped=self.spans_skipped,
-            last_skip_error=self.last_skip_error,
-            seconds_since_last_skip=None
-            if self._last_skip_at is None
-            else time.monotonic() - self._last_skip_at,
+            flows_lag_seconds=0.0 if behind_since is None else now - behind_since,
+            spans_skipped=skipped.total,
+            spans_skipped_by_reason=dict(skipped.by_reason),
+            last_skip_error=skipped.last_error,
+            seconds_since_last_skip=None if last_skip is None else now - last_skip,
             write_error=self.write_error,
+            stitch_error=self._stitch_failures.current,
         )
 
     def start(self) -> None:
@@ -183,15 +224,31 @@ class SpanWriter:
         return self._store.flows_pending and time.monotonic() >= self._next_stitch
 
     def _stitch_chunk(self) -> None:
-        """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle."""
+        """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle.
+
+        The store skips spans whose data fails (stitch_guard); what still raises is the environment (disk
+        full, a lost server): the same chunk is retried after a backoff that doubles up to a minute, and
+        each distinct failure is logged once with its traceback.
+        """
         busy = self._ingest_active(time.monotonic())
         try:
             self.spans_stitched += self._store.stitch_flows(
                 STITCH_BUSY_CHUNK_SPANS if busy else STITCH_IDLE_CHUNK_SPANS
             )
         except Exception as exc:  # the spans are stored; their flows catch up on the next try or restart
-            log.error("stitching flows failed: %s", exc)
+            self._stitch_failures.failed(exc, "stitching flows failed (retried with backoff)")
+            self._next_stitch = time.monotonic() + self._stitch_failures.backoff
+            return
+        self._stitch_failures.succeeded("stitching flows works again")
         self._next_stitch = time.monotonic() + (STITCH_BUSY_GAP_SECONDS if busy else 0.0)
+        self._note_lag()
+
+    def _note_lag(self) -> None:
+        """Track since when flows trail the stored spans (for the readiness answer's lag)."""
+        if not self._store.flows_pending:
+            self._behind_since = None
+        elif self._behind_since is None:
+            self._behind_since = time.monotonic()
 
     def _take_group(self) -> list[_Job]:
         group: list[_Job] = []
@@ -209,10 +266,14 @@ class SpanWriter:
             outcomes: list[BaseException | None] = [None] * len(group)
         except Exception as exc:
             if len(group) == 1:
-                log.error("storing %d spans failed: %s", group[0].spans, exc)
+                self._write_failures.failed(exc, "storing spans failed (answered 503)")
                 outcomes = [exc]
             else:  # find the request that fails; the others still get stored
                 outcomes = [self._commit_one(job) for job in group]
+        if all(outcome is None for outcome in outcomes):
+            self._write_failures.succeeded("storing spans works again")
+        self.write_error = self._write_failures.current
+        self._note_lag()
         with self._cond:
             self._pending_spans -= sum(job.spans for job in group)
         for job, outcome in zip(group, outcomes, strict=True):
@@ -225,7 +286,7 @@ class SpanWriter:
         try:
             self.spans_written += self._store.write_prepared([job.prepared])
         except Exception as exc:
-            log.error("storing %d spans failed: %s", job.spans, exc)
+            self._write_failures.failed(exc, "storing spans failed (answered 503)")
             return exc
         return None
 
@@ -248,8 +309,10 @@ class SpanWriter:
         try:
             deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
         except Exception as exc:
-            log.error("deleting expired spans failed: %s", exc)
+            self._retention_failures.failed(exc, "deleting expired spans failed (retried later)")
             deleted = 0
+        else:
+            self._retention_failures.succeeded("deleting expired spans works again")
         self.spans_expired += deleted
         now = time.monotonic()
         if deleted < RETENTION_CHUNK_SPANS:  # caught up: look again later

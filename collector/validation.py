@@ -9,6 +9,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
+# OTLP times are fixed64, but both stores keep nanoseconds as signed 64-bit integers (SQLite INTEGER,
+# ClickHouse DateTime64(9), whose range ends at 2262-04-11): a later time cannot be stored.
+_FIRST_UNSTORABLE_TIME = 2**63
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,12 @@ def span_problem(span: Span) -> str | None:
         return "span_id must be 8 bytes and not all zero"
     if len(span.parent_span_id) not in (0, 8):
         return "parent_span_id must be empty or 8 bytes"
+    if (
+        span.start_time_unix_nano >= _FIRST_UNSTORABLE_TIME
+        or span.end_time_unix_nano >= _FIRST_UNSTORABLE_TIME
+        or any(event.time_unix_nano >= _FIRST_UNSTORABLE_TIME for event in span.events)
+    ):
+        return "times must be below 2^63 ns (2262-04-11), the range of 64-bit nanosecond timestamps"
     for link in span.links:
         if len(link.trace_id) != 16 or link.trace_id == _ZERO_TRACE_ID:
             return "link trace_id must be 16 bytes and not all zero"

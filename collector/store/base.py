@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -11,8 +12,33 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
+from hopscope.collector.stitch_guard import SkippedSpans
 
 Prepared = TypeVar("Prepared")
+
+
+@dataclass
+class ReadBudget:
+    """What one read answer may still hold: a number of spans and of serialized span bytes.
+
+    A store spends it span by span, in its read order, and stops at the first span that does not fit
+    (setting ``truncated``), before loading that span: so one answer never costs more memory than the
+    budget, whatever a trace holds. Bytes are the stored span's size (the OTLP protobuf on SQLite, the
+    row's field sizes on ClickHouse), not the answer's JSON size.
+    """
+
+    spans: int
+    bytes: int
+    truncated: bool = False
+
+    def take(self, span_bytes: int) -> bool:
+        """Spend one span of ``span_bytes``; False (and ``truncated``) when it does not fit."""
+        if self.spans < 1 or span_bytes > self.bytes:
+            self.truncated = True
+            return False
+        self.spans -= 1
+        self.bytes -= span_bytes
+        return True
 
 
 class SpanStore(Protocol[Prepared]):
@@ -50,13 +76,26 @@ class SpanStore(Protocol[Prepared]):
         """How often the writer should look for spans written by others (None: only this store writes)."""
 
     def stitch_flows(self, max_spans: int) -> int:
-        """Fold up to ``max_spans`` of the oldest unstitched spans into flows; returns how many."""
+        """Fold up to ``max_spans`` of the oldest unstitched spans into flows; returns how many.
 
-    def get_trace(self, trace_id: bytes) -> TracesData | None:
-        """Every stored span of one trace grouped by resource and scope, or None when none is stored."""
+        No span's data can make it fail (see stitch_guard: such spans are skipped and counted in
+        ``skipped_spans``); it raises only for the environment (disk full, a lost server), with nothing moved.
+        """
 
-    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
-        """Several traces in one document (empty when none is stored)."""
+    @property
+    def skipped_spans(self) -> SkippedSpans:
+        """Spans of this store left out of flows, RED or the graph, by reason (kept across restarts)."""
+
+    def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
+        """Every stored span of one trace grouped by resource and scope, or None when none is stored.
+
+        With a ``budget``, only the spans it holds, earliest start first (see ReadBudget); a stored trace
+        whose first span does not fit is an empty document, not None.
+        """
+
+    def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
+        """Several traces in one document (empty when none is stored); with a ``budget``, only the spans
+        it holds (earliest start first; on SQLite trace by trace, in the order given)."""
 
     def resolve_flow(self, flow_id: int) -> int | None:
         """The standing flow that ``flow_id`` is or was merged into; None when unknown."""

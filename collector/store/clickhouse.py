@@ -11,7 +11,9 @@ tables beside them.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,7 +27,14 @@ from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary, depth_sample
 from hopscope.collector.red_model import HopRollup, Rollup, RollupRow
+from hopscope.collector.stitch_guard import (
+    SkippedSpans,
+    fold_isolating,
+    report_failed_rows,
+    usable_times,
+)
 from hopscope.collector.store import clickhouse_flows, clickhouse_graph, clickhouse_rows, clickhouse_schema
+from hopscope.collector.store.base import ReadBudget
 from hopscope.collector.store.clickhouse_client import ClickHouseClient, ClickHouseError
 from hopscope.collector.store.clickhouse_rows import (
     DATETIME_COLUMNS,
@@ -47,6 +56,12 @@ DESTINATIONS_CACHE_SECONDS = 60.0
 _BIN = clickhouse_graph.bin_sql("Duration")
 _ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
 _WATERMARK_KEY = "feed_watermark_unix_nano"
+# A span's size against a ReadBudget: its own fields' bytes (the resource, shared, is left out).
+_SPAN_BYTES = (
+    "byteSize(TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanAttributes, StatusMessage, "
+    "Events.Timestamp, Events.Name, Events.Attributes, Links.TraceId, Links.SpanId, Links.TraceState, "
+    "Links.Attributes)"
+)
 
 
 class ClickHouseStore:
@@ -75,12 +90,15 @@ class ClickHouseStore:
         self._feed_checked = 0.0
         self._feed_ready = False
         self._destinations: tuple[float, list[str]] | None = None
+        # Spans left out of flows in this database (kept in hopscope_meta across restarts).
+        self.skipped_spans = SkippedSpans()
         if read_only:
             if not self._has_table("otel_traces"):
                 raise StoreError(f"{self.label} has no otel_traces table")
         else:
             clickhouse_schema.create(client, clickhouse_flows.FLOWS_DDL)
             self._watermark = self._load_watermark()
+            self._load_skipped()
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -104,6 +122,14 @@ class ClickHouseStore:
             {"key": _WATERMARK_KEY},
         )
         return int(rows[0][0]) if rows and rows[0][0] else 0
+
+    def _load_skipped(self) -> None:
+        rows = self.client.query(
+            f"SELECT Key, argMax(Value, Version) FROM {self._table('hopscope_meta')} "
+            "WHERE startsWith(Key, 'skipped_spans:') GROUP BY Key"
+        )
+        for key, value in rows:
+            self.skipped_spans.by_reason[str(key).removeprefix("skipped_spans:")] = int(value)
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -173,19 +199,61 @@ class ClickHouseStore:
         if not rows:
             self._feed_ready = False
             return 0
-        facts = FlowFacts()
         seen = self._stitched_before({row[1] for row in rows})
-        new: list[tuple[str, str]] = []
-        for _, trace, span, root, name, kind, service, start_ns, duration, status, attributes, links in rows:
-            if (trace, span) in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
-                continue
-            seen.add((trace, span))
-            new.append((trace, span))
+        fresh = []
+        for row in rows:
+            key = (row[1], row[2])
+            if key not in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
+                seen.add(key)
+                fresh.append(row)
+        # A piece that fails for its data's sake is bisected (stitch_guard); a piece folded before a crash
+        # is in hopscope_stitched_spans, so it is never folded twice.
+        failed = fold_isolating(fresh, self._fold_rows, is_environment_error) if fresh else []
+        if failed:
+            labelled = [(f"{row[1]}/{row[2]}", exc) for row, exc in failed]
+            report_failed_rows(self.skipped_spans, labelled, self.label)
+        through = int(rows[-1][0])
+        self.client.insert(
+            self._table("hopscope_meta"),
+            ("Key", "Value", "Version"),
+            [
+                (_WATERMARK_KEY, str(through), time.time_ns()),
+                *(
+                    (f"skipped_spans:{reason}", str(count), time.time_ns())
+                    for reason, count in self.skipped_spans.by_reason.items()
+                ),
+            ],
+        )
+        self._watermark = through
+        self._feed_checked = 0.0
+        return len(rows)
+
+    def _fold_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        facts = FlowFacts()
+        unusable = 0
+        for (
+            arrived,
+            trace,
+            _span,
+            root,
+            name,
+            kind,
+            service,
+            start_ns,
+            duration,
+            status,
+            attributes,
+            links,
+        ) in rows:
             start = int(start_ns)
+            end = start + int(duration)
+            if not usable_times(start, end):
+                start = end = int(arrived)
+                unusable += 1
             facts.add_row(
                 bytes.fromhex(trace),
                 start,
-                start + int(duration),
+                end,
                 status in ERROR_STATUS_NAMES,
                 bool(root),
                 service,
@@ -195,16 +263,10 @@ class ClickHouseStore:
                 attributes,
             )
         clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
-        self.client.insert(self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), new)
-        through = int(rows[-1][0])
         self.client.insert(
-            self._table("hopscope_meta"),
-            ("Key", "Value", "Version"),
-            [(_WATERMARK_KEY, str(through), time.time_ns())],
+            self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), [(row[1], row[2]) for row in rows]
         )
-        self._watermark = through
-        self._feed_checked = 0.0
-        return len(rows)
+        self.skipped_spans.add_unusable_times(unusable)
 
     def _stitched_before(self, trace_ids: set[str]) -> set[tuple[str, str]]:
         rows = self.client.query(
@@ -229,13 +291,17 @@ class ClickHouseStore:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def get_trace(self, trace_id: bytes) -> TracesData | None:
-        traces = self.get_traces([trace_id])
-        return traces if traces.resource_spans else None
+    def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
+        traces = self.get_traces([trace_id], budget)
+        cut = budget is not None and budget.truncated
+        return traces if traces.resource_spans or cut else None
 
-    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
+    def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
         """Two queries whatever the number of traces: their time bounds from the exporter's
-        ``otel_traces_trace_id_ts``, then their spans within those bounds (partitions by day are skipped)."""
+        ``otel_traces_trace_id_ts``, then their spans within those bounds (partitions by day are skipped).
+
+        With a budget, a third one first: the sizes of the earliest spans (``_SPAN_BYTES``), so that the
+        spans read are those that fit, earliest start first across the traces."""
         hex_ids = sorted({trace_id.hex() for trace_id in trace_ids})
         if not hex_ids:
             return TracesData()
@@ -247,13 +313,23 @@ class ClickHouseStore:
         if not bounds or not bounds[0][2]:
             return TracesData()
         start, end, _ = bounds[0]
-        rows = self.client.query(
-            f"SELECT {SELECT_SPAN} FROM {self._table('otel_traces')} "
+        spans = (
+            f"FROM {self._table('otel_traces')} "
             "WHERE TraceId IN {traces:Array(String)} "
             "AND Timestamp >= toDateTime({start:Int64}) AND Timestamp < toDateTime({end:Int64}) "
-            "ORDER BY Timestamp, SpanId LIMIT 1 BY TraceId, SpanId",
-            {"traces": hex_ids, "start": int(start) - 1, "end": int(end) + 2},
+            "ORDER BY Timestamp, SpanId LIMIT 1 BY TraceId, SpanId"
         )
+        params: dict[str, object] = {"traces": hex_ids, "start": int(start) - 1, "end": int(end) + 2}
+        if budget is not None:
+            sizes = self.client.query(
+                f"SELECT {_SPAN_BYTES} {spans} LIMIT {{limit:UInt64}}", {**params, "limit": budget.spans + 1}
+            )
+            kept = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
+            if not kept:
+                return TracesData()
+            spans += " LIMIT {kept:UInt64}"
+            params["kept"] = kept
+        rows = self.client.query(f"SELECT {SELECT_SPAN} {spans}", params)
         return clickhouse_rows.traces_data(rows)
 
     def resolve_flow(self, flow_id: int) -> int | None:
@@ -287,6 +363,7 @@ class ClickHouseStore:
         where = [
             "Timestamp >= fromUnixTimestamp64Nano({since:Int64})",
             "Timestamp < fromUnixTimestamp64Nano({until:Int64})",
+            clickhouse_graph.USABLE_TIMES_SQL,
         ]
         params: dict[str, object] = {
             "since": since_unix_nano - since_unix_nano % BUCKET_NS,
@@ -422,6 +499,39 @@ class ClickHouseStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+# ClickHouse error codes that mean the server or its disk failed, not the data: retry later, skip nothing.
+_ENVIRONMENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+    }
+)
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """True when ClickHouse (or the way to it) failed, False for what a span's data caused."""
+    if isinstance(exc, (OSError, MemoryError, StoreError)):
+        return True
+    if isinstance(exc, ClickHouseError):
+        text = str(exc)
+        if text.startswith("cannot reach ClickHouse"):
+            return True
+        match = _CODE.search(text)
+        return match is not None and int(match.group(1)) in _ENVIRONMENT_CODES
+    return False
 
 
 def _in_process(client: ClickHouseClient) -> bool:

@@ -63,6 +63,7 @@ from hopscope.collector.graph_hops import (
     PENDING_HOP_TTL_NS,
 )
 from hopscope.collector.red_model import HopRollup
+from hopscope.collector.stitch_guard import MAX_SPAN_DURATION_NS, MIN_PLAUSIBLE_START_UNIX_NANO
 from hopscope.collector.store.clickhouse_client import ClickHouseClient
 from hopscope.collector.store.clickhouse_rows import ERROR_STATUS_NAMES, kind_names
 
@@ -160,9 +161,15 @@ _LINK = "`Links.Attributes`[hop]"
 _ERROR = "StatusCode IN (" + ", ".join(_text(name) for name in ERROR_STATUS_NAMES) + ")"
 _START = "toUnixTimestamp64Nano(Timestamp)"
 _SINCE = "Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
-_IN_RANGE = f"{_SINCE} AND Timestamp < fromUnixTimestamp64Nano({{hi:Int64}})"
+# Spans with unusable times are left out of RED and the graph, as on SQLite (see stitch_guard).
+USABLE_TIMES_SQL = (
+    f"Duration <= {MAX_SPAN_DURATION_NS} "
+    f"AND Timestamp >= fromUnixTimestamp64Nano({MIN_PLAUSIBLE_START_UNIX_NANO})"
+)
+_IN_RANGE = f"{_SINCE} AND Timestamp < fromUnixTimestamp64Nano({{hi:Int64}}) AND {USABLE_TIMES_SQL}"
 _IN_WINDOW = (
-    "Timestamp >= fromUnixTimestamp64Nano({wlo:Int64}) AND Timestamp < fromUnixTimestamp64Nano({whi:Int64})"
+    "Timestamp >= fromUnixTimestamp64Nano({wlo:Int64}) AND Timestamp < fromUnixTimestamp64Nano({whi:Int64}) "
+    f"AND {USABLE_TIMES_SQL}"
 )
 _BATCH = f"(notEmpty(`Links.SpanId`) AND {_has(conventions.BATCH_MESSAGE_COUNT)})"
 _RECORD_SPANS = f"({_attribute(conventions.RECORD_SPANS)} NOT IN ('', 'false'))"

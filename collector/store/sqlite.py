@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,15 @@ from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
+from hopscope.collector.stitch_guard import (
+    REASON_UNUSABLE_TIMES,
+    SkippedSpans,
+    fold_isolating,
+    report_failed_rows,
+    usable_times,
+)
 from hopscope.collector.store import sqlite_flows, sqlite_queues
+from hopscope.collector.store.base import ReadBudget
 from hopscope.collector.store.sqlite_flows import FLOWS_SCHEMA, FlowStitcher
 from hopscope.collector.store.sqlite_graph import GRAPH_SCHEMA, GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite_queues import QUEUES_SCHEMA
@@ -88,6 +98,8 @@ INSERT OR IGNORE INTO spans (
 """
 
 _UNKNOWN_SERVICE = "unknown_service"
+# Span keys bound in one ``IN (...)`` of a budgeted read.
+_IDS_PER_QUERY = 500
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 64 * 1024
 # Spans stitched into flows per call of stitch_flows() by write(); the collector's writer picks its own.
@@ -136,6 +148,8 @@ class SQLiteStore:
         self._checkpointer: _Checkpointer | None = None
         self._stitched_through = 0
         self._last_span_pk = 0
+        # Spans left out of flows, RED or the graph in this database (kept in meta across restarts).
+        self.skipped_spans = SkippedSpans()
         if read_only:
             if not self.path.exists():
                 raise StoreError(f"no hopscope database at {self.path}")
@@ -303,41 +317,70 @@ class SQLiteStore:
 
         Stitching reads the spans back from the store, so it needs nothing kept in memory, counts a span
         that a client sent twice once, and picks up after a restart where it left off. Many spans per
-        call write each flow-index page once for all of them.
+        call write each flow-index page once for all of them. No span can stop it (see stitch_guard): a
+        chunk that fails for its data's sake is bisected, and the spans that fail alone are skipped; an
+        error of the environment (disk full, locked) propagates with nothing moved.
         """
         conn = self._writer_conn()
         rows = conn.execute(
-            "SELECT span_pk, service_name, span FROM spans WHERE span_pk > ? ORDER BY span_pk LIMIT ?",
+            "SELECT span_pk, service_name, received_unix_nano, span FROM spans WHERE span_pk > ? "
+            "ORDER BY span_pk LIMIT ?",
             (self._stitched_through, max_spans),
         ).fetchall()
         if not rows:
             self._stitched_through = max(self._stitched_through, self._last_span_pk)
             return 0
+        failed = fold_isolating(rows, self._fold_chunk, is_environment_error)
+        if failed:
+            report_failed_rows(
+                self.skipped_spans, [(_span_label(row[3]), exc) for row, exc in failed], self.label
+            )
+            through = rows[-1][0]
+            with self._transaction(conn):  # past the skipped spans, which may end the chunk
+                self._save_stitch_state(conn, through)
+            self._stitched_through = through
+        return len(rows)
+
+    def _fold_chunk(self, rows: Sequence[tuple[int, str, int, bytes]]) -> None:
+        """Fold consecutive rows in one transaction, the watermark moved in it: all or nothing."""
+        conn = self._writer_conn()
         facts = FlowFacts()
         red = RedRollups()
         graph = GraphRollups()
-        for _, service_name, blob in rows:
+        unusable = 0
+        for _, service_name, received, blob in rows:
             span = Span.FromString(blob)
-            facts.add(span, service_name, blob)
-            red.add(span, service_name)
-            graph.add(span, service_name)
+            if usable_times(span.start_time_unix_nano, span.end_time_unix_nano):
+                facts.add(span, service_name, blob)
+                red.add(span, service_name)
+                graph.add(span, service_name)
+            else:
+                facts.add(span, service_name, blob, times=(received, received))
+                unusable += 1
         through = rows[-1][0]
         with self._transaction(conn):
             FlowStitcher(conn).apply(facts.traces.values())
             red.apply(conn)
             graph.apply(conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('flows_through_span_pk', ?)",
-                (str(through),),
-            )
+            self._save_stitch_state(conn, through, Counter({REASON_UNUSABLE_TIMES: unusable}))
         self._stitched_through = through
-        return len(rows)
+        self.skipped_spans.add_unusable_times(unusable)
+
+    def _save_stitch_state(
+        self, conn: sqlite3.Connection, through: int, new_skips: Counter[str] | None = None
+    ) -> None:
+        skipped = self.skipped_spans.by_reason + (new_skips or Counter())
+        rows = [("flows_through_span_pk", str(through))]
+        rows.extend((f"skipped_spans:{reason}", str(count)) for reason, count in skipped.items())
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
     def _load_stitch_position(self) -> None:
         conn = self._writer_conn()
         row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
         self._stitched_through = int(row[0]) if row else 0
         (self._last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+        for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'skipped_spans:%'"):
+            self.skipped_spans.by_reason[key.removeprefix("skipped_spans:")] = int(value)
 
     @contextlib.contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -383,14 +426,18 @@ class SQLiteStore:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def get_trace(self, trace_id: bytes) -> TracesData | None:
+    def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
         conn = self._reader()
-        rows = conn.execute(
-            "SELECT resource_id, scope_id, span FROM spans WHERE trace_id = ? "
-            "ORDER BY start_unix_nano, span_pk",
-            (trace_id,),
-        ).fetchall()
-        if not rows:
+        rows: list[tuple[int, int, bytes]] | None
+        if budget is None:
+            rows = conn.execute(
+                "SELECT resource_id, scope_id, span FROM spans WHERE trace_id = ? "
+                "ORDER BY start_unix_nano, span_pk",
+                (trace_id,),
+            ).fetchall()
+        else:
+            rows = self._rows_within(conn, trace_id, budget)
+        if rows is None or (not rows and budget is None):
             return None
         resources = self._load(conn, "resources", "resource_id", "schema_url, resource", {r[0] for r in rows})
         scopes = self._load(conn, "scopes", "scope_id", "schema_url, scope", {r[1] for r in rows})
@@ -422,13 +469,43 @@ class SQLiteStore:
         query = f"SELECT {key}, {columns} FROM {table} WHERE {key} IN ({marks})"
         return {row[0]: (row[1], row[2]) for row in conn.execute(query, wanted)}
 
-    def get_traces(self, trace_ids: Iterable[bytes]) -> TracesData:
-        """Several traces in one document (empty when none is stored)."""
+    @staticmethod
+    def _rows_within(
+        conn: sqlite3.Connection, trace_id: bytes, budget: ReadBudget
+    ) -> list[tuple[int, int, bytes]] | None:
+        """The trace's rows that fit the budget, earliest start first; None when it has no span stored.
+
+        Sizes come first (``length`` reads no blob) and blobs only for the spans kept, so a trace of a
+        million spans, or one span of a million attributes, costs no more than the budget.
+        """
+        sizes = conn.execute(
+            "SELECT span_pk, length(span) FROM spans WHERE trace_id = ? "
+            "ORDER BY start_unix_nano, span_pk LIMIT ?",
+            (trace_id, budget.spans + 1),
+        ).fetchall()
+        if not sizes:
+            return None
+        kept = [span_pk for span_pk, size in itertools.takewhile(lambda row: budget.take(row[1]), sizes)]
+        by_pk: dict[int, tuple[int, int, bytes]] = {}
+        for first in range(0, len(kept), _IDS_PER_QUERY):
+            chunk = kept[first : first + _IDS_PER_QUERY]
+            query = (
+                "SELECT span_pk, resource_id, scope_id, span FROM spans "
+                f"WHERE span_pk IN ({','.join('?' * len(chunk))})"
+            )
+            for span_pk, resource_id, scope_id, span in conn.execute(query, chunk):
+                by_pk[span_pk] = (resource_id, scope_id, span)
+        return [by_pk[span_pk] for span_pk in kept if span_pk in by_pk]  # retention may delete meanwhile
+
+    def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
+        """Several traces in one document (empty when none is stored); a budget is spent trace by trace."""
         combined = TracesData()
         for trace_id in trace_ids:
-            traces = self.get_trace(trace_id)
+            traces = self.get_trace(trace_id, budget)
             if traces is not None:
                 combined.resource_spans.extend(traces.resource_spans)
+            if budget is not None and budget.truncated:
+                break
         return combined
 
     # -- flows -------------------------------------------------------------------------------------------
@@ -554,6 +631,44 @@ class _Checkpointer:
         self._stopped.set()
         self._thread.join()
         self._conn.close()
+
+
+# SQLite's primary result codes that mean the environment failed, not the data: retry later, skip nothing.
+_ENVIRONMENT_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        9,  # SQLITE_INTERRUPT
+        10,  # SQLITE_IOERR
+        11,  # SQLITE_CORRUPT
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        26,  # SQLITE_NOTADB
+    }
+)
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """True for failures of the disk, memory or locks; False for what a span's data caused."""
+    if isinstance(exc, (OSError, MemoryError, StoreError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        return code is None or code & 0xFF in _ENVIRONMENT_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+    )
+
+
+def _span_label(blob: bytes) -> str:
+    try:
+        span = Span.FromString(blob)
+    except Exception:  # the label of a span that cannot even be parsed
+        return "<unparsable span>"
+    return f"{span.trace_id.hex()}/{span.span_id.hex()}"
 
 
 def _digest(blob: bytes, schema_url: str) -> bytes:

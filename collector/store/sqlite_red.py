@@ -12,6 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector import latency_histogram
 from hopscope.collector.red_model import Rollup, RollupRow
+from hopscope.collector.stitch_guard import saturating_add
 
 # Schema version 3: RED rollups.
 RED_SCHEMA = """
@@ -49,7 +50,7 @@ class RedRollups:
             rollup = self.rollups[key] = Rollup()
         duration = max(0, span.end_time_unix_nano - start)
         rollup.span_count += 1
-        rollup.duration_sum_ns += duration
+        rollup.duration_sum_ns = saturating_add(rollup.duration_sum_ns, duration)
         rollup.histogram[latency_histogram.bin_of(duration)] += 1
         if span.status.code == _ERROR:
             rollup.error_count += 1
