@@ -6,18 +6,24 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from google.rpc import code_pb2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hopscope.collector.auth import BearerAuthMiddleware
+from hopscope.collector.auth import BearerAuthMiddleware, is_authenticated
 from hopscope.collector.body import InflightBudget
 from hopscope.collector.forwarder import Forwarder
+from hopscope.collector.health import ConnectionLimitView, health_details, readiness
+from hopscope.collector.host_check import LoopbackHostMiddleware, is_loopback_host
+from hopscope.collector.http_guard import ConnectionStats
+from hopscope.collector.otlp_codec import Encoding
 from hopscope.collector.query import QueryLayer
 from hopscope.collector.query_api import QueryApi
-from hopscope.collector.receiver import TraceReceiver
+from hopscope.collector.receiver import TraceReceiver, status_response
 from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.span_writer import SpanWriter
 from hopscope.collector.store.base import SpanStore
@@ -33,8 +39,45 @@ FORWARD_FLUSH_TIMEOUT_SECONDS = 5.0
 GRPC_GRACE_SECONDS = 30.0
 
 
-def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
-    """The app owns the writer thread (started and drained by its lifespan); the caller owns the store."""
+# google.rpc.Code of the errors that the router and the server answer (google.rpc's HTTP mapping).
+_ERROR_CODES = {404: code_pb2.NOT_FOUND, 405: code_pb2.UNIMPLEMENTED, 500: code_pb2.INTERNAL}
+
+
+def _error_answer(request: Request, status: int, message: str) -> Response:
+    """An error of the routing shell (unknown path, wrong method, a crash) as a google.rpc.Status body."""
+    encoding = Encoding.from_content_type(request.headers.get("content-type")) or Encoding.JSON
+    return status_response(status, _ERROR_CODES.get(status, code_pb2.UNKNOWN), message, encoding)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = exc.detail
+    response = _error_answer(request, exc.status_code, message)
+    if exc.headers:  # 405's Allow
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _error_answer(request, 500, "internal error; the collector logged it")
+
+
+def create_app(
+    settings: CollectorSettings,
+    store: SpanStore[Any],
+    *,
+    connections: ConnectionStats | None = None,
+    max_connections: int = 0,
+) -> Starlette:
+    """The app owns the writer thread (started and drained by its lifespan); the caller owns the store.
+
+    ``connections`` are the HTTP server's counters (server.py), shown by ``/healthz``.
+    """
     writer = SpanWriter(
         store, max_pending_spans=settings.max_pending_spans, retention_seconds=settings.retention_seconds
     )
@@ -62,16 +105,22 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
 
         poller = QueuePoller(store, settings.sqs, retention_seconds=settings.retention_seconds)
 
+    connection_view = ConnectionLimitView(connections, max_connections) if connections else None
+
     async def healthz(request: Request) -> JSONResponse:
+        """Liveness: ``ok`` while the process serves; the details only with the token, when one is set."""
+        if not is_authenticated(request.scope):
+            return JSONResponse({"status": "ok"})
         forwarding = forwarder.stats() if forwarder else []
-        return JSONResponse(
-            {
-                "status": "ok",
-                "pending_spans": writer.pending_spans,
-                "flows_pending": writer.flows_pending,
-                "forwarding": forwarding,
-            }
-        )
+        return JSONResponse(health_details(writer.health(), forwarding, connection_view))
+
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: ``degraded`` with reasons; 503 while spans cannot be stored."""
+        ready = readiness(writer.health(), forwarder.stats() if forwarder else [])
+        status_code = 200 if ready["accepting_spans"] else 503
+        if not is_authenticated(request.scope):
+            return JSONResponse({"status": ready["status"]}, status_code=status_code)
+        return JSONResponse(ready, status_code=status_code)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,12 +142,17 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             if forwarder:
                 forwarder.close(FORWARD_FLUSH_TIMEOUT_SECONDS)
 
-    middleware = [Middleware(BearerAuthMiddleware, token=settings.auth_token)] if settings.auth_token else []
+    middleware = [
+        # DNS rebinding: bound to a loopback address, only loopback host names (before the token check)
+        *([Middleware(LoopbackHostMiddleware)] if is_loopback_host(settings.host) else []),
+        *([Middleware(BearerAuthMiddleware, token=settings.auth_token)] if settings.auth_token else []),
+    ]
     app = Starlette(
         routes=[
             # --no-receiver: spans come from others (OpenTelemetry Collectors writing to the store)
             *([Route("/v1/traces", receiver.export, methods=["POST"])] if settings.receiver else []),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),
             Route("/api/flows", query.get_flows, methods=["GET"]),
             Route("/api/flows/{flow_id}", query.get_flow, methods=["GET"]),
@@ -111,6 +165,7 @@ def create_app(settings: CollectorSettings, store: SpanStore[Any]) -> Starlette:
             Route("/openapi.json", query.openapi, methods=["GET"]),
         ],
         middleware=middleware,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.writer = writer

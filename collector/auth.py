@@ -11,23 +11,50 @@ from hopscope.collector import otlp_codec
 from hopscope.collector.otlp_codec import Encoding
 from hopscope.collector.receiver import status_response
 
+# Paths answered without a token: load balancers probe them. They show details only with the token.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# The scope key where the middleware leaves whether the request carried the token.
+AUTHENTICATED = "hopscope.authenticated"
+
+
+def bearer_token_matches(authorization: bytes, token: str) -> bool:
+    """True when an ``Authorization`` value is ``Bearer <token>``.
+
+    The scheme is case-insensitive and may be followed by more than one space (RFC 7235); the token is
+    compared as UTF-8 bytes in constant time, so a non-ASCII token works when the client sends it as UTF-8.
+    """
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    given = credentials.lstrip(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given, token.encode("utf-8"))
+
+
+def is_authenticated(scope: Scope) -> bool:
+    """Whether the request may see details: it carried the token, or the collector has none."""
+    return bool(scope.get(AUTHENTICATED, True))
+
 
 class BearerAuthMiddleware:
-    """Answers 401 (with a google.rpc.Status body) unless ``Authorization: Bearer <token>`` matches."""
+    """Answers 401 (with a google.rpc.Status body) unless ``Authorization: Bearer <token>`` matches.
+
+    The paths of :data:`PUBLIC_PATHS` pass either way, marked with :func:`is_authenticated`.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        given = headers.get("authorization", "").encode()
-        if hmac.compare_digest(given, self._expected):
+        # The raw bytes: starlette's Headers would decode them as latin-1.
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        authenticated = bearer_token_matches(given, self._token)
+        scope[AUTHENTICATED] = authenticated
+        if authenticated or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
         encoding = Encoding.from_content_type(headers.get("content-type")) or Encoding.JSON
         message = "missing bearer token" if not given else "wrong bearer token"
         response = status_response(401, otlp_codec.STATUS_UNAUTHENTICATED, message, encoding)

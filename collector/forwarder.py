@@ -49,6 +49,7 @@ DEFAULT_MAX_BACKOFF_SECONDS = DEFAULT_FORWARD_MAX_BACKOFF_SECONDS
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 PROTOBUF = "application/x-protobuf"
+_PARTIAL_SUCCESS = "partial_success"
 
 
 class UpstreamStats(TypedDict):
@@ -58,6 +59,10 @@ class UpstreamStats(TypedDict):
     queued_spans: int
     queued_bytes: int
     last_error: str | None
+    # Sends in a row that failed (refused, timed out, or answered other than 2xx); 0 after a delivery.
+    consecutive_failures: int
+    # Seconds since the first of those failures; None while the upstream takes batches.
+    failing_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class _Outcome:
     retry: bool = False
     error_kind: str | None = None
     error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """The upstream took the batch (a 2xx), even if it rejected some of its spans."""
+        return self.error_kind is None or self.error_kind == _PARTIAL_SUCCESS
 
 
 class _Upstream:
@@ -105,6 +115,8 @@ class _Upstream:
         self._forwarded_spans = 0
         self._dropped_spans = 0
         self._last_error: str | None = None
+        self._consecutive_failures = 0
+        self._failing_since: float | None = None
         self._full_logged = False
         self._failing_kind: str | None = None  # the retryable failure last logged, until a success
         self._logged_drop_kinds: set[str] = set()
@@ -145,6 +157,10 @@ class _Upstream:
                 queued_spans=self._queued_spans,
                 queued_bytes=self._queued_bytes,
                 last_error=self._last_error,
+                consecutive_failures=self._consecutive_failures,
+                failing_seconds=None
+                if self._failing_since is None
+                else time.monotonic() - self._failing_since,
             )
 
     def begin_close(self, deadline: float) -> None:
@@ -193,6 +209,9 @@ class _Upstream:
                     self._queued_spans -= batch.spans
                     self._forwarded_spans += outcome.forwarded
                     self._dropped_spans += batch.spans - outcome.forwarded
+                if outcome.delivered:
+                    self._consecutive_failures = 0
+                    self._failing_since = None
             if outcome.error_kind is None:
                 if self._failing_kind is not None:
                     log.info("forwarding to %s works again", self.url)
@@ -216,7 +235,7 @@ class _Upstream:
             if rejected:
                 return _Outcome(
                     forwarded=batch.spans - rejected,
-                    error_kind="partial_success",
+                    error_kind=_PARTIAL_SUCCESS,
                     error=f"upstream rejected {rejected} span(s): {message}",
                 )
             return _Outcome(forwarded=batch.spans)
@@ -231,6 +250,10 @@ class _Upstream:
         assert outcome.error_kind is not None
         with self._cond:
             self._last_error = outcome.error
+            if not outcome.delivered:
+                self._consecutive_failures += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
         if outcome.retry:
             if outcome.error_kind != self._failing_kind:
                 self._failing_kind = outcome.error_kind

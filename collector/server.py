@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import ipaddress
 import logging
+import math
 import signal
 import socket
 from collections.abc import Callable, Generator
@@ -13,13 +15,15 @@ from collections.abc import Callable, Generator
 import uvicorn
 
 from hopscope.collector.app import create_app
+from hopscope.collector.http_guard import ConnectionStats, fit_open_file_limit, protocol_class
+from hopscope.collector.http_limits import HttpLimits
 from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.open import open_store
 
 log = logging.getLogger("hopscope.collector")
 
-# Connections served at once; past it uvicorn answers 503 instead of queueing without bound.
-MAX_CONNECTIONS = 512
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 2048
 
 
 class _Server(uvicorn.Server):
@@ -56,7 +60,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         # Listen now, not when uvicorn starts serving after the app's startup: from the "listening on"
         # line on, connections wait in the backlog instead of being refused.
-        sock.listen(MAX_CONNECTIONS)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise SystemExit(f"hopscope collector: cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -64,11 +68,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: CollectorSettings) -> None:
+def run(settings: CollectorSettings, limits: HttpLimits | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; ``limits`` bound connections, headers and timeouts (http_guard.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = limits or HttpLimits()
+    limits = dataclasses.replace(limits, max_connections=fit_open_file_limit(limits.max_connections))
+    connections = ConnectionStats()
     store = open_store(settings.store_url or str(settings.db))
     try:
-        app = create_app(settings, store)
+        app = create_app(settings, store, connections=connections, max_connections=limits.max_connections)
         sock = bind(settings.host, settings.port)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -77,9 +85,11 @@ def run(settings: CollectorSettings) -> None:
             log_level="warning",
             access_log=False,
             server_header=False,
-            limit_concurrency=MAX_CONNECTIONS,
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            http="httptools" if importlib.util.find_spec("httptools") else "h11",
+            # uvicorn's httptools protocol with header, timeout and connection limits (http_guard.py); the
+            # connection limit is the guard's, whose 503 carries Retry-After, not uvicorn's limit_concurrency.
+            http=protocol_class(limits, connections),
+            timeout_keep_alive=math.ceil(limits.idle_timeout),
             timeout_graceful_shutdown=30,
         )
 
