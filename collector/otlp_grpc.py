@@ -14,8 +14,9 @@ missing or wrong token UNAUTHENTICATED; a message over the size limit RESOURCE_E
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import socket
+from collections.abc import Awaitable
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -24,11 +25,13 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from hopscope.collector import otlp_codec
-from hopscope.collector.body import BudgetExhaustedError, InflightBudget
+from hopscope.collector.auth import bearer_token_matches
+from hopscope.collector.body import BudgetExhaustedError, InflightBudget, holding_cost
 from hopscope.collector.otlp_codec import Encoding, OtlpDecodeError
 from hopscope.collector.receiver import RETRY_AFTER_SECONDS, SpansNotStoredError, TraceReceiver
 from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
+from hopscope.collector.validation import Validation
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
@@ -73,7 +76,7 @@ class GrpcTraceReceiver:
         self._host = settings.host
         self._port = settings.grpc_port or 0
         self._max_body_bytes = settings.max_body_bytes
-        self._expected = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
+        self._token = settings.auth_token
         self._server: aio.Server | None = None
 
     def bind(self) -> int:
@@ -129,28 +132,31 @@ class GrpcTraceReceiver:
             await context.abort(refused.code, refused.message, trailing_metadata=refused.trailers())
 
     def _check_token(self, metadata: aio.Metadata | None) -> None:
-        if self._expected is None:
+        if self._token is None:
             return
         given = b""
         for key, value in metadata or ():
             if key == "authorization":
                 given = value if isinstance(value, bytes) else value.encode()
-        if not hmac.compare_digest(given, self._expected):
+        if not bearer_token_matches(given, self._token):
             message = "missing bearer token" if not given else "wrong bearer token"
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    def _decode_and_accept(self, body: bytes) -> Awaitable[Validation]:
+        return self._receiver.accept(otlp_codec.decode_request(body, Encoding.PROTOBUF), body)
 
     async def _receive(self, body: bytes) -> bytes:
         if self._writer.saturated:  # refuse before spending time on the message
             raise _Refused(grpc.StatusCode.UNAVAILABLE, "collector busy: the write queue is full", retry=True)
+        cost = holding_cost(len(body), Encoding.PROTOBUF)
         try:
-            self._budget.take(len(body))
+            self._budget.take(cost, holding=0)
         except BudgetExhaustedError as exc:
             # memory that frees itself in a moment: RESOURCE_EXHAUSTED, retryable because RetryInfo says so
             raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"collector busy: {exc}", retry=True) from None
         try:
-            export = otlp_codec.decode_request(body, Encoding.PROTOBUF)
-            committed = self._receiver.accept(export, body)
-            del export
+            # decoded, limited and prepared off the event loop, as OTLP/HTTP does
+            committed = await asyncio.get_running_loop().run_in_executor(None, self._decode_and_accept, body)
             validation = await committed
         except OtlpDecodeError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -159,7 +165,7 @@ class GrpcTraceReceiver:
         except (WriterClosedError, SpansNotStoredError) as exc:
             raise _Refused(grpc.StatusCode.UNAVAILABLE, str(exc), retry=True) from None
         finally:
-            self._budget.give_back(len(body))
+            self._budget.give_back(cost)
         return otlp_codec.encode_response(validation.rejected, validation.error_message, Encoding.PROTOBUF)
 
 

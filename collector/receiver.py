@@ -13,13 +13,14 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from hopscope.collector import otlp_codec
 from hopscope.collector.body import BodyReader, BudgetExhaustedError, InflightBudget
 from hopscope.collector.forwarder import Forwarder
 from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
+from hopscope.collector.span_limits import SpanLimits, apply_span_limits
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.store.base import SpanStore
 from hopscope.collector.validation import Validation, drop_invalid_spans
@@ -27,8 +28,9 @@ from hopscope.collector.validation import Validation, drop_invalid_spans
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
-# Inflated JSON bodies above this are decoded off the event loop (json_format is pure Python).
-_INLINE_JSON_BYTES = 64 * 1024
+# Bodies above this are decoded, limited, validated and prepared off the event loop, so that /healthz and
+# small requests stay fast while a large one is worked on (a 6 MB protobuf body takes about 250 ms).
+_INLINE_BODY_BYTES = 64 * 1024
 
 
 class SpansNotStoredError(RuntimeError):
@@ -52,12 +54,15 @@ class TraceReceiver:
         max_body_bytes: int,
         budget: InflightBudget,
         forwarder: Forwarder | None = None,
+        *,
+        span_limits: SpanLimits | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._max_body_bytes = max_body_bytes
         self._budget = budget
         self._forwarder = forwarder
+        self._span_limits = span_limits or SpanLimits()
 
     async def export(self, request: Request) -> Response:
         encoding = Encoding.from_content_type(request.headers.get("content-type"))
@@ -87,6 +92,9 @@ class TraceReceiver:
             return status_response(503, otlp_codec.STATUS_UNAVAILABLE, f"collector busy: {exc}", encoding)
         except WriterClosedError as exc:
             return status_response(503, otlp_codec.STATUS_UNAVAILABLE, str(exc), encoding)
+        except ClientDisconnect:  # nobody is left to answer: one line, no traceback
+            log.info("a client disconnected before sending its whole body; nothing of it was stored")
+            return Response(status_code=400)
         finally:
             reader.release()
 
@@ -96,21 +104,24 @@ class TraceReceiver:
         body = await reader.read(request)
         if gzipped:
             body = self._inflate(body, reader)
-        if encoding is Encoding.JSON and len(body) > _INLINE_JSON_BYTES:
-            export = await run_in_threadpool(otlp_codec.decode_request, body, encoding)
+        reader.charge_holding(len(body), encoding)
+        if len(body) > _INLINE_BODY_BYTES:
+            committed = await run_in_threadpool(self._decode_and_accept, body, encoding)
         else:
-            export = otlp_codec.decode_request(body, encoding)
-        # Forwarded as received when it is protobuf and every span is accepted, else re-serialized.
-        forward_body = body if self._forwarder and encoding is Encoding.PROTOBUF else None
+            committed = self._decode_and_accept(body, encoding)
         del body
-        committed = self.accept(export, forward_body)
-        del export
         try:
             validation = await committed
         except SpansNotStoredError as exc:
             return status_response(503, otlp_codec.STATUS_UNAVAILABLE, str(exc), encoding)
         payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
         return Response(payload, media_type=encoding.value)
+
+    def _decode_and_accept(self, body: bytes, encoding: Encoding) -> Awaitable[Validation]:
+        export = otlp_codec.decode_request(body, encoding)
+        # Forwarded as received when it is protobuf and every span is accepted, else re-serialized.
+        forward_body = body if self._forwarder and encoding is Encoding.PROTOBUF else None
+        return self.accept(export, forward_body)
 
     def accept(self, export: ExportTraceServiceRequest, forward_body: bytes | None) -> Awaitable[Validation]:
         """Validate a decoded request and queue its valid spans: the write path of every OTLP transport.
@@ -123,6 +134,9 @@ class TraceReceiver:
         validation = drop_invalid_spans(export)
         if not validation.accepted:
             return self._settled(validation, None, None)
+        # Over-limit items go (counted in each span's dropped_* counts): what is stored is what is forwarded.
+        if apply_span_limits(export, self._span_limits):
+            forward_body = None
         if self._forwarder and (forward_body is None or validation.rejected):
             forward_body = export.SerializeToString()
         prepared = self._store.prepare(export)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from hopscope.collector.span_limits import SpanLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -14,7 +16,7 @@ DEFAULT_DB = Path("hopscope.db")
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 # Spans accepted but not yet committed. Past this the receiver answers 503 + Retry-After.
 DEFAULT_MAX_PENDING_SPANS = 40_000
-# Bytes of request bodies (compressed and inflated) held in memory at once across all requests.
+# Bytes of memory held at once by requests in flight: their bodies and what decoding them costs (body.py).
 DEFAULT_MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
 # Bytes of batches waiting to be forwarded, per --forward upstream; past it new batches are dropped.
 DEFAULT_FORWARD_QUEUE_BYTES = 64 * 1024 * 1024
@@ -75,6 +77,8 @@ class CollectorSettings:
     # False: no OTLP receiver; the collector only stitches what others write to the store (--no-receiver).
     receiver: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Attributes, events, links and value lengths kept per span (span_limits.py).
+    span_limits: SpanLimits = field(default_factory=SpanLimits)
     auth_token: str | None = None
     retention_seconds: int | None = None
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS

@@ -364,21 +364,30 @@ def test_a_saturated_write_path_answers_unavailable_with_retry_info(tmp_path: Pa
 def test_requests_over_the_shared_memory_budget_are_resource_exhausted_with_retry_info(
     tmp_path: Path,
 ) -> None:
-    # GIVEN a collector whose budget for bodies in memory is smaller than one request
+    # GIVEN a collector with a 1 KB budget for requests in memory, 900 bytes of it held by an OTLP/HTTP
+    # request whose body is still arriving
     store = SQLiteStore(tmp_path / "budget.db")
     port = free_port()
     settings = CollectorSettings(db=store.path, grpc_port=port, max_inflight_bytes=1024)
-    with serve_in_thread(settings, store):
-        # WHEN a 3 KB request arrives, THEN it is refused as retryable (RetryInfo), and a small one gets in
-        error = refusal(f"127.0.0.1:{port}", full_request().SerializeToString())
+    with serve_in_thread(settings, store) as url:
+        http_port = int(url.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", http_port))
+        slow.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 5000\r\n\r\n" + b"\n" * 900
+        )
+        time.sleep(0.5)  # the receiver has read (and charged) those 900 bytes
+        # WHEN a 3 KB request arrives, THEN it is refused as retryable (RetryInfo)
+        body = full_request().SerializeToString()
+        error = refusal(f"127.0.0.1:{port}", body)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert _retry_delay_seconds(error) == (1, 1)
-        small = ExportTraceServiceRequest()
-        small.resource_spans.add().scope_spans.add().spans.add(
-            trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="small"
-        )
-        assert not export(f"127.0.0.1:{port}", small.SerializeToString()).HasField("partial_success")
-    assert store.count_spans() == 1
+        # and once the other request is gone, the same request gets in alone, though it costs more than
+        # the whole budget: any request within the size limit is taken, one at a time
+        slow.close()
+        time.sleep(0.5)
+        assert not export(f"127.0.0.1:{port}", body).HasField("partial_success")
+    assert store.count_spans() == len(spans_of(full_request()))
     store.close()
 
 
