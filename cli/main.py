@@ -11,6 +11,7 @@ from pathlib import Path
 from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
+from hopscope.collector import http_limits
 from hopscope.collector import settings as collector_defaults
 
 COLLECTOR_MODULES = (
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of batches held per --forward upstream while it is slow or down; past it new batches "
         "are dropped and counted (default: %(default)s)",
     )
+    _add_connection_options(collector)
     sqs = collector.add_argument_group("SQS queue depth and dead-letter queues")
     sqs.add_argument(
         "--sqs",
@@ -262,6 +264,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_connection_options(collector: argparse.ArgumentParser) -> None:
+    """The HTTP server's limits against slow, idle and too many clients (collector/http_guard.py)."""
+    connections = collector.add_argument_group("connections (slow, idle and too many clients)")
+    connections.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=http_limits.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="connections served at once; past it requests get 503 with Retry-After (default: %(default)s)",
+    )
+    connections.add_argument(
+        "--header-timeout",
+        type=_duration,
+        default=http_limits.DEFAULT_HEADER_TIMEOUT_SECONDS,
+        metavar="DURATION",
+        help="close a connection whose request headers are not complete this long after it opened, or "
+        "after the request's first byte (default: %(default)ss)",
+    )
+    connections.add_argument(
+        "--idle-timeout",
+        type=_duration,
+        default=http_limits.DEFAULT_IDLE_TIMEOUT_SECONDS,
+        metavar="DURATION",
+        help="close a kept-alive connection idle this long between requests (default: %(default)ss)",
+    )
+
+
 def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
@@ -361,8 +390,13 @@ def _run_collector(args: argparse.Namespace) -> int:
         if args.sqs
         else None,
     )
+    limits = http_limits.HttpLimits(
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+    )
     try:
-        run(settings)
+        run(settings, limits)
     except StoreError as exc:
         print(f"hopscope collector: {exc}", file=sys.stderr)
         return 1

@@ -37,15 +37,17 @@ class HealthDetails(TypedDict):
     flows_pending: bool
     flows_lag_seconds: float
     spans_skipped: int
+    spans_skipped_by_reason: dict[str, int]
     last_skip_error: str | None
     seconds_since_last_skip: float | None
     write_error: str | None
+    stitch_error: str | None
     forwarding: list[UpstreamStats]
     connections: ConnectionCounts | None
 
 
 class Reason(TypedDict):
-    check: Literal["writes", "stitching_skips", "stitching_lag", "forwarding"]
+    check: Literal["writes", "stitching", "stitching_skips", "stitching_lag", "forwarding"]
     message: str
 
 
@@ -82,11 +84,13 @@ def health_details(
         flows_pending=writer.flows_pending,
         flows_lag_seconds=round(writer.flows_lag_seconds, 3),
         spans_skipped=writer.spans_skipped,
+        spans_skipped_by_reason=writer.spans_skipped_by_reason,
         last_skip_error=writer.last_skip_error,
         seconds_since_last_skip=None
         if writer.seconds_since_last_skip is None
         else round(writer.seconds_since_last_skip, 3),
         write_error=writer.write_error,
+        stitch_error=writer.stitch_error,
         forwarding=forwarding,
         connections=connections.counts() if connections else None,
     )
@@ -97,6 +101,10 @@ def readiness(writer: WriterHealth, forwarding: list[UpstreamStats]) -> Readines
     reasons: list[Reason] = []
     if writer.write_error is not None:
         reasons.append(Reason(check="writes", message=f"storing spans fails: {writer.write_error}"))
+    if writer.stitch_error is not None:
+        reasons.append(
+            Reason(check="stitching", message=f"stitching flows fails (retried): {writer.stitch_error}")
+        )
     since = writer.seconds_since_last_skip
     if since is not None and since < SKIP_DEGRADED_SECONDS:
         reasons.append(
