@@ -15,7 +15,16 @@ from hopscope.dashboard.time_range import sidebar_controls
 # Not "pages/": Streamlit would take that folder for its own page list on a first deep link.
 PAGES = Path(__file__).parent / "views"
 
-st.set_page_config(page_title="hopscope", page_icon=":material/conversion_path:", layout="wide")
+# The tab's icon as SVG text: Streamlit makes it a data: URL. (A ":material/...:" icon would be fetched from
+# a font host on the internet by every browser that opens the dashboard.)
+PAGE_ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24">'
+    '<path d="M5 5h9a4 4 0 0 1 0 8h-4a4 4 0 0 0 0 8h9" fill="none" stroke="#ff4b4b" stroke-width="2.4" '
+    'stroke-linecap="round"/>'
+    '<circle cx="5" cy="5" r="3" fill="#ff4b4b"/><circle cx="19" cy="21" r="3" fill="#ff4b4b"/></svg>'
+)
+
+st.set_page_config(page_title="hopscope", page_icon=PAGE_ICON, layout="wide")
 
 navigation = st.navigation(
     [

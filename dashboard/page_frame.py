@@ -9,6 +9,7 @@ import streamlit as st
 from hopscope.collector.store.sqlite import StoreError
 from hopscope.dashboard import data
 from hopscope.dashboard.config import DashboardConfig, load_config, store_label
+from hopscope.dashboard.plain_text import markdown_text
 from hopscope.dashboard.time_range import TimeRange, current_range
 
 SEND_SPANS_SNIPPET = """\
@@ -45,6 +46,6 @@ def page_context() -> PageContext:
             empty_hint(config)
             st.stop()
     except StoreError as exc:
-        st.error(f"Cannot read {store_label(config)}: {exc}")
+        st.error(f"Cannot read {store_label(config)}: {markdown_text(str(exc))}")
         st.stop()
     return PageContext(data.db_key(), config, current_range())

@@ -4,6 +4,12 @@
 Graphviz is needed. Node shapes tell the kinds apart (services, queues, topics, buses, external APIs);
 colours tell health (the error rate of the hops); edge labels carry rate, p95 and error %, and for
 asynchronous hops the queue wait too.
+
+Node names are span data. Each reaches the DOT text only as a quoted string with every backslash, quote,
+``&`` and line break escaped (``dot_string``), so a name can neither end its string (and add attributes
+such as ``URL``) nor use Graphviz's ``\\N``-style escapes; no ``URL``, ``href`` or HTML-like label is ever
+written. A node's label shows the name shortened (``plain_text.shorten``), so that one long name cannot
+shrink the whole map; its tooltip holds the whole name.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hopscope.collector.red_model import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.dashboard.plain_text import one_line, shorten
 
 # Error rate at or above which a hop (or the node it enters) is drawn red; above zero it is orange.
 ERROR_RED = 0.05
 GREEN, ORANGE, RED, NEUTRAL = "#2e7d32", "#ef6c00", "#c62828", "#757575"
 FILLS = {GREEN: "#e8f5e9", ORANGE: "#fff3e0", RED: "#ffebee", NEUTRAL: "#f5f5f5"}
 ASYNC_KINDS = frozenset({"consume", "subscription"})
+# A node's label shows at most this many characters of its name; tooltips hold at most TOOLTIP_CHARS.
+NODE_LABEL_CHARS = 40
+TOOLTIP_CHARS = 2000
 
 # shape and extra style per node type (GraphNode.type)
 NODE_SHAPES: dict[str, tuple[str, str]] = {
@@ -110,13 +120,32 @@ def neighbourhood(graph: ServiceGraph, services: set[str]) -> tuple[list[GraphNo
     return nodes, edges
 
 
-def _quote(text: str) -> str:
-    """A DOT string literal (names come from span attributes: anything can be in them)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def dot_string(text: str, *, lines: bool = False) -> str:
+    """A DOT string literal that Graphviz shows as exactly ``text`` (names come from span attributes:
+    anything can be in them). Backslashes and quotes are escaped, so the string cannot end early and no
+    ``\\N``, ``\\G`` or ``\\l`` escape is read; ``&`` is written as ``&amp;``, since Graphviz reads entities
+    in labels. With ``lines``, each line break is a centred line break (``\\n``); otherwise line breaks and
+    control characters are spaces.
+    """
+    parts = text.split("\n") if lines else [text]
+    escaped = [
+        one_line(part).replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"') for part in parts
+    ]
+    return '"' + "\\n".join(escaped) + '"'
+
+
+def _quote_id(node_id: str) -> str:
+    """A node id as a DOT string, character for character (ids are never shown: labels and tooltips are)."""
+    escaped = node_id.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
 
 
 def _attributes(values: dict[str, str]) -> str:
-    return ", ".join(f"{key}={_quote(value)}" for key, value in values.items())
+    return ", ".join(f"{key}={dot_string(value, lines=True)}" for key, value in values.items())
+
+
+def _tooltip(text: str) -> str:
+    return text if len(text) <= TOOLTIP_CHARS else text[: TOOLTIP_CHARS - 1] + "…"
 
 
 def _node_error_rates(edges: Iterable[GraphEdge]) -> dict[str, float]:
@@ -132,7 +161,7 @@ def _node_error_rates(edges: Iterable[GraphEdge]) -> dict[str, float]:
 def _edge_tooltip(edge: GraphEdge) -> str:
     red: RedStats = edge.red
     parts = [
-        f"{edge.kind}: {edge.source} -> {edge.target}",
+        f"{edge.kind}: {one_line(edge.source)} -> {one_line(edge.target)}",
         f"{red.span_count} hops, {red.error_count} errors",
         f"p50 {format_ms(red.p50_ms)}, p95 {format_ms(red.p95_ms)}, p99 {format_ms(red.p99_ms)}",
     ]
@@ -141,7 +170,7 @@ def _edge_tooltip(edge: GraphEdge) -> str:
             f"queue wait p50 {format_ms(edge.queue_wait_p50_ms)}, p95 {format_ms(edge.queue_wait_p95_ms)},"
             f" p99 {format_ms(edge.queue_wait_p99_ms)}"
         )
-    return "\n".join(parts)
+    return _tooltip("\n".join(parts))
 
 
 def service_map_dot(graph: ServiceGraph, services: set[str] | None, *, dark: bool = False) -> str:
@@ -166,16 +195,17 @@ def service_map_dot(graph: ServiceGraph, services: set[str] | None, *, dark: boo
         shape, style = NODE_SHAPES.get(node.type, NODE_SHAPES["destination"])
         colour = health_colour(node_errors.get(node.id))
         type_label = NODE_TYPE_LABELS.get(node.type, node.type)
-        label = node.name if node.type == "service" else f"{node.name}\n({type_label})"
+        name = shorten(node.name, NODE_LABEL_CHARS)
+        label = name if node.type == "service" else f"{name}\n({type_label})"
         attributes = {
             "label": label,
             "shape": shape,
             "style": style,
             "color": colour,
             "fillcolor": FILLS[colour],
-            "tooltip": f"{type_label} {node.name}",
+            "tooltip": _tooltip(f"{type_label} {one_line(node.name)}"),
         }
-        lines.append(f"  {_quote(node.id)} [{_attributes(attributes)}];")
+        lines.append(f"  {_quote_id(node.id)} [{_attributes(attributes)}];")
     for edge in edges:
         colour = health_colour(edge.red.error_rate if edge.red.span_count else None)
         attributes = {
@@ -184,6 +214,6 @@ def service_map_dot(graph: ServiceGraph, services: set[str] | None, *, dark: boo
             "style": "dashed" if edge.kind in ASYNC_KINDS or edge.kind == "publish" else "solid",
             "tooltip": _edge_tooltip(edge),
         }
-        lines.append(f"  {_quote(edge.source)} -> {_quote(edge.target)} [{_attributes(attributes)}];")
+        lines.append(f"  {_quote_id(edge.source)} -> {_quote_id(edge.target)} [{_attributes(attributes)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"

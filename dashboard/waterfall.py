@@ -4,6 +4,10 @@ Pure (a ``FlowDetail`` in, a plotly ``Figure`` out), so that the page only draws
 One bar per span, in start order, labelled "service · name" and coloured by service; each async hop's
 queue wait is its own grey, hatched segment from the producer's end to the consumer's start; failed spans
 have a red outline and an ✕ at their end; a message received more than once says so on its bar.
+
+Every name on the chart is span data: Plotly would render the HTML in it, so each goes through
+``plain_text.plotly_text``; row labels and legend entries are shortened (``plain_text.shorten``) so that the
+bars keep the chart's width, and the whole name is in the bar's hover box.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from plotly.colors import qualitative  # type: ignore[import-untyped, unused-ign
 
 from hopscope.collector import conventions
 from hopscope.collector.query import FlowDetail
+from hopscope.dashboard.plain_text import LABEL_CHARS, plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"
 WAIT_COLOUR = "rgba(158, 158, 158, 0.45)"
 ROW_HEIGHT = 30
 QUEUE_WAIT_TRACE = "queue wait"
 ERROR_TRACE = "error"
+# A legend entry names a service in at most this many characters.
+LEGEND_CHARS = 40
 
 
 def span_label(span: dict[str, Any]) -> str:
@@ -70,7 +77,7 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
         rows = [(row, span) for row, span in enumerate(spans) if span["service"] == service]
         figure.add_trace(
             go.Bar(
-                name=service,
+                name=plotly_text(shorten(service, LEGEND_CHARS)),
                 orientation="h",
                 y=[row for row, _ in rows],
                 base=[(span["start_unix_nano"] - origin) / 1e6 for _, span in rows],
@@ -108,12 +115,13 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
                     for p, c in zip(producers, consumers, strict=True)
                 ],
                 customdata=[[p["span_id"], c["span_id"]] for p, c in zip(producers, consumers, strict=True)],
-                text=[f"queue wait {hop['destination']}" for hop in waits],
+                text=[plotly_text(f"queue wait {shorten(hop['destination'])}") for hop in waits],
                 textposition="inside",
                 insidetextanchor="middle",
                 marker={"color": WAIT_COLOUR, "pattern": {"shape": "/", "fgcolor": "#bdbdbd"}},
                 hovertext=[
-                    f"queue wait {hop['destination']}: {hop['queue_wait_ms']:.1f} ms"
+                    plotly_hover(f"queue wait {hop['destination']}")
+                    + f"<br>{hop['queue_wait_ms']:.1f} ms"
                     + (f"<br>receive #{hop['receive_count']}" if hop.get("receive_count") else "")
                     for hop in waits
                 ],
@@ -132,7 +140,9 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
                 customdata=[span["span_id"] for _, span in failed],
                 marker={"symbol": "x", "size": 12, "color": ERROR_COLOUR},
                 hovertext=[
-                    f"{span_label(span)}: {span['status']['message'] or 'error'}" for _, span in failed
+                    f"<b>{plotly_hover(span_label(span))}</b><br>"
+                    + plotly_hover(f"error: {span['status']['message'] or 'status ERROR'}")
+                    for _, span in failed
                 ],
                 hoverinfo="text",
             )
@@ -144,12 +154,14 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
         height=120 + ROW_HEIGHT * len(spans),
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        # a bar's text that only fits in a tiny font is left out (its hover box still says it)
+        uniformtext={"minsize": 9, "mode": "hide"},
         # room on the right for the retry text of the last bars
         xaxis={"title": "ms since the flow started", "zeroline": False, "range": [-0.02 * end, 1.3 * end]},
         yaxis={
             "tickmode": "array",
             "tickvals": list(range(len(spans))),
-            "ticktext": [span_label(span) for span in spans],
+            "ticktext": [plotly_text(shorten(span_label(span), LABEL_CHARS)) for span in spans],
             "autorange": "reversed",
         },
     )
@@ -163,13 +175,14 @@ def _hop_rows(hop: dict[str, Any], row_of: dict[tuple[str, str], int]) -> tuple[
 
 
 def _hover(span: dict[str, Any]) -> str:
+    """The bar's hover box: the whole label (wrapped), kind, duration, trace, and the error if any."""
     lines = [
-        f"<b>{span_label(span)}</b>",
+        f"<b>{plotly_hover(span_label(span))}</b>",
         f"{span['kind'].lower()} · {span['duration_ms']:.1f} ms",
         f"trace {span['trace_id']}",
     ]
     if is_error(span):
-        lines.append(f"error: {span['status']['message'] or 'status ERROR'}")
+        lines.append(plotly_hover(f"error: {span['status']['message'] or 'status ERROR'}"))
     if retry_text(span):
         lines.append(retry_text(span))
     return "<br>".join(lines)

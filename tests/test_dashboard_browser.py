@@ -6,31 +6,18 @@ a PNG of each page saved (the README's pictures come from here: HOPSCOPE_SCREENS
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import HOPSCOPE, ShopDatabase, free_port
+from conftest import ShopDatabase
+from dashboard_harness import CHROMIUM, CHROMIUM_ARGS, running_dashboard
 from playwright.sync_api import Page, sync_playwright
 
 from hopscope.collector.flow_model import FlowFilter
 from hopscope.collector.query import QueryLayer
 from hopscope.collector.store.sqlite import SQLiteStore
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The probe's flags for Chromium in this sandbox: no sandbox as root, and no background network calls.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # path -> text that only that page shows once it has rendered its data
 PAGES = {
     "": "Dead letters waiting",
@@ -44,29 +31,8 @@ PAGES = {
 
 @pytest.fixture
 def dashboard(shop: ShopDatabase) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [HOPSCOPE, "dashboard", "--db", str(shop.db), "--port", str(port),
-         "--aws-endpoint-url", shop.moto.url,
-         "--region", "us-east-1"],
-        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("hopscope dashboard did not answer within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(30)
+    with running_dashboard(shop.db, aws_endpoint_url=shop.moto.url) as url:
+        yield url
 
 
 def visit(page: Page, url: str, text: str, screenshot: Path) -> None:

@@ -19,6 +19,7 @@ from hopscope.collector.queue_model import QueueSummary
 from hopscope.collector.redrive import RedriveProgress, redrive
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten
 from hopscope.dashboard.time_range import refresh_interval
 
 PEEK_LIMIT = 25
@@ -48,9 +49,12 @@ class Action:
 
     @property
     def question(self) -> str:
+        queue = markdown_text(self.queue)
         if self.kind == "redrive":
-            return f"Move every message of **{self.queue}** back to **{self.target}**, to be processed again?"
-        return f"Delete message `{self.message_id}` from **{self.queue}**? It cannot be brought back."
+            target = markdown_text(self.target or "")
+            return f"Move every message of **{queue}** back to **{target}**, to be processed again?"
+        message = markdown_text(self.message_id or "")
+        return f"Delete message **{message}** from **{queue}**? It cannot be brought back."
 
 
 def stored_action(key: str, *, pop: bool = False) -> Action | None:
@@ -87,7 +91,8 @@ def sqs() -> Any:
 
 def run_redrive(action: Action) -> None:
     """The redrive with its progress in a status box, then its result: moved, failed, left."""
-    with st.status(f"Redriving {action.queue} to {action.target}…", expanded=True) as status:
+    queue, target = markdown_label(action.queue), markdown_label(action.target or "")
+    with st.status(f"Redriving {queue} to {target}…", expanded=True) as status:
         bar = st.progress(0.0, text="Starting")
 
         def progress(step: RedriveProgress) -> None:
@@ -98,34 +103,35 @@ def run_redrive(action: Action) -> None:
         try:
             result = redrive(sqs(), action.queue_url, action.target, progress=progress)
         except Exception as exc:  # AWS errors and DLQError alike: one line, never a traceback
-            status.update(label=f"Redrive of {action.queue} failed", state="error")
-            st.error(f"Redrive of {action.queue} failed: {exc}")
+            status.update(label=f"Redrive of {queue} failed", state="error")
+            st.error(f"Redrive of {queue} failed: {markdown_text(str(exc))}")
             return
         bar.progress(1.0, text="Done")
         summary = (
-            f"Redrive of {action.queue} to {action.target}: {result.moved} moved, {result.failed} failed, "
-            f"{result.left} left in {action.queue}"
+            f"Redrive of {queue} to {target}: {result.moved} moved, {result.failed} failed, "
+            f"{result.left} left in {queue}"
         )
         status.update(label=summary, state="error" if result.failed else "complete", expanded=False)
     (st.warning if result.failed else st.success)(summary)
     if result.duplicated:
-        st.warning(f"{result.duplicated} sent but not deleted from {action.queue}: they are in both queues.")
+        st.warning(f"{result.duplicated} sent but not deleted from {queue}: they are in both queues.")
     if result.failure_reason:
-        st.caption(f"Why: {result.failure_reason}")
+        st.caption(f"Why: {markdown_text(result.failure_reason)}")
 
 
 def run_delete(action: Action) -> None:
-    with st.status(f"Deleting message {action.message_id} from {action.queue}…") as status:
+    queue, message = markdown_label(action.queue), markdown_label(action.message_id or "")
+    with st.status(f"Deleting message {message} from {queue}…") as status:
         try:
             found = delete_message(sqs(), action.queue_url, action.message_id or "")
         except Exception as exc:
-            status.update(label=f"Delete from {action.queue} failed", state="error")
-            st.error(f"Delete from {action.queue} failed: {exc}")
+            status.update(label=f"Delete from {queue} failed", state="error")
+            st.error(f"Delete from {queue} failed: {markdown_text(str(exc))}")
             return
         label = (
-            f"Deleted message {action.message_id} from {action.queue}"
+            f"Deleted message {message} from {queue}"
             if found
-            else f"Message {action.message_id} is no longer visible in {action.queue}: nothing deleted"
+            else f"Message {message} is no longer visible in {queue}: nothing deleted"
         )
         status.update(label=label, state="complete" if found else "error")
     (st.success if found else st.warning)(label)
@@ -161,10 +167,11 @@ def actions(name: str, url: str, sources: list[str], letters: pd.DataFrame) -> N
             target = (
                 sources[0]
                 if len(sources) == 1
-                else st.selectbox("Redrive to", sources, key=f"redrive_target_{name}") or sources[0]
+                else st.selectbox("Redrive to", sources, key=f"redrive_target_{name}", format_func=shorten)
+                or sources[0]
             )
             st.button(
-                f"Redrive all to {target}",
+                f"Redrive all to {markdown_label(target)}",
                 key=f"redrive_{name}",
                 icon=":material/replay:",
                 on_click=ask,
@@ -207,9 +214,11 @@ def messages_table(letters: pd.DataFrame) -> None:
 def dead_letter_queue(name: str, stored: QueueSummary | None, live: dict[str, Any] | None) -> None:
     """One dead-letter queue: its counts, its messages (when SQS is reachable) and the actions on them."""
     with st.container(border=True):
-        st.subheader(name)
+        whole = markdown_text(name) if shorten(name) != name else None
+        st.subheader(markdown_label(name), anchor=False, help=whole)
         sources = list(live["sources"]) if live is not None else list(stored.sources if stored else [])
-        st.caption(f"Dead-letter queue of {', '.join(sources) or 'no queue now'}")
+        listed = ", ".join(markdown_label(source) for source in sources)
+        st.caption(f"Dead-letter queue of {listed or 'no queue now'}")
         latest = stored.latest if stored else None
         counts = st.columns(3)
         counts[0].metric(
@@ -227,7 +236,7 @@ def dead_letter_queue(name: str, stored: QueueSummary | None, live: dict[str, An
                 context.db, context.config.aws_endpoint_url, context.config.region, live["url"], PEEK_LIMIT
             )
         except Exception as exc:  # e.g. the queue was deleted since it was listed
-            st.error(f"Cannot peek at {name}: {exc}")
+            st.error(f"Cannot peek at {markdown_label(name)}: {markdown_text(str(exc))}")
             return
         if letters.empty:
             st.success("Empty: no dead letter waiting.", icon=":material/check_circle:")
@@ -247,8 +256,8 @@ def dead_letters() -> None:
     live: dict[str, dict[str, Any]] = {}
     if error is not None:
         st.error(
-            f"Cannot reach SQS {'at ' + endpoint if endpoint else '(AWS)'}: {error}. Shown below is what "
-            "the collector's polls stored; the messages, redrive and delete need SQS.",
+            f"Cannot reach SQS {'at ' + endpoint if endpoint else '(AWS)'}: {markdown_text(error)}. "
+            "Shown below is what the collector's polls stored; the messages, redrive and delete need SQS.",
             icon=":material/cloud_off:",
         )
     else:

@@ -12,6 +12,7 @@ import streamlit as st
 from hopscope.collector.query import FlowDetail
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label, markdown_text, shorten
 from hopscope.dashboard.service_map_dot import format_ms
 from hopscope.dashboard.time_range import refresh_interval
 from hopscope.dashboard.waterfall import is_error, receive_count, span_label, waterfall_figure
@@ -49,22 +50,45 @@ def _attribute_table(attributes: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "value"])  # type: ignore[no-any-return, unused-ignore]
 
 
+# A heading names a span or an entry in up to this many characters; the whole name is on hover.
+HEADING_CHARS = 2 * LABEL_CHARS
+
+
+def heading(text: str, suffix: str = "") -> None:
+    """A bold line naming ``text`` (span data: shown as text), shortened, the whole of it on hover;
+    ``suffix`` is Markdown of the page's own."""
+    whole = markdown_text(text) if shorten(text, HEADING_CHARS) != text else None
+    st.markdown(f"**{markdown_label(text, HEADING_CHARS)}**{suffix}", help=whole)
+
+
+def names(values: list[str]) -> str:
+    """A list of names in a caption: each shortened and escaped."""
+    return ", ".join(markdown_label(value) for value in values)
+
+
 def summary(detail: FlowDetail) -> None:
     flow = detail.summary
     retried = sum(1 for span in detail.spans if receive_count(span) > 1)
     entry = f"{flow.entry_service} · {flow.entry_operation}" if flow.entry_service else "entry unknown"
-    st.markdown(f"#### {entry}")
+    whole = markdown_text(entry) if shorten(entry, HEADING_CHARS) != entry else None
+    st.subheader(markdown_label(entry, HEADING_CHARS), anchor=False, help=whole)
     cells = st.columns(5)
     cells[0].metric("Duration", format_ms(flow.duration_ms))
-    cells[1].metric("Services", len(flow.services), help=", ".join(flow.services))
+    cells[1].metric("Services", len(flow.services), help=markdown_text("\n".join(flow.services)))
     cells[2].metric("Spans", flow.span_count, help=f"in {flow.trace_count} trace(s)")
     cells[3].metric("Errors", flow.error_count)
     cells[4].metric("Max receive count", flow.max_receive_count, help=f"{retried} span(s) processed a retry")
     started = data.to_datetime(flow.start_unix_nano)
-    parts = [f"Started {started:%Y-%m-%d %H:%M:%S} UTC", f"services: {', '.join(flow.services)}"]
+    parts = [f"Started {started:%Y-%m-%d %H:%M:%S} UTC", f"services: {names(flow.services)}"]
     if flow.correlation_ids:
-        parts.append(f"correlation ids: {', '.join(f'`{cid}`' for cid in flow.correlation_ids)}")
+        parts.append(f"correlation ids: {names(flow.correlation_ids)}")
     st.caption(" · ".join(parts))
+    if detail.truncated:
+        st.warning(
+            f"Showing the first {len(detail.spans)} spans of {flow.span_count}: the flow is larger than one "
+            "answer holds. The summary above counts them all; the download holds the same first spans.",
+            icon=":material/content_cut:",
+        )
 
 
 def span_table(detail: FlowDetail) -> None:
@@ -103,7 +127,7 @@ def links(flow_id: int, span: dict[str, Any], by_id: dict[tuple[str, str], dict[
         other = None if target is not None else data.flow_of_trace(context.db, link["trace_id"])
         where = f"`{link['trace_id']}` / `{link['span_id']}`"
         if target is not None:
-            st.markdown(f"→ {span_label(target)} ({where}), in this flow")
+            st.markdown(f"→ {markdown_label(span_label(target))} ({where}), in this flow")
         elif other is None:
             st.markdown(f"→ {where}: trace not stored")
         elif other == flow_id:
@@ -130,18 +154,16 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
         "Span",
         span_ids,
         index=span_ids.index(wanted) if wanted in span_ids else 0,
-        format_func=lambda span_id: f"{span_label(labels[span_id])} · {span_id}",
+        format_func=lambda span_id: f"{shorten(span_label(labels[span_id]), HEADING_CHARS)} · {span_id}",
         key=key,
         on_change=_write_span,
         args=(key,),
     )
     span = labels[chosen]
     status = span["status"]
-    heading = f"**{span_label(span)}** · {span['kind'].lower()} · {span['duration_ms']:.1f} ms"
+    heading(span_label(span), f" · {span['kind'].lower()} · {span['duration_ms']:.1f} ms")
     if is_error(span):
-        st.error(f"{heading} · {status['message'] or 'status ERROR'}", icon=":material/error:")
-    else:
-        st.markdown(heading)
+        st.error(markdown_text(status["message"] or "status ERROR"), icon=":material/error:")
     attributes_tab, events_tab, links_tab, resource_tab = st.tabs(
         [
             f"Attributes ({len(span['attributes'])})",
@@ -157,7 +179,7 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
             st.caption("No events.")
         for event in span["events"]:
             offset = (event["time_unix_nano"] - span["start_unix_nano"]) / 1e6
-            st.markdown(f"**{event['name']}** at +{offset:.1f} ms")
+            heading(event["name"], f" at +{offset:.1f} ms")
             st.dataframe(_attribute_table(event["attributes"]), hide_index=True, width="stretch")
     with links_tab:
         if not span["links"]:
@@ -166,7 +188,7 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
     with resource_tab:
         st.dataframe(_attribute_table(span["resource"]), hide_index=True, width="stretch")
         scope = span["scope"]
-        st.caption(f"Scope: {scope['name']} {scope['version']}".strip())
+        st.caption(f"Scope: {markdown_label(scope['name'])} {markdown_label(scope['version'])}".strip())
 
 
 @st.fragment(run_every=refresh_interval())

@@ -11,6 +11,7 @@ import streamlit as st
 from hopscope.collector.flow_model import FlowFilter, FlowSort
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import markdown_label
 from hopscope.dashboard.time_range import refresh_interval
 
 context = page_context()
@@ -109,9 +110,10 @@ def search_form(criteria: FlowFilter, services: list[str]) -> None:
 
 
 def describe(criteria: FlowFilter) -> str:
-    """The active search in words, under the form: what the table is the answer to."""
+    """The active search in words, under the form: what the table is the answer to. Its values come from
+    the URL (a shared link) or from span data: Markdown-escaped."""
     parts = [
-        f"{label} {value}"
+        f"{label} {markdown_label(value)}"
         for label, value in (
             ("in service", criteria.service),
             ("with operation", criteria.operation),
@@ -120,7 +122,7 @@ def describe(criteria: FlowFilter) -> str:
         )
         if value
     ]
-    parts += [f"with {key}={value}" for key, value in criteria.attributes]
+    parts += [f"with {markdown_label(key)}={markdown_label(value)}" for key, value in criteria.attributes]
     if criteria.min_duration_ms:
         parts.append(f"lasting {criteria.min_duration_ms:g} ms or more")
     if criteria.errors_only:

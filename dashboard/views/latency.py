@@ -13,6 +13,7 @@ import streamlit as st
 from hopscope.collector.red_model import GraphEdge, GraphNode
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import plotly_text, shorten
 from hopscope.dashboard.time_range import refresh_interval
 
 ALL_OPERATIONS = ""  # the operation choice that means "every entry span of the service"
@@ -86,7 +87,10 @@ def service_latency(services: pd.DataFrame) -> str:
         y=list(PERCENTILES),
         markers=True,
         labels={"value": "ms", "variable": "percentile", "time": ""},
-        title=f"{service} {operation or '(entry spans)'}: percentiles per {tr.step_seconds // 60} min",
+        title=plotly_text(
+            f"{shorten(service)} {shorten(operation) if operation else '(entry spans)'}: "
+            f"percentiles per {tr.step_seconds // 60} min"
+        ),
     )
     st.plotly_chart(figure, width="stretch")
 
@@ -108,9 +112,10 @@ def service_latency(services: pd.DataFrame) -> str:
 
 
 def hop_label(edge: GraphEdge, nodes: dict[str, GraphNode]) -> str:
+    """'queue (type) → service', each name shortened (plain text: a select option or, escaped, a title)."""
     source, target = nodes.get(edge.source), nodes.get(edge.target)
-    source_text = f"{source.name} ({source.type})" if source else edge.source
-    return f"{source_text} → {target.name if target else edge.target}"
+    source_text = f"{shorten(source.name)} ({source.type})" if source else shorten(edge.source)
+    return f"{source_text} → {shorten(target.name if target else edge.target)}"
 
 
 def hop_latency(service: str | None) -> None:
@@ -152,7 +157,7 @@ def hop_latency(service: str | None) -> None:
         y=["queue wait", "processing"],
         barmode="group",
         labels={"value": "ms", "variable": ""},
-        title=f"{hop_label(edge, nodes)}: waiting in the queue vs processing, over the range",
+        title=plotly_text(f"{hop_label(edge, nodes)}: waiting in the queue vs processing, over the range"),
     )
     st.plotly_chart(figure, width="stretch")
 

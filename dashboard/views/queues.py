@@ -11,6 +11,7 @@ import streamlit as st
 from hopscope.collector.queue_model import QueueSummary
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten
 from hopscope.dashboard.time_range import refresh_interval
 
 COUNTS = {"visible": "visible", "in_flight": "in flight", "delayed": "delayed"}
@@ -40,6 +41,11 @@ def choose_queue(queues: dict[str, QueueSummary]) -> QueueSummary:
     return queues[choice]
 
 
+def names(values: list[str]) -> str:
+    """Queue names in a caption: each shortened and escaped."""
+    return ", ".join(markdown_label(value) for value in values)
+
+
 def age(seconds: float | None) -> str:
     if seconds is None or pd.isna(seconds):
         return "-"
@@ -49,14 +55,19 @@ def age(seconds: float | None) -> str:
 def queue_panel(queue: QueueSummary) -> None:
     """One queue: latest counts, its poll state, and its depth over the page's time range."""
     tr = context.time_range
-    st.subheader(queue.name)
+    whole = markdown_text(queue.name) if shorten(queue.name) != queue.name else None
+    st.subheader(markdown_label(queue.name), anchor=False, help=whole)
     if queue.is_dead_letter_queue:
-        st.caption(f":material/report: Dead-letter queue of {', '.join(queue.sources)}")
+        st.caption(f":material/report: Dead-letter queue of {names(queue.sources)}")
     elif queue.dlq_name:
-        st.caption(f"Moves a message to {queue.dlq_name} after {queue.max_receive_count or '?'} receives")
+        st.caption(
+            f"Moves a message to {markdown_label(queue.dlq_name)} after {queue.max_receive_count or '?'} "
+            "receives"
+        )
     if queue.last_error:
         st.warning(
-            f"The last poll failed ({data.ago(queue.last_error_unix_nano)}): {queue.last_error}",
+            f"The last poll failed ({data.ago(queue.last_error_unix_nano)}): "
+            f"{markdown_text(queue.last_error)}",
             icon=":material/sync_problem:",
         )
     latest = queue.latest
@@ -67,7 +78,7 @@ def queue_panel(queue: QueueSummary) -> None:
     counts[3].metric(
         "Oldest age",
         age(latest.oldest_age_seconds if latest else None),
-        help=f"age source: {latest.age_source}" if latest and latest.age_source else None,
+        help=f"age source: {markdown_text(latest.age_source)}" if latest and latest.age_source else None,
     )
     st.caption(f"Polled {data.ago(queue.last_polled_unix_nano)}")
 
@@ -150,18 +161,20 @@ def queues_page() -> None:
         if source is not None:
             queue_panel(source)
         else:
-            st.caption(f"{chosen.sources[0]} (the source of {chosen.name}) is not polled.")
+            source_name, name = markdown_label(chosen.sources[0]), markdown_label(chosen.name)
+            st.caption(f"{source_name} (the source of {name}) is not polled.")
     with right:
         if dead_letters is not None:
             queue_panel(dead_letters)
         elif chosen.dlq_name:
-            st.caption(f"Its dead-letter queue {chosen.dlq_name} is not polled.")
+            st.caption(f"Its dead-letter queue {markdown_label(chosen.dlq_name)} is not polled.")
         else:
             st.caption(
-                f"{chosen.name} has no dead-letter queue: a failing message is retried until it expires."
+                f"{markdown_label(chosen.name)} has no dead-letter queue: a failing message is retried until "
+                "it expires."
             )
     if chosen.is_dead_letter_queue and len(chosen.sources) > 1:
-        st.caption(f"Also the dead-letter queue of {', '.join(chosen.sources[1:])}.")
+        st.caption(f"Also the dead-letter queue of {names(chosen.sources[1:])}.")
     st.subheader("All queues")
     all_queues(summaries)
 
