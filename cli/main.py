@@ -449,18 +449,30 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     require_extra("export", "collector", COLLECTOR_MODULES)
+    from hopscope.collector.query import MAX_ANSWER_SPAN_BYTES, MAX_ANSWER_SPANS  # noqa: PLC0415
     from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
-    from hopscope.collector.transfer import TransferError, export_otlp_json  # noqa: PLC0415
+    from hopscope.collector.transfer import TransferError, export_otlp  # noqa: PLC0415
 
     try:
-        document = export_otlp_json(args.store or args.db, flow_id=args.flow, trace_id=args.trace)
+        exported = export_otlp(args.store or args.db, flow_id=args.flow, trace_id=args.trace)
     except (StoreError, TransferError) as exc:
         print(f"hopscope export: {exc}", file=sys.stderr)
         return 1
+    if exported.truncated:
+        print(
+            f"hopscope export: cut at {MAX_ANSWER_SPANS:,} spans or {MAX_ANSWER_SPAN_BYTES // 2**20} MiB of "
+            'spans, the earliest kept; the document says "truncated": true',
+            file=sys.stderr,
+        )
     if args.out is None:
-        print(document)
-    else:
-        args.out.write_text(document + "\n")
+        print(exported.text)
+        return 0
+    try:
+        args.out.write_text(exported.text + "\n")
+    except OSError as exc:
+        problem = (exc.strerror or str(exc)).lower()
+        print(f"hopscope export: cannot write {args.out}: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

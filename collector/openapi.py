@@ -1,30 +1,538 @@
 """The OpenAPI description of the collector's HTTP API, served at ``/openapi.json``.
 
-A test checks that every route of the app is described here and that the document is valid OpenAPI 3.1.
+A test checks that every route of the app is described here and that the document is valid OpenAPI 3.1;
+another runs schemathesis against it (every answer must match the schema given here).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_ERROR = {"$ref": "#/components/responses/Error"}
-_TIME = {
-    "oneOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}],
-    "description": "unix nanoseconds, or an ISO 8601 date-time (UTC unless it says otherwise)",
-}
+# Upper bounds the query API enforces (see query_params); kept here as literals so the document is data.
+_MAX_UNIX_NANO = 2**63 - 1
+_MAX_OFFSET = 2**62
+_MAX_DURATION_MS = _MAX_UNIX_NANO // 1_000_000
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> dict[str, str]:
+    return _ref("schemas", name)
+
+
+def _nullable(type_name: str) -> dict[str, Any]:
+    return {"type": [type_name, "null"]}
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _object(required: list[str], properties: dict[str, Any], description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "required": required, "properties": properties}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+_ERROR = _ref("responses", "Error")
+_TIME = {
+    "oneOf": [
+        {"type": "integer", "minimum": 0, "maximum": _MAX_UNIX_NANO},
+        {"type": "string", "format": "date-time"},
+    ],
+    "description": "unix nanoseconds, or an ISO 8601 date-time (UTC unless it says otherwise); "
+    "1970-01-01 to 2262-04-11",
+}
+_RANGE = [
+    _query("since", _TIME, "start of the range (default: an hour before until)"),
+    _query("until", _TIME, "end of the range (default: now)"),
+]
 _FLOW_ID = {
     "name": "flow_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 1},
+    "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_UNIX_NANO},
     "description": "a flow id; an id that was merged into another flow answers for that flow",
 }
+_HEX = {"type": "string", "pattern": "^[0-9a-fA-F]*$"}
+_UNIX_NANO = {"type": "integer", "minimum": 0}
+# OTLP JSON writes 64-bit integers as strings (proto3 JSON) and reads numbers as well.
+_INT64 = {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}
+_UINT64 = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]}
+_RED = _schema("RedStats")
+
+# -- OTLP JSON (ExportTraceServiceRequest in, TracesData out) ----------------------------------------------
+
+_OTLP_SCHEMAS: dict[str, Any] = {
+    "AnyValue": {
+        "type": "object",
+        "description": "one of the value fields (an empty object is an empty value)",
+        "properties": {
+            "stringValue": {"type": "string"},
+            "boolValue": {"type": "boolean"},
+            "intValue": _INT64,
+            "doubleValue": {
+                "oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
+            },
+            "bytesValue": {"type": "string", "contentEncoding": "base64"},
+            "arrayValue": {"type": "object", "properties": {"values": _array(_schema("AnyValue"))}},
+            "kvlistValue": {"type": "object", "properties": {"values": _array(_schema("KeyValue"))}},
+        },
+    },
+    "KeyValue": {
+        "type": "object",
+        "properties": {"key": {"type": "string"}, "value": _schema("AnyValue")},
+    },
+    "OtlpSpan": {
+        "type": "object",
+        "description": "an OTLP span; ids are hex strings (OTLP JSON), enums integers",
+        "properties": {
+            "traceId": _HEX,
+            "spanId": _HEX,
+            "parentSpanId": _HEX,
+            "traceState": {"type": "string"},
+            "flags": {"type": "integer", "minimum": 0},
+            "name": {"type": "string"},
+            "kind": {"type": "integer"},
+            "startTimeUnixNano": _UINT64,
+            "endTimeUnixNano": _UINT64,
+            "attributes": _array(_schema("KeyValue")),
+            "droppedAttributesCount": {"type": "integer", "minimum": 0},
+            "events": _array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "timeUnixNano": _UINT64,
+                        "name": {"type": "string"},
+                        "attributes": _array(_schema("KeyValue")),
+                        "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                    },
+                }
+            ),
+            "droppedEventsCount": {"type": "integer", "minimum": 0},
+            "links": _array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "traceId": _HEX,
+                        "spanId": _HEX,
+                        "traceState": {"type": "string"},
+                        "flags": {"type": "integer", "minimum": 0},
+                        "attributes": _array(_schema("KeyValue")),
+                        "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                    },
+                }
+            ),
+            "droppedLinksCount": {"type": "integer", "minimum": 0},
+            "status": {
+                "type": "object",
+                "properties": {"message": {"type": "string"}, "code": {"type": "integer"}},
+            },
+        },
+    },
+    "ResourceSpans": {
+        "type": "object",
+        "properties": {
+            "resource": {
+                "type": "object",
+                "properties": {
+                    "attributes": _array(_schema("KeyValue")),
+                    "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                },
+            },
+            "scopeSpans": _array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "scope": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "version": {"type": "string"},
+                                "attributes": _array(_schema("KeyValue")),
+                                "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                        "spans": _array(_schema("OtlpSpan")),
+                        "schemaUrl": {"type": "string"},
+                    },
+                }
+            ),
+            "schemaUrl": {"type": "string"},
+        },
+    },
+    "ExportTraceServiceRequest": {
+        "type": "object",
+        "description": "OTLP JSON as the OTLP specification says: hex ids, integer enums, unknown fields "
+        "ignored",
+        "properties": {"resourceSpans": _array(_schema("ResourceSpans"))},
+    },
+    "ExportTraceServiceResponse": {
+        "type": "object",
+        "properties": {
+            "partialSuccess": {
+                "type": "object",
+                "properties": {"rejectedSpans": _INT64, "errorMessage": {"type": "string"}},
+            }
+        },
+    },
+    "RpcStatus": {
+        "type": "object",
+        "description": "google.rpc.Status, the body of every failed OTLP/HTTP request",
+        "properties": {
+            "code": {"type": "integer"},
+            "message": {"type": "string"},
+            "details": _array({"type": "object"}),
+        },
+    },
+    "OtlpTraces": {
+        "type": "object",
+        "description": "OTLP JSON TracesData (hex ids, integer enums), importable into any OTLP backend; "
+        "when the spans were cut at the read cap (at most 10,000 spans and 8 MiB of stored spans per answer, "
+        "the earliest kept), it also holds hopscope's truncated: true, which OTLP JSON receivers ignore as "
+        "they ignore every unknown key",
+        "properties": {
+            "resourceSpans": _array(_schema("ResourceSpans")),
+            "truncated": {"type": "boolean", "const": True},
+        },
+    },
+}
+
+# -- the query API's own answers ---------------------------------------------------------------------------
+
+_SPAN_REF = _object(["trace_id", "span_id"], {"trace_id": _HEX, "span_id": _HEX})
+_ATTRIBUTES = {
+    "type": "object",
+    "description": "attribute values as JSON: bytes as base64, NaN and infinite doubles as the strings "
+    '"NaN", "Infinity" and "-Infinity" (as OTLP JSON writes them)',
+}
+
+_API_SCHEMAS: dict[str, Any] = {
+    "FlowSummary": _object(
+        [
+            "flow_id",
+            "start_unix_nano",
+            "end_unix_nano",
+            "duration_ms",
+            "span_count",
+            "trace_count",
+            "error_count",
+            "max_receive_count",
+            "entry_service",
+            "entry_operation",
+            "services",
+            "correlation_ids",
+        ],
+        {
+            "flow_id": {"type": "integer", "minimum": 1},
+            "start_unix_nano": {"type": "integer"},
+            "end_unix_nano": {"type": "integer"},
+            "duration_ms": {"type": "number"},
+            "span_count": {"type": "integer", "minimum": 0},
+            "trace_count": {"type": "integer", "minimum": 0},
+            "error_count": {"type": "integer", "minimum": 0},
+            "max_receive_count": {"type": "integer"},
+            "entry_service": _nullable("string"),
+            "entry_operation": _nullable("string"),
+            "services": _array({"type": "string"}),
+            "correlation_ids": _array({"type": "string"}),
+        },
+    ),
+    "FlowSpan": _object(
+        [
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "name",
+            "kind",
+            "service",
+            "start_unix_nano",
+            "end_unix_nano",
+            "duration_ms",
+            "status",
+            "attributes",
+            "events",
+            "links",
+            "resource",
+            "scope",
+        ],
+        {
+            "trace_id": _HEX,
+            "span_id": _HEX,
+            "parent_span_id": {"oneOf": [_HEX, {"type": "null"}]},
+            "name": {"type": "string"},
+            "kind": {
+                "type": "string",
+                "enum": ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"],
+            },
+            "service": {"type": "string"},
+            "start_unix_nano": _UNIX_NANO,
+            "end_unix_nano": _UNIX_NANO,
+            "duration_ms": {"type": "number"},
+            "status": _object(
+                ["code", "message"],
+                {
+                    "code": {"type": "string", "enum": ["UNSET", "OK", "ERROR"]},
+                    "message": {"type": "string"},
+                },
+            ),
+            "attributes": _ATTRIBUTES,
+            "events": _array(
+                _object(
+                    ["name", "time_unix_nano", "attributes"],
+                    {"name": {"type": "string"}, "time_unix_nano": _UNIX_NANO, "attributes": _ATTRIBUTES},
+                )
+            ),
+            "links": _array(
+                _object(
+                    ["trace_id", "span_id", "attributes"],
+                    {"trace_id": _HEX, "span_id": _HEX, "attributes": _ATTRIBUTES},
+                )
+            ),
+            "resource": _ATTRIBUTES,
+            "scope": _object(
+                ["name", "version"], {"name": {"type": "string"}, "version": {"type": "string"}}
+            ),
+        },
+        "one span, flat: ids in hex, kind and status code by name",
+    ),
+    "AsyncHop": _object(
+        [
+            "producer",
+            "consumer",
+            "producer_service",
+            "consumer_service",
+            "messaging_system",
+            "destination",
+            "queue_wait_ms",
+            "receive_count",
+        ],
+        {
+            "producer": _SPAN_REF,
+            "consumer": _SPAN_REF,
+            "producer_service": {"type": "string"},
+            "consumer_service": {"type": "string"},
+            "messaging_system": {"description": "the producer's messaging.system attribute (any value)"},
+            "destination": {"type": "string"},
+            "queue_wait_ms": {"type": "number", "description": "consumer start minus producer end"},
+            "receive_count": {"description": "the consumer's hopscope.receive_count attribute (any value)"},
+        },
+        "a producer -> destination -> consumer hop of the flow",
+    ),
+    "FlowDetail": _object(
+        ["summary", "spans", "hops", "truncated"],
+        {
+            "summary": _schema("FlowSummary"),
+            "spans": _array(_schema("FlowSpan")),
+            "hops": _array(_schema("AsyncHop")),
+            "truncated": {
+                "type": "boolean",
+                "description": "true when spans was cut at the read cap (at most 10,000 spans and 8 MiB of "
+                "stored spans, the earliest kept); the summary still counts every span",
+            },
+        },
+    ),
+    "Readiness": _object(
+        ["status"],
+        {
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "accepting_spans": {"type": "boolean"},
+            "reasons": _array(
+                _object(
+                    ["check", "message"],
+                    {
+                        "check": {
+                            "type": "string",
+                            "enum": ["writes", "stitching_skips", "stitching_lag", "forwarding"],
+                        },
+                        "message": {"type": "string"},
+                    },
+                )
+            ),
+        },
+    ),
+    "RedStats": _object(
+        ["span_count", "rate_per_second", "error_count", "error_rate", "p50_ms", "p95_ms", "p99_ms"],
+        {
+            "span_count": {"type": "integer", "minimum": 0},
+            "rate_per_second": {"type": "number", "minimum": 0},
+            "error_count": {"type": "integer", "minimum": 0},
+            "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+            "p50_ms": _nullable("number"),
+            "p95_ms": _nullable("number"),
+            "p99_ms": _nullable("number"),
+        },
+        "rate, errors and duration percentiles (within about 4.5%) over a stretch of time",
+    ),
+    "Services": _object(
+        ["since_unix_nano", "until_unix_nano", "services"],
+        {
+            "since_unix_nano": _UNIX_NANO,
+            "until_unix_nano": _UNIX_NANO,
+            "services": _array(
+                _object(
+                    ["service", "red", "operations"],
+                    {"service": {"type": "string"}, "red": _RED, "operations": _array({"type": "string"})},
+                )
+            ),
+        },
+    ),
+    "Latency": _object(
+        ["service", "operation", "step_seconds", "points"],
+        {
+            "service": {"type": "string"},
+            "operation": _nullable("string"),
+            "step_seconds": {"type": "integer", "minimum": 60},
+            "points": _array(
+                _object(
+                    ["bucket_start_unix_nano", "red"], {"bucket_start_unix_nano": _UNIX_NANO, "red": _RED}
+                )
+            ),
+        },
+    ),
+    "ServiceGraph": _object(
+        ["since_unix_nano", "until_unix_nano", "nodes", "edges"],
+        {
+            "since_unix_nano": _UNIX_NANO,
+            "until_unix_nano": _UNIX_NANO,
+            "nodes": _array(
+                _object(
+                    ["id", "type", "name"],
+                    {
+                        "id": {"type": "string", "description": "type-prefixed, e.g. service:billing"},
+                        "type": {
+                            "type": "string",
+                            "description": "service, queue, topic, bus, destination or external",
+                        },
+                        "name": {"type": "string"},
+                    },
+                )
+            ),
+            "edges": _array(
+                _object(
+                    [
+                        "source",
+                        "target",
+                        "kind",
+                        "red",
+                        "queue_wait_p50_ms",
+                        "queue_wait_p95_ms",
+                        "queue_wait_p99_ms",
+                        "max_receive_count",
+                    ],
+                    {
+                        "source": {"type": "string"},
+                        "target": {"type": "string"},
+                        "kind": {
+                            "type": "string",
+                            "description": "sync, publish, consume, subscription or external",
+                        },
+                        "red": _RED,
+                        "queue_wait_p50_ms": _nullable("number"),
+                        "queue_wait_p95_ms": _nullable("number"),
+                        "queue_wait_p99_ms": _nullable("number"),
+                        "max_receive_count": {"type": "integer"},
+                    },
+                )
+            ),
+        },
+    ),
+    "Queue": _object(
+        [
+            "name",
+            "url",
+            "arn",
+            "dead_letter_queue",
+            "max_receive_count",
+            "sources",
+            "is_dead_letter_queue",
+            "visible",
+            "in_flight",
+            "delayed",
+            "oldest_age_seconds",
+            "age_source",
+            "sampled_unix_nano",
+            "last_polled_unix_nano",
+            "last_error",
+            "last_error_unix_nano",
+        ],
+        {
+            "name": {"type": "string"},
+            "url": {"type": "string"},
+            "arn": _nullable("string"),
+            "dead_letter_queue": _nullable("string"),
+            "max_receive_count": _nullable("integer"),
+            "sources": _array({"type": "string"}),
+            "is_dead_letter_queue": {"type": "boolean"},
+            "visible": _nullable("integer"),
+            "in_flight": _nullable("integer"),
+            "delayed": _nullable("integer"),
+            "oldest_age_seconds": _nullable("number"),
+            "age_source": {"type": ["string", "null"], "description": "cloudwatch or estimate"},
+            "sampled_unix_nano": _nullable("integer"),
+            "last_polled_unix_nano": _nullable("integer"),
+            "last_error": _nullable("string"),
+            "last_error_unix_nano": _nullable("integer"),
+        },
+    ),
+    "DepthSeries": _object(
+        ["queue", "since_unix_nano", "until_unix_nano", "truncated", "samples"],
+        {
+            "queue": {"type": "string"},
+            "since_unix_nano": _UNIX_NANO,
+            "until_unix_nano": _UNIX_NANO,
+            "truncated": {
+                "type": "boolean",
+                "description": "true when cut at 10,080 samples (the newest kept)",
+            },
+            "samples": _array(
+                _object(
+                    [
+                        "polled_unix_nano",
+                        "visible",
+                        "in_flight",
+                        "delayed",
+                        "oldest_age_seconds",
+                        "age_source",
+                    ],
+                    {
+                        "polled_unix_nano": {"type": "integer"},
+                        "visible": {"type": "integer"},
+                        "in_flight": {"type": "integer"},
+                        "delayed": {"type": "integer"},
+                        "oldest_age_seconds": _nullable("number"),
+                        "age_source": _nullable("string"),
+                    },
+                )
+            ),
+        },
+    ),
+}
+
+_OTLP_BODY = {
+    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": _schema("ExportTraceServiceRequest")},
+}
+_RPC_STATUS = {
+    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": _schema("RpcStatus")},
+}
+
+
+def _rpc_status(description: str) -> dict[str, Any]:
+    return {"description": description + " (google.rpc.Status)", "content": _RPC_STATUS}
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -36,23 +544,22 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/traces": {
             "post": {
-                "summary": "Receive spans (OTLP/HTTP, protobuf or JSON, optionally gzip)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
-                        "application/json": {"schema": {"type": "object"}},
-                    },
-                },
+                "summary": "Receive spans (OTLP/HTTP, protobuf or JSON, optionally gzip); the answer uses "
+                "the request's content type",
+                "requestBody": {"required": True, "content": _OTLP_BODY},
                 "responses": {
                     "200": {
-                        "description": "ExportTraceServiceResponse; partial_success when spans were rejected"
+                        "description": "ExportTraceServiceResponse; partial_success when spans were rejected",
+                        "content": {
+                            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                            "application/json": {"schema": _schema("ExportTraceServiceResponse")},
+                        },
                     },
-                    "400": {"description": "undecodable body (google.rpc.Status)"},
-                    "401": {"description": "missing or wrong bearer token"},
-                    "413": {"description": "body over the limit, also after inflation"},
-                    "415": {"description": "unsupported Content-Type or Content-Encoding"},
-                    "503": {"description": "write path saturated; retry after Retry-After seconds"},
+                    "400": _rpc_status("undecodable body"),
+                    "401": _rpc_status("missing or wrong bearer token"),
+                    "413": _rpc_status("body over the limit, also after inflation"),
+                    "415": _rpc_status("unsupported Content-Type or Content-Encoding"),
+                    "503": _rpc_status("write path saturated; retry after Retry-After seconds"),
                 },
             }
         },
@@ -60,19 +567,39 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Liveness, spans waiting to be stored, forwarding counters",
                 "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"type": "string"}},
+                        },
+                        "ok",
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: ok, or degraded with a reason per failing check (writes failing, "
+                "stitching skipping spans or lagging, a --forward upstream failing); the reasons only with "
+                "the token, when one is set",
+                "responses": {
+                    "200": _json(_schema("Readiness"), "spans are being stored (status ok or degraded)"),
+                    "503": _json(_schema("Readiness"), "spans cannot be stored now (e.g. disk full)"),
                 },
             }
         },
         "/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": _json({"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1")
+                },
+            }
         },
         "/api/traces/{trace_id}": {
             "get": {
-                "summary": "One trace as OTLP JSON (TracesData)",
+                "summary": "One trace as OTLP JSON (TracesData), cut at the read cap",
                 "parameters": [
                     {
                         "name": "trace_id",
@@ -81,11 +608,7 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
                     }
                 ],
-                "responses": {
-                    "200": {"$ref": "#/components/responses/Otlp"},
-                    "400": _ERROR,
-                    "404": _ERROR,
-                },
+                "responses": {"200": _ref("responses", "Otlp"), "400": _ERROR, "404": _ERROR},
             }
         },
         "/api/flows": {
@@ -99,14 +622,19 @@ OPENAPI: dict[str, Any] = {
                     _query(
                         "status", {"type": "string", "enum": ["error"]}, "flows with at least one error span"
                     ),
-                    _query("min_duration_ms", {"type": "number"}, "end-to-end duration at least this"),
+                    _query(
+                        "min_duration_ms",
+                        {"type": "number", "minimum": 0, "maximum": _MAX_DURATION_MS},
+                        "end-to-end duration at least this",
+                    ),
                     _query("correlation_id", {"type": "string"}, "flows that carry this correlation id"),
                     _query("message_id", {"type": "string"}, "flows that carried this messaging.message.id"),
                     {
                         **_query(
                             "attr",
-                            {"type": "array", "items": {"type": "string"}},
-                            "key:value of a span attribute; repeatable",
+                            _array({"type": "string", "pattern": "^[^:]+:"}),
+                            "key:value of a span attribute; repeatable (the first 10,000 spans of each "
+                            "candidate flow are searched, up to 2,000 flows)",
                         ),
                         "style": "form",
                         "explode": True,
@@ -119,60 +647,53 @@ OPENAPI: dict[str, Any] = {
                         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
                         "page size",
                     ),
-                    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "flows to skip"),
+                    _query(
+                        "offset",
+                        {"type": "integer", "minimum": 0, "maximum": _MAX_OFFSET, "default": 0},
+                        "flows to skip",
+                    ),
                 ],
                 "responses": {
-                    "200": {
-                        "description": "a page of flow summaries",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["flows", "limit", "offset"],
-                                    "properties": {
-                                        "flows": {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/FlowSummary"},
-                                        },
-                                        "limit": {"type": "integer"},
-                                        "offset": {"type": "integer"},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "200": _json(
+                        _object(
+                            ["flows", "limit", "offset"],
+                            {
+                                "flows": _array(_schema("FlowSummary")),
+                                "limit": {"type": "integer"},
+                                "offset": {"type": "integer"},
+                            },
+                        ),
+                        "a page of flow summaries",
+                    ),
                     "400": _ERROR,
                 },
             }
         },
         "/api/flows/{flow_id}": {
             "get": {
-                "summary": "A flow: summary, every span of every trace, async hops with queue wait",
+                "summary": "A flow: summary, every span of every trace (cut at the read cap), async hops "
+                "with queue wait",
                 "parameters": [_FLOW_ID],
                 "responses": {
-                    "200": {
-                        "description": "the flow",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/FlowDetail"}}
-                        },
-                    },
+                    "200": _json(_schema("FlowDetail"), "the flow"),
                     "400": _ERROR,
                     "404": _ERROR,
                 },
             }
         },
+        "/api/flows/{flow_id}/otlp": {
+            "get": {
+                "summary": "A flow as OTLP JSON, importable into any OTLP backend; cut at the read cap",
+                "parameters": [_FLOW_ID],
+                "responses": {"200": _ref("responses", "Otlp"), "400": _ERROR, "404": _ERROR},
+            }
+        },
         "/api/services": {
             "get": {
                 "summary": "RED per service: rate, error rate, p50/p95/p99 of server and consumer spans",
-                "parameters": [
-                    _query("since", _TIME, "start of the range (default: an hour before until)"),
-                    _query("until", _TIME, "end of the range (default: now)"),
-                ],
+                "parameters": _RANGE,
                 "responses": {
-                    "200": {
-                        "description": "one entry per service: red, operations",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
+                    "200": _json(_schema("Services"), "one entry per service: red, operations"),
                     "400": _ERROR,
                 },
             }
@@ -181,17 +702,20 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "RED over time of a service (entry spans) or of one of its operations",
                 "parameters": [
-                    {**_query("service", {"type": "string"}, "the service"), "required": True},
+                    {
+                        **_query("service", {"type": "string", "minLength": 1}, "the service"),
+                        "required": True,
+                    },
                     _query("operation", {"type": "string"}, "one operation (span name) of the service"),
-                    _query("since", _TIME, "start of the range (default: an hour before until)"),
-                    _query("until", _TIME, "end of the range (default: now)"),
-                    _query("step", {"type": "integer", "minimum": 60, "multipleOf": 60}, "seconds per point"),
+                    *_RANGE,
+                    _query(
+                        "step",
+                        {"type": "integer", "minimum": 60, "maximum": 366 * 86400, "multipleOf": 60},
+                        "seconds per point (at most 1,440 points over the range)",
+                    ),
                 ],
                 "responses": {
-                    "200": {
-                        "description": "points: bucket_start_unix_nano and red per step",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
+                    "200": _json(_schema("Latency"), "points: bucket_start_unix_nano and red per step"),
                     "400": _ERROR,
                 },
             }
@@ -200,17 +724,9 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "The service graph: services, queues, topics, buses and external dependencies as "
                 "nodes; sync, publish, consume, subscription and external hops as edges",
-                "parameters": [
-                    _query("since", _TIME, "start of the range (default: an hour before until)"),
-                    _query("until", _TIME, "end of the range (default: now)"),
-                ],
+                "parameters": _RANGE,
                 "responses": {
-                    "200": {
-                        "description": "nodes (id, type, name) and edges (source, target, kind, "
-                        "red: span_count, rate_per_second, error_count, error_rate, p50/p95/p99_ms; "
-                        "queue_wait_p50/p95/p99_ms, max_receive_count)",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
+                    "200": _json(_schema("ServiceGraph"), "nodes and edges with their RED and queue wait"),
                     "400": _ERROR,
                 },
             }
@@ -221,13 +737,9 @@ OPENAPI: dict[str, Any] = {
                 "delayed counts, the oldest message's age, its dead-letter queue and maxReceiveCount, the "
                 "queues that dead-letter into it, and the last poll error",
                 "responses": {
-                    "200": {
-                        "description": "queues: name, url, arn, dead_letter_queue, max_receive_count, "
-                        "sources, is_dead_letter_queue, visible, in_flight, delayed, oldest_age_seconds, "
-                        "age_source (cloudwatch or estimate), sampled_unix_nano, last_polled_unix_nano, "
-                        "last_error, last_error_unix_nano",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
+                    "200": _json(
+                        _object(["queues"], {"queues": _array(_schema("Queue"))}), "every polled queue"
+                    )
                 },
             }
         },
@@ -235,102 +747,32 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "One queue's depth over time, one sample per poll, oldest first",
                 "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    _query("since", _TIME, "start of the range (default: an hour before until)"),
-                    _query("until", _TIME, "end of the range (default: now)"),
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$"},
+                        "description": "an SQS queue name",
+                    },
+                    *_RANGE,
                 ],
                 "responses": {
-                    "200": {
-                        "description": "samples (polled_unix_nano, visible, in_flight, delayed, "
-                        "oldest_age_seconds, age_source) and truncated (true when cut at 10,080 samples)",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
+                    "200": _json(_schema("DepthSeries"), "the samples of the range"),
                     "400": _ERROR,
                     "404": _ERROR,
                 },
             }
         },
-        "/api/flows/{flow_id}/otlp": {
-            "get": {
-                "summary": "A flow as OTLP JSON, importable into any OTLP backend",
-                "parameters": [_FLOW_ID],
-                "responses": {"200": {"$ref": "#/components/responses/Otlp"}, "400": _ERROR, "404": _ERROR},
-            }
-        },
     },
     "components": {
         "responses": {
-            "Error": {
-                "description": "what is wrong, naming the parameter",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["error"],
-                            "properties": {"error": {"type": "string"}},
-                        }
-                    }
-                },
-            },
-            "Otlp": {
-                "description": "OTLP JSON TracesData (hex ids, integer enums)",
-                "content": {
-                    "application/json": {
-                        "schema": {"type": "object", "properties": {"resourceSpans": {"type": "array"}}}
-                    }
-                },
-            },
+            "Error": _json(
+                _object(["error"], {"error": {"type": "string"}}), "what is wrong, naming the parameter"
+            ),
+            "Otlp": _json(
+                _schema("OtlpTraces"), "OTLP JSON TracesData (hex ids, integer enums) and truncated"
+            ),
         },
-        "schemas": {
-            "FlowSummary": {
-                "type": "object",
-                "required": [
-                    "flow_id",
-                    "start_unix_nano",
-                    "end_unix_nano",
-                    "duration_ms",
-                    "span_count",
-                    "trace_count",
-                ],
-                "properties": {
-                    "flow_id": {"type": "integer"},
-                    "start_unix_nano": {"type": "integer"},
-                    "end_unix_nano": {"type": "integer"},
-                    "duration_ms": {"type": "number"},
-                    "span_count": {"type": "integer"},
-                    "trace_count": {"type": "integer"},
-                    "error_count": {"type": "integer"},
-                    "max_receive_count": {"type": "integer"},
-                    "entry_service": {"type": ["string", "null"]},
-                    "entry_operation": {"type": ["string", "null"]},
-                    "services": {"type": "array", "items": {"type": "string"}},
-                    "correlation_ids": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "FlowDetail": {
-                "type": "object",
-                "required": ["summary", "spans", "hops"],
-                "properties": {
-                    "summary": {"$ref": "#/components/schemas/FlowSummary"},
-                    "spans": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "description": "trace_id, span_id, parent_span_id, name, kind, service, "
-                            "start/end unix nanos, duration_ms, status, attributes, events, links, "
-                            "resource, scope",
-                        },
-                    },
-                    "hops": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "description": "producer and consumer span refs, services, messaging_system, "
-                            "destination, queue_wait_ms (consumer start minus producer end), receive_count",
-                        },
-                    },
-                },
-            },
-        },
+        "schemas": {**_OTLP_SCHEMAS, **_API_SCHEMAS},
     },
 }

@@ -48,6 +48,8 @@ class BodyTooLargeError(ValueError):
     """The body, or what it inflates to, is over the limit; answered with 413."""
 
 
+# The key of an OTLP JSON document served by the query API that says whether its spans were cut.
+TRUNCATED_KEY = "truncated"
 _SPAN_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _LINK_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
 _HEX = re.compile(r"[0-9a-fA-F]*")
@@ -80,18 +82,38 @@ def decode_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest
         except DecodeError as exc:
             raise OtlpDecodeError(f"body is not a valid ExportTraceServiceRequest protobuf: {exc}") from exc
         return request
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise OtlpDecodeError("OTLP JSON body must be an object")
-    _convert_ids(document, _hex_to_base64)
-    try:
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError) as exc:
-        raise OtlpDecodeError(f"body is not a valid OTLP JSON ExportTraceServiceRequest: {exc}") from exc
+    _parse_otlp_json(parse_json(body), request, "body")
     return request
+
+
+def parse_json(body: bytes | str) -> Any:
+    """JSON text as Python values; OtlpDecodeError for anything Python's parser refuses.
+
+    That includes what ``json.JSONDecodeError`` does not cover: integers over Python's 4,300-digit
+    conversion limit (ValueError) and nesting too deep for the parser (RecursionError).
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise OtlpDecodeError("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from None
+
+
+def _parse_otlp_json(document: object, message: Message, what: str) -> None:
+    """Fill ``message`` from an OTLP JSON document (hex ids); OtlpDecodeError says what is wrong."""
+    if not isinstance(document, dict):
+        raise OtlpDecodeError(f"OTLP JSON {what} must be an object")
+    name = message.DESCRIPTOR.name
+    try:
+        _convert_ids(document, _hex_to_base64)
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except OtlpDecodeError:
+        raise
+    except RecursionError:
+        raise OtlpDecodeError(f"{what} is not a valid OTLP JSON {name}: nested too deeply") from None
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise OtlpDecodeError(f"{what} is not a valid OTLP JSON {name}: {exc}") from None
 
 
 def encode_response(rejected_spans: int, error_message: str, encoding: Encoding) -> bytes:
@@ -115,19 +137,34 @@ STATUS_UNAVAILABLE = code_pb2.UNAVAILABLE
 STATUS_UNIMPLEMENTED = code_pb2.UNIMPLEMENTED
 
 
-def traces_to_json(traces: TracesData) -> dict[str, Any]:
-    """OTLP JSON of stored traces: hex ids, integer enums, lowerCamelCase keys."""
+def traces_to_json(traces: TracesData, *, truncated: bool = False) -> dict[str, Any]:
+    """OTLP JSON of stored traces: hex ids, integer enums, lowerCamelCase keys.
+
+    ``truncated`` adds the top-level key ``"truncated": true``: the spans were cut at the query API's read
+    cap. Only then, so that an uncut document is exactly OTLP JSON; OTLP JSON receivers ignore unknown keys
+    (the specification requires it), so a cut one stays importable anywhere too.
+    """
     document = json_format.MessageToDict(traces, use_integers_for_enums=True)
     _convert_ids(document, _base64_to_hex)
+    if truncated:
+        document[TRUNCATED_KEY] = True
     return document
 
 
 def traces_from_json(document: dict[str, Any]) -> TracesData:
-    """The inverse of :func:`traces_to_json`, for clients of the query API (tests, export)."""
-    document = json.loads(json.dumps(document))  # never modify the caller's object
-    _convert_ids(document, _hex_to_base64)
+    """The inverse of :func:`traces_to_json`, for clients of the query API (tests, export).
+
+    OtlpDecodeError for a document that is not OTLP JSON TracesData (a hopscope ``truncated`` key, like
+    any unknown key, is ignored).
+    """
+    try:
+        copied = json.loads(json.dumps(document))  # never modify the caller's object
+    except RecursionError:
+        raise OtlpDecodeError("document is not valid OTLP JSON: nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise OtlpDecodeError(f"document is not valid OTLP JSON: {exc}") from None
     traces = TracesData()
-    json_format.ParseDict(document, traces, ignore_unknown_fields=True)
+    _parse_otlp_json(copied, traces, "document")
     return traces
 
 

@@ -14,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector import conventions, latency_histogram
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.otlp_values import any_value, attributes_dict
+from hopscope.collector.otlp_values import any_value, attributes_json
 from hopscope.collector.queue_model import DepthSample, QueueSummary
 from hopscope.collector.red_model import (
     GraphEdge,
@@ -28,12 +28,19 @@ from hopscope.collector.red_model import (
     ServiceRed,
     node_type,
 )
-from hopscope.collector.store.base import SpanStore
+from hopscope.collector.store.base import ReadBudget, SpanStore
 
 # Flows whose spans are read at most to answer one search with attribute filters.
 MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
 # Depth samples one answer holds: 7 days at one poll per minute; the newest are kept when cut.
 MAX_DEPTH_SAMPLES = 10_080
+# Spans one read answer holds at most (a trace, a flow, a flow as OTLP; also one flow read by an attribute
+# search): the earliest ones, the answer saying ``truncated``.
+MAX_ANSWER_SPANS = 10_000
+# Bytes of stored spans (their OTLP protobuf) one read answer holds at most. Its JSON is about 1 to 3 times
+# larger, and building it costs up to about 30 times this in memory for spans of many tiny attributes:
+# 8 MiB keeps one answer under about 250 MB, whatever was stored.
+MAX_ANSWER_SPAN_BYTES = 8 * 1024 * 1024
 
 _KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
 _STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
@@ -49,14 +56,30 @@ class FlowDetail:
     truncated: bool = False
 
 
+@dataclass(frozen=True)
+class OtlpAnswer:
+    """Spans as OTLP (a trace, or every trace of a flow), and whether they were cut at the read cap."""
+
+    traces: TracesData
+    truncated: bool
+
+
+def answer_budget() -> ReadBudget:
+    """The read cap of one answer: MAX_ANSWER_SPANS spans, MAX_ANSWER_SPAN_BYTES bytes."""
+    return ReadBudget(MAX_ANSWER_SPANS, MAX_ANSWER_SPAN_BYTES)
+
+
 class QueryLayer:
     """Read-only questions about stored spans and flows."""
 
     def __init__(self, store: SpanStore[Any]) -> None:
         self._store = store
 
-    def trace(self, trace_id: bytes) -> TracesData | None:
-        return self._store.get_trace(trace_id)
+    def trace(self, trace_id: bytes) -> OtlpAnswer | None:
+        """A stored trace, cut at the read cap; None when none of its spans is stored."""
+        budget = answer_budget()
+        traces = self._store.get_trace(trace_id, budget)
+        return None if traces is None else OtlpAnswer(traces, budget.truncated)
 
     def search_flows(self, criteria: FlowFilter) -> list[FlowSummary]:
         """Flows matching ``criteria``, sorted and paged as it says."""
@@ -82,7 +105,7 @@ class QueryLayer:
         return matched[criteria.offset : wanted]
 
     def _has_attributes(self, flow_id: int, attributes: tuple[tuple[str, str], ...]) -> bool:
-        traces = self._store.get_traces(self._store.flow_trace_ids(flow_id))
+        traces = self._store.get_traces(self._store.flow_trace_ids(flow_id), answer_budget())
         found: set[tuple[str, str]] = set()
         for resource_spans in traces.resource_spans:
             for scope_spans in resource_spans.scope_spans:
@@ -120,12 +143,20 @@ class QueryLayer:
         summaries = self._store.flow_summaries([standing])
         return summaries[0] if summaries else None
 
-    def flow_otlp(self, flow_id: int) -> TracesData | None:
-        """Every span of every trace of the flow, as OTLP (importable into any OTLP backend)."""
+    def flow_otlp_answer(self, flow_id: int) -> OtlpAnswer | None:
+        """Every span of every trace of the flow, as OTLP (importable into any OTLP backend), cut at the
+        read cap."""
         summary = self.flow_summary(flow_id)
         if summary is None:
             return None
-        return self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
+        budget = answer_budget()
+        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
+        return OtlpAnswer(traces, budget.truncated)
+
+    def flow_otlp(self, flow_id: int) -> TracesData | None:
+        """The spans of :meth:`flow_otlp_answer` (cut at the read cap, without saying whether)."""
+        answer = self.flow_otlp_answer(flow_id)
+        return None if answer is None else answer.traces
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
         """RED per service over the range, from its entry spans (server and consumer spans)."""
@@ -233,9 +264,11 @@ class QueryLayer:
         summary = self.flow_summary(flow_id)
         if summary is None:
             return None
-        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id))
+        budget = answer_budget()
+        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
         spans = flatten_spans(traces)
-        return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans))
+        del traces
+        return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans), truncated=budget.truncated)
 
 
 ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
@@ -258,10 +291,13 @@ def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:
 
 
 def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
-    """One flat dict per span, sorted by start time: what a table or a waterfall wants."""
+    """One flat dict per span, sorted by start time: what a table or a waterfall wants.
+
+    Attribute values are JSON-ready: NaN and infinite doubles are the strings OTLP JSON uses for them.
+    """
     spans = []
     for resource_spans in traces.resource_spans:
-        resource = attributes_dict(resource_spans.resource.attributes)
+        resource = attributes_json(resource_spans.resource.attributes)
         service = str(resource.get("service.name", "unknown_service"))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -280,12 +316,12 @@ def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
                             "code": _STATUS_NAMES.get(span.status.code, "UNSET"),
                             "message": span.status.message,
                         },
-                        "attributes": attributes_dict(span.attributes),
+                        "attributes": attributes_json(span.attributes),
                         "events": [
                             {
                                 "name": event.name,
                                 "time_unix_nano": event.time_unix_nano,
-                                "attributes": attributes_dict(event.attributes),
+                                "attributes": attributes_json(event.attributes),
                             }
                             for event in span.events
                         ],
@@ -293,7 +329,7 @@ def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
                             {
                                 "trace_id": link.trace_id.hex(),
                                 "span_id": link.span_id.hex(),
-                                "attributes": attributes_dict(link.attributes),
+                                "attributes": attributes_json(link.attributes),
                             }
                             for link in span.links
                         ],

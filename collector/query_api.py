@@ -22,6 +22,7 @@ from hopscope.collector.query_params import (
     parse_latency_query,
     parse_queue_depth_query,
     parse_services_query,
+    shown,
 )
 from hopscope.collector.queue_model import DepthSample, QueueSummary
 
@@ -49,6 +50,7 @@ class QueryApi:
 
     def __init__(self, queries: QueryLayer) -> None:
         self._queries = queries
+        self.get_trace = _answers_bad_parameters(self._get_trace)
         self.get_flows = _answers_bad_parameters(self._get_flows)
         self.get_flow = _answers_bad_parameters(self._get_flow)
         self.get_flow_otlp = _answers_bad_parameters(self._get_flow_otlp)
@@ -60,15 +62,15 @@ class QueryApi:
     async def openapi(self, request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
-    async def get_trace(self, request: Request) -> JSONResponse:
-        """One stored trace as OTLP JSON (a ``TracesData`` document)."""
+    async def _get_trace(self, request: Request) -> JSONResponse:
+        """One stored trace as OTLP JSON (a ``TracesData`` document, plus ``truncated``)."""
         trace_id = request.path_params["trace_id"]
         if not _TRACE_ID.fullmatch(trace_id) or trace_id.strip("0") == "":
-            return error_response(400, f"trace id must be 32 hex characters, not all zero: {trace_id!r}")
-        traces = await run_in_threadpool(self._queries.trace, bytes.fromhex(trace_id))
-        if traces is None:
+            raise ParamError("trace_id", f"must be 32 hex characters, not all zero, got {shown(trace_id)!r}")
+        answer = await run_in_threadpool(self._queries.trace, bytes.fromhex(trace_id))
+        if answer is None:
             return error_response(404, f"no trace {trace_id.lower()} is stored")
-        return JSONResponse(traces_to_json(traces))
+        return JSONResponse(traces_to_json(answer.traces, truncated=answer.truncated))
 
     async def _get_flows(self, request: Request) -> JSONResponse:
         criteria = parse_flow_filter(request.query_params, request.query_params.getlist("attr"))
@@ -91,10 +93,10 @@ class QueryApi:
 
     async def _get_flow_otlp(self, request: Request) -> JSONResponse:
         flow_id = parse_flow_id(request.path_params["flow_id"])
-        traces = await run_in_threadpool(self._queries.flow_otlp, flow_id)
-        if traces is None:
+        answer = await run_in_threadpool(self._queries.flow_otlp_answer, flow_id)
+        if answer is None:
             return error_response(404, f"no flow {flow_id}")
-        return JSONResponse(traces_to_json(traces))
+        return JSONResponse(traces_to_json(answer.traces, truncated=answer.truncated))
 
     async def _get_services(self, request: Request) -> JSONResponse:
         since, until = parse_services_query(request.query_params, now_unix_nano=time.time_ns())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,39 +12,67 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from rich.progress import Progress
 
 from hopscope.collector import otlp_codec
-from hopscope.collector.otlp_codec import Encoding, OtlpDecodeError
+from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
 from hopscope.collector.query import QueryLayer
 from hopscope.collector.store.open import open_store
 from hopscope.collector.validation import drop_invalid_spans
+
+# What a gzipped file may inflate to (protobuf's own limit on one message is 2 GiB).
+MAX_INFLATED_BYTES = 1 << 31
 
 
 class TransferError(RuntimeError):
     """What went wrong, in a sentence for the command line."""
 
 
-def export_otlp_json(db: Path | str, *, flow_id: int | None = None, trace_id: str | None = None) -> str:
-    """A flow or a trace of the store as an OTLP JSON document (what ``/api/flows/{id}/otlp`` serves)."""
+@dataclass(frozen=True)
+class ExportedDocument:
+    """An exported OTLP JSON document, and whether its spans were cut at the read cap."""
+
+    text: str
+    truncated: bool
+
+
+def export_otlp(
+    db: Path | str, *, flow_id: int | None = None, trace_id: str | None = None
+) -> ExportedDocument:
+    """A flow or a trace of the store as OTLP JSON: what ``/api/flows/{id}/otlp`` and ``/api/traces/{id}``
+    serve, cut at the same read cap (the document's ``truncated`` key says so).
+
+    Opens the store read-only: exporting needs no write access to the database or its folder.
+    """
+    if trace_id is not None:
+        raw_id = _trace_id(trace_id)
     store = open_store(str(db), read_only=True)
     try:
         queries = QueryLayer(store)
         if flow_id is not None:
-            traces = queries.flow_otlp(flow_id)
+            answer = queries.flow_otlp_answer(flow_id)
             missing = f"no flow {flow_id} in {db}"
         else:
-            assert trace_id is not None
-            try:
-                raw_id = bytes.fromhex(trace_id)
-            except ValueError:
-                raise TransferError(f"trace id must be 32 hex characters, got {trace_id!r}") from None
-            if len(raw_id) != 16:
-                raise TransferError(f"trace id must be 32 hex characters, got {trace_id!r}")
-            traces = queries.trace(raw_id)
+            answer = queries.trace(raw_id)
             missing = f"no trace {trace_id} in {db}"
     finally:
         store.close()
-    if traces is None:
+    if answer is None:
         raise TransferError(missing)
-    return json.dumps(otlp_codec.traces_to_json(traces), indent=2)
+    document = otlp_codec.traces_to_json(answer.traces, truncated=answer.truncated)
+    return ExportedDocument(json.dumps(document, indent=2), answer.truncated)
+
+
+def export_otlp_json(db: Path | str, *, flow_id: int | None = None, trace_id: str | None = None) -> str:
+    """The text of :func:`export_otlp`."""
+    return export_otlp(db, flow_id=flow_id, trace_id=trace_id).text
+
+
+def _trace_id(text: str) -> bytes:
+    try:
+        raw_id = bytes.fromhex(text)
+    except ValueError:
+        raw_id = b""
+    if len(raw_id) != 16:
+        raise TransferError(f"trace id must be 32 hex characters, got {text!r}")
+    return raw_id
 
 
 @dataclass
@@ -59,11 +88,13 @@ def read_otlp_file(path: Path) -> ExportTraceServiceRequest:
         body = path.read_bytes()
     except OSError as exc:
         raise TransferError(f"cannot read {path}: {exc.strerror}") from None
-    if body[:2] == b"\x1f\x8b":
-        body = otlp_codec.inflate_gzip(body, 1 << 31)
-    encoding = Encoding.JSON if body.lstrip()[:1] == b"{" else Encoding.PROTOBUF
     try:
+        if body[:2] == b"\x1f\x8b":
+            body = otlp_codec.inflate_gzip(body, MAX_INFLATED_BYTES)
+        encoding = Encoding.JSON if body.lstrip()[:1] == b"{" else Encoding.PROTOBUF
         return otlp_codec.decode_request(body, encoding)
+    except BodyTooLargeError as exc:
+        raise TransferError(f"{path} is too large: {exc}") from None
     except OtlpDecodeError as exc:
         raise TransferError(f"{path} is not an OTLP file: {exc}") from None
 
@@ -85,6 +116,10 @@ def import_files(db: Path | str, paths: Sequence[Path], *, show_progress: bool =
                 result.spans += store.write([request])
                 result.files += 1
                 progress.advance(task)
+    except (sqlite3.Error, OSError) as exc:  # disk full, a database locked for too long, ...
+        raise TransferError(
+            f"cannot write to {store.label} after {result.files} file(s) ({result.spans} spans): {exc}"
+        ) from exc
     finally:
         store.close()
     return result

@@ -98,6 +98,9 @@ INSERT OR IGNORE INTO spans (
 """
 
 _UNKNOWN_SERVICE = "unknown_service"
+# The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_CANTOPEN = 14  # the primary result code of "unable to open database file"
 # Span keys bound in one ``IN (...)`` of a budgeted read.
 _IDS_PER_QUERY = 500
 _BUSY_TIMEOUT_MS = 10_000
@@ -151,8 +154,7 @@ class SQLiteStore:
         # Spans left out of flows, RED or the graph in this database (kept in meta across restarts).
         self.skipped_spans = SkippedSpans()
         if read_only:
-            if not self.path.exists():
-                raise StoreError(f"no hopscope database at {self.path}")
+            self._choose_read_mode()
             self._check_version(self._reader())
         else:
             self._writer = self._open_writer(durable)
@@ -188,10 +190,54 @@ class SQLiteStore:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return conn
 
+    # How readers open the file: read-only, or immutable (see _choose_read_mode).
+    _read_mode = "mode=ro"
+
+    def _choose_read_mode(self) -> None:
+        """Check that the file is a readable SQLite file, naming the real cause when it is not, and choose
+        how readers open it.
+
+        SQLite reads a WAL database with ``mode=ro`` only where it can use or create the ``-shm`` file
+        beside it. In a read-only directory (a read-only mount, a backup, another user's folder) a database
+        that was closed cleanly has none; it is then opened ``immutable=1``, which is safe because without a
+        ``-wal`` file the database file holds every committed span, and no writer can start (it would have
+        to create the ``-wal`` file in that directory).
+        """
+        path = self.path
+        try:
+            with path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            raise StoreError(f"no hopscope database at {path} (no such file)") from None
+        except IsADirectoryError:
+            raise StoreError(f"{path} is a directory, not a hopscope database") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+        if header and header != _SQLITE_HEADER:
+            raise StoreError(f"{path} is not a hopscope database (not an SQLite file)")
+        try:
+            probe = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                probe.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_CANTOPEN:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise StoreError(
+                f"cannot read {path}: its folder is read-only, and {wal.name} holds committed spans that "
+                "SQLite reads only where it can create its -shm file; open it once where the folder is "
+                "writable (or copy the folder somewhere writable) first"
+            )
+        self._read_mode = "immutable=1"
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            uri = self.path.resolve().as_uri() + "?mode=ro"
+            uri = f"{self.path.resolve().as_uri()}?{self._read_mode}"
             try:
                 conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             except sqlite3.Error as exc:
@@ -223,6 +269,10 @@ class SQLiteStore:
     def _check_version(self, conn: sqlite3.Connection) -> None:
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreError(f"{self.path} is not a hopscope database (no hopscope tables)") from exc
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path} is not a hopscope database: {exc}") from exc
         if row is None or int(row[0]) != SCHEMA_VERSION:
