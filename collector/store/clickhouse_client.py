@@ -75,6 +75,17 @@ def _quoted(value: object) -> str:
     return _literal(value)
 
 
+def _column_runs(is_time: Sequence[bool]) -> list[tuple[bool, int, int]]:
+    """Consecutive columns of one kind (time or not) as (is_time, start, end) slices of a row."""
+    runs: list[tuple[bool, int, int]] = []
+    for index, flag in enumerate(is_time):
+        if runs and runs[-1][0] == flag:
+            runs[-1] = (flag, runs[-1][1], index + 1)
+        else:
+            runs.append((flag, index, index + 1))
+    return runs
+
+
 def _seconds_text(nanos: int) -> str:
     return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
@@ -137,16 +148,23 @@ class ChdbClient:
     ) -> None:
         if not rows:
             return
-        times = [i for i, column in enumerate(columns) if column in datetime_columns]
+        # Times go in as bare decimal seconds: ClickHouse reads a quoted "0.000000001" as a malformed date
+        # (and a quoted "1" as 2026-01-01), so quoting them would make early times fail or lie.
+        runs = _column_runs([column in datetime_columns for column in columns])
         lines = []
         for row in rows:
-            values = list(row)
-            for i in times:
-                value = values[i]
-                values[i] = (
-                    [_seconds_text(v) for v in value] if isinstance(value, list) else _seconds_text(value)  # type: ignore[arg-type]
-                )
-            lines.append(json.dumps(values, separators=(",", ":")))
+            parts = []
+            for is_time, start, end in runs:
+                if not is_time:
+                    parts.append(json.dumps(row[start:end], separators=(",", ":"))[1:-1])
+                    continue
+                for value in row[start:end]:
+                    parts.append(
+                        "[" + ",".join(_seconds_text(v) for v in value) + "]"
+                        if isinstance(value, list)
+                        else _seconds_text(value)  # type: ignore[arg-type]
+                    )
+            lines.append("[" + ",".join(parts) + "]")
         names = ", ".join(f"`{column}`" for column in columns)
         # JSONCompactEachRow (a list per row) parses about twice as fast as JSONEachRow here.
         with self._lock:
