@@ -8,9 +8,11 @@ that they can be exactly as slow or as idle as an attacker would be.
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import selectors
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import CollectorProcess, free_port
+from conftest import HOPSCOPE, CollectorProcess, free_port
 from otlp_samples import full_request
 
 from hopscope.collector.app import create_app
@@ -288,3 +290,29 @@ def test_a_body_that_stops_arriving_is_closed_and_the_collector_goes_on(tmp_path
         sock.settimeout(5)
         assert _read_answer(sock).startswith(b"HTTP/1.1 200")
         sock.close()
+
+
+def test_the_connection_limit_fits_the_open_file_limit(tmp_path: Path) -> None:
+    # GIVEN an open-file limit of 400 that the collector cannot raise (soft = hard)
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+
+    proc = subprocess.Popen(
+        [HOPSCOPE, "collector", "--port", "0", "--db", str(tmp_path / "hopscope.db")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=low_limit,  # noqa: PLW1509 - only sets a limit, in the child
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(2)]
+        # THEN it serves as many connections as fit, and says so at start
+        assert "the open-file limit (400) allows 144 connections, not --max-connections 2048" in lines[0]
+        url = re.search(r"listening on (http://\S+) ", lines[1])
+        assert url is not None, lines
+        health = httpx.get(f"{url.group(1)}/healthz").json()
+        assert health["connections"]["limit"] == 144
+    finally:
+        proc.terminate()
+        proc.wait(30)
