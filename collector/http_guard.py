@@ -67,14 +67,13 @@ class _HeadersTooLargeError(Exception):
     """Raised from the parser's callbacks; the parser stops and the request is answered 431."""
 
 
-def error_head_and_body(status: int, code: int, message: str, *, retry: bool = False) -> bytes:
+def error_head_and_body(status: int, code: int, message: str) -> bytes:
     """A whole HTTP/1.1 error answer with a google.rpc.Status JSON body that closes the connection."""
     body = otlp_codec.encode_status(code, message, Encoding.JSON)
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
-        *([f"retry-after: {RETRY_AFTER_SECONDS}"] if retry else []),
         "connection: close",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
