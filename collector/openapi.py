@@ -354,7 +354,7 @@ _API_SCHEMAS: dict[str, Any] = {
                     {
                         "check": {
                             "type": "string",
-                            "enum": ["writes", "stitching_skips", "stitching_lag", "forwarding"],
+                            "enum": ["writes", "stitching", "stitching_skips", "stitching_lag", "forwarding"],
                         },
                         "message": {"type": "string"},
                     },
