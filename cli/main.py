@@ -11,7 +11,7 @@ from pathlib import Path
 from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
-from hopscope.collector import http_limits
+from hopscope.collector import http_limits, span_limits
 from hopscope.collector import settings as collector_defaults
 
 COLLECTOR_MODULES = (
@@ -57,6 +57,40 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
     return value
+
+
+def _add_span_limit_options(collector: argparse.ArgumentParser) -> None:
+    """The OpenTelemetry SDK's span limits, applied by the collector to every span it receives."""
+    collector.add_argument(
+        "--max-span-attributes",
+        type=positive_int,
+        default=span_limits.DEFAULT_MAX_ATTRIBUTES,
+        metavar="N",
+        help="attributes kept per span, and per event and link; the rest are dropped and counted in the "
+        "span's dropped counts, as the OpenTelemetry SDK does (default: %(default)s)",
+    )
+    collector.add_argument(
+        "--max-span-events",
+        type=positive_int,
+        default=span_limits.DEFAULT_MAX_EVENTS,
+        metavar="N",
+        help="events kept per span, the rest dropped and counted (default: %(default)s)",
+    )
+    collector.add_argument(
+        "--max-span-links",
+        type=positive_int,
+        default=span_limits.DEFAULT_MAX_LINKS,
+        metavar="N",
+        help="links kept per span, the rest dropped and counted (default: %(default)s)",
+    )
+    collector.add_argument(
+        "--max-attribute-value-length",
+        type=positive_int,
+        default=span_limits.DEFAULT_MAX_VALUE_LENGTH,
+        metavar="N",
+        help="string values longer than N characters (bytes values, N bytes) are cut, also inside arrays "
+        "and maps (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=collector_defaults.DEFAULT_MAX_BODY_BYTES,
         help="largest request body, also after gzip inflation; larger gets 413 (default: %(default)s)",
     )
+    _add_span_limit_options(collector)
     collector.add_argument(
         "--auth-token",
         default=os.environ.get("HOPSCOPE_AUTH_TOKEN") or None,
@@ -377,6 +412,14 @@ def _run_collector(args: argparse.Namespace) -> int:
         store_url=args.store,
         receiver=not args.no_receiver,
         max_body_bytes=args.max_body_bytes,
+        span_limits=span_limits.SpanLimits(
+            max_attributes=args.max_span_attributes,
+            max_events=args.max_span_events,
+            max_links=args.max_span_links,
+            max_attributes_per_event=args.max_span_attributes,
+            max_attributes_per_link=args.max_span_attributes,
+            max_value_length=args.max_attribute_value_length,
+        ),
         auth_token=args.auth_token,
         retention_seconds=args.retention,
         forward_urls=tuple(args.forward),

@@ -92,7 +92,9 @@ def create_app(
         else None
     )
     budget = InflightBudget(settings.max_inflight_bytes)
-    receiver = TraceReceiver(store, writer, settings.max_body_bytes, budget, forwarder)
+    receiver = TraceReceiver(
+        store, writer, settings.max_body_bytes, budget, forwarder, span_limits=settings.span_limits
+    )
     grpc_receiver: GrpcTraceReceiver | None = None
     if settings.grpc_port is not None and settings.receiver:
         from hopscope.collector import otlp_grpc  # noqa: PLC0415 - grpcio only with --grpc-port

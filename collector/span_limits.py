@@ -11,11 +11,13 @@ the SDK's (128 attributes, events and links, and 128 attributes per event or lin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+if TYPE_CHECKING:  # the CLI reads the defaults without the [collector] extra
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 DEFAULT_MAX_ATTRIBUTES = 128
 DEFAULT_MAX_EVENTS = 128
