@@ -14,6 +14,7 @@ shrink the whole map; its tooltip holds the whole name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from hopscope.collector.red_model import GraphEdge, GraphNode, RedStats, ServiceGraph
@@ -27,6 +28,7 @@ ASYNC_KINDS = frozenset({"consume", "subscription"})
 # A node's label shows at most this many characters of its name; tooltips hold at most TOOLTIP_CHARS.
 NODE_LABEL_CHARS = 40
 TOOLTIP_CHARS = 2000
+_ID_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # shape and extra style per node type (GraphNode.type)
 NODE_SHAPES: dict[str, tuple[str, str]] = {
@@ -135,8 +137,11 @@ def dot_string(text: str, *, lines: bool = False) -> str:
 
 
 def _quote_id(node_id: str) -> str:
-    """A node id as a DOT string, character for character (ids are never shown: labels and tooltips are)."""
-    escaped = node_id.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    """A node id as a DOT string, distinct for distinct ids (ids are never shown: labels and tooltips are).
+    Control characters and line separators are written as ``\\uXXXX``, so that each statement is one line."""
+    escaped = _ID_CONTROL.sub(
+        lambda match: f"\\u{ord(match[0]):04x}", node_id.replace("\\", "\\\\").replace('"', '\\"')
+    )
     return f'"{escaped}"'
 
 
