@@ -485,6 +485,10 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        # Self-contained for its viewers: no "Ask Google/ChatGPT" links made from an error's text (span data
+        # can be in it), no deploy button to Streamlit's cloud.
+        "--client.showErrorLinks", "false",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     print(f"hopscope dashboard: http://{args.host}:{args.port} over {args.db}", file=sys.stderr, flush=True)
     os.execve(sys.executable, command, env)  # noqa: S606 - the same interpreter, a fixed module
