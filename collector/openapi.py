@@ -199,7 +199,7 @@ _OTLP_SCHEMAS: dict[str, Any] = {
     "OtlpTraces": {
         "type": "object",
         "description": "OTLP JSON TracesData (hex ids, integer enums), importable into any OTLP backend; "
-        "when the spans were cut at the read cap (at most 10,000 spans and 8 MiB of stored spans per answer, "
+        "when the spans were cut at the read cap (at most 10,000 spans and 4 MiB of stored spans per answer, "
         "the earliest kept), it also holds hopscope's truncated: true, which OTLP JSON receivers ignore as "
         "they ignore every unknown key",
         "properties": {
@@ -338,7 +338,7 @@ _API_SCHEMAS: dict[str, Any] = {
             "hops": _array(_schema("AsyncHop")),
             "truncated": {
                 "type": "boolean",
-                "description": "true when spans was cut at the read cap (at most 10,000 spans and 8 MiB of "
+                "description": "true when spans was cut at the read cap (at most 10,000 spans and 4 MiB of "
                 "stored spans, the earliest kept); the summary still counts every span",
             },
         },

@@ -97,13 +97,13 @@ def parse_json(body: bytes | str) -> Any:
     except RecursionError:
         raise OtlpDecodeError("body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
-        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from None
+        raise OtlpDecodeError(f"body is not valid JSON: {_cut(str(exc))}") from None
 
 
 def _parse_otlp_json(document: object, message: Message, what: str) -> None:
     """Fill ``message`` from an OTLP JSON document (hex ids); OtlpDecodeError says what is wrong."""
     if not isinstance(document, dict):
-        raise OtlpDecodeError(f"OTLP JSON {what} must be an object")
+        raise OtlpDecodeError(f"{what} is not a JSON object, as OTLP JSON must be")
     name = message.DESCRIPTOR.name
     try:
         _convert_ids(document, _hex_to_base64)
@@ -113,7 +113,12 @@ def _parse_otlp_json(document: object, message: Message, what: str) -> None:
     except RecursionError:
         raise OtlpDecodeError(f"{what} is not a valid OTLP JSON {name}: nested too deeply") from None
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
-        raise OtlpDecodeError(f"{what} is not a valid OTLP JSON {name}: {exc}") from None
+        raise OtlpDecodeError(f"{what} is not a valid OTLP JSON {name}: {_cut(str(exc))}") from None
+
+
+def _cut(message: str, limit: int = 400) -> str:
+    """A parser's message as an error answer quotes it: protobuf's name every level of a deep document."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def encode_response(rejected_spans: int, error_message: str, encoding: Encoding) -> bytes:
@@ -162,7 +167,7 @@ def traces_from_json(document: dict[str, Any]) -> TracesData:
     except RecursionError:
         raise OtlpDecodeError("document is not valid OTLP JSON: nested too deeply") from None
     except (TypeError, ValueError) as exc:
-        raise OtlpDecodeError(f"document is not valid OTLP JSON: {exc}") from None
+        raise OtlpDecodeError(f"document is not valid OTLP JSON: {_cut(str(exc))}") from None
     traces = TracesData()
     _parse_otlp_json(copied, traces, "document")
     return traces

@@ -228,9 +228,9 @@ class SQLiteStore:
         wal = Path(f"{path}-wal")
         if wal.exists() and wal.stat().st_size:
             raise StoreError(
-                f"cannot read {path}: its folder is read-only, and {wal.name} holds committed spans that "
-                "SQLite reads only where it can create its -shm file; open it once where the folder is "
-                "writable (or copy the folder somewhere writable) first"
+                f"cannot read {path}: its folder is read-only, and its write-ahead log {wal.name}, which may "
+                f"hold spans, is read by SQLite only where it can create {path.name}-shm; open it once where "
+                "the folder is writable (or copy the folder somewhere writable) first"
             )
         self._read_mode = "immutable=1"
 
