@@ -70,8 +70,8 @@ def markdown_text(text: str) -> str:
     can never start a block.
     """
     text = _CONTROL.sub("\ufffd", text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " "))
-    # A hard break cannot end a paragraph (its backslash would show): line breaks at either end are dropped.
-    return "\\\n".join(_markdown_line(line) for line in text.strip("\n").split("\n"))
+    # A hard break cannot end a paragraph (its backslash would show): blank space at either end is dropped.
+    return "\\\n".join(_markdown_line(line) for line in text.strip().split("\n"))
 
 
 def _markdown_line(line: str) -> str:

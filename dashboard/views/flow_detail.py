@@ -58,7 +58,7 @@ def heading(text: str, suffix: str = "") -> None:
     """A bold line naming ``text`` (span data: shown as text), shortened, the whole of it on hover;
     ``suffix`` is Markdown of the page's own."""
     whole = markdown_text(text) if shorten(text, HEADING_CHARS) != text else None
-    st.markdown(f"**{markdown_label(text, HEADING_CHARS)}**{suffix}", help=whole)
+    st.markdown(f"**{markdown_label(text, HEADING_CHARS) or '(no name)'}**{suffix}", help=whole)
 
 
 def names(values: list[str]) -> str:
