@@ -20,7 +20,7 @@ from hopscope.collector import otlp_codec
 from hopscope.collector.body import BodyReader, BudgetExhaustedError, InflightBudget
 from hopscope.collector.forwarder import Forwarder
 from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
-from hopscope.collector.span_limits import SpanLimits, apply_span_limits
+from hopscope.collector.span_limits import SpanLimits, apply_count_limits
 from hopscope.collector.span_writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.store.base import SpanStore
 from hopscope.collector.validation import Validation, drop_invalid_spans
@@ -134,12 +134,12 @@ class TraceReceiver:
         validation = drop_invalid_spans(export)
         if not validation.accepted:
             return self._settled(validation, None, None)
-        # Over-limit items go (counted in each span's dropped_* counts): what is stored is what is forwarded.
-        if apply_span_limits(export, self._span_limits):
-            forward_body = None
+        # Over-limit items go, counted in each span's dropped_* counts (values: in the store's prepare).
+        # --forward upstreams get the batch as it came, and apply limits of their own.
         if self._forwarder and (forward_body is None or validation.rejected):
             forward_body = export.SerializeToString()
-        prepared = self._store.prepare(export)
+        apply_count_limits(export, self._span_limits)
+        prepared = self._store.prepare(export, self._span_limits)
         future = self._writer.submit(prepared, validation.accepted)
         return self._settled(validation, future, forward_body if self._forwarder else None)
 

@@ -37,34 +37,41 @@ class SpanLimits:
     max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
 
 
-def apply_span_limits(request: ExportTraceServiceRequest, limits: SpanLimits) -> bool:
-    """Cut every span of ``request`` to the limits, in place; True when a span may have changed.
+def apply_count_limits(request: ExportTraceServiceRequest, limits: SpanLimits) -> None:
+    """Cut every span of ``request`` that has too many attributes, events or links, in place.
 
-    Spans within the limits (nearly all) cost a few length checks, in C: the hot path of ingest.
+    Spans within the limits (nearly all) cost a few length checks in C: this is the hot path of ingest.
+    Value lengths are the store's to check (``limit_span`` in its ``prepare``), where each span's encoded
+    size is known for free: only a span that long can hold a value over the limit.
     """
-    looked = False
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if _may_be_over(span, limits):
-                    _limit_span(span, limits)
-                    looked = True
-    return looked
+                if _over_counts(span, limits):
+                    limit_span(span, limits)
 
 
-def _may_be_over(span: Span, limits: SpanLimits) -> bool:
-    """A value longer than the length limit makes the span's encoding at least that long."""
-    return (
+def _over_counts(span: Span, limits: SpanLimits) -> bool:
+    events, links = span.events, span.links
+    if (
         len(span.attributes) > limits.max_attributes
-        or len(span.events) > limits.max_events
-        or len(span.links) > limits.max_links
-        or span.ByteSize() > limits.max_value_length
-        or any(len(event.attributes) > limits.max_attributes_per_event for event in span.events)
-        or any(len(link.attributes) > limits.max_attributes_per_link for link in span.links)
-    )
+        or len(events) > limits.max_events
+        or len(links) > limits.max_links
+    ):
+        return True
+    if events:
+        for event in events:
+            if len(event.attributes) > limits.max_attributes_per_event:
+                return True
+    if links:
+        for link in links:
+            if len(link.attributes) > limits.max_attributes_per_link:
+                return True
+    return False
 
 
-def _limit_span(span: Span, limits: SpanLimits) -> None:
+def limit_span(span: Span, limits: SpanLimits) -> None:
+    """Cut one span to every limit, in place."""
     span.dropped_attributes_count += _cut_attributes(
         span.attributes, limits.max_attributes, limits.max_value_length
     )

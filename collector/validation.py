@@ -33,7 +33,7 @@ def span_problem(span: Span) -> str | None:
     if (
         span.start_time_unix_nano >= _FIRST_UNSTORABLE_TIME
         or span.end_time_unix_nano >= _FIRST_UNSTORABLE_TIME
-        or any(event.time_unix_nano >= _FIRST_UNSTORABLE_TIME for event in span.events)
+        or (span.events and any(event.time_unix_nano >= _FIRST_UNSTORABLE_TIME for event in span.events))
     ):
         return "times must be below 2^63 ns (2262-04-11), the range of 64-bit nanosecond timestamps"
     for link in span.links:

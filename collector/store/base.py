@@ -12,6 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
+from hopscope.collector.span_limits import SpanLimits
 from hopscope.collector.stitch_guard import SkippedSpans
 
 Prepared = TypeVar("Prepared")
@@ -54,8 +55,12 @@ class SpanStore(Protocol[Prepared]):
     def label(self) -> str:
         """Where the spans are (a path or a URL without password), for logs and messages."""
 
-    def prepare(self, request: ExportTraceServiceRequest) -> Prepared:
-        """The request's spans in the form ``write_prepared`` takes; never touches the database."""
+    def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> Prepared:
+        """The request's spans in the form ``write_prepared`` takes; never touches the database.
+
+        With ``limits``, a span long enough to hold a value over the value length limit is cut to the
+        limits first (the receiver has already applied the count limits).
+        """
 
     def write_prepared(self, batches: Sequence[Prepared]) -> int:
         """Commit every span of ``batches`` durably, all or nothing; returns the number of spans.

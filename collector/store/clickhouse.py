@@ -27,6 +27,7 @@ from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary, depth_sample
 from hopscope.collector.red_model import HopRollup, Rollup, RollupRow
+from hopscope.collector.span_limits import SpanLimits, limit_span
 from hopscope.collector.stitch_guard import (
     SkippedSpans,
     fold_isolating,
@@ -133,7 +134,15 @@ class ClickHouseStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def prepare(self, request: ExportTraceServiceRequest) -> list[tuple[object, ...]]:
+    def prepare(
+        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
+    ) -> list[tuple[object, ...]]:
+        if limits is not None:  # the rows hold text, not encoded spans: sizes are computed here
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        if span.ByteSize() > limits.max_value_length:
+                            limit_span(span, limits)
         return clickhouse_rows.span_rows(request)
 
     def write_prepared(self, batches: Sequence[list[tuple[object, ...]]]) -> int:

@@ -28,6 +28,7 @@ from hopscope.collector.flow_facts import FlowFacts
 from hopscope.collector.flow_model import FlowFilter, FlowSummary
 from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
 from hopscope.collector.red_model import HopRollup, RollupRow
+from hopscope.collector.span_limits import SpanLimits, limit_span
 from hopscope.collector.stitch_guard import (
     REASON_UNUSABLE_TIMES,
     SkippedSpans,
@@ -286,8 +287,14 @@ class SQLiteStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def prepare(self, request: ExportTraceServiceRequest) -> list[PreparedScope]:
-        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes."""
+    def prepare(
+        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
+    ) -> list[PreparedScope]:
+        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes.
+
+        With ``limits``, a span whose encoding is longer than the value length limit is cut to the limits
+        (only such a span can hold a value that long): its size is known here for free.
+        """
         received = time.time_ns()
         prepared: list[PreparedScope] = []
         for resource_spans in request.resource_spans:
@@ -309,7 +316,7 @@ class SQLiteStore:
                     "schema_url": scope_spans.schema_url,
                     "scope": scope_blob,
                 }
-                rows = [
+                rows: list[tuple[object, ...]] = [
                     (
                         span.trace_id,
                         span.span_id,
@@ -325,6 +332,8 @@ class SQLiteStore:
                     )
                     for span in scope_spans.spans
                 ]
+                if limits is not None:
+                    _limit_long_spans(rows, scope_spans.spans, limits)
                 if rows:
                     scope_digest = _digest(scope_blob, scope_spans.schema_url)
                     prepared.append(
@@ -711,6 +720,18 @@ def is_environment_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
         exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
     )
+
+
+_BLOB = 10  # the serialized span's place in a prepared row
+
+
+def _limit_long_spans(rows: list[tuple[object, ...]], spans: Sequence[Span], limits: SpanLimits) -> None:
+    longest = limits.max_value_length
+    for index, row in enumerate(rows):
+        if len(row[_BLOB]) > longest:  # type: ignore[arg-type]
+            span = spans[index]
+            limit_span(span, limits)
+            rows[index] = (*row[:_BLOB], span.SerializeToString())
 
 
 def _span_label(blob: bytes) -> str:
