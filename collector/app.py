@@ -141,6 +141,7 @@ def create_app(
             if poller:
                 poller.stop()
             writer.close(DRAIN_TIMEOUT_SECONDS)
+            receiver.close()
             if forwarder:
                 forwarder.close(FORWARD_FLUSH_TIMEOUT_SECONDS)
 

@@ -14,7 +14,6 @@ missing or wrong token UNAUTHENTICATED; a message over the size limit RESOURCE_E
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable
 
@@ -156,7 +155,7 @@ class GrpcTraceReceiver:
             raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"collector busy: {exc}", retry=True) from None
         try:
             # decoded, limited and prepared off the event loop, as OTLP/HTTP does
-            committed = await asyncio.get_running_loop().run_in_executor(None, self._decode_and_accept, body)
+            committed = await self._receiver.off_the_loop(self._decode_and_accept, body)
             validation = await committed
         except OtlpDecodeError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from concurrent.futures import Future
-from typing import Any
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -28,6 +27,7 @@ from hopscope.collector.validation import Validation, drop_invalid_spans
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
+_T = TypeVar("_T")
 # Bodies above this are decoded, limited, validated and prepared off the event loop, so that /healthz and
 # small requests stay fast while a large one is worked on (a 6 MB protobuf body takes about 250 ms).
 _INLINE_BODY_BYTES = 64 * 1024
@@ -63,6 +63,16 @@ class TraceReceiver:
         self._budget = budget
         self._forwarder = forwarder
         self._span_limits = span_limits or SpanLimits()
+        # One thread, as when bodies were decoded on the event loop: more would only fight the writer
+        # thread for the GIL, and memory is bounded by the in-flight budget anyway.
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hopscope-decode")
+
+    def off_the_loop(self, work: Callable[..., _T], *args: Any) -> Awaitable[_T]:
+        """Run CPU work (decoding, validating, preparing a large request) on the decoding thread."""
+        return asyncio.get_running_loop().run_in_executor(self._decoder, work, *args)
+
+    def close(self) -> None:
+        self._decoder.shutdown(wait=False)
 
     async def export(self, request: Request) -> Response:
         encoding = Encoding.from_content_type(request.headers.get("content-type"))
@@ -106,7 +116,7 @@ class TraceReceiver:
             body = self._inflate(body, reader)
         reader.charge_holding(len(body), encoding)
         if len(body) > _INLINE_BODY_BYTES:
-            committed = await run_in_threadpool(self._decode_and_accept, body, encoding)
+            committed = await self.off_the_loop(self._decode_and_accept, body, encoding)
         else:
             committed = self._decode_and_accept(body, encoding)
         del body
