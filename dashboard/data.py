@@ -163,9 +163,12 @@ def flow_detail(db: str, flow_id: int) -> FlowDetail | None:
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def flow_otlp_json(db: str, flow_id: int) -> str | None:
-    """The flow as OTLP JSON (what ``GET /api/flows/{id}/otlp`` answers), for the download button."""
-    traces = _layer(db).flow_otlp(flow_id)
-    return None if traces is None else json.dumps(traces_to_json(traces), indent=2)
+    """The flow as OTLP JSON (what ``GET /api/flows/{id}/otlp`` answers, ``truncated`` included when the read
+    cap cut it), for the download button."""
+    answer = _layer(db).flow_otlp_answer(flow_id)
+    if answer is None:
+        return None
+    return json.dumps(traces_to_json(answer.traces, truncated=answer.truncated), indent=2)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
