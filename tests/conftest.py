@@ -111,9 +111,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve_in_thread(settings: CollectorSettings, store: SQLiteStore) -> Iterator[str]:
     """The real app on a real uvicorn server in a thread (for settings the CLI does not expose)."""
+    with serve_app_in_thread(create_app(settings, store)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_app_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """Any ASGI app on a real uvicorn server in a thread; ``config`` goes to ``uvicorn.Config``."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from conftest import HOPSCOPE, CollectorProcess, free_port
+from conftest import HOPSCOPE, CollectorProcess, serve_app_in_thread
 from otlp_samples import full_request
 
 from hopscope.collector.app import create_app
@@ -239,22 +238,10 @@ def _guarded_server(tmp_path: Path, limits: HttpLimits) -> Iterator[tuple[str, C
     store = SQLiteStore(tmp_path / "hopscope.db")
     stats = ConnectionStats()
     app = create_app(CollectorSettings(db=tmp_path / "hopscope.db"), store, connections=stats)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", http=protocol_class(limits, stats)
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", stats
+        with serve_app_in_thread(app, http=protocol_class(limits, stats)) as url:
+            yield url, stats
     finally:
-        server.should_exit = True
-        thread.join(30)
         store.close()
 
 
