@@ -767,7 +767,17 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "responses": {
             "Error": _json(
-                _object(["error"], {"error": {"type": "string"}}), "what is wrong, naming the parameter"
+                _object(
+                    ["code", "message"],
+                    {
+                        "code": {
+                            "type": "integer",
+                            "description": "google.rpc.Code: 3 for a 400, 5 for a 404",
+                        },
+                        "message": {"type": "string"},
+                    },
+                ),
+                "a google.rpc.Status: what is wrong, naming the parameter",
             ),
             "Otlp": _json(
                 _schema("OtlpTraces"), "OTLP JSON TracesData (hex ids, integer enums) and truncated"

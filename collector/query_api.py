@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from google.rpc import code_pb2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -31,8 +32,15 @@ _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 
+# google.rpc.Code of each error status of the query API (google.rpc's HTTP mapping).
+_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND}
+
+
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    """A google.rpc.Status (proto3 JSON), as every error answer of the collector is."""
+    return JSONResponse(
+        {"code": _CODES.get(status, code_pb2.UNKNOWN), "message": message}, status_code=status
+    )
 
 
 def _answers_bad_parameters(endpoint: Endpoint) -> Endpoint:

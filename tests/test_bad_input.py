@@ -192,7 +192,7 @@ def test_query_api_rejects_malformed_ids_and_404s_unknown_ones(http: httpx.Clien
     assert http.get("/api/traces/" + "0" * 32).status_code == 400
     missing = http.get("/api/traces/" + "ab" * 16)
     assert missing.status_code == 404
-    assert "no trace" in missing.json()["error"]
+    assert "no trace" in missing.json()["message"]
 
 
 def test_bearer_token_is_required_when_configured(start_collector: Callable[..., CollectorProcess]) -> None:

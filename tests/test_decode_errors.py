@@ -168,7 +168,7 @@ def test_parameters_out_of_range_are_400_naming_them(
     response = collector.get(path)
     # THEN the answer is 400, names the parameter, and does not echo a huge value back
     assert response.status_code == 400, response.text
-    message = response.json()["error"]
+    message = response.json()["message"]
     assert message.startswith(f"parameter {parameter!r}: ") and len(message) < 300
 
 

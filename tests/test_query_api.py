@@ -119,7 +119,7 @@ def test_sort_by_duration_puts_the_longest_first(http: httpx.Client) -> None:
 def test_bad_parameters_are_400_naming_the_parameter(http: httpx.Client, query: str, parameter: str) -> None:
     response = http.get(f"/api/flows?{query}")
     assert response.status_code == 400
-    assert f"parameter {parameter!r}" in response.json()["error"]
+    assert f"parameter {parameter!r}" in response.json()["message"]
 
 
 def test_a_flow_has_every_span_and_its_async_hops_with_queue_wait(http: httpx.Client) -> None:
@@ -155,11 +155,11 @@ def test_unknown_and_malformed_flow_ids(http: httpx.Client) -> None:
     for path in ("/api/flows/999999", "/api/flows/999999/otlp"):
         response = http.get(path)
         assert response.status_code == 404
-        assert "no flow 999999" in response.json()["error"]
+        assert "no flow 999999" in response.json()["message"]
     for path in ("/api/flows/abc", "/api/flows/0/otlp", "/api/flows/-3"):
         response = http.get(path)
         assert response.status_code == 400
-        assert "parameter 'flow_id'" in response.json()["error"]
+        assert "parameter 'flow_id'" in response.json()["message"]
 
 
 def test_a_flow_exported_as_otlp_json_imports_into_a_fresh_store_unchanged(
@@ -234,7 +234,7 @@ def test_latency_series_of_a_service_and_of_an_operation(http: httpx.Client) -> 
 def test_bad_red_parameters_are_400(http: httpx.Client, path: str, parameter: str) -> None:
     response = http.get(path)
     assert response.status_code == 400
-    assert f"parameter {parameter!r}" in response.json()["error"]
+    assert f"parameter {parameter!r}" in response.json()["message"]
 
 
 def test_the_graph_endpoint_shows_queues_topics_and_hops(http: httpx.Client) -> None:
