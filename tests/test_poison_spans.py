@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from hopscope.collector import otlp_codec
 from hopscope.collector.flow_model import FlowFilter
 from hopscope.collector.otlp_codec import Encoding
+from hopscope.collector.span_writer import SpanWriter
 from hopscope.collector.stitch_guard import fold_isolating
 from hopscope.collector.store.sqlite import SQLiteStore
 
@@ -306,3 +307,44 @@ def test_an_environment_error_propagates_without_skipping() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         fold_isolating([1, 2, 3], fold, lambda exc: isinstance(exc, OSError))
+
+
+def test_a_writer_whose_stitching_keeps_failing_backs_off_logs_once_and_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN stored spans that cannot be stitched for now: the database may not grow (a real SQLITE_FULL)
+    store = SQLiteStore(tmp_path / "full.db")
+    store.write_prepared([store.prepare(_spans_request([f"op-{i}" for i in range(200)]))])
+    conn = store._writer_conn()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    writer = SpanWriter(store, max_pending_spans=1000)
+
+    # WHEN the writer runs for a few seconds
+    with caplog.at_level(logging.INFO):
+        writer.start()
+        time.sleep(0.5)
+        thread = next(t for t in psutil.Process().threads() if t.id == writer._thread.native_id)
+        cpu_before = thread.user_time + thread.system_time
+        time.sleep(3.0)
+        thread = next(t for t in psutil.Process().threads() if t.id == writer._thread.native_id)
+        cpu = thread.user_time + thread.system_time - cpu_before
+
+        # THEN it does not spin: a few tries with backoff, one log line with the traceback, nothing skipped
+        assert cpu < 0.5, f"the writer used {cpu:.2f} s of CPU in 3 s"
+        failures = [r for r in caplog.records if "stitching flows failed" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is not None
+        health = writer.health()
+        assert health.stitch_error is not None and "full" in health.stitch_error
+        assert health.spans_skipped == 0 and health.flows_pending
+
+        # WHEN room comes back, THEN it catches up (within the longest backoff so far) and says so once
+        conn.execute(f"PRAGMA max_page_count = {pages * 100}")
+        deadline = time.monotonic() + 20
+        while store.flows_pending:
+            assert time.monotonic() < deadline, "stitching did not catch up"
+            time.sleep(0.1)
+    writer.close(10)
+    assert writer.health().stitch_error is None
+    assert any("stitching flows works again" in r.getMessage() for r in caplog.records)
+    assert len(store.search_flow_ids(FlowFilter(limit=1000), 1000, 0)) == 200
