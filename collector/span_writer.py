@@ -139,11 +139,6 @@ class SpanWriter:
         self._retention_failures = _Failures()
 
     @property
-    def spans_skipped(self) -> int:
-        """Spans of this database left out of flows, RED or the graph (stitch_guard), by any reason."""
-        return self._store.skipped_spans.total
-
-    @property
     def pending_spans(self) -> int:
         return self._pending_spans
 
