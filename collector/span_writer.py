@@ -53,7 +53,8 @@ class WriterHealth:
     flows_pending: bool
     # Seconds since stitching last had nothing left to do (0.0 while it is caught up).
     flows_lag_seconds: float
-    # Spans left out of flows, RED and the graph because folding them failed (see _stitch_chunk).
+    # Spans of this database left out of RED and the graph (unusable times) or of flows too (a failed
+    # fold), by reason; see stitch_guard.
     spans_skipped: int
     spans_skipped_by_reason: dict[str, int]
     last_skip_error: str | None
