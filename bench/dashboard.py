@@ -26,9 +26,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import hopscope.dashboard
-from hopscope.collector.flow_model import FlowFilter, FlowSort
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 APP = Path(hopscope.dashboard.__file__).parent / "app.py"
 PAGES = ["overview", "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     db = directory / "query.db"
     if not db.exists():
         print(f"building {db} with bench/query.py (a million spans) ...", flush=True)
-        script = Path(__file__).with_name("query.py")
+        script = Path(__file__).with_name("query/layer.py")
         subprocess.run(
             [sys.executable, str(script), "--db", str(directory), "--no-baseline", "--repeat", "3"],
             check=True,

@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from moto_server import MotoServer, start_moto_server  # tests/moto_server.py
 
-from hopscope.collector.dlq import QueueRef, find_queue, peek
-from hopscope.collector.redrive import redrive, send_attributes
+from hopscope.collector.aws.dlq import QueueRef, find_queue, peek
+from hopscope.collector.aws.redrive import redrive, send_attributes
 
 TARGET_RATIO = 0.8
 

@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ingest
@@ -927,8 +927,8 @@ CLICKHOUSE_TRACE_COUNT = "SELECT count() FROM {db}.hopscope_trace_flows FINAL WH
 
 def clickhouse_store_facts(directory: Path) -> StoreFacts:
     """The same facts from the chdb store, opened in this process once the collector has exited."""
-    from hopscope.collector.store.clickhouse import ClickHouseStore
-    from hopscope.collector.store.open import open_store
+    from hopscope.collector.store.clickhouse.store import ClickHouseStore
+    from hopscope.collector.store.url import open_store
 
     store = open_store(f"chdb://{directory / 'clickhouse'}", read_only=True)
     assert isinstance(store, ClickHouseStore)

@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from moto_server import start_moto_server
 
+from hopscope.collector.aws.poller import QueuePoller
 from hopscope.collector.settings import SqsSettings
-from hopscope.collector.sqs_poller import QueuePoller
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 
 def free_port() -> int:

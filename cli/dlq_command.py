@@ -170,9 +170,9 @@ def _guarded(action: str, body: Command, args: argparse.Namespace) -> int:
         NoCredentialsError,
     )
 
-    from hopscope.collector.aws import error_code  # noqa: PLC0415
-    from hopscope.collector.dlq import DLQError  # noqa: PLC0415
-    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.aws.clients import error_code  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import DLQError  # noqa: PLC0415
+    from hopscope.collector.store.errors import StoreError  # noqa: PLC0415
 
     def fail(message: object, code: int = 1) -> int:
         print(f"hopscope dlq {action}: {_one_line(message)}", file=sys.stderr)
@@ -200,8 +200,8 @@ def _guarded(action: str, body: Command, args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from hopscope.collector.aws import aws_client  # noqa: PLC0415
-    from hopscope.collector.dlq import DLQError  # noqa: PLC0415
+    from hopscope.collector.aws.clients import aws_client  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import DLQError  # noqa: PLC0415
 
     try:
         return aws_client("sqs", args.aws_endpoint_url, args.region)
@@ -212,13 +212,13 @@ def _client(args: argparse.Namespace) -> Any:
 def _flows(args: argparse.Namespace) -> Any:
     """The read-only store for flow ids; None (flow ids shown as '-') when the file is missing."""
     if args.store:
-        from hopscope.collector.store.open import open_store  # noqa: PLC0415
+        from hopscope.collector.store.url import open_store  # noqa: PLC0415
 
         return open_store(args.store, read_only=True)
     db: Path = args.db
     if not db.exists():
         return None
-    from hopscope.collector.store.sqlite import SQLiteStore  # noqa: PLC0415
+    from hopscope.collector.store.sqlite.store import SQLiteStore  # noqa: PLC0415
 
     return SQLiteStore(db, read_only=True)
 
@@ -253,7 +253,7 @@ def _list(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from hopscope.collector.dlq import dead_letter_queues  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import dead_letter_queues  # noqa: PLC0415
 
     queues = dead_letter_queues(_client(args), args.prefix)
     if not queues:
@@ -288,7 +288,7 @@ def _age(seconds: float | None) -> str:
 def _show(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from hopscope.collector.dlq import find_queue, peek  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import find_queue, peek  # noqa: PLC0415
 
     sqs = _client(args)
     queue = find_queue(sqs, args.queue)
@@ -330,8 +330,8 @@ def _show(args: argparse.Namespace) -> int:
 def _redrive(args: argparse.Namespace) -> int:
     if _refused(args, "redrive", f"move the messages of {args.queue}"):
         return 2
-    from hopscope.collector.dlq import find_queue  # noqa: PLC0415
-    from hopscope.collector.redrive import RedriveProgress, redrive, resolve_target  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import find_queue  # noqa: PLC0415
+    from hopscope.collector.aws.redrive import RedriveProgress, redrive, resolve_target  # noqa: PLC0415
 
     sqs = _client(args)
     dlq = find_queue(sqs, args.queue)
@@ -413,7 +413,7 @@ def _flush_spans() -> None:
 def _delete(args: argparse.Namespace) -> int:
     if _refused(args, "delete", f"delete message {args.message_id}"):
         return 2
-    from hopscope.collector.dlq import delete_message, find_queue  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import delete_message, find_queue  # noqa: PLC0415
 
     sqs = _client(args)
     queue = find_queue(sqs, args.queue)
@@ -429,7 +429,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     if _refused(args, "purge", f"purge {args.queue}"):
         return 2
-    from hopscope.collector.dlq import find_queue, purge  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import find_queue, purge  # noqa: PLC0415
 
     sqs = _client(args)
     queue = find_queue(sqs, args.queue)

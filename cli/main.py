@@ -11,8 +11,9 @@ from pathlib import Path
 from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
-from hopscope.collector import http_limits, span_limits
 from hopscope.collector import settings as collector_defaults
+from hopscope.collector.http import limits as http_limits
+from hopscope.collector.store import limits as span_limits
 
 COLLECTOR_MODULES = (
     "starlette",
@@ -40,7 +41,7 @@ def _forward_url(text: str) -> str:
 
 
 def _store_url(text: str) -> str:
-    from hopscope.collector.store.open import parse_store_url  # noqa: PLC0415
+    from hopscope.collector.store.url import parse_store_url  # noqa: PLC0415
 
     try:
         parse_store_url(text)
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_connection_options(collector: argparse.ArgumentParser) -> None:
-    """The HTTP server's limits against slow, idle and too many clients (collector/http_guard.py)."""
+    """The HTTP server's limits against slow, idle and too many clients (collector/http/guard.py)."""
     connections = collector.add_argument_group("connections (slow, idle and too many clients)")
     connections.add_argument(
         "--max-connections",
@@ -402,7 +403,7 @@ def _run_collector(args: argparse.Namespace) -> int:
     _require_store_driver("collector", args.store)
     from hopscope.collector.server import run  # noqa: PLC0415
     from hopscope.collector.settings import CollectorSettings  # noqa: PLC0415
-    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.store.errors import StoreError  # noqa: PLC0415
 
     settings = CollectorSettings(
         host=args.host,
@@ -452,7 +453,7 @@ DASHBOARD_MODULES = (*COLLECTOR_MODULES, "streamlit", "pandas", "plotly")
 def _require_store_driver(command: str, store: str | None) -> None:
     if store is None:
         return
-    from hopscope.collector.store.open import driver_module, parse_store_url  # noqa: PLC0415
+    from hopscope.collector.store.url import driver_module, parse_store_url  # noqa: PLC0415
 
     module = driver_module(parse_store_url(store))
     if module is not None:
@@ -496,8 +497,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     require_extra("export", "collector", COLLECTOR_MODULES)
-    from hopscope.collector.query import MAX_ANSWER_SPAN_BYTES, MAX_ANSWER_SPANS  # noqa: PLC0415
-    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.query.layer import MAX_ANSWER_SPAN_BYTES, MAX_ANSWER_SPANS  # noqa: PLC0415
+    from hopscope.collector.store.errors import StoreError  # noqa: PLC0415
     from hopscope.collector.transfer import TransferError, export_otlp  # noqa: PLC0415
 
     try:
@@ -525,7 +526,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
     require_extra("import", "collector", COLLECTOR_MODULES)
-    from hopscope.collector.store.sqlite import StoreError  # noqa: PLC0415
+    from hopscope.collector.store.errors import StoreError  # noqa: PLC0415
     from hopscope.collector.transfer import TransferError, import_files  # noqa: PLC0415
 
     try:

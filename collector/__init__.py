@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hopscope.collector.app import create_app
     from hopscope.collector.settings import CollectorSettings
-    from hopscope.collector.store import SpanStore, SQLiteStore
+    from hopscope.collector.store.base import SpanStore
+    from hopscope.collector.store.sqlite.store import SQLiteStore
 
 __all__ = ["CollectorSettings", "SQLiteStore", "SpanStore", "create_app"]
 
 _HOMES = {
     "CollectorSettings": "hopscope.collector.settings",
-    "SQLiteStore": "hopscope.collector.store",
-    "SpanStore": "hopscope.collector.store",
+    "SQLiteStore": "hopscope.collector.store.sqlite.store",
+    "SpanStore": "hopscope.collector.store.base",
     "create_app": "hopscope.collector.app",
 }
 

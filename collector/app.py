@@ -15,21 +15,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hopscope.collector.auth import BearerAuthMiddleware, is_authenticated
-from hopscope.collector.body import InflightBudget
-from hopscope.collector.forwarder import Forwarder
 from hopscope.collector.health import ConnectionLimitView, health_details, readiness
-from hopscope.collector.host_check import LoopbackHostMiddleware, is_loopback_host
-from hopscope.collector.http_guard import ConnectionStats
-from hopscope.collector.otlp_codec import Encoding
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.query_api import QueryApi
-from hopscope.collector.receiver import TraceReceiver, status_response
+from hopscope.collector.http.guard import ConnectionStats
+from hopscope.collector.http.host_check import LoopbackHostMiddleware, is_loopback_host
+from hopscope.collector.ingest.body import InflightBudget
+from hopscope.collector.ingest.forward import Forwarder
+from hopscope.collector.ingest.http_receiver import TraceReceiver, status_response
+from hopscope.collector.ingest.writer import SpanWriter
+from hopscope.collector.otlp.codec import Encoding
+from hopscope.collector.query.api import QueryApi
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.span_writer import SpanWriter
 from hopscope.collector.store.base import SpanStore
 
 if TYPE_CHECKING:
-    from hopscope.collector.otlp_grpc import GrpcTraceReceiver
+    from hopscope.collector.ingest.grpc_receiver import GrpcTraceReceiver
 
 # Seconds that shutdown waits for queued spans to be committed.
 DRAIN_TIMEOUT_SECONDS = 60.0
@@ -97,13 +97,13 @@ def create_app(
     )
     grpc_receiver: GrpcTraceReceiver | None = None
     if settings.grpc_port is not None and settings.receiver:
-        from hopscope.collector import otlp_grpc  # noqa: PLC0415 - grpcio only with --grpc-port
+        from hopscope.collector.ingest import grpc_receiver as otlp_grpc  # noqa: PLC0415 - grpcio only with --grpc-port
 
         grpc_receiver = otlp_grpc.GrpcTraceReceiver(receiver, writer, budget, settings)
     query = QueryApi(QueryLayer(store))
     poller = None
     if settings.sqs is not None:
-        from hopscope.collector.sqs_poller import QueuePoller  # noqa: PLC0415 - boto3 only with --sqs
+        from hopscope.collector.aws.poller import QueuePoller  # noqa: PLC0415 - boto3 only with --sqs
 
         poller = QueuePoller(store, settings.sqs, retention_seconds=settings.retention_seconds)
 

@@ -7,9 +7,9 @@ import hmac
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hopscope.collector import otlp_codec
-from hopscope.collector.otlp_codec import Encoding
-from hopscope.collector.receiver import status_response
+from hopscope.collector.ingest.http_receiver import status_response
+from hopscope.collector.otlp import codec as otlp_codec
+from hopscope.collector.otlp.codec import Encoding
 
 # Paths answered without a token: load balancers probe them. They show details only with the token.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})

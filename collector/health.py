@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
-from hopscope.collector.forwarder import UpstreamStats
-from hopscope.collector.http_guard import ConnectionStats
-from hopscope.collector.span_writer import WriterHealth
+from hopscope.collector.http.guard import ConnectionStats
+from hopscope.collector.ingest.forward import UpstreamStats
+from hopscope.collector.ingest.writer import WriterHealth
 
 # Stitching that has not caught up for this long makes the collector degraded.
 STITCH_LAG_DEGRADED_SECONDS = 60.0

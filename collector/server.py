@@ -15,10 +15,10 @@ from collections.abc import Callable, Generator
 import uvicorn
 
 from hopscope.collector.app import create_app
-from hopscope.collector.http_guard import ConnectionStats, fit_open_file_limit, protocol_class
-from hopscope.collector.http_limits import HttpLimits
+from hopscope.collector.http.guard import ConnectionStats, fit_open_file_limit, protocol_class
+from hopscope.collector.http.limits import HttpLimits
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.open import open_store
+from hopscope.collector.store.url import open_store
 
 log = logging.getLogger("hopscope.collector")
 
@@ -69,7 +69,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(settings: CollectorSettings, limits: HttpLimits | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; ``limits`` bound connections, headers and timeouts (http_guard.py)."""
+    """Serve until SIGINT/SIGTERM; ``limits`` bound connections, headers and timeouts (http/guard.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = limits or HttpLimits()
     limits = dataclasses.replace(limits, max_connections=fit_open_file_limit(limits.max_connections))
@@ -86,7 +86,7 @@ def run(settings: CollectorSettings, limits: HttpLimits | None = None) -> None:
             access_log=False,
             server_header=False,
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            # uvicorn's httptools protocol with header, timeout and connection limits (http_guard.py); the
+            # uvicorn's httptools protocol with header, timeout and connection limits (http/guard.py); the
             # connection limit is the guard's, whose 503 carries Retry-After, not uvicorn's limit_concurrency.
             http=protocol_class(limits, connections),
             timeout_keep_alive=math.ceil(limits.idle_timeout),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from hopscope.collector.span_limits import SpanLimits
+from hopscope.collector.store.limits import SpanLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -16,7 +16,7 @@ DEFAULT_DB = Path("hopscope.db")
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 # Spans accepted but not yet committed. Past this the receiver answers 503 + Retry-After.
 DEFAULT_MAX_PENDING_SPANS = 40_000
-# Bytes of memory held at once by requests in flight: their bodies and what decoding them costs (body.py).
+# Bytes of memory held at once by requests in flight: bodies and what decoding them costs (ingest/body.py).
 DEFAULT_MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
 # Bytes of batches waiting to be forwarded, per --forward upstream; past it new batches are dropped.
 DEFAULT_FORWARD_QUEUE_BYTES = 64 * 1024 * 1024
@@ -69,21 +69,21 @@ class SqsSettings:
 class CollectorSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    # OTLP/gRPC on the same host (otlp_grpc.py); None serves OTLP/HTTP only, 0 picks a free port.
+    # OTLP/gRPC on the same host (ingest/grpc_receiver.py); None serves OTLP/HTTP only, 0 picks a free port.
     grpc_port: int | None = None
     db: Path = DEFAULT_DB
-    # A --store URL (store/open.py); None stores in ``db`` (SQLite).
+    # A --store URL (store/url.py); None stores in ``db`` (SQLite).
     store_url: str | None = None
     # False: no OTLP receiver; the collector only stitches what others write to the store (--no-receiver).
     receiver: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # Attributes, events, links and value lengths kept per span (span_limits.py).
+    # Attributes, events, links and value lengths kept per span (store/limits.py).
     span_limits: SpanLimits = field(default_factory=SpanLimits)
     auth_token: str | None = None
     retention_seconds: int | None = None
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
-    # Upstream OTLP/HTTP traces URLs that every accepted batch is re-sent to (see forwarder.py).
+    # Upstream OTLP/HTTP traces URLs that every accepted batch is re-sent to (see ingest/forward.py).
     forward_urls: tuple[str, ...] = ()
     forward_queue_bytes: int = DEFAULT_FORWARD_QUEUE_BYTES
     forward_initial_backoff_seconds: float = DEFAULT_FORWARD_INITIAL_BACKOFF_SECONDS

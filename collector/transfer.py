@@ -11,11 +11,11 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from rich.progress import Progress
 
-from hopscope.collector import otlp_codec
-from hopscope.collector.otlp_codec import BodyTooLargeError, Encoding, OtlpDecodeError
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.open import open_store
-from hopscope.collector.validation import drop_invalid_spans
+from hopscope.collector.ingest.validation import drop_invalid_spans
+from hopscope.collector.otlp import codec as otlp_codec
+from hopscope.collector.otlp.codec import BodyTooLargeError, Encoding, OtlpDecodeError
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.url import open_store
 
 # What a gzipped file may inflate to (protobuf's own limit on one message is 2 GiB).
 MAX_INFLATED_BYTES = 1 << 31

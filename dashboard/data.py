@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.flow_model import FlowFilter, FlowSort
-from hopscope.collector.otlp_codec import traces_to_json
-from hopscope.collector.query import FlowDetail, QueryLayer
-from hopscope.collector.queue_model import QueueSummary
-from hopscope.collector.red_model import ServiceGraph
-from hopscope.collector.store.open import open_store
+from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.model.queues import QueueSummary
+from hopscope.collector.model.red import ServiceGraph
+from hopscope.collector.otlp.codec import traces_to_json
+from hopscope.collector.query.layer import FlowDetail, QueryLayer
+from hopscope.collector.store.url import open_store
 from hopscope.dashboard.config import load_config
 
 TTL_SECONDS = 10
@@ -229,7 +229,7 @@ DEAD_LETTER_COLUMNS = [
 @st.cache_resource(show_spinner=False)
 def sqs_client(endpoint_url: str | None, region: str | None) -> object:
     """One boto3 SQS client per endpoint and region (boto3 clients are thread-safe)."""
-    from hopscope.collector.aws import aws_client  # noqa: PLC0415 - boto3 only for the pages that use AWS
+    from hopscope.collector.aws.clients import aws_client  # noqa: PLC0415 - boto3 only for the pages that use AWS
 
     return aws_client("sqs", endpoint_url, region)
 
@@ -241,7 +241,7 @@ def dead_letter_queues_frame(endpoint_url: str | None, region: str | None) -> tu
     Never raises: a failure (no credentials, endpoint unreachable) comes back as one line of text, and is
     cached like an answer, so that an unreachable endpoint is not waited for again on every rerun.
     """
-    from hopscope.collector.dlq import dead_letter_queues  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import dead_letter_queues  # noqa: PLC0415
 
     try:
         queues = dead_letter_queues(sqs_client(endpoint_url, region))
@@ -266,7 +266,7 @@ def dead_letters_frame(
     db: str, endpoint_url: str | None, region: str | None, queue_url: str, limit: int
 ) -> pd.DataFrame:
     """Up to ``limit`` messages of a queue, peeked (left in it), each with its flow from the stored spans."""
-    from hopscope.collector.dlq import peek  # noqa: PLC0415
+    from hopscope.collector.aws.dlq import peek  # noqa: PLC0415
 
     letters = peek(sqs_client(endpoint_url, region), queue_url, limit, flows=_layer(db))
     frame = pd.DataFrame(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from hopscope.collector.store.sqlite import StoreError
+from hopscope.collector.store.errors import StoreError
 from hopscope.dashboard import data
 from hopscope.dashboard.config import DashboardConfig, load_config, store_label
 from hopscope.dashboard.plain_text import markdown_text

@@ -17,8 +17,8 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped, unused-ignore]
 from plotly.colors import qualitative  # type: ignore[import-untyped, unused-ignore]
 
-from hopscope.collector import conventions
-from hopscope.collector.query import FlowDetail
+from hopscope.collector.model import conventions
+from hopscope.collector.query.layer import FlowDetail
 from hopscope.dashboard.plain_text import LABEL_CHARS, plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from hopscope.collector.app import create_app
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 HOPSCOPE = str(Path(sys.executable).with_name("hopscope"))
 _LISTENING = re.compile(r"listening on (http://\S+) ")
@@ -232,7 +232,7 @@ def new_store(
     request: pytest.FixtureRequest, tmp_path: Path, chdb_path: Path
 ) -> Iterator[Callable[..., Any]]:
     """Opens fresh stores of one backend: the shared store suite runs every test that takes this on each."""
-    from hopscope.collector.store.open import open_store
+    from hopscope.collector.store.url import open_store
 
     opened: list[Any] = []
 

@@ -17,9 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp_samples import attrs
 
-from hopscope.collector import conventions
-from hopscope.collector.queue_model import DepthSample, QueueState
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model import conventions
+from hopscope.collector.model.queues import DepthSample, QueueState
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # The literal pieces a test looks for in the page's text: each must be shown, none rendered.
 MARKERS = ("![px](", "[Reset your password](", "<img src=", "$\\frac{1}{2}$", ":red[alert]")

@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from test_flows import Services, order_chain
 
-from hopscope.collector.openapi import OPENAPI
-from hopscope.collector.queue_model import DepthSample, QueueState
+from hopscope.collector.model.queues import DepthSample, QueueState
+from hopscope.collector.query.openapi import OPENAPI
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 30

@@ -17,7 +17,7 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_samples import full_request, spans_of
 
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}

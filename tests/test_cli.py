@@ -12,7 +12,7 @@ import pytest
 from conftest import HOPSCOPE, CollectorProcess
 from otlp_samples import full_request, spans_of
 
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,9 @@ import pytest
 from conftest import CollectorProcess, serve_in_thread
 
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store import clickhouse_schema
-from hopscope.collector.store.clickhouse import ClickHouseStore
-from hopscope.collector.store.open import open_store
+from hopscope.collector.store.clickhouse import schema as clickhouse_schema
+from hopscope.collector.store.clickhouse.store import ClickHouseStore
+from hopscope.collector.store.url import open_store
 
 NOW = time.time_ns()
 T0 = NOW - 5 * 60 * 1_000_000_000  # five minutes ago: inside every default range, past the external grace

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from hopscope.collector.flow_facts import TraceFacts
-from hopscope.collector.flow_model import FlowFilter, FlowSort
-from hopscope.collector.store import clickhouse_flows, clickhouse_schema
-from hopscope.collector.store.clickhouse_client import ClickHouseClient
-from hopscope.collector.store.open import open_clickhouse_client, parse_store_url
-from hopscope.collector.store.sqlite import SQLiteStore
-from hopscope.collector.store.sqlite_flows import FlowStitcher
+from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.store.clickhouse import flows as clickhouse_flows
+from hopscope.collector.store.clickhouse import schema as clickhouse_schema
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.sqlite.flows import FlowStitcher
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_clickhouse_client, parse_store_url
 
 pytest.importorskip("chdb")
 

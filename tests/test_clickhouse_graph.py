@@ -15,13 +15,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp_samples import attrs
 
-from hopscope.collector import latency_histogram
-from hopscope.collector.graph_hops import BUCKET_NS, EXTERNAL_GRACE_NS
-from hopscope.collector.red_model import HopRollup
-from hopscope.collector.store import clickhouse_graph, clickhouse_rows, clickhouse_schema
-from hopscope.collector.store.clickhouse_client import ClickHouseClient
-from hopscope.collector.store.open import open_clickhouse_client, parse_store_url
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.red import HopRollup
+from hopscope.collector.stitch.graph_rules import BUCKET_NS, EXTERNAL_GRACE_NS
+from hopscope.collector.store.clickhouse import graph as clickhouse_graph
+from hopscope.collector.store.clickhouse import schema as clickhouse_schema
+from hopscope.collector.store.clickhouse import spans as clickhouse_rows
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_clickhouse_client, parse_store_url
 
 K = Span.SpanKind
 MS = 10**6

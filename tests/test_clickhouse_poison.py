@@ -10,11 +10,11 @@ import pytest
 from test_clickhouse_collector_rows import COLUMNS, _row
 from test_poison_spans import POISON
 
-from hopscope.collector import otlp_codec
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.otlp_codec import Encoding
-from hopscope.collector.store.clickhouse import ClickHouseStore
-from hopscope.collector.store.open import open_store
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.otlp import codec as otlp_codec
+from hopscope.collector.otlp.codec import Encoding
+from hopscope.collector.store.clickhouse.store import ClickHouseStore
+from hopscope.collector.store.url import open_store
 
 GOOD = "0af7651916cd43dd8448eb211c80319c"
 

@@ -12,10 +12,10 @@ import pytest
 from conftest import HOPSCOPE
 from otlp_samples import full_request, spans_of
 
-from hopscope.collector.store.clickhouse import ClickHouseStore
-from hopscope.collector.store.clickhouse_rows import value_text
-from hopscope.collector.store.open import open_store
-from hopscope.collector.store.sqlite import StoreError
+from hopscope.collector.store.clickhouse.spans import value_text
+from hopscope.collector.store.clickhouse.store import ClickHouseStore
+from hopscope.collector.store.errors import StoreError
+from hopscope.collector.store.url import open_store
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Slow, idle and too many clients cannot hold the collector down (collector/http_guard.py).
+"""Slow, idle and too many clients cannot hold the collector down (collector/http/guard.py).
 
 The collector runs as the ``hopscope collector`` command, or (for limits the command does not expose) as
 the real app on uvicorn with the collector's own protocol class, in a thread; clients are raw sockets so
@@ -24,10 +24,10 @@ from conftest import HOPSCOPE, CollectorProcess, serve_app_in_thread
 from otlp_samples import full_request
 
 from hopscope.collector.app import create_app
-from hopscope.collector.http_guard import ConnectionStats, protocol_class
-from hopscope.collector.http_limits import HttpLimits
+from hopscope.collector.http.guard import ConnectionStats, protocol_class
+from hopscope.collector.http.limits import HttpLimits
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 IDLE_CLIENTS = 600
 SLOW_CLIENTS = 100

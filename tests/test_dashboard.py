@@ -9,10 +9,10 @@ import httpx
 from conftest import ShopDatabase, serve_in_thread
 from dashboard_harness import dashboard_env, run_page
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.query import QueryLayer
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.collector.transfer import export_otlp_json, import_files
 
 PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]

@@ -14,9 +14,9 @@ from conftest import ShopDatabase
 from dashboard_harness import CHROMIUM, CHROMIUM_ARGS, running_dashboard
 from playwright.sync_api import Page, sync_playwright
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # path -> text that only that page shows once it has rendered its data
 PAGES = {

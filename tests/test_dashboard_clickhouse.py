@@ -12,11 +12,11 @@ from conftest import ShopDatabase
 from dashboard_harness import dashboard_env, run_page
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.queue_model import QueueState
-from hopscope.collector.store.open import open_store
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.model.queues import QueueState
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_store
 
 PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
 

@@ -23,8 +23,8 @@ from streamlit.runtime.media_file_storage import MediaFileStorageError
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from hopscope.collector.red_model import GraphEdge, GraphNode, RedStats, ServiceGraph
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.red import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.dashboard.service_map_dot import service_map_dot
 
 DAY_NS = 86_400 * 1_000_000_000

@@ -21,9 +21,9 @@ from hostile_spans import MARKERS, HostileNames, Tracker, build_hostile_database
 from moto_server import MotoServer
 from playwright.sync_api import Page, Request, WebSocket, sync_playwright
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # Every element that can make the browser fetch or follow a URL, and the attribute that holds it.
 URL_ATTRIBUTES = """els => els.flatMap(e =>

@@ -18,8 +18,8 @@ from dashboard_harness import dashboard_env, run_page
 from moto_server import MotoServer
 from streamlit.testing.v1 import AppTest
 
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 PAGES = ["latency", "queues", "dead_letters"]
 DAY_SECONDS = 86400

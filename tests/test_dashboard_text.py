@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from hopscope.collector import query
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.red_model import GraphEdge, GraphNode, RedStats, ServiceGraph
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.model.red import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.collector.query import layer as query
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.dashboard import data
 from hopscope.dashboard.plain_text import (
     ELLIPSIS,

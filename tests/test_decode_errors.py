@@ -18,9 +18,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from otlp_samples import full_request
 from test_flows import Services, order_chain
 
-from hopscope.collector.otlp_codec import OtlpDecodeError, traces_from_json, traces_to_json
+from hopscope.collector.otlp.codec import OtlpDecodeError, traces_from_json, traces_to_json
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # JSON that json.loads refuses for reasons beyond syntax, and OTLP JSON that protobuf refuses.
 _ATTRIBUTE = b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":%s}]}}]}'

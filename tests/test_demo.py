@@ -16,10 +16,10 @@ import psutil
 import pytest
 from conftest import HOPSCOPE, free_port, serve_in_thread
 
-from hopscope.collector.aws import aws_client
-from hopscope.collector.dlq import peek
+from hopscope.collector.aws.clients import aws_client
+from hopscope.collector.aws.dlq import peek
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 DURATION_SECONDS = 40
 

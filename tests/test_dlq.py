@@ -30,8 +30,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from hopscope.cli import dlq_command
-from hopscope.collector import iam
-from hopscope.collector.dlq import (
+from hopscope.collector.aws import iam
+from hopscope.collector.aws.dlq import (
     DeadLetter,
     QueueNotFoundError,
     dead_letter_queues,
@@ -39,7 +39,7 @@ from hopscope.collector.dlq import (
     find_queue,
     peek,
 )
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.instrumentation import (
     instrument_boto3,
     process_batch,

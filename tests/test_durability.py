@@ -18,7 +18,7 @@ from conftest import CollectorProcess, serve_in_thread
 from otlp_samples import full_request, spans_of
 
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
@@ -70,7 +70,7 @@ def test_another_process_reads_while_the_collector_writes(
     reader_script = textwrap.dedent(
         f"""
         import time
-        from hopscope.collector.store.sqlite import SQLiteStore
+        from hopscope.collector.store.sqlite.store import SQLiteStore
         store = SQLiteStore({str(collector.db)!r}, read_only=True)
         counts = []
         deadline = time.monotonic() + 3

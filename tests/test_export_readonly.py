@@ -22,8 +22,8 @@ from conftest import HOPSCOPE
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from test_flows import Services, order_chain
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 IS_ROOT = os.geteuid() == 0
 # As root, run the command without the capabilities that bypass file permissions.

@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otlp_samples import full_request, spans_of
 
 from hopscope.collector.app import FORWARD_FLUSH_TIMEOUT_SECONDS
-from hopscope.collector.forwarder import Forwarder
-from hopscope.collector.otlp_codec import traces_to_json
-from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.ingest.forward import Forwarder
+from hopscope.collector.otlp.codec import traces_to_json
+from hopscope.collector.settings import DEFAULT_FORWARD_QUEUE_BYTES, CollectorSettings
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
@@ -264,6 +264,7 @@ def test_429_and_503_are_retried_honouring_retry_after_and_partial_success_is_co
     ]
     forwarder = Forwarder(
         [scripted_upstream.url],  # type: ignore[attr-defined]
+        max_queue_bytes=DEFAULT_FORWARD_QUEUE_BYTES,
         initial_backoff=0.01,
         max_backoff=5,
     )

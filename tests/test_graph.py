@@ -14,8 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp_samples import attrs
 
-from hopscope.collector.query import QueryLayer
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 T0 = 1_800_000_000 * 10**9
 MS = 10**6

@@ -21,9 +21,9 @@ from google.rpc import code_pb2, status_pb2
 from otlp_samples import full_request, spans_of
 
 from hopscope.collector.health import readiness
+from hopscope.collector.ingest.writer import WriterHealth
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.span_writer import WriterHealth
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from hopscope.collector.otlp_codec import traces_to_json
+from hopscope.collector.otlp.codec import traces_to_json
 
 NOW = time.time_ns()
 EDGE_TIMES = [0, 1, 2**32, NOW - 10**9, NOW, NOW + 10**9, 2**63 - 1, 2**63, 2**64 - 1]

@@ -19,7 +19,7 @@ from google.rpc import code_pb2, status_pb2
 from otlp_samples import full_request
 
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 TOKEN = "s3crét-ключ-🔑"  # not ASCII: sent as UTF-8
 BEARER = b"Bearer " + TOKEN.encode("utf-8")

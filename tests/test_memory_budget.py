@@ -18,13 +18,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from otlp_samples import attrs
 
-from hopscope.collector.otlp_codec import traces_to_json
+from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.settings import DEFAULT_MAX_BODY_BYTES
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # What the statement of the issue allows with the default settings, and what we state: the collector's
 # own footprint (interpreter, protobuf, starlette, SQLite cache) plus one maximum-size JSON request held
-# alone, or the budget, whichever is larger (body.py).
+# alone, or the budget, whichever is larger (ingest/body.py).
 PEAK_LIMIT_BYTES = 600_000_000
 
 

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otlp_samples import full_request, spans_of
 
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MAX_BODY = 64 * 1024
@@ -447,7 +447,7 @@ def test_grpcio_is_imported_only_with_a_grpc_port(tmp_path: Path) -> None:
         "import sys; from pathlib import Path; "
         "from hopscope.collector import server; from hopscope.collector.app import create_app; "
         "from hopscope.collector.settings import CollectorSettings; "
-        "from hopscope.collector.store.sqlite import SQLiteStore; "
+        "from hopscope.collector.store.sqlite.store import SQLiteStore; "
         f"create_app(CollectorSettings(), SQLiteStore(Path({str(tmp_path / 'x.db')!r}))); "
         "print('grpc' in sys.modules, end=' '); "
         f"create_app(CollectorSettings(grpc_port=0), SQLiteStore(Path({str(tmp_path / 'x.db')!r}))); "

@@ -24,12 +24,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from hopscope.collector import otlp_codec
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.otlp_codec import Encoding
-from hopscope.collector.span_writer import SpanWriter
-from hopscope.collector.stitch_guard import fold_isolating
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.ingest.writer import SpanWriter
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.otlp import codec as otlp_codec
+from hopscope.collector.otlp.codec import Encoding
+from hopscope.collector.stitch.guard import fold_isolating
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 # The request of issue 13, exactly: two SERVER spans of one service and name, start 1, end 2^63 - 1.
 POISON = {

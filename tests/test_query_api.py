@@ -15,10 +15,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from test_flows import Services, order_chain
 
 from hopscope.collector.app import create_app
-from hopscope.collector.openapi import OPENAPI
-from hopscope.collector.otlp_codec import traces_from_json
+from hopscope.collector.otlp.codec import traces_from_json
+from hopscope.collector.query.openapi import OPENAPI
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 
 @pytest.fixture(scope="module", params=["sqlite", "chdb"])

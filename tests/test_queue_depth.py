@@ -16,11 +16,11 @@ import pytest
 from conftest import CollectorProcess, free_port
 from moto_server import MotoServer, start_moto_server
 
-from hopscope.collector import iam
-from hopscope.collector.aws import aws_client
-from hopscope.collector.query import QueryLayer
+from hopscope.collector.aws import iam
+from hopscope.collector.aws.clients import aws_client
+from hopscope.collector.aws.poller import QueuePoller
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.settings import SqsSettings
-from hopscope.collector.sqs_poller import QueuePoller
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 COUNTS = [

@@ -23,11 +23,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from test_flows import Services, order_chain
 
-from hopscope.collector.otlp_codec import Encoding, decode_request, traces_from_json
-from hopscope.collector.query import MAX_ANSWER_SPAN_BYTES, MAX_ANSWER_SPANS
+from hopscope.collector.otlp.codec import Encoding, decode_request, traces_from_json
+from hopscope.collector.query.layer import MAX_ANSWER_SPAN_BYTES, MAX_ANSWER_SPANS
 from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.base import ReadBudget
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 UNLIMITED_BYTES = 1 << 40
 

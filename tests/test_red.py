@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from otlp_samples import attrs
 
-from hopscope.collector.query import QueryLayer
+from hopscope.collector.query.layer import QueryLayer
 
 MINUTE = 60 * 10**9
 T0 = 1_800_000_000 * 10**9  # a whole minute

@@ -33,8 +33,8 @@ from test_dlq import (
     wait_for_flows,
 )
 
-from hopscope.collector.dlq import QueueRef, peek
-from hopscope.collector.redrive import (
+from hopscope.collector.aws.dlq import QueueRef, peek
+from hopscope.collector.aws.redrive import (
     RedriveError,
     RedriveProgress,
     RedriveResult,

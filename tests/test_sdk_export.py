@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_samples import spans_of
 
-from hopscope.collector.otlp_codec import traces_from_json
+from hopscope.collector.otlp.codec import traces_from_json
 
 
 def _emit_spans(tracer: trace.Tracer) -> int:

@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp_samples import full_request, spans_of
 
-from hopscope.collector.store.sqlite import SCHEMA_VERSION, SQLiteStore, StoreError
+from hopscope.collector.store.errors import StoreError
+from hopscope.collector.store.sqlite.store import SCHEMA_VERSION, SQLiteStore
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import HOPSCOPE, free_port
 
-from hopscope.collector.store.open import open_store, parse_store_url
-from hopscope.collector.store.sqlite import SQLiteStore, StoreError
+from hopscope.collector.store.errors import StoreError
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_store, parse_store_url
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from conftest import HOPSCOPE
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from test_flows import Services, flows_by_trace, order_chain
 
-from hopscope.collector.flow_model import FlowFilter
-from hopscope.collector.otlp_codec import traces_from_json
-from hopscope.collector.store.sqlite import SQLiteStore
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.otlp.codec import traces_from_json
+from hopscope.collector.store.sqlite.store import SQLiteStore
 
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,4 @@
-"""Span stores: the interface and its SQLite implementation."""
+"""Span stores: role protocols (base), errors, store URLs, and the SQLite and ClickHouse implementations.
 
-from hopscope.collector.store.base import SpanStore
-from hopscope.collector.store.sqlite import SCHEMA_VERSION, SQLiteStore, StoreError
-
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "SpanStore", "StoreError"]
+Nothing is imported here, so that ``store.errors`` and ``store.url`` stay light.
+"""

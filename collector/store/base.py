@@ -9,11 +9,15 @@ from typing import Protocol, TypeVar
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from hopscope.collector.flow_model import FlowFilter, FlowSummary
-from hopscope.collector.queue_model import DepthSample, QueueState, QueueSummary
-from hopscope.collector.red_model import HopRollup, RollupRow
-from hopscope.collector.span_limits import SpanLimits
-from hopscope.collector.stitch_guard import SkippedSpans
+from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
+from hopscope.collector.model.red import HopRollup, RollupRow
+from hopscope.collector.stitch.guard import SkippedSpans
+from hopscope.collector.store.limits import SpanLimits
+
+# Spans stitched into flows per call of stitch_flows() when a store catches up on its own (on open, in
+# write()); the collector's writer picks its own chunk.
+STITCH_CHUNK_SPANS = 20_000
 
 Prepared = TypeVar("Prepared")
 

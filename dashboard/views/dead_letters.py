@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.dlq import delete_message
-from hopscope.collector.queue_model import QueueSummary
-from hopscope.collector.redrive import RedriveProgress, redrive
+from hopscope.collector.aws.dlq import delete_message
+from hopscope.collector.aws.redrive import RedriveProgress, redrive
+from hopscope.collector.model.queues import QueueSummary
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten

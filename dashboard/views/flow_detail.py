@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.query import FlowDetail
+from hopscope.collector.query.layer import FlowDetail
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label, markdown_text, shorten

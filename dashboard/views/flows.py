@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hopscope.collector.flow_model import FlowFilter, FlowSort
+from hopscope.collector.model.flows import FlowFilter, FlowSort
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px  # type: ignore[import-untyped, unused-ignore]
 import streamlit as st
 
-from hopscope.collector.queue_model import QueueSummary
+from hopscope.collector.model.queues import QueueSummary
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten

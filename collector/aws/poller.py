@@ -1,0 +1,292 @@
+"""The SQS poller: finds queues, reads their depth and redrive policy, and records both in the store.
+
+Each poll costs one ListQueues page per 1,000 queues, one GetQueueAttributes per queue, one CloudWatch
+GetMetricData per 500 queues, and, for a dead-letter queue where CloudWatch has no age, one ReceiveMessage:
+API calls grow with the number of queues, never with messages.
+A queue that fails (deleted, forbidden, throttled) has its error recorded; the others are still polled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hopscope.collector.aws.clients import aws_client, error_code
+from hopscope.collector.model.queues import DepthSample, QueueState
+from hopscope.collector.store.base import SpanStore
+
+log = logging.getLogger("hopscope.collector.sqs")
+
+# Without --retention, depth samples are kept this long.
+DEFAULT_DEPTH_RETENTION_SECONDS = 7 * 86400
+# Queues that spans named within this window are polled even when ListQueues does not list them.
+SEEN_IN_SPANS_WINDOW_SECONDS = 86400
+_COUNT_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "QueueArn",
+    "RedrivePolicy",
+    "FifoQueue",
+]
+_METRIC_QUERIES_PER_CALL = 500
+POLL_CONCURRENCY = 8
+_NOT_FOUND = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class PollTarget(Protocol):
+    """Where and how often to poll: the collector's ``SqsSettings`` (``--sqs``) is one."""
+
+    @property
+    def endpoint_url(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def queue_prefix(self) -> str | None: ...
+    @property
+    def interval_seconds(self) -> float: ...
+
+
+@dataclass
+class PollResult:
+    queues: list[QueueState] = field(default_factory=list)
+    samples: list[DepthSample] = field(default_factory=list)
+    api_calls: int = 0
+
+
+def queue_name_of(url_or_arn: str) -> str:
+    return url_or_arn.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+
+class QueuePoller:
+    """Polls on its own thread every ``interval_seconds``; :meth:`poll_once` is the whole job."""
+
+    def __init__(
+        self,
+        store: SpanStore[Any],
+        settings: PollTarget,
+        *,
+        retention_seconds: int | None = None,
+        client_factory: Callable[[str, str | None, str | None], Any] = aws_client,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._retention_seconds = retention_seconds or DEFAULT_DEPTH_RETENTION_SECONDS
+        self._sqs = client_factory("sqs", settings.endpoint_url, settings.region)
+        self._cloudwatch = client_factory("cloudwatch", settings.endpoint_url, settings.region)
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+        for client in (self._sqs, self._cloudwatch):
+            client.meta.events.register("before-call", self._count_call)
+        self._urls: dict[str, str] = {}  # every queue polled so far, deleted ones included
+        self._missing: set[str] = set()  # names seen in spans that GetQueueUrl does not know
+        self._cloudwatch_warned = False
+        # Per-queue calls run a few at a time: at AWS latencies a serial poll of hundreds of queues would
+        # outlast the interval.
+        self._pool = ThreadPoolExecutor(max_workers=POLL_CONCURRENCY, thread_name_prefix="hopscope-sqs")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hopscope-sqs-poller", daemon=True)
+
+    # -- the thread ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = self.poll_once()
+                failed = sum(1 for q in result.queues if q.error)
+                log.debug(
+                    "polled %d queues (%d failed) in %d API calls",
+                    len(result.queues),
+                    failed,
+                    result.api_calls,
+                )
+            except Exception:  # a bad poll must not end polling
+                log.warning("SQS poll failed", exc_info=True)
+            self._stop.wait(self._settings.interval_seconds)
+
+    def _count_call(self, **_: Any) -> None:
+        with self._calls_lock:
+            self._calls += 1
+
+    # -- one poll ----------------------------------------------------------------------------------------
+
+    def poll_once(self) -> PollResult:
+        """Discover, read every queue, record the poll; returns what was recorded and the API calls made."""
+        calls_before = self._calls
+        now = time.time_ns()
+        self._discover(now)
+        result = PollResult()
+        queues = sorted(self._urls.items())
+        for state, sample in self._pool.map(lambda item: self._read_queue(item[0], item[1], now), queues):
+            result.queues.append(state)
+            if sample is not None:
+                result.samples.append(sample)
+        result.samples = self._with_oldest_age(result.samples, {q.name: q for q in result.queues})
+        for name in sorted(self._missing):
+            result.queues.append(
+                QueueState(name, "", error="QueueDoesNotExist: seen in spans, not found by GetQueueUrl")
+            )
+        keep_after = now - self._retention_seconds * 1_000_000_000
+        self._store.record_queue_poll(now, result.queues, result.samples, keep_after)
+        result.api_calls = self._calls - calls_before
+        return result
+
+    def _discover(self, now: int) -> None:
+        """Queues by ListQueues (with the prefix), plus those that spans sent to or consumed from."""
+        kwargs: dict[str, Any] = {"MaxResults": 1000}
+        if self._settings.queue_prefix:
+            kwargs["QueueNamePrefix"] = self._settings.queue_prefix
+        try:
+            while True:
+                page = self._sqs.list_queues(**kwargs)
+                for url in page.get("QueueUrls", []):
+                    self._urls.setdefault(queue_name_of(url), url)
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        except Exception as exc:
+            log.warning("SQS ListQueues failed (%s); polling the queues already known", error_code(exc))
+        since = now - SEEN_IN_SPANS_WINDOW_SECONDS * 1_000_000_000
+        for name in self._store.queue_destinations_seen(since):
+            if name in self._urls or (
+                self._settings.queue_prefix and not name.startswith(self._settings.queue_prefix)
+            ):
+                continue
+            try:
+                self._urls[name] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                self._missing.discard(name)
+            except Exception as exc:
+                if error_code(exc) in _NOT_FOUND:
+                    self._missing.add(name)
+                else:
+                    log.warning("SQS GetQueueUrl %s failed: %s", name, error_code(exc))
+
+    def _read_queue(self, name: str, url: str, now: int) -> tuple[QueueState, DepthSample | None]:
+        try:
+            attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=_COUNT_ATTRIBUTES)[
+                "Attributes"
+            ]
+        except Exception as exc:
+            message = str(getattr(exc, "response", {}).get("Error", {}).get("Message") or exc)
+            return QueueState(name, url, error=f"{error_code(exc)}: {message}"), None
+        dlq_name = max_receive_count = None
+        policy_text = attributes.get("RedrivePolicy")
+        if policy_text:
+            try:
+                policy = json.loads(policy_text)
+                dlq_name = queue_name_of(str(policy["deadLetterTargetArn"]))
+                max_receive_count = int(policy["maxReceiveCount"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("queue %s has a RedrivePolicy hopscope cannot read: %.200s", name, policy_text)
+        state = QueueState(
+            name=name,
+            url=url,
+            arn=attributes.get("QueueArn"),
+            dlq_name=dlq_name,
+            max_receive_count=max_receive_count,
+            fifo=attributes.get("FifoQueue") == "true",
+        )
+        sample = DepthSample(
+            queue_name=name,
+            polled_unix_nano=now,
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+        return state, sample
+
+    # -- the oldest message's age ------------------------------------------------------------------------
+
+    def _with_oldest_age(
+        self, samples: list[DepthSample], states: dict[str, QueueState]
+    ) -> list[DepthSample]:
+        ages = self._cloudwatch_ages([s.queue_name for s in samples if s.visible])
+        dead_letter_queues = {state.dlq_name for state in states.values() if state.dlq_name}
+
+        def aged(sample: DepthSample) -> DepthSample:
+            age, source = ages.get(sample.queue_name), "cloudwatch"
+            peekable = sample.queue_name in dead_letter_queues and states[sample.queue_name].dlq_name is None
+            if age is None and sample.visible and peekable:
+                age, source = self._estimated_age(states[sample.queue_name].url), "estimate"
+            if age is None:
+                return sample
+            return dataclasses.replace(sample, oldest_age_seconds=age, age_source=source)
+
+        return list(self._pool.map(aged, samples))
+
+    def _cloudwatch_ages(self, names: list[str]) -> dict[str, float]:
+        """ApproximateAgeOfOldestMessage (Maximum over the last 5 minutes) where CloudWatch has it."""
+        ages: dict[str, float] = {}
+        end = time.time()
+        for start in range(0, len(names), _METRIC_QUERIES_PER_CALL):
+            chunk = names[start : start + _METRIC_QUERIES_PER_CALL]
+            queries = [
+                {
+                    "Id": f"q{index}",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": "AWS/SQS",
+                            "MetricName": "ApproximateAgeOfOldestMessage",
+                            "Dimensions": [{"Name": "QueueName", "Value": name}],
+                        },
+                        "Period": 60,
+                        "Stat": "Maximum",
+                    },
+                }
+                for index, name in enumerate(chunk)
+            ]
+            try:
+                answer = self._cloudwatch.get_metric_data(
+                    MetricDataQueries=queries, StartTime=end - 300, EndTime=end, ScanBy="TimestampDescending"
+                )
+            except Exception as exc:
+                if not self._cloudwatch_warned:
+                    log.warning("CloudWatch GetMetricData failed (%s): ages are estimated", error_code(exc))
+                    self._cloudwatch_warned = True
+                return ages
+            for result in answer.get("MetricDataResults", []):
+                values = result.get("Values") or []
+                if values:
+                    ages[chunk[int(result["Id"][1:])]] = float(values[0])
+        return ages
+
+    def _estimated_age(self, url: str) -> float | None:
+        """Seconds since the oldest SentTimestamp among up to 10 messages, peeked without hiding them.
+
+        Only on dead-letter queues without a redrive policy of their own: a peek raises
+        ApproximateReceiveCount, which there can neither send a message on to another DLQ nor pass for a
+        retry of a consumer (a DLQ has none).
+        """
+        try:
+            answer = self._sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=0,
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["SentTimestamp"],
+            )
+        except Exception as exc:
+            log.debug("SQS peek for the oldest age failed: %s", error_code(exc))
+            return None
+        sent = [
+            int(m["Attributes"]["SentTimestamp"]) for m in answer.get("Messages", []) if "Attributes" in m
+        ]
+        if not sent:
+            return None
+        return max(0.0, time.time() - min(sent) / 1000)

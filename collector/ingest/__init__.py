@@ -1,0 +1,3 @@
+"""Receiving spans: the OTLP/HTTP and OTLP/gRPC receivers, body budgets, validation, the writer thread and
+forwarding.
+"""

@@ -1,0 +1,3 @@
+"""Plain values every layer shares: flows, RED, the service graph, queues, latency histograms, attribute
+names.
+"""

@@ -1,0 +1,1 @@
+"""The read path: the query layer over a store's readers, the HTTP query API and its OpenAPI document."""

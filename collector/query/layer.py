@@ -1,0 +1,395 @@
+"""The query layer: the one read API over a store, used by the HTTP query API and by the dashboard.
+
+It hands out plain, JSON-ready values (dataclasses and dicts), never OTLP protobuf messages, except where
+OTLP is what the caller asked for (``flow_otlp``, ``trace``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
+
+from hopscope.collector.model import conventions
+from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.queues import DepthSample, QueueSummary
+from hopscope.collector.model.red import (
+    GraphEdge,
+    GraphNode,
+    HopRollup,
+    LatencyPoint,
+    RedStats,
+    Rollup,
+    RollupRow,
+    ServiceGraph,
+    ServiceRed,
+    node_type,
+)
+from hopscope.collector.otlp.values import any_value, attributes_json
+from hopscope.collector.store.base import ReadBudget, SpanStore
+
+# Flows whose spans are read at most to answer one search with attribute filters.
+MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
+# Depth samples one answer holds: 7 days at one poll per minute; the newest are kept when cut.
+MAX_DEPTH_SAMPLES = 10_080
+# Spans one read answer holds at most (a trace, a flow, a flow as OTLP; also one flow read by an attribute
+# search): the earliest ones, the answer saying ``truncated``.
+MAX_ANSWER_SPANS = 10_000
+# Bytes of stored spans (their OTLP protobuf) one read answer holds at most. Its JSON is about 1 to 3 times
+# larger, but building it costs up to about 45 times this in memory for spans of many tiny attributes
+# (measured: 416 MiB for one 9 MB span of 400,000 attributes): 4 MiB keeps one answer under about 200 MB,
+# whatever was stored, and holds thousands of ordinary spans.
+MAX_ANSWER_SPAN_BYTES = 4 * 1024 * 1024
+
+_KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
+_STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
+
+
+@dataclass(frozen=True)
+class FlowDetail:
+    summary: FlowSummary
+    spans: list[dict[str, Any]]  # flat, JSON-ready; see flatten_spans
+    hops: list[dict[str, Any]]  # async hops (producer -> destination -> consumer) with their queue wait
+    # True when ``spans`` was cut at the read cap (MAX_FLOW_SPANS spans or MAX_ANSWER_BYTES): the summary
+    # still counts every span.
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class OtlpAnswer:
+    """Spans as OTLP (a trace, or every trace of a flow), and whether they were cut at the read cap."""
+
+    traces: TracesData
+    truncated: bool
+
+
+def answer_budget() -> ReadBudget:
+    """The read cap of one answer: MAX_ANSWER_SPANS spans, MAX_ANSWER_SPAN_BYTES bytes."""
+    return ReadBudget(MAX_ANSWER_SPANS, MAX_ANSWER_SPAN_BYTES)
+
+
+class QueryLayer:
+    """Read-only questions about stored spans and flows."""
+
+    def __init__(self, store: SpanStore[Any]) -> None:
+        self._store = store
+
+    def trace(self, trace_id: bytes) -> OtlpAnswer | None:
+        """A stored trace, cut at the read cap; None when none of its spans is stored."""
+        budget = answer_budget()
+        traces = self._store.get_trace(trace_id, budget)
+        return None if traces is None else OtlpAnswer(traces, budget.truncated)
+
+    def search_flows(self, criteria: FlowFilter) -> list[FlowSummary]:
+        """Flows matching ``criteria``, sorted and paged as it says."""
+        if not criteria.attributes:
+            ids = self._store.search_flow_ids(criteria, criteria.limit, criteria.offset)
+            return self._store.flow_summaries(ids)
+        return self._store.flow_summaries(self._search_by_attributes(criteria))
+
+    def _search_by_attributes(self, criteria: FlowFilter) -> list[int]:
+        """Span attributes are not indexed: read the candidates' spans, a page at a time, up to a cap."""
+        wanted = criteria.offset + criteria.limit
+        matched: list[int] = []
+        scanned = 0
+        page = max(criteria.limit * 4, 100)
+        while len(matched) < wanted and scanned < MAX_ATTRIBUTE_SCAN_FLOWS:
+            candidates = self._store.search_flow_ids(criteria, page, scanned)
+            if not candidates:
+                break
+            scanned += len(candidates)
+            matched.extend(
+                flow_id for flow_id in candidates if self._has_attributes(flow_id, criteria.attributes)
+            )
+        return matched[criteria.offset : wanted]
+
+    def _has_attributes(self, flow_id: int, attributes: tuple[tuple[str, str], ...]) -> bool:
+        traces = self._store.get_traces(self._store.flow_trace_ids(flow_id), answer_budget())
+        found: set[tuple[str, str]] = set()
+        for resource_spans in traces.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    found.update((kv.key, _text(kv.value)) for kv in span.attributes)
+        return all(pair in found for pair in attributes)
+
+    def has_spans(self) -> bool:
+        return self._store.has_spans()
+
+    def queues(self) -> list[QueueSummary]:
+        """Every polled queue: latest depth, oldest age, its DLQ and sources, the last poll error."""
+        return self._store.queue_summaries()
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int
+    ) -> tuple[list[DepthSample], bool] | None:
+        """A queue's depth series over the range (None if never polled), and whether it was cut at the cap."""
+        samples = self._store.queue_depth(queue_name, since_unix_nano, until_unix_nano, MAX_DEPTH_SAMPLES + 1)
+        if samples is None:
+            return None
+        truncated = len(samples) > MAX_DEPTH_SAMPLES
+        return (samples[1:] if truncated else samples), truncated
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return self._store.flow_of_trace(trace_id)
+
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return self._store.flow_of_message(message_id, destination)
+
+    def flow_summary(self, flow_id: int) -> FlowSummary | None:
+        standing = self._store.resolve_flow(flow_id)
+        if standing is None:
+            return None
+        summaries = self._store.flow_summaries([standing])
+        return summaries[0] if summaries else None
+
+    def flow_otlp_answer(self, flow_id: int) -> OtlpAnswer | None:
+        """Every span of every trace of the flow, as OTLP (importable into any OTLP backend), cut at the
+        read cap."""
+        summary = self.flow_summary(flow_id)
+        if summary is None:
+            return None
+        budget = answer_budget()
+        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
+        return OtlpAnswer(traces, budget.truncated)
+
+    def flow_otlp(self, flow_id: int) -> TracesData | None:
+        """The spans of :meth:`flow_otlp_answer` (cut at the read cap, without saying whether)."""
+        answer = self.flow_otlp_answer(flow_id)
+        return None if answer is None else answer.traces
+
+    def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
+        """RED per service over the range, from its entry spans (server and consumer spans)."""
+        rows = self._store.red_rollups(since_unix_nano, until_unix_nano, kinds=ENTRY_KINDS)
+        by_service: dict[str, list[Rollup]] = {}
+        operations: dict[str, set[str]] = {}
+        for row in rows:
+            by_service.setdefault(row.service_name, []).append(row.rollup)
+            operations.setdefault(row.service_name, set()).add(row.operation)
+        seconds = (until_unix_nano - since_unix_nano) / 1e9
+        return [
+            ServiceRed(service, red_stats(rollups, seconds), sorted(operations[service]))
+            for service, rollups in sorted(by_service.items())
+        ]
+
+    def latency(
+        self,
+        service: str,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        step_seconds: int,
+        operation: str | None = None,
+    ) -> list[LatencyPoint]:
+        """RED of a service (its entry spans), or of one of its operations, per ``step_seconds`` bucket."""
+        step_ns = step_seconds * 1_000_000_000
+        rows = self._rollups(service, since_unix_nano, until_unix_nano, operation)
+        buckets: dict[int, list[Rollup]] = {}
+        for row in rows:
+            start = since_unix_nano + (row.bucket_start_unix_nano - since_unix_nano) // step_ns * step_ns
+            buckets.setdefault(max(start, since_unix_nano), []).append(row.rollup)
+        return [
+            LatencyPoint(start, red_stats(buckets.get(start, []), step_seconds))
+            for start in range(since_unix_nano, until_unix_nano, step_ns)
+        ]
+
+    def _rollups(self, service: str, since: int, until: int, operation: str | None) -> list[RollupRow]:
+        """A service's entry-span rollups, or those of one of its operations (any span kind)."""
+        return self._store.red_rollups(
+            since,
+            until,
+            service=service,
+            operation=operation,
+            kinds=() if operation is not None else ENTRY_KINDS,
+        )
+
+    def latency_histogram(
+        self,
+        service: str,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        operation: str | None = None,
+    ) -> list[tuple[float, int]]:
+        """(bin upper bound in ms, count) over the range, for the spans ``latency`` reads.
+
+        From the rollups' histograms, merged; every bin between the fastest and the slowest is listed,
+        empty ones as 0, so that a bar chart of it shows the distribution's real shape.
+        """
+        rows = self._rollups(service, since_unix_nano, until_unix_nano, operation)
+        histogram = latency_histogram.merge(row.rollup.histogram for row in rows)
+        filled = [index for index, count in histogram.items() if count]
+        if not filled:
+            return []
+        half_bin = 2 ** (0.5 / latency_histogram.BINS_PER_DOUBLING)
+        return [
+            (
+                latency_histogram.bin_value_ns(index) * (half_bin if index else 1.0) / 1e6,
+                histogram.get(index, 0),
+            )
+            for index in range(min(filled), max(filled) + 1)
+        ]
+
+    def graph(
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+    ) -> ServiceGraph:
+        """Services, destinations and external dependencies, and the hops between them, over the range
+        (only the edges of ``kinds``, e.g. ``("consume",)``, when given)."""
+        merged: dict[tuple[str, str, str], HopRollup] = {}
+        for source, target, kind, rollup in self._store.hop_rollups(since_unix_nano, until_unix_nano, kinds):
+            total = merged.setdefault((source, target, kind), HopRollup())
+            total.hop_count += rollup.hop_count
+            total.error_count += rollup.error_count
+            total.durations.update(rollup.durations)
+            total.waits.update(rollup.waits)
+            total.max_receive_count = max(total.max_receive_count, rollup.max_receive_count)
+        seconds = (until_unix_nano - since_unix_nano) / 1e9
+        edges = [
+            GraphEdge(
+                source=source,
+                target=target,
+                kind=kind,
+                red=red_stats([Rollup(hop.hop_count, hop.error_count, 0, hop.durations)], seconds),
+                queue_wait_p50_ms=latency_histogram.percentile_ms(hop.waits, 0.50),
+                queue_wait_p95_ms=latency_histogram.percentile_ms(hop.waits, 0.95),
+                queue_wait_p99_ms=latency_histogram.percentile_ms(hop.waits, 0.99),
+                max_receive_count=hop.max_receive_count,
+            )
+            for (source, target, kind), hop in sorted(merged.items())
+            if hop.hop_count
+        ]
+        node_ids = sorted({edge.source for edge in edges} | {edge.target for edge in edges})
+        nodes = [GraphNode(node, node_type(node), node.split(":", 1)[1]) for node in node_ids]
+        return ServiceGraph(nodes=nodes, edges=edges)
+
+    def flow(self, flow_id: int) -> FlowDetail | None:
+        summary = self.flow_summary(flow_id)
+        if summary is None:
+            return None
+        budget = answer_budget()
+        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
+        spans = flatten_spans(traces)
+        del traces
+        return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans), truncated=budget.truncated)
+
+
+ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
+
+
+def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:
+    """Rate, error rate and percentiles of rollups taken together (percentiles within about 4.5%)."""
+    count = sum(rollup.span_count for rollup in rollups)
+    errors = sum(rollup.error_count for rollup in rollups)
+    histogram = latency_histogram.merge(rollup.histogram for rollup in rollups)
+    return RedStats(
+        span_count=count,
+        rate_per_second=count / seconds if seconds > 0 else 0.0,
+        error_count=errors,
+        error_rate=errors / count if count else 0.0,
+        p50_ms=latency_histogram.percentile_ms(histogram, 0.50),
+        p95_ms=latency_histogram.percentile_ms(histogram, 0.95),
+        p99_ms=latency_histogram.percentile_ms(histogram, 0.99),
+    )
+
+
+def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
+    """One flat dict per span, sorted by start time: what a table or a waterfall wants.
+
+    Attribute values are JSON-ready: NaN and infinite doubles are the strings OTLP JSON uses for them.
+    """
+    spans = []
+    for resource_spans in traces.resource_spans:
+        resource = attributes_json(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", "unknown_service"))
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex() or None,
+                        "name": span.name,
+                        "kind": _KIND_NAMES.get(span.kind, "UNSPECIFIED"),
+                        "service": service,
+                        "start_unix_nano": span.start_time_unix_nano,
+                        "end_unix_nano": span.end_time_unix_nano,
+                        "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+                        "status": {
+                            "code": _STATUS_NAMES.get(span.status.code, "UNSET"),
+                            "message": span.status.message,
+                        },
+                        "attributes": attributes_json(span.attributes),
+                        "events": [
+                            {
+                                "name": event.name,
+                                "time_unix_nano": event.time_unix_nano,
+                                "attributes": attributes_json(event.attributes),
+                            }
+                            for event in span.events
+                        ],
+                        "links": [
+                            {
+                                "trace_id": link.trace_id.hex(),
+                                "span_id": link.span_id.hex(),
+                                "attributes": attributes_json(link.attributes),
+                            }
+                            for link in span.links
+                        ],
+                        "resource": resource,
+                        "scope": {"name": scope_spans.scope.name, "version": scope_spans.scope.version},
+                    }
+                )
+    spans.sort(key=lambda span: (span["start_unix_nano"], span["span_id"]))
+    return spans
+
+
+def async_hops(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id."""
+    by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
+    producers_by_message: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for span in spans:
+        if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
+            key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
+            producers_by_message.setdefault(key, []).append(span)
+    hops = []
+    for consumer in spans:
+        if consumer["kind"] != "CONSUMER":
+            continue
+        producers = [by_id.get((link["trace_id"], link["span_id"])) for link in consumer["links"]]
+        parent = by_id.get((consumer["trace_id"], consumer["parent_span_id"]))
+        producers.append(parent)
+        message_id = consumer["attributes"].get(conventions.MESSAGE_ID)
+        if message_id is not None:
+            producers.extend(producers_by_message.get((str(message_id), _destination(consumer)), []))
+        seen: set[str] = set()
+        for producer in producers:
+            if producer is None or producer["kind"] != "PRODUCER" or producer["span_id"] in seen:
+                continue
+            seen.add(producer["span_id"])
+            hops.append(
+                {
+                    "producer": {"trace_id": producer["trace_id"], "span_id": producer["span_id"]},
+                    "consumer": {"trace_id": consumer["trace_id"], "span_id": consumer["span_id"]},
+                    "producer_service": producer["service"],
+                    "consumer_service": consumer["service"],
+                    "messaging_system": producer["attributes"].get(conventions.MESSAGING_SYSTEM),
+                    "destination": _destination(producer) or _destination(consumer),
+                    "queue_wait_ms": (consumer["start_unix_nano"] - producer["end_unix_nano"]) / 1e6,
+                    "receive_count": consumer["attributes"].get(conventions.RECEIVE_COUNT),
+                }
+            )
+    return hops
+
+
+def _destination(span: dict[str, Any]) -> str:
+    return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
+
+
+def _text(value: AnyValue) -> str:
+    """How an attribute value compares with ``attr=key:value`` text: strings as they are, others as JSON."""
+    plain = any_value(value)
+    if isinstance(plain, str):
+        return plain
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    return str(plain)

@@ -1,0 +1,143 @@
+"""What each span tells about its trace's flow, gathered while a request is prepared for the store.
+
+The writer thread then merges these per-trace facts into flows with a few statements per trace, never
+per span, and never by rescanning stored spans (stitching stays incremental).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from hopscope.collector.model import conventions
+
+_ERROR = Status.StatusCode.STATUS_CODE_ERROR
+_KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_PREFIXES)
+# A receive count is a small number; longer text (or a 64-bit integer's overflow) is not one.
+_COUNT_TEXT = re.compile(r"[0-9]{1,18}")
+_MESSAGING_KINDS = frozenset({Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER})
+
+
+@dataclass(slots=True)
+class TraceFacts:
+    """One trace's share of a request: enough to create, grow or join its flow."""
+
+    trace_id: bytes
+    span_count: int = 0
+    start_unix_nano: int = 2**63 - 1
+    end_unix_nano: int = 0
+    error_count: int = 0
+    max_receive_count: int = 0
+    # (start, service, operation) of the earliest span without a parent: the flow's entry candidate.
+    entry: tuple[int, str, str] | None = None
+    operations: set[tuple[str, str]] = field(default_factory=set)  # (service, span name)
+    correlation_ids: set[str] = field(default_factory=set)
+    linked_traces: set[bytes] = field(default_factory=set)
+    message_keys: set[tuple[str, str]] = field(default_factory=set)  # (message id, destination)
+
+
+class FlowFacts:
+    """Collects :class:`TraceFacts` span by span."""
+
+    def __init__(self) -> None:
+        self.traces: dict[bytes, TraceFacts] = {}
+
+    def _fold(  # noqa: PLR0917 - the hot path of stitching: positional is cheapest
+        self, trace_id: bytes, start: int, end: int, error: bool, root: bool, service_name: str, name: str
+    ) -> TraceFacts:
+        """What every span tells, whatever form it came in; returns its trace's facts."""
+        facts = self.traces.get(trace_id)
+        if facts is None:
+            facts = self.traces[trace_id] = TraceFacts(trace_id)
+        facts.span_count += 1
+        if start < facts.start_unix_nano:  # noqa: PLR1730 - hot path: a compare is cheaper than min()
+            facts.start_unix_nano = start
+        if end > facts.end_unix_nano:  # noqa: PLR1730
+            facts.end_unix_nano = end
+        if error:
+            facts.error_count += 1
+        if root and (facts.entry is None or start < facts.entry[0]):
+            facts.entry = (start, service_name, name)
+        facts.operations.add((service_name, name))
+        return facts
+
+    def add_row(  # noqa: PLR0917 - called once per span while stitching
+        self,
+        trace_id: bytes,
+        start: int,
+        end: int,
+        error: bool,
+        root: bool,
+        service_name: str,
+        name: str,
+        kind: int,
+        linked_trace_ids: Iterable[bytes],
+        attributes: Mapping[str, str],
+    ) -> None:
+        """Fold in a span read back from a table that keeps attribute values as text (ClickHouse's)."""
+        facts = self._fold(trace_id, start, end, error, root, service_name, name)
+        for linked in linked_trace_ids:
+            if linked != trace_id:
+                facts.linked_traces.add(linked)
+        if not attributes:
+            return
+        receive_count = attributes.get(conventions.RECEIVE_COUNT)
+        # text of any length or any digit set (isdigit() takes "²") never reaches int()
+        if receive_count and _COUNT_TEXT.fullmatch(receive_count):
+            facts.max_receive_count = max(facts.max_receive_count, int(receive_count))
+        for key in conventions.CORRELATION_ATTRIBUTES:
+            if attributes.get(key):
+                facts.correlation_ids.add(attributes[key])
+        message_id = attributes.get(conventions.MESSAGE_ID, "")
+        if message_id and kind in _MESSAGING_KINDS:
+            facts.message_keys.add((message_id, attributes.get(conventions.DESTINATION_NAME, "")))
+
+    def add(
+        self, span: Span, service_name: str, serialized: bytes, times: tuple[int, int] | None = None
+    ) -> None:
+        """Fold one span in; ``serialized`` is the span's own encoding, used to skip attribute scans.
+
+        Looking for a key in the encoded bytes (in C) is much cheaper than walking the attributes in
+        Python, and most spans carry none of the keys that stitching reads. ``times`` replaces the span's
+        own (start, end) when those are unusable (see stitch_guard).
+        """
+        trace_id = span.trace_id
+        start, end = times or (span.start_time_unix_nano, span.end_time_unix_nano)
+        facts = self._fold(
+            trace_id,
+            start,
+            end,
+            span.status.code == _ERROR,
+            not span.parent_span_id,
+            service_name,
+            span.name,
+        )
+        if span.links:
+            for link in span.links:
+                if link.trace_id != trace_id:
+                    facts.linked_traces.add(link.trace_id)
+        if _KEY_PREFIXES[0] not in serialized and _KEY_PREFIXES[1] not in serialized:
+            return
+        message_id = destination = ""
+        for attribute in span.attributes:
+            key = attribute.key
+            if key not in conventions.FLOW_ATTRIBUTES:
+                continue
+            value = attribute.value
+            if key == conventions.MESSAGE_ID:
+                message_id = _text(value.string_value, value.int_value)
+            elif key == conventions.DESTINATION_NAME:
+                destination = value.string_value
+            elif key == conventions.RECEIVE_COUNT:
+                facts.max_receive_count = max(facts.max_receive_count, 0, value.int_value)
+            elif value.string_value:  # a correlation attribute
+                facts.correlation_ids.add(value.string_value)
+        if message_id and span.kind in _MESSAGING_KINDS:
+            facts.message_keys.add((message_id, destination))
+
+
+def _text(string_value: str, int_value: int) -> str:
+    return string_value or (str(int_value) if int_value else "")

@@ -1,0 +1,1 @@
+"""The ClickHouse span store, on the OpenTelemetry Collector ClickHouse exporter's ``otel_traces`` layout."""

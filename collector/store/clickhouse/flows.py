@@ -1,0 +1,634 @@
+"""Flow stitching in ClickHouse: the union-find of :mod:`sqlite_flows`, written as new row versions.
+
+The answers are those of the SQLite store (see ``sqlite_flows``): the same flows, the same ids (new ids are
+max + 1, the older id stands on a merge, a merged id resolves in one step), the same summaries and searches.
+ClickHouse has no cheap UPDATE, so the layout differs:
+
+- Every row that changes is written again whole with a higher ``Version``; the tables are
+  ``ReplacingMergeTree(Version)`` keyed by their natural key, and readers take the last version (``FINAL`` on
+  a key lookup, ``argMax(..., Version)`` where other columns are filtered).
+- A trace's row keeps the flow it first joined (``FlowId`` never changes): a merge rewrites the two flow
+  rows only, not the traces of the absorbed flow. ``hopscope_flows.MergedInto`` resolves the old id in one
+  step, and the flows merged into a standing flow are found by that column.
+- A flow's row carries its operations and correlation ids, so a summary is one row; the search tables
+  (``hopscope_flow_operations``, ``hopscope_flow_correlations``) get rows for the standing flow, including
+  those of any flow it absorbs.
+
+Every query names the rows it needs by key, so the stitcher costs a few queries and inserts per call,
+whatever the number of traces, and the readers a few key lookups.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
+from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.stitch.groups import MAX_NS, combine, connected_groups, meet_stored_flows
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+
+_MIN_NS = -(2**63)
+
+# -- schema ----------------------------------------------------------------------------------------------
+
+# One row version per change of a flow. Flow ids grow with time, so the flows a stitcher or a page of
+# search results touch are mostly the last granules of the key. The skip indexes serve queries without
+# FINAL only (a version filtered out by a skip index must never let an older one through).
+_FLOWS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flows (
+    FlowId UInt64,
+    MergedInto UInt64,                  -- the standing flow this one was merged into, or 0
+    StartUnixNano Int64,                -- 2**63-1 until the flow has spans
+    EndUnixNano Int64,
+    SpanCount UInt64,
+    TraceCount UInt64,
+    ErrorCount UInt64,
+    MaxReceiveCount Int64,
+    EntryStartUnixNano Int64,
+    EntryService Nullable(String),
+    EntryOperation Nullable(String),
+    OperationServices Array(String),    -- the flow's (service, span name) pairs, as two arrays
+    OperationNames Array(String),
+    CorrelationIds Array(String),
+    Version UInt64,
+    INDEX flows_by_start StartUnixNano TYPE minmax GRANULARITY 1,
+    INDEX flows_by_merged_into MergedInto TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY FlowId
+"""
+
+# trace id (lowercase hex, as otel_traces.TraceId) -> the flow it first joined. Trace ids are random, and
+# most that a stitcher asks for are new: the bloom filter answers "not here" without reading the granules.
+_TRACE_FLOWS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_trace_flows (
+    TraceId String,
+    FlowId UInt64,                      -- the flow the trace first joined: resolve it through hopscope_flows
+    SpanCount UInt64,                   -- 0 while the trace is only known from a link
+    Version UInt64,
+    INDEX trace_flows_by_trace TraceId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY TraceId
+SETTINGS index_granularity = 1024
+"""
+
+# The same rows ordered by flow, for the traces of a flow; a trace's FlowId never changes, so the key holds.
+_FLOW_TRACES = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_traces (
+    FlowId UInt64,
+    TraceId String,
+    SpanCount UInt64,
+    Version UInt64
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY (FlowId, TraceId)
+"""
+
+_FLOW_TRACES_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hopscope_flow_traces_mv TO {db}.hopscope_flow_traces
+AS SELECT FlowId, TraceId, SpanCount, Version FROM {db}.hopscope_trace_flows
+"""
+
+# Search by service or span name: one row per pair and standing flow (rows of absorbed flows stay behind,
+# and the search keeps standing flows only). Few services, so a span name alone still skips well.
+_FLOW_OPERATIONS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_operations (
+    ServiceName LowCardinality(String),
+    Operation String,
+    FlowId UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (ServiceName, Operation, FlowId)
+"""
+
+_FLOW_CORRELATIONS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_correlations (
+    CorrelationId String,
+    FlowId UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (CorrelationId, FlowId)
+"""
+
+_MESSAGE_KEYS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_message_keys (
+    MessageId String,
+    Destination String,
+    TraceId String,
+    INDEX message_keys_by_message MessageId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+ORDER BY (MessageId, Destination, TraceId)
+SETTINGS index_granularity = 1024
+"""
+
+FLOWS_DDL: tuple[str, ...] = (
+    _FLOWS,
+    _TRACE_FLOWS,
+    _FLOW_TRACES,
+    _FLOW_TRACES_MV,
+    _FLOW_OPERATIONS,
+    _FLOW_CORRELATIONS,
+    _MESSAGE_KEYS,
+)
+
+_FLOW_COLUMNS = (
+    "FlowId",
+    "MergedInto",
+    "StartUnixNano",
+    "EndUnixNano",
+    "SpanCount",
+    "TraceCount",
+    "ErrorCount",
+    "MaxReceiveCount",
+    "EntryStartUnixNano",
+    "EntryService",
+    "EntryOperation",
+    "OperationServices",
+    "OperationNames",
+    "CorrelationIds",
+    "Version",
+)
+_SELECT_FLOW = ", ".join(_FLOW_COLUMNS)
+_RESOLVED = "if(MergedInto = 0, FlowId, MergedInto)"
+
+
+# -- stitching -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Flow:
+    """A flow row as the stitcher changes it; written once per apply() as a new version."""
+
+    flow_id: int
+    merged_into: int = 0
+    start: int = MAX_NS
+    end: int = 0
+    span_count: int = 0
+    trace_count: int = 0
+    error_count: int = 0
+    max_receive_count: int = 0
+    entry_start: int = MAX_NS
+    entry_service: str | None = None
+    entry_operation: str | None = None
+    operations: set[tuple[str, str]] = field(default_factory=set)
+    correlation_ids: set[str] = field(default_factory=set)
+    stored_operations: frozenset[tuple[str, str]] = frozenset()
+    stored_correlation_ids: frozenset[str] = frozenset()
+    version: int = 0
+    changed: bool = False
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> _Flow:
+        operations = set(zip(row[11], row[12], strict=True))
+        correlation_ids = set(row[13])
+        return cls(
+            flow_id=int(row[0]),
+            merged_into=int(row[1]),
+            start=int(row[2]),
+            end=int(row[3]),
+            span_count=int(row[4]),
+            trace_count=int(row[5]),
+            error_count=int(row[6]),
+            max_receive_count=int(row[7]),
+            entry_start=int(row[8]),
+            entry_service=row[9],
+            entry_operation=row[10],
+            operations=operations,
+            correlation_ids=correlation_ids,
+            stored_operations=frozenset(operations),
+            stored_correlation_ids=frozenset(correlation_ids),
+            version=int(row[14]),
+        )
+
+    def grow(self, total: TraceFacts, traces: int) -> None:
+        """sqlite_flows.FlowStitcher._grow: fold new spans (or a whole absorbed flow) into the summary."""
+        entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
+        self.start = min(self.start, total.start_unix_nano)
+        self.end = max(self.end, total.end_unix_nano)
+        self.span_count += total.span_count
+        self.trace_count += traces
+        self.error_count += total.error_count
+        self.max_receive_count = max(self.max_receive_count, total.max_receive_count)
+        if entry_start < self.entry_start:
+            self.entry_service, self.entry_operation = entry_service, entry_operation
+        self.entry_start = min(self.entry_start, entry_start)
+        self.changed = True
+
+    def absorb(self, gone: _Flow) -> None:
+        """sqlite_flows.FlowStitcher._absorb: the standing flow ``gone`` joins this (older) one."""
+        if gone.span_count:
+            has_entry = gone.entry_service is not None and gone.entry_operation is not None
+            absorbed = TraceFacts(
+                b"",
+                span_count=gone.span_count,
+                start_unix_nano=gone.start,
+                end_unix_nano=gone.end,
+                error_count=gone.error_count,
+                max_receive_count=gone.max_receive_count,
+                entry=(gone.entry_start, gone.entry_service or "", gone.entry_operation or "")
+                if has_entry
+                else None,
+            )
+            self.grow(absorbed, gone.trace_count)
+        self.add_keys(gone.operations, gone.correlation_ids)
+        gone.merged_into = self.flow_id
+        gone.span_count = gone.trace_count = gone.error_count = 0
+        gone.changed = True
+
+    def add_keys(self, operations: set[tuple[str, str]], correlation_ids: set[str]) -> None:
+        if not operations <= self.operations or not correlation_ids <= self.correlation_ids:
+            self.operations |= operations
+            self.correlation_ids |= correlation_ids
+            self.changed = True
+
+    def row(self, version: int) -> tuple[object, ...]:
+        operations = sorted(self.operations)
+        return (
+            self.flow_id,
+            self.merged_into,
+            self.start,
+            self.end,
+            self.span_count,
+            self.trace_count,
+            self.error_count,
+            self.max_receive_count,
+            self.entry_start,
+            self.entry_service,
+            self.entry_operation,
+            [service for service, _ in operations],
+            [operation for _, operation in operations],
+            sorted(self.correlation_ids),
+            version,
+        )
+
+
+class _Batch:
+    """What one apply() decided: the flows it read or made, and the rows it will write."""
+
+    def __init__(self, flows: dict[int, _Flow]) -> None:
+        self.flows = flows
+        self.absorbed: dict[int, int] = {}  # a flow merged away by this batch -> the flow that took it
+        self.traces: dict[bytes, tuple[int, int]] = {}  # trace -> (flow, spans): its row to write
+        self.message_keys: list[tuple[str, str, str]] = []
+
+    def standing(self, flow_id: int) -> int:
+        """The standing flow of a flow read at the start (merged_into is one step) or made by this batch."""
+        flow = self.flows.get(flow_id)
+        if flow is not None and flow.merged_into and flow_id not in self.absorbed:
+            flow_id = flow.merged_into
+        while flow_id in self.absorbed:
+            flow_id = self.absorbed[flow_id]
+        return flow_id
+
+    def add_traces(
+        self,
+        flow_id: int,
+        members: list[bytes],
+        batch: dict[bytes, TraceFacts],
+        known: dict[bytes, tuple[int, int, int]],
+    ) -> None:
+        """The trace rows of a group: a trace keeps the flow it first joined, a new one joins ``flow_id``."""
+        for trace_id in members:
+            facts = batch.get(trace_id)
+            previous = known.get(trace_id)
+            if facts is None:  # only known from a link
+                if previous is None:
+                    self.traces[trace_id] = (flow_id, 0)
+                continue
+            if previous is None:
+                self.traces[trace_id] = (flow_id, facts.span_count)
+            else:
+                self.traces[trace_id] = (previous[0], previous[1] + facts.span_count)
+            hex_id = trace_id.hex()
+            self.message_keys.extend(
+                (message_id, destination, hex_id) for message_id, destination in facts.message_keys
+            )
+
+    def repoint(self) -> None:
+        """Every flow merged into a flow that this batch absorbed is merged into the standing one."""
+        for flow in self.flows.values():
+            if flow.merged_into and flow.merged_into in self.absorbed:
+                flow.merged_into = self.standing(flow.merged_into)
+                flow.changed = True
+
+
+class ClickHouseFlowStitcher:
+    """Applies :class:`TraceFacts` to the flow tables: the algorithm of ``sqlite_flows.FlowStitcher``.
+
+    One writer at a time (flow ids are handed out as max + 1). Each call reads what it needs in a few
+    batched queries (the traces and message keys it names, the flows they are in, and on a merge the flows
+    merged into the absorbed ones), decides everything in memory, then writes one insert per table: the rows
+    that changed, whole, with a ``Version`` higher than that of any row it read. A call that fails part way
+    leaves the tables written before the failure; the trace rows go last, so the traces of a failed call
+    are new again to the next one.
+    """
+
+    def __init__(self, client: ClickHouseClient) -> None:
+        self._client = client
+        self._db = client.database
+
+    def _table(self, name: str) -> str:
+        return f"{self._db}.{name}"
+
+    def apply(self, traces: Iterable[TraceFacts]) -> None:
+        batch = combine(traces)
+        if not batch:
+            return
+        linked = {linked for facts in batch.values() for linked in facts.linked_traces}
+        known = self._known_traces([*batch, *(linked - batch.keys())])
+        keys = {key for facts in batch.values() for key in facts.message_keys}
+        key_flows = self._flows_of_message_keys(keys)
+        first_flows = {flow_id for flow_id, _, _ in known.values()}
+        first_flows.update(flow_id for flow_ids in key_flows.values() for flow_id in flow_ids)
+        batch_state = _Batch(self._load_flows(first_flows))
+        flows = batch_state.flows
+        last_flow_id = self._last_flow_id()
+        for members in connected_groups(batch):
+            total, new_with_spans, touched = meet_stored_flows(
+                members, batch, known, key_flows, batch_state.standing
+            )
+            if touched:
+                flow_id = min(touched)
+                for other in sorted(touched - {flow_id}):
+                    flows[flow_id].absorb(flows[other])
+                    batch_state.absorbed[other] = flow_id
+                if total.span_count:
+                    flows[flow_id].grow(total, new_with_spans)
+            else:  # ids handed out here; the single writer makes that safe
+                last_flow_id += 1
+                flow_id = last_flow_id
+                flows[flow_id] = _Flow(flow_id, changed=True)
+                flows[flow_id].grow(total, new_with_spans)
+            flows[flow_id].add_keys(total.operations, total.correlation_ids)
+            batch_state.add_traces(flow_id, members, batch, known)
+        if batch_state.absorbed:
+            # Flows that pointed at an absorbed flow point at the standing one now: chains stay one step.
+            for flow in self._merged_into(sorted(batch_state.absorbed)):
+                flows.setdefault(flow.flow_id, flow)
+            batch_state.repoint()
+        self._write(batch_state, known)
+
+    def _write(self, batch: _Batch, known: dict[bytes, tuple[int, int, int]]) -> None:
+        read_versions = [flow.version for flow in batch.flows.values()]
+        read_versions.extend(version for _, _, version in known.values())
+        version = max(time.time_ns(), max(read_versions, default=0) + 1)
+        changed = [flow for flow in batch.flows.values() if flow.changed]
+        operations: list[tuple[str, str, int]] = []
+        correlations: list[tuple[str, int]] = []
+        for flow in changed:
+            if flow.merged_into:  # rows of absorbed flows would never be read
+                continue
+            new_operations = sorted(flow.operations - flow.stored_operations)
+            operations.extend((service, operation, flow.flow_id) for service, operation in new_operations)
+            new_correlations = sorted(flow.correlation_ids - flow.stored_correlation_ids)
+            correlations.extend((correlation_id, flow.flow_id) for correlation_id in new_correlations)
+        traces = [
+            (trace_id.hex(), flow_id if trace_id in known else batch.standing(flow_id), spans, version)
+            for trace_id, (flow_id, spans) in batch.traces.items()
+        ]
+        insert = self._client.insert
+        insert(
+            self._table("hopscope_message_keys"), ("MessageId", "Destination", "TraceId"), batch.message_keys
+        )
+        insert(self._table("hopscope_flow_operations"), ("ServiceName", "Operation", "FlowId"), operations)
+        insert(self._table("hopscope_flow_correlations"), ("CorrelationId", "FlowId"), correlations)
+        insert(self._table("hopscope_flows"), _FLOW_COLUMNS, [flow.row(version) for flow in changed])
+        insert(self._table("hopscope_trace_flows"), ("TraceId", "FlowId", "SpanCount", "Version"), traces)
+
+    # -- reads of one apply ------------------------------------------------------------------------------
+
+    def _known_traces(self, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, int]]:
+        """trace id -> (flow it first joined, spans stored, row version) for the traces already known."""
+        rows = self._client.query(
+            f"SELECT TraceId, FlowId, SpanCount, Version FROM {self._table('hopscope_trace_flows')} FINAL "
+            "WHERE TraceId IN {ids:Array(String)}",
+            {"ids": [trace_id.hex() for trace_id in trace_ids]},
+        )
+        return {bytes.fromhex(row[0]): (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    def _flows_of_message_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
+        """(message id, destination) -> the flows (as first joined) of the stored traces with that key."""
+        if not keys:
+            return {}
+        message_keys = self._table("hopscope_message_keys")
+        rows = self._client.query(
+            f"SELECT m.MessageId, m.Destination, t.FlowId FROM {message_keys} AS m "
+            "INNER JOIN (SELECT DISTINCT TraceId, FlowId "
+            f"FROM {self._table('hopscope_trace_flows')} WHERE TraceId IN ("
+            f"SELECT TraceId FROM {message_keys} WHERE MessageId IN {{ids:Array(String)}})) AS t "
+            "ON m.TraceId = t.TraceId WHERE m.MessageId IN {ids:Array(String)}",
+            {"ids": sorted({message_id for message_id, _ in keys})},
+        )
+        found: dict[tuple[str, str], set[int]] = {}
+        for message_id, destination, flow_id in rows:
+            if (message_id, destination) in keys:
+                found.setdefault((message_id, destination), set()).add(int(flow_id))
+        return found
+
+    def _load_flows(self, flow_ids: set[int]) -> dict[int, _Flow]:
+        """The rows of these flows and of the standing flows they were merged into."""
+        if not flow_ids:
+            return {}
+        flows_table = self._table("hopscope_flows")
+        rows = self._client.query(
+            f"SELECT {_SELECT_FLOW} FROM {flows_table} FINAL WHERE FlowId IN {{ids:Array(UInt64)}} "
+            f"OR FlowId IN (SELECT MergedInto FROM {flows_table} FINAL "
+            "WHERE FlowId IN {ids:Array(UInt64)})",
+            {"ids": sorted(flow_ids)},
+        )
+        return {flow.flow_id: flow for flow in map(_Flow.from_row, rows)}
+
+    def _merged_into(self, flow_ids: list[int]) -> list[_Flow]:
+        """The flows merged into these standing ones (only a standing flow's merged_into is ever written, so
+        every version naming one of them is current)."""
+        flows_table = self._table("hopscope_flows")
+        rows = self._client.query(
+            f"SELECT {_SELECT_FLOW} FROM {flows_table} FINAL WHERE FlowId IN "
+            f"(SELECT FlowId FROM {flows_table} WHERE MergedInto IN {{ids:Array(UInt64)}})",
+            {"ids": flow_ids},
+        )
+        return [_Flow.from_row(row) for row in rows]
+
+    def _last_flow_id(self) -> int:
+        rows = self._client.query(f"SELECT max(FlowId) FROM {self._table('hopscope_flows')}")
+        return int(rows[0][0]) if rows else 0
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+# A FINAL query filters on key columns only: a skip index (on StartUnixNano, MergedInto) may drop the granule
+# of a flow's last version and let an older version through. Other columns are filtered after argMax.
+# Ids come from users (URLs): anything that cannot be a flow id is simply unknown.
+
+
+def _is_flow_id(flow_id: int) -> bool:
+    return 0 < flow_id < 2**63
+
+
+def _nanos(value: int) -> int:
+    return min(max(value, _MIN_NS), MAX_NS)
+
+
+def resolve_flow(client: ClickHouseClient, flow_id: int) -> int | None:
+    """The standing flow that ``flow_id`` is, or was merged into; None for an unknown id."""
+    if not _is_flow_id(flow_id):
+        return None
+    rows = client.query(
+        f"SELECT {_RESOLVED} FROM {client.database}.hopscope_flows FINAL WHERE FlowId = {{flow:UInt64}}",
+        {"flow": flow_id},
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def flow_of_trace(client: ClickHouseClient, trace_id: bytes) -> int | None:
+    db = client.database
+    rows = client.query(
+        f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+        f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId = {{trace:String}})",
+        {"trace": trace_id.hex()},
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def flow_of_message(client: ClickHouseClient, message_id: str, destination: str | None = None) -> int | None:
+    """The flow of the traces whose producer or consumer spans carry this message id (on that destination).
+
+    Without a destination, the first destination in order (the row SQLite finds first) decides.
+    """
+    db = client.database
+    where = "MessageId = {message:String}"
+    params: dict[str, object] = {"message": message_id}
+    if destination is not None:
+        where += " AND Destination = {destination:String}"
+        params["destination"] = destination
+    rows = client.query(
+        f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+        f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId IN "
+        f"(SELECT TraceId FROM {db}.hopscope_message_keys WHERE {where} "
+        "ORDER BY Destination, TraceId LIMIT 1))",
+        params,
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def flow_trace_ids(client: ClickHouseClient, flow_id: int) -> list[bytes]:
+    """The traces of a standing flow that have spans stored (none for a merged or unknown id)."""
+    if not _is_flow_id(flow_id):
+        return []
+    db = client.database
+    rows = client.query(
+        f"SELECT TraceId FROM {db}.hopscope_flow_traces FINAL "
+        f"WHERE (FlowId = {{flow:UInt64}} OR FlowId IN "
+        f"(SELECT FlowId FROM {db}.hopscope_flows WHERE MergedInto = {{flow:UInt64}})) "
+        f"AND {{flow:UInt64}} IN (SELECT FlowId FROM {db}.hopscope_flows WHERE FlowId = {{flow:UInt64}} "
+        "GROUP BY FlowId HAVING argMax(MergedInto, Version) = 0) "
+        "AND SpanCount > 0 ORDER BY TraceId",
+        {"flow": flow_id},
+    )
+    return [bytes.fromhex(row[0]) for row in rows]
+
+
+def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSummary]:
+    """Summaries of standing flows, in the order of ``flow_ids``."""
+    wanted = sorted({flow_id for flow_id in flow_ids if _is_flow_id(flow_id)})
+    if not wanted:
+        return []
+    rows = client.query(
+        "SELECT FlowId, StartUnixNano, EndUnixNano, SpanCount, TraceCount, ErrorCount, MaxReceiveCount, "
+        "EntryService, EntryOperation, OperationServices, CorrelationIds "
+        f"FROM {client.database}.hopscope_flows FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
+        {"ids": wanted},
+    )
+    by_id = {int(row[0]): row for row in rows}
+    summaries = []
+    for flow_id in flow_ids:
+        row = by_id.get(flow_id)
+        if row is None or not row[3]:
+            continue
+        _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation, services, ids = (
+            row
+        )
+        summaries.append(
+            FlowSummary(
+                flow_id=flow_id,
+                start_unix_nano=int(start),
+                end_unix_nano=int(end),
+                duration_ms=(int(end) - int(start)) / 1e6,
+                span_count=int(spans),
+                trace_count=int(traces),
+                error_count=int(errors),
+                max_receive_count=int(receive_count),
+                entry_service=entry_service,
+                entry_operation=entry_operation,
+                services=sorted(set(services)),
+                correlation_ids=sorted(ids),
+            )
+        )
+    return summaries
+
+
+def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+    """Standing flows that match every criterion but span attributes, best first.
+
+    The key lookups (time range, service, span name, correlation id, message id) pick candidate flow ids
+    from rows of any version; the last version of each candidate then decides. The last version is taken
+    with argMax rather than FINAL so that no skip index can ever hide it behind an older one.
+    """
+    db = client.database
+    candidates: list[str] = []
+    where = ["merged_into = 0", "span_count > 0"]
+    params: dict[str, object] = {}
+    key_lookup = ""  # narrows the key tables' rows to the flows of the time window, when one is given
+    if criteria.since_unix_nano is not None or criteria.until_unix_nano is not None:
+        window = []
+        if criteria.since_unix_nano is not None:
+            window.append("StartUnixNano >= {since:Int64}")
+            where.append("flow_start >= {since:Int64}")
+            params["since"] = _nanos(criteria.since_unix_nano)
+            # Flow ids grow with time: the window's first id bounds the rows of the key tables to read.
+            key_lookup = f" AND FlowId >= (SELECT min(FlowId) FROM {db}.hopscope_flows WHERE {window[0]})"
+        if criteria.until_unix_nano is not None:
+            window.append("StartUnixNano < {until:Int64}")
+            where.append("flow_start < {until:Int64}")
+            params["until"] = _nanos(criteria.until_unix_nano)
+        candidates.append(f"SELECT FlowId FROM {db}.hopscope_flows WHERE {' AND '.join(window)}")
+    if criteria.errors_only:
+        where.append("error_count > 0")
+    if criteria.min_duration_ms is not None:
+        where.append("flow_end - flow_start >= {min_duration:Int64}")
+        params["min_duration"] = _nanos(int(criteria.min_duration_ms * 1e6))
+    operations = f"SELECT FlowId FROM {db}.hopscope_flow_operations WHERE"
+    if criteria.service is not None:
+        candidates.append(f"{operations} ServiceName = {{service:String}}{key_lookup}")
+        params["service"] = criteria.service
+    if criteria.operation is not None:
+        candidates.append(f"{operations} Operation = {{operation:String}}{key_lookup}")
+        params["operation"] = criteria.operation
+    if criteria.correlation_id is not None:
+        candidates.append(
+            f"SELECT FlowId FROM {db}.hopscope_flow_correlations "
+            f"WHERE CorrelationId = {{correlation:String}}{key_lookup}"
+        )
+        params["correlation"] = criteria.correlation_id
+    if criteria.message_id is not None:
+        candidates.append(
+            f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+            f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId IN "
+            f"(SELECT TraceId FROM {db}.hopscope_message_keys WHERE MessageId = {{message:String}}))"
+        )
+        params["message"] = criteria.message_id
+    prefilter = " AND ".join(f"FlowId IN ({query})" for query in candidates)
+    duration = "flow_end - flow_start DESC, " if criteria.sort is FlowSort.DURATION else ""
+    page = ""
+    if limit >= 0:  # SQLite's LIMIT -1: no limit
+        page = " LIMIT {limit:UInt64}"
+        params["limit"] = limit
+    if offset > 0:
+        page += " OFFSET {offset:UInt64}"
+        params["offset"] = offset
+    query = (
+        "SELECT FlowId FROM (SELECT FlowId, argMax(MergedInto, Version) AS merged_into, "
+        "argMax(SpanCount, Version) AS span_count, argMax(StartUnixNano, Version) AS flow_start, "
+        "argMax(EndUnixNano, Version) AS flow_end, argMax(ErrorCount, Version) AS error_count "
+        f"FROM {db}.hopscope_flows {'WHERE ' + prefilter if prefilter else ''} GROUP BY FlowId) "
+        f"WHERE {' AND '.join(where)} ORDER BY {duration or 'flow_start DESC, '}FlowId DESC{page}"
+    )
+    return [int(row[0]) for row in client.query(query, params)]

@@ -1,0 +1,190 @@
+"""The ClickHouse tables: ``otel_traces`` exactly as the OpenTelemetry Collector's ClickHouse exporter
+creates it (``internal/sqltemplates/traces_table.sql``, with its ``otel_traces_trace_id_ts`` lookup table and
+materialized view), and hopscope's own tables beside it, all prefixed ``hopscope_``.
+
+A database that only Collectors write gets flows the same way: ``hopscope_span_feed`` is filled by a
+materialized view on ``otel_traces``, whoever inserts, and ``hopscope collector`` stitches what arrives in it.
+Every statement is idempotent, so opening a store (or a Collector starting first) creates what is missing.
+"""
+
+from __future__ import annotations
+
+from hopscope.collector.model import conventions
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+
+SCHEMA_VERSION = 1
+
+# The exporter's templates, with its defaults: MergeTree(), no TTL, no cluster.
+_OTEL_TRACES = """
+CREATE TABLE IF NOT EXISTS {db}.otel_traces (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2),
+        CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = MergeTree()
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+"""
+
+_TRACE_ID_TS = """
+CREATE TABLE IF NOT EXISTS {db}.otel_traces_trace_id_ts (
+    TraceId String CODEC(ZSTD(1)),
+    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
+    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
+) ENGINE = MergeTree()
+PARTITION BY toStartOfWeek(Start)
+ORDER BY (TraceId)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+"""
+
+_TRACE_ID_TS_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.otel_traces_trace_id_ts_mv
+TO {db}.otel_traces_trace_id_ts
+AS SELECT
+    TraceId,
+    min(Timestamp) as Start,
+    max(Timestamp) as End
+FROM {db}.otel_traces
+WHERE TraceId != ''
+GROUP BY TraceId
+"""
+
+# -- hopscope's own tables -----------------------------------------------------------------------------
+
+_META = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_meta (
+    Key String,
+    Value String,
+    Version UInt64
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY Key
+"""
+
+# What the stitcher reads: every span inserted into otel_traces, in the order it arrived, with only what
+# flows need (the attributes that stitching reads, the linked trace ids). Kept a week.
+_FLOW_KEYS = ", ".join(f"'{key}'" for key in sorted(conventions.FLOW_ATTRIBUTES))
+FEED_COLUMNS = (
+    "TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode, "
+    f"mapFilter((k, v) -> k IN ({_FLOW_KEYS}), SpanAttributes) AS FlowAttributes, "
+    "Links.TraceId AS LinkedTraceIds"
+)
+_FEED = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_span_feed (
+    Arrived DateTime64(9),
+    TraceId String,
+    SpanId String,
+    ParentSpanId String,
+    SpanName LowCardinality(String),
+    SpanKind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    Timestamp DateTime64(9),
+    Duration UInt64,
+    StatusCode LowCardinality(String),
+    FlowAttributes Map(LowCardinality(String), String),
+    LinkedTraceIds Array(String)
+) ENGINE = MergeTree()
+PARTITION BY toDate(Arrived)
+ORDER BY Arrived
+TTL toDateTime(Arrived) + INTERVAL 7 DAY
+"""
+_FEED_MV = (
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hopscope_span_feed_mv TO {db}.hopscope_span_feed "
+    "AS SELECT now64(9) AS Arrived, " + FEED_COLUMNS + " FROM {db}.otel_traces"
+)
+# Stamped with their start time (at most a second ago) so that they are stitched in order, a chunk at a time.
+_FEED_BACKFILL = (
+    "INSERT INTO {db}.hopscope_span_feed SELECT least(Timestamp, now64(9) - INTERVAL 1 SECOND), "
+    + FEED_COLUMNS
+    + " FROM {db}.otel_traces"
+)
+
+# Spans already folded into flows: ClickHouse keeps a re-sent span twice, the flows count it once.
+_STITCHED = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_stitched_spans (
+    TraceId String,
+    SpanId String
+) ENGINE = ReplacingMergeTree
+ORDER BY (TraceId, SpanId)
+"""
+
+_QUEUES = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_queues (
+    Name String,
+    Url String,
+    Arn Nullable(String),
+    DlqName Nullable(String),
+    MaxReceiveCount Nullable(Int64),
+    Fifo UInt8,
+    LastPolled Nullable(Int64),
+    LastError Nullable(String),
+    LastErrorAt Nullable(Int64),
+    Version UInt64
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY Name
+"""
+
+_QUEUE_DEPTH = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_queue_depth (
+    QueueName String,
+    Polled Int64,
+    Visible Int64,
+    InFlight Int64,
+    Delayed Int64,
+    OldestAgeSeconds Nullable(Float64),
+    AgeSource Nullable(String)
+) ENGINE = ReplacingMergeTree
+ORDER BY (QueueName, Polled)
+"""
+
+OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)
+OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH)
+
+
+def create(client: ClickHouseClient, extra: tuple[str, ...] = ()) -> None:
+    """Create every table that is missing; ``extra`` are more ``{db}`` templates (the flow tables)."""
+    db = client.database
+    for statement in (*OTEL_STATEMENTS, *OWN_STATEMENTS, *extra):
+        client.command(statement.format(db=db))
+    has_feed = client.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'hopscope_span_feed'",
+        {"db": db},
+    )[0][0]
+    if not has_feed:
+        client.command(_FEED.format(db=db))
+        client.command(_FEED_MV.format(db=db))
+        client.command(_FEED_BACKFILL.format(db=db))

@@ -1,0 +1,558 @@
+"""The ClickHouse span store: spans in the OpenTelemetry Collector exporter's ``otel_traces``, hopscope's own
+tables beside them.
+
+- Spans are rows of ``otel_traces`` as the exporter writes them, so a fleet of Collectors and hopscope's own
+  collector can write the same table, and the dashboard reads either.
+- Flows are stitched from ``hopscope_span_feed`` (filled by a materialized view on every insert into
+  ``otel_traces``) by whichever ``hopscope collector`` has the store open for writing, receiver or not.
+- RED rollups and the service graph are computed at query time from ``otel_traces``: aggregating a day of
+  spans is what ClickHouse is built for, and it needs no state that only hopscope's ingest could keep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from hopscope.collector.model import queues as queue_model
+from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary, depth_sample
+from hopscope.collector.model.red import HopRollup, Rollup, RollupRow
+from hopscope.collector.stitch.facts import FlowFacts
+from hopscope.collector.stitch.guard import (
+    SkippedSpans,
+    fold_isolating,
+    report_failed_rows,
+    usable_times,
+)
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
+from hopscope.collector.store.clickhouse import flows as clickhouse_flows
+from hopscope.collector.store.clickhouse import graph as clickhouse_graph
+from hopscope.collector.store.clickhouse import schema as clickhouse_schema
+from hopscope.collector.store.clickhouse import spans as clickhouse_rows
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.clickhouse.spans import (
+    DATETIME_COLUMNS,
+    ERROR_STATUS_NAMES,
+    KIND_BY_NAME,
+    SELECT_SPAN,
+    SPAN_COLUMNS,
+    kind_names,
+)
+from hopscope.collector.store.errors import ClickHouseError, StoreError
+from hopscope.collector.store.limits import SpanLimits, limit_span
+
+log = logging.getLogger(__name__)
+
+BUCKET_NS = 60 * 1_000_000_000
+# How often a writer looks for spans that others (OpenTelemetry Collectors) inserted.
+FEED_POLL_SECONDS = 1.0
+# How long the queue names seen in spans are reused (the SQS poller asks every poll).
+DESTINATIONS_CACHE_SECONDS = 60.0
+_BIN = clickhouse_graph.bin_sql("Duration")
+_ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
+_WATERMARK_KEY = "feed_watermark_unix_nano"
+# A span's size against a ReadBudget: its own fields' bytes (the resource, shared, is left out).
+_SPAN_BYTES = (
+    "byteSize(TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanAttributes, StatusMessage, "
+    "Events.Timestamp, Events.Name, Events.Attributes, Links.TraceId, Links.SpanId, Links.TraceState, "
+    "Links.Attributes)"
+)
+
+
+class ClickHouseStore:
+    """One ClickHouse database. Writes come from one writer thread (plus the SQS poller's own calls).
+
+    ``settle_seconds`` is how long after arriving a span waits before it is stitched: concurrent inserts by
+    other writers become visible a little out of order, and a span stitched past would be missed.
+    """
+
+    def __init__(
+        self,
+        client: ClickHouseClient,
+        *,
+        read_only: bool = False,
+        label: str | None = None,
+        settle_seconds: float | None = None,
+    ) -> None:
+        self.client = client
+        self.read_only = read_only
+        self.label = label or f"ClickHouse database {client.database}"
+        self._db = client.database
+        self._settle_ms = int(
+            1000 * (settle_seconds if settle_seconds is not None else 0.0 if _in_process(client) else 2.0)
+        )
+        self._watermark = 0
+        self._feed_checked = 0.0
+        self._feed_ready = False
+        self._destinations: tuple[float, list[str]] | None = None
+        # Spans left out of flows in this database (kept in hopscope_meta across restarts).
+        self.skipped_spans = SkippedSpans()
+        if read_only:
+            if not self._has_table("otel_traces"):
+                raise StoreError(f"{self.label} has no otel_traces table")
+        else:
+            clickhouse_schema.create(client, clickhouse_flows.FLOWS_DDL)
+            self._watermark = self._load_watermark()
+            self._load_skipped()
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> str:
+        return f"{self._db}.{name}"
+
+    def _has_table(self, name: str) -> bool:
+        rows = self.client.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+            {"db": self._db, "name": name},
+        )
+        return bool(rows[0][0])
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.label} was opened read-only")
+
+    def _load_watermark(self) -> int:
+        rows = self.client.query(
+            f"SELECT argMax(Value, Version) FROM {self._table('hopscope_meta')} WHERE Key = {{key:String}}",
+            {"key": _WATERMARK_KEY},
+        )
+        return int(rows[0][0]) if rows and rows[0][0] else 0
+
+    def _load_skipped(self) -> None:
+        rows = self.client.query(
+            f"SELECT Key, argMax(Value, Version) FROM {self._table('hopscope_meta')} "
+            "WHERE startsWith(Key, 'skipped_spans:') GROUP BY Key"
+        )
+        for key, value in rows:
+            self.skipped_spans.by_reason[str(key).removeprefix("skipped_spans:")] = int(value)
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def prepare(
+        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
+    ) -> list[tuple[object, ...]]:
+        if limits is not None:  # the rows hold text, not encoded spans: sizes are computed here
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        if span.ByteSize() > limits.max_value_length:
+                            limit_span(span, limits)
+        return clickhouse_rows.span_rows(request)
+
+    def write_prepared(self, batches: Sequence[list[tuple[object, ...]]]) -> int:
+        self._writable()
+        rows = [row for batch in batches for row in batch]
+        self.client.insert(self._table("otel_traces"), SPAN_COLUMNS, rows, DATETIME_COLUMNS)
+        self._feed_checked = 0.0  # look at the feed again now
+        return len(rows)
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        written = self.write_prepared([self.prepare(request) for request in requests])
+        self.catch_up()
+        return written
+
+    def catch_up(self) -> int:
+        """Stitch everything that has settled; for scripts, tests and ``--no-receiver`` jobs."""
+        total = 0
+        while stitched := self.stitch_flows(STITCH_CHUNK_SPANS):
+            total += stitched
+        return total
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while settled spans wait in the feed; looks at the feed at most every FEED_POLL_SECONDS."""
+        if self.read_only:
+            return False
+        now = time.monotonic()
+        if now - self._feed_checked >= FEED_POLL_SECONDS:
+            self._feed_checked = now
+            try:
+                rows = self.client.query(
+                    f"SELECT count() FROM (SELECT 1 FROM {self._table('hopscope_span_feed')} "
+                    f"WHERE {self._feed_window()} LIMIT 1)",
+                    {"after": self._watermark, "settle": self._settle_ms},
+                )
+                self._feed_ready = bool(rows[0][0])
+            except ClickHouseError as exc:
+                log.warning("cannot look at the span feed: %s", exc)
+                self._feed_ready = False
+        return self._feed_ready
+
+    @property
+    def feed_poll_seconds(self) -> float:
+        return FEED_POLL_SECONDS
+
+    def _feed_window(self) -> str:
+        return (
+            "Arrived > fromUnixTimestamp64Nano({after:Int64}) "
+            "AND Arrived <= now64(9) - toIntervalMillisecond({settle:UInt32})"
+        )
+
+    def stitch_flows(self, max_spans: int) -> int:
+        """Fold the oldest settled spans of the feed into flows (rows inserted together stay together)."""
+        self._writable()
+        rows = self.client.query(
+            "SELECT toUnixTimestamp64Nano(Arrived), TraceId, SpanId, ParentSpanId = '', SpanName, SpanKind, "
+            "ServiceName, toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, FlowAttributes, "
+            "LinkedTraceIds "
+            f"FROM {self._table('hopscope_span_feed')} WHERE {self._feed_window()} "
+            "ORDER BY Arrived LIMIT {limit:UInt32} WITH TIES",
+            {"after": self._watermark, "settle": self._settle_ms, "limit": max_spans},
+        )
+        if not rows:
+            self._feed_ready = False
+            return 0
+        seen = self._stitched_before({row[1] for row in rows})
+        fresh = []
+        for row in rows:
+            key = (row[1], row[2])
+            if key not in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
+                seen.add(key)
+                fresh.append(row)
+        # A piece that fails for its data's sake is bisected (stitch_guard); a piece folded before a crash
+        # is in hopscope_stitched_spans, so it is never folded twice.
+        failed = fold_isolating(fresh, self._fold_rows, is_environment_error) if fresh else []
+        if failed:
+            labelled = [(f"{row[1]}/{row[2]}", exc) for row, exc in failed]
+            report_failed_rows(self.skipped_spans, labelled, self.label)
+        through = int(rows[-1][0])
+        self.client.insert(
+            self._table("hopscope_meta"),
+            ("Key", "Value", "Version"),
+            [
+                (_WATERMARK_KEY, str(through), time.time_ns()),
+                *(
+                    (f"skipped_spans:{reason}", str(count), time.time_ns())
+                    for reason, count in self.skipped_spans.by_reason.items()
+                ),
+            ],
+        )
+        self._watermark = through
+        self._feed_checked = 0.0
+        return len(rows)
+
+    def _fold_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        facts = FlowFacts()
+        unusable = 0
+        for (
+            arrived,
+            trace,
+            _span,
+            root,
+            name,
+            kind,
+            service,
+            start_ns,
+            duration,
+            status,
+            attributes,
+            links,
+        ) in rows:
+            start = int(start_ns)
+            end = start + int(duration)
+            if not usable_times(start, end):
+                start = end = int(arrived)
+                unusable += 1
+            facts.add_row(
+                bytes.fromhex(trace),
+                start,
+                end,
+                status in ERROR_STATUS_NAMES,
+                bool(root),
+                service,
+                name,
+                KIND_BY_NAME.get(kind, 0),
+                [bytes.fromhex(link) for link in links],
+                attributes,
+            )
+        clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
+        self.client.insert(
+            self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), [(row[1], row[2]) for row in rows]
+        )
+        self.skipped_spans.add_unusable_times(unusable)
+
+    def _stitched_before(self, trace_ids: set[str]) -> set[tuple[str, str]]:
+        rows = self.client.query(
+            f"SELECT TraceId, SpanId FROM {self._table('hopscope_stitched_spans')} "
+            "WHERE TraceId IN {traces:Array(String)}",
+            {"traces": sorted(trace_ids)},
+        )
+        return {(trace_id, span_id) for trace_id, span_id in rows}
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """ClickHouse deletes whole parts best: a lightweight DELETE of everything past the cutoff at once
+        (``limit`` is not honoured). At scale, a TTL on the table (the exporter's ``ttl``) is better."""
+        self._writable()
+        where = "Timestamp < fromUnixTimestamp64Nano({cutoff:Int64})"
+        params = {"cutoff": cutoff_unix_nano}
+        (count,) = self.client.query(
+            f"SELECT count() FROM {self._table('otel_traces')} WHERE {where}", params
+        )[0]
+        if count:
+            self.client.command(f"DELETE FROM {self._table('otel_traces')} WHERE {where}", params)
+        return int(count)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
+        traces = self.get_traces([trace_id], budget)
+        cut = budget is not None and budget.truncated
+        return traces if traces.resource_spans or cut else None
+
+    def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
+        """Two queries whatever the number of traces: their time bounds from the exporter's
+        ``otel_traces_trace_id_ts``, then their spans within those bounds (partitions by day are skipped).
+
+        With a budget, a third one first: the sizes of the earliest spans (``_SPAN_BYTES``), so that the
+        spans read are those that fit, earliest start first across the traces."""
+        hex_ids = sorted({trace_id.hex() for trace_id in trace_ids})
+        if not hex_ids:
+            return TracesData()
+        bounds = self.client.query(
+            "SELECT toInt64(toUnixTimestamp(min(Start))), toInt64(toUnixTimestamp(max(End))), count() "
+            f"FROM {self._table('otel_traces_trace_id_ts')} WHERE TraceId IN {{traces:Array(String)}}",
+            {"traces": hex_ids},
+        )
+        if not bounds or not bounds[0][2]:
+            return TracesData()
+        start, end, _ = bounds[0]
+        spans = (
+            f"FROM {self._table('otel_traces')} "
+            "WHERE TraceId IN {traces:Array(String)} "
+            "AND Timestamp >= toDateTime({start:Int64}) AND Timestamp < toDateTime({end:Int64}) "
+            "ORDER BY Timestamp, SpanId LIMIT 1 BY TraceId, SpanId"
+        )
+        params: dict[str, object] = {"traces": hex_ids, "start": int(start) - 1, "end": int(end) + 2}
+        if budget is not None:
+            sizes = self.client.query(
+                f"SELECT {_SPAN_BYTES} {spans} LIMIT {{limit:UInt64}}", {**params, "limit": budget.spans + 1}
+            )
+            kept = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
+            if not kept:
+                return TracesData()
+            spans += " LIMIT {kept:UInt64}"
+            params["kept"] = kept
+        rows = self.client.query(f"SELECT {SELECT_SPAN} {spans}", params)
+        return clickhouse_rows.traces_data(rows)
+
+    def resolve_flow(self, flow_id: int) -> int | None:
+        return clickhouse_flows.resolve_flow(self.client, flow_id)
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return clickhouse_flows.flow_of_trace(self.client, trace_id)
+
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return clickhouse_flows.flow_of_message(self.client, message_id, destination)
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes]:
+        return clickhouse_flows.flow_trace_ids(self.client, flow_id)
+
+    def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
+        return clickhouse_flows.flow_summaries(self.client, flow_ids)
+
+    def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+        return clickhouse_flows.search_flow_ids(self.client, criteria, limit, offset)
+
+    def red_rollups(
+        self,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        kinds: Sequence[int] = (),
+    ) -> list[RollupRow]:
+        """Per-minute RED rollups, aggregated from the spans at query time."""
+        where = [
+            "Timestamp >= fromUnixTimestamp64Nano({since:Int64})",
+            "Timestamp < fromUnixTimestamp64Nano({until:Int64})",
+            clickhouse_graph.USABLE_TIMES_SQL,
+        ]
+        params: dict[str, object] = {
+            "since": since_unix_nano - since_unix_nano % BUCKET_NS,
+            "until": until_unix_nano,
+        }
+        if service is not None:
+            where.append("ServiceName = {service:String}")
+            params["service"] = service
+        if operation is not None:
+            where.append("SpanName = {operation:String}")
+            params["operation"] = operation
+        if kinds:
+            where.append("SpanKind IN {kinds:Array(String)}")
+            params["kinds"] = [name for kind in kinds for name in kind_names(kind)]
+        rows = self.client.query(
+            f"{clickhouse_graph.bin_floors_sql()} SELECT ServiceName, SpanName, SpanKind, "
+            f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
+            f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]) "
+            f"FROM {self._table('otel_traces')} WHERE {' AND '.join(where)} "
+            "GROUP BY ServiceName, SpanName, SpanKind, bucket",
+            params,
+        )
+        return [
+            RollupRow(
+                service_name,
+                operation_name,
+                KIND_BY_NAME.get(kind, 0),
+                int(bucket),
+                Rollup(int(count), int(errors), int(total), _counter(histogram)),
+            )
+            for service_name, operation_name, kind, bucket, count, errors, total, histogram in rows
+        ]
+
+    def hop_rollups(
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+    ) -> list[tuple[str, str, str, HopRollup]]:
+        return clickhouse_graph.read_hop_rollups(self.client, since_unix_nano, until_unix_nano, kinds)
+
+    # -- queues ----------------------------------------------------------------------------------------
+
+    def record_queue_poll(
+        self,
+        polled_unix_nano: int,
+        queues: list[QueueState],
+        samples: list[DepthSample],
+        keep_after_unix_nano: int | None = None,
+    ) -> None:
+        self._writable()
+        failed = [queue.name for queue in queues if queue.error is not None]
+        previous = {summary.name: summary for summary in self.queue_summaries()} if failed else {}
+        version = time.time_ns()
+        rows: list[tuple[object, ...]] = []
+        for queue in queues:
+            if queue.error is None:
+                rows.append((queue.name, queue.url, queue.arn, queue.dlq_name, queue.max_receive_count,
+                             int(queue.fifo), polled_unix_nano, None, None, version))  # fmt: skip
+            else:  # an error keeps the last good metadata
+                last = previous.get(queue.name)
+                arn, dlq, max_receives = (
+                    (last.arn, last.dlq_name, last.max_receive_count) if last else (None, None, None)
+                )
+                rows.append((queue.name, queue.url, arn, dlq, max_receives, 0, polled_unix_nano, queue.error,
+                             polled_unix_nano, version))  # fmt: skip
+        self.client.insert(
+            self._table("hopscope_queues"),
+            ("Name", "Url", "Arn", "DlqName", "MaxReceiveCount", "Fifo", "LastPolled", "LastError",
+             "LastErrorAt", "Version"),
+            rows,
+        )  # fmt: skip
+        self.client.insert(
+            self._table("hopscope_queue_depth"),
+            ("QueueName", "Polled", "Visible", "InFlight", "Delayed", "OldestAgeSeconds", "AgeSource"),
+            [(s.queue_name, s.polled_unix_nano, s.visible, s.in_flight, s.delayed, s.oldest_age_seconds,
+              s.age_source) for s in samples],
+        )  # fmt: skip
+        if keep_after_unix_nano is not None:
+            self.client.command(
+                f"DELETE FROM {self._table('hopscope_queue_depth')} WHERE Polled < {{keep:Int64}}",
+                {"keep": keep_after_unix_nano},
+            )
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        rows = self.client.query(
+            "SELECT Name, Url, Arn, DlqName, MaxReceiveCount, LastPolled, LastError, LastErrorAt "
+            f"FROM {self._table('hopscope_queues')} FINAL ORDER BY Name"
+        )
+        latest = {
+            row[0]: depth_sample(row)
+            for row in self.client.query(
+                "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
+                f"FROM {self._table('hopscope_queue_depth')} ORDER BY QueueName, Polled DESC "
+                "LIMIT 1 BY QueueName"
+            )
+        }
+        return queue_model.queue_summaries(rows, latest)
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        known = self.client.query(
+            f"SELECT count() FROM {self._table('hopscope_queues')} WHERE Name = {{name:String}}",
+            {"name": queue_name},
+        )
+        if not known[0][0]:
+            return None
+        rows = self.client.query(
+            "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
+            f"FROM {self._table('hopscope_queue_depth')} FINAL WHERE QueueName = {{name:String}} "
+            "AND Polled >= {since:Int64} AND Polled < {until:Int64} "
+            "ORDER BY Polled DESC LIMIT {limit:UInt32}",
+            {"name": queue_name, "since": since_unix_nano, "until": until_unix_nano, "limit": limit},
+        )
+        return [depth_sample(row) for row in reversed(rows)]
+
+    def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
+        """Computed from the spans, so kept a minute: the SQS poller asks on every poll."""
+        cached = self._destinations
+        now = time.monotonic()
+        if cached is None or now - cached[0] > DESTINATIONS_CACHE_SECONDS:
+            cached = self._destinations = (
+                now,
+                clickhouse_graph.destinations_seen(self.client, "aws_sqs:", since_unix_nano),
+            )
+        return cached[1]
+
+    # -- counts and closing ----------------------------------------------------------------------------
+
+    def count_spans(self) -> int:
+        return int(self.client.query(f"SELECT count() FROM {self._table('otel_traces')}")[0][0])
+
+    def has_spans(self) -> bool:
+        return bool(self.client.query(f"SELECT 1 FROM {self._table('otel_traces')} LIMIT 1"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ClickHouse error codes that mean the server or its disk failed, not the data: retry later, skip nothing.
+_ENVIRONMENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+    }
+)
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """True when ClickHouse (or the way to it) failed, False for what a span's data caused."""
+    if isinstance(exc, (OSError, MemoryError, StoreError)):
+        return True
+    if isinstance(exc, ClickHouseError):
+        text = str(exc)
+        if text.startswith("cannot reach ClickHouse"):
+            return True
+        match = _CODE.search(text)
+        return match is not None and int(match.group(1)) in _ENVIRONMENT_CODES
+    return False
+
+
+def _in_process(client: ClickHouseClient) -> bool:
+    """chdb: nobody else can write to this database while it is open here, so nothing needs to settle."""
+    from hopscope.collector.store.clickhouse.client import ChdbClient  # noqa: PLC0415
+
+    return isinstance(client, ChdbClient)
+
+
+def _counter(histogram: Any) -> Counter[int]:
+    keys, values = histogram
+    return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})

@@ -1,0 +1,413 @@
+"""Flow stitching in SQLite: a union-find over traces, updated inside the writer's transaction.
+
+Traces join through links (except a batch trace's, see MAX_JOINING_LINKED_TRACES) and shared message ids.
+
+Every trace belongs to exactly one standing flow (``trace_flows``). A link to a trace that has not arrived
+yet creates that trace's entry (with no spans) so that it joins the same flow when it does. When two flows
+meet, the older id stands and the other is marked ``merged_into`` it, so an id once handed out always
+resolves. Each flow's summary columns are kept up to date as spans arrive, in any order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
+from hopscope.collector.stitch import groups as flow_groups
+from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.stitch.groups import MAX_NS, chunks, combine, connected_groups, meet_stored_flows
+
+# Schema version 2: flows. Applied as a migration on top of version 1.
+FLOWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flows (
+    flow_id INTEGER PRIMARY KEY,
+    merged_into INTEGER,                -- the standing flow this one was merged into, or NULL
+    start_unix_nano INTEGER,
+    end_unix_nano INTEGER,
+    span_count INTEGER NOT NULL DEFAULT 0,
+    trace_count INTEGER NOT NULL DEFAULT 0,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    max_receive_count INTEGER NOT NULL DEFAULT 0,
+    entry_start_unix_nano INTEGER,
+    entry_service TEXT,
+    entry_operation TEXT
+);
+CREATE INDEX IF NOT EXISTS flows_by_start ON flows (start_unix_nano) WHERE merged_into IS NULL;
+CREATE INDEX IF NOT EXISTS flows_by_merged_into ON flows (merged_into) WHERE merged_into IS NOT NULL;
+CREATE TABLE IF NOT EXISTS trace_flows (
+    trace_id BLOB PRIMARY KEY,
+    flow_id INTEGER NOT NULL,
+    span_count INTEGER NOT NULL         -- 0 while the trace is only known from a link
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_flows_by_flow ON trace_flows (flow_id);
+CREATE TABLE IF NOT EXISTS flow_operations (
+    operation TEXT NOT NULL,
+    service_name TEXT NOT NULL,
+    flow_id INTEGER NOT NULL,
+    PRIMARY KEY (operation, service_name, flow_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_operations_by_service ON flow_operations (service_name, flow_id);
+CREATE INDEX IF NOT EXISTS flow_operations_by_flow ON flow_operations (flow_id);
+CREATE TABLE IF NOT EXISTS flow_correlations (
+    correlation_id TEXT NOT NULL,
+    flow_id INTEGER NOT NULL,
+    PRIMARY KEY (correlation_id, flow_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_correlations_by_flow ON flow_correlations (flow_id);
+CREATE TABLE IF NOT EXISTS message_keys (
+    message_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    trace_id BLOB NOT NULL,
+    PRIMARY KEY (message_id, destination, trace_id)
+) WITHOUT ROWID;
+"""
+
+# Kept importable from here; flow_groups owns it.
+MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
+
+
+class FlowStitcher:
+    """Applies a group commit's :class:`TraceFacts` on the writer connection, inside the caller's transaction.
+
+    The traces of the batch are first joined in memory (by links and message keys), then each connected
+    group costs a handful of statements: the number of statements follows the flows, not the spans.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def apply(self, traces: Iterable[TraceFacts]) -> None:
+        batch = combine(traces)
+        if not batch:
+            return
+        linked = {linked for facts in batch.values() for linked in facts.linked_traces}
+        known = self._known_traces([*batch, *(linked - batch.keys())])
+        keys = {key for facts in batch.values() for key in facts.message_keys}
+        key_flows = self._flows_of_message_keys(keys)
+        rows = _Rows()
+        (last_flow_id,) = self._conn.execute("SELECT coalesce(max(flow_id), 0) FROM flows").fetchone()
+        for members in connected_groups(batch):
+            total, new_with_spans, flows = meet_stored_flows(members, batch, known, key_flows, rows.standing)
+            if flows:
+                flow_id = min(flows)
+                for other in sorted(flows - {flow_id}):
+                    self._absorb(flow_id, other)
+                    rows.absorbed[other] = flow_id
+                if total.span_count:
+                    self._grow(flow_id, total, new_with_spans)
+            else:  # ids handed out here; the single writer makes that safe
+                last_flow_id += 1
+                flow_id = last_flow_id
+                rows.flows.append(_flow_row(flow_id, total, new_with_spans))
+            rows.add_group(flow_id, members, batch, known, total)
+        rows.insert(self._conn)
+
+    def _known_traces(self, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int]]:
+        """trace id -> (standing flow, spans stored) for the traces already known."""
+        known: dict[bytes, tuple[int, int]] = {}
+        for chunk in chunks(trace_ids):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT trace_id, flow_id, span_count FROM trace_flows WHERE trace_id IN ({marks})"
+            for trace_id, flow_id, span_count in self._conn.execute(query, chunk):
+                known[trace_id] = (flow_id, span_count)
+        return known
+
+    def _flows_of_message_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
+        found: dict[tuple[str, str], set[int]] = {}
+        message_ids = sorted({message_id for message_id, _ in keys})
+        for chunk in chunks(message_ids):
+            marks = ",".join("?" * len(chunk))
+            query = (
+                "SELECT m.message_id, m.destination, t.flow_id FROM message_keys m "
+                f"JOIN trace_flows t USING (trace_id) WHERE m.message_id IN ({marks})"
+            )
+            for message_id, destination, flow_id in self._conn.execute(query, chunk):
+                if (message_id, destination) in keys:
+                    found.setdefault((message_id, destination), set()).add(flow_id)
+        return found
+
+    def _grow(self, flow_id: int, total: TraceFacts, traces: int) -> None:
+        """Fold new spans (or a whole absorbed flow) into a flow's summary."""
+        entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
+        self._conn.execute(
+            """
+            UPDATE flows SET
+                start_unix_nano = min(coalesce(start_unix_nano, :max), :start),
+                end_unix_nano = max(coalesce(end_unix_nano, 0), :end),
+                span_count = span_count + :spans,
+                trace_count = trace_count + :traces,
+                error_count = error_count + :errors,
+                max_receive_count = max(max_receive_count, :receive_count),
+                entry_service = CASE WHEN :entry_start < coalesce(entry_start_unix_nano, :max)
+                    THEN :entry_service ELSE entry_service END,
+                entry_operation = CASE WHEN :entry_start < coalesce(entry_start_unix_nano, :max)
+                    THEN :entry_operation ELSE entry_operation END,
+                entry_start_unix_nano = min(coalesce(entry_start_unix_nano, :max), :entry_start)
+            WHERE flow_id = :flow_id
+            """,
+            {
+                "flow_id": flow_id,
+                "max": MAX_NS,
+                "start": total.start_unix_nano,
+                "end": total.end_unix_nano,
+                "spans": total.span_count,
+                "traces": traces,
+                "errors": total.error_count,
+                "receive_count": total.max_receive_count,
+                "entry_start": entry_start,
+                "entry_service": entry_service,
+                "entry_operation": entry_operation,
+            },
+        )
+
+    def _absorb(self, keep: int, gone: int) -> None:
+        """Merge standing flow ``gone`` into the older standing flow ``keep``; ``gone`` keeps resolving."""
+        conn = self._conn
+        row = conn.execute(
+            "SELECT start_unix_nano, end_unix_nano, span_count, trace_count, error_count, max_receive_count, "
+            "entry_start_unix_nano, entry_service, entry_operation FROM flows WHERE flow_id = ?",
+            (gone,),
+        ).fetchone()
+        start, end, spans, traces, errors, receive_count, entry_start, entry_service, entry_operation = row
+        if spans:
+            absorbed = TraceFacts(
+                b"",
+                span_count=spans,
+                start_unix_nano=start,
+                end_unix_nano=end,
+                error_count=errors,
+                max_receive_count=receive_count,
+                entry=(entry_start, entry_service, entry_operation) if entry_service is not None else None,
+            )
+            self._grow(keep, absorbed, traces)
+        conn.execute("UPDATE trace_flows SET flow_id = ? WHERE flow_id = ?", (keep, gone))
+        for table in ("flow_operations", "flow_correlations"):
+            conn.execute(f"UPDATE OR IGNORE {table} SET flow_id = ? WHERE flow_id = ?", (keep, gone))
+            conn.execute(f"DELETE FROM {table} WHERE flow_id = ?", (gone,))
+        # Every id that pointed at the absorbed flow now points at the standing one: chains stay one step.
+        conn.execute("UPDATE flows SET merged_into = ? WHERE merged_into = ?", (keep, gone))
+        conn.execute(
+            "UPDATE flows SET merged_into = ?, span_count = 0, trace_count = 0, error_count = 0 "
+            "WHERE flow_id = ?",
+            (keep, gone),
+        )
+
+
+class _Rows:
+    """Rows of one stitching batch, written with one executemany per table at the end."""
+
+    def __init__(self) -> None:
+        self.flows: list[tuple[object, ...]] = []
+        self.new_traces: list[tuple[bytes, int, int]] = []
+        self.grown_traces: list[tuple[int, bytes]] = []
+        self.message_keys: list[tuple[str, str, bytes]] = []
+        self.operations: list[tuple[str, str, int]] = []
+        self.correlations: list[tuple[str, int]] = []
+        # Flows that an earlier group of this batch merged away: the flows read before the batch (and the
+        # rows above) may still name them.
+        self.absorbed: dict[int, int] = {}
+
+    def standing(self, flow_id: int) -> int:
+        while flow_id in self.absorbed:
+            flow_id = self.absorbed[flow_id]
+        return flow_id
+
+    def add_group(
+        self,
+        flow_id: int,
+        members: list[bytes],
+        batch: dict[bytes, TraceFacts],
+        known: dict[bytes, tuple[int, int]],
+        total: TraceFacts,
+    ) -> None:
+        for trace_id in members:
+            facts = batch.get(trace_id)
+            if facts is None:  # only known from a link
+                if trace_id not in known:
+                    self.new_traces.append((trace_id, flow_id, 0))
+                continue
+            if trace_id in known:
+                self.grown_traces.append((facts.span_count, trace_id))
+            else:
+                self.new_traces.append((trace_id, flow_id, facts.span_count))
+            self.message_keys.extend((m, d, trace_id) for m, d in facts.message_keys)
+            self.correlations.extend((c, flow_id) for c in facts.correlation_ids)
+        self.operations.extend((operation, service, flow_id) for service, operation in total.operations)
+
+    def insert(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO flows (flow_id, start_unix_nano, end_unix_nano, span_count, trace_count, "
+            "error_count, max_receive_count, entry_start_unix_nano, entry_service, entry_operation) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.flows,
+        )
+        standing = self.standing
+        conn.executemany(
+            "INSERT INTO trace_flows (trace_id, flow_id, span_count) VALUES (?, ?, ?)",
+            [(trace_id, standing(flow_id), spans) for trace_id, flow_id, spans in self.new_traces],
+        )
+        conn.executemany(
+            "UPDATE trace_flows SET span_count = span_count + ? WHERE trace_id = ?", self.grown_traces
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO message_keys (message_id, destination, trace_id) VALUES (?, ?, ?)",
+            self.message_keys,
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO flow_operations (operation, service_name, flow_id) VALUES (?, ?, ?)",
+            [(operation, service, standing(flow_id)) for operation, service, flow_id in self.operations],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO flow_correlations (correlation_id, flow_id) VALUES (?, ?)",
+            [(correlation_id, standing(flow_id)) for correlation_id, flow_id in self.correlations],
+        )
+
+
+def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...]:
+    entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
+    has_spans = total.span_count > 0
+    return (
+        flow_id,
+        total.start_unix_nano if has_spans else None,
+        total.end_unix_nano if has_spans else None,
+        total.span_count,
+        traces,
+        total.error_count,
+        total.max_receive_count,
+        entry_start,
+        entry_service,
+        entry_operation,
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+_SUMMARY_COLUMNS = (
+    "flow_id, start_unix_nano, end_unix_nano, span_count, trace_count, error_count, max_receive_count, "
+    "entry_service, entry_operation"
+)
+
+
+def resolve_flow(conn: sqlite3.Connection, flow_id: int) -> int | None:
+    """The standing flow that ``flow_id`` is, or was merged into; None for an unknown id."""
+    row = conn.execute(
+        "SELECT coalesce(merged_into, flow_id) FROM flows WHERE flow_id = ?", (flow_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def flow_of_trace(conn: sqlite3.Connection, trace_id: bytes) -> int | None:
+    row = conn.execute("SELECT flow_id FROM trace_flows WHERE trace_id = ?", (trace_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def flow_of_message(conn: sqlite3.Connection, message_id: str, destination: str | None = None) -> int | None:
+    """The flow of the traces whose producer or consumer spans carry this message id (on that destination)."""
+    if destination is None:
+        rows = conn.execute(
+            "SELECT t.flow_id FROM message_keys m JOIN trace_flows t ON t.trace_id = m.trace_id "
+            "WHERE m.message_id = ? LIMIT 1",
+            (message_id,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT t.flow_id FROM message_keys m JOIN trace_flows t ON t.trace_id = m.trace_id "
+            "WHERE m.message_id = ? AND m.destination = ? LIMIT 1",
+            (message_id, destination),
+        ).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def flow_trace_ids(conn: sqlite3.Connection, flow_id: int) -> list[bytes]:
+    """The traces of a standing flow that have spans stored."""
+    rows = conn.execute(
+        "SELECT trace_id FROM trace_flows WHERE flow_id = ? AND span_count > 0 ORDER BY trace_id", (flow_id,)
+    )
+    return [row[0] for row in rows]
+
+
+def flow_summaries(conn: sqlite3.Connection, flow_ids: list[int]) -> list[FlowSummary]:
+    """Summaries of standing flows, in the order of ``flow_ids``."""
+    if not flow_ids:
+        return []
+    marks = ",".join("?" * len(flow_ids))
+    rows = conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM flows WHERE flow_id IN ({marks})", flow_ids)
+    by_id = {row[0]: row for row in rows}
+    services = _grouped(
+        conn,
+        f"SELECT DISTINCT flow_id, service_name FROM flow_operations WHERE flow_id IN ({marks})",
+        flow_ids,
+    )
+    correlations = _grouped(
+        conn, f"SELECT flow_id, correlation_id FROM flow_correlations WHERE flow_id IN ({marks})", flow_ids
+    )
+    summaries = []
+    for flow_id in flow_ids:
+        row = by_id.get(flow_id)
+        if row is None or not row[3]:
+            continue
+        _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation = row
+        summaries.append(
+            FlowSummary(
+                flow_id=flow_id,
+                start_unix_nano=start,
+                end_unix_nano=end,
+                duration_ms=(end - start) / 1e6,
+                span_count=spans,
+                trace_count=traces,
+                error_count=errors,
+                max_receive_count=receive_count,
+                entry_service=entry_service,
+                entry_operation=entry_operation,
+                services=sorted(services.get(flow_id, ())),
+                correlation_ids=sorted(correlations.get(flow_id, ())),
+            )
+        )
+    return summaries
+
+
+def _grouped(conn: sqlite3.Connection, query: str, params: list[int]) -> dict[int, list[str]]:
+    grouped: dict[int, list[str]] = {}
+    for flow_id, value in conn.execute(query, params):
+        grouped.setdefault(flow_id, []).append(value)
+    return grouped
+
+
+def search_flow_ids(conn: sqlite3.Connection, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+    """Standing flows that match every criterion but span attributes, best first."""
+    where = ["merged_into IS NULL", "span_count > 0"]
+    params: list[object] = []
+    if criteria.since_unix_nano is not None:
+        where.append("start_unix_nano >= ?")
+        params.append(criteria.since_unix_nano)
+    if criteria.until_unix_nano is not None:
+        where.append("start_unix_nano < ?")
+        params.append(criteria.until_unix_nano)
+    if criteria.errors_only:
+        where.append("error_count > 0")
+    if criteria.min_duration_ms is not None:
+        where.append("end_unix_nano - start_unix_nano >= ?")
+        params.append(int(criteria.min_duration_ms * 1e6))
+    if criteria.service is not None:
+        where.append("flow_id IN (SELECT flow_id FROM flow_operations WHERE service_name = ?)")
+        params.append(criteria.service)
+    if criteria.operation is not None:
+        where.append("flow_id IN (SELECT flow_id FROM flow_operations WHERE operation = ?)")
+        params.append(criteria.operation)
+    if criteria.correlation_id is not None:
+        where.append("flow_id IN (SELECT flow_id FROM flow_correlations WHERE correlation_id = ?)")
+        params.append(criteria.correlation_id)
+    if criteria.message_id is not None:
+        where.append(
+            "flow_id IN (SELECT t.flow_id FROM message_keys m JOIN trace_flows t USING (trace_id) "
+            "WHERE m.message_id = ?)"
+        )
+        params.append(criteria.message_id)
+    order = (
+        "start_unix_nano DESC, flow_id DESC"
+        if criteria.sort is FlowSort.START
+        else "end_unix_nano - start_unix_nano DESC, flow_id DESC"
+    )
+    query = f"SELECT flow_id FROM flows WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
+    return [row[0] for row in conn.execute(query, [*params, limit, offset])]

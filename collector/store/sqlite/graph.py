@@ -1,0 +1,450 @@
+"""The service graph in SQLite: hop rollups per edge and minute, kept up to date while stitching.
+
+Nodes are services, destinations (SQS queues, SNS topics, EventBridge buses, from ``messaging.system`` and
+``messaging.destination.name``) and external dependencies (client spans of AWS SDK, RPC or database
+calls, named from ``rpc.service``, ``db.system`` or ``server.address``). Edges:
+
+- ``sync``: a client span's service -> the service of the server span beneath it;
+- ``publish``: a producer span's service -> its destination;
+- ``consume``: a destination -> the service of a consumer span (queue wait = consumer start minus the
+  linked or parent producer's end, and the highest receive count);
+- ``subscription``: the producer's destination -> the consumer's, when they differ (SNS -> SQS);
+- ``external``: a service -> an external dependency.
+
+A server span whose client parent has not arrived yet (or a consumer whose producer has not) waits in
+``pending_hops`` and is counted when that span arrives, so the graph does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from hopscope.collector.model import conventions
+from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.red import HopRollup
+from hopscope.collector.otlp.values import any_value
+from hopscope.collector.stitch.graph_rules import (
+    BUCKET_NS,
+    DEFAULT_MESSAGING_SYSTEM,
+    DEPENDENCY_KEYS,
+    EXTERNAL_GRACE_NS,
+    EXTERNAL_KEYS,
+    PENDING_HOP_TTL_NS,
+)
+
+# Schema version 4: the service graph.
+GRAPH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hop_rollups (
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    edge_kind TEXT NOT NULL,
+    bucket_start_unix_nano INTEGER NOT NULL,
+    hop_count INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    duration_histogram TEXT NOT NULL,
+    wait_histogram TEXT NOT NULL,
+    max_receive_count INTEGER NOT NULL,
+    PRIMARY KEY (bucket_start_unix_nano, source, target, edge_kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_hops (
+    trace_id BLOB NOT NULL,             -- the span that is awaited (a client parent, a producer)
+    span_id BLOB NOT NULL,
+    hop TEXT NOT NULL,                  -- JSON: what to count once it arrives
+    waiting_since_unix_nano INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_hops_by_span ON pending_hops (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS pending_hops_by_age ON pending_hops (waiting_since_unix_nano);
+"""
+
+_EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
+_ERROR = Status.StatusCode.STATUS_CODE_ERROR
+_KIND = Span.SpanKind
+# The only attributes the graph reads; converting just these keeps stitching cheap.
+_GRAPH_KEYS = frozenset(
+    {
+        *EXTERNAL_KEYS,
+        *DEPENDENCY_KEYS,
+        conventions.DESTINATION_NAME,
+        conventions.MESSAGING_SYSTEM,
+        conventions.RECEIVE_COUNT,
+        conventions.MESSAGE_ID,
+        conventions.BATCH_MESSAGE_COUNT,
+        conventions.RECORD_SPANS,
+    }
+)
+
+EdgeKey = tuple[str, str, str, int]  # source, target, edge kind, bucket start
+
+
+@dataclass
+class _SpanInfo:
+    service: str
+    kind: int
+    start: int
+    end: int
+    error: bool
+    attributes: dict[str, Any]
+    link_count: int = 0
+
+    @property
+    def is_linked_batch(self) -> bool:
+        """A consumer span of a whole batch that links to its messages: it counts one hop per link."""
+        return (
+            self.kind == _KIND.SPAN_KIND_CONSUMER
+            and self.link_count > 0
+            and (conventions.BATCH_MESSAGE_COUNT in self.attributes)
+        )
+
+    @property
+    def destination(self) -> str | None:
+        name = self.attributes.get(conventions.DESTINATION_NAME)
+        if not name:
+            return None
+        system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, DEFAULT_MESSAGING_SYSTEM))
+        return f"{system}:{name}"
+
+
+def _message_key(info: _SpanInfo) -> tuple[bytes, bytes] | None:
+    """Where a consumer joined by message id alone waits in ``pending_hops`` for its producer."""
+    message_id = info.attributes.get(conventions.MESSAGE_ID)
+    destination = info.attributes.get(conventions.DESTINATION_NAME)
+    if message_id is None or not destination:
+        return None
+    digest = hashlib.blake2b(f"{message_id}\0{destination}".encode(), digest_size=16).digest()
+    return digest, b"message\0"
+
+
+def _info(span: Span, service: str) -> _SpanInfo:
+    return _SpanInfo(
+        service=service,
+        kind=span.kind,
+        start=span.start_time_unix_nano,
+        end=span.end_time_unix_nano,
+        error=span.status.code == _ERROR,
+        attributes=_graph_attributes(span.attributes),
+        link_count=len(span.links),
+    )
+
+
+def _graph_attributes(attributes: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in attributes if kv.key in _GRAPH_KEYS}
+
+
+class GraphRollups:
+    """One stitching chunk's hops, folded into ``hop_rollups`` by :meth:`apply`."""
+
+    def __init__(self) -> None:
+        self._chunk: dict[tuple[bytes, bytes], tuple[Span, str]] = {}
+        self.rollups: dict[EdgeKey, HopRollup] = {}
+        self._pending: list[tuple[bytes, bytes, str]] = []
+        # Client spans of this chunk that a server span beneath them has already been paired with: when the
+        # server comes first in the chunk, the client must not then wait to become an external call.
+        self._served: set[tuple[bytes, bytes]] = set()
+
+    def add(self, span: Span, service: str) -> None:
+        if span.kind in (_KIND.SPAN_KIND_SERVER, _KIND.SPAN_KIND_CONSUMER, _KIND.SPAN_KIND_PRODUCER,
+                         _KIND.SPAN_KIND_CLIENT):  # fmt: skip
+            self._chunk[(span.trace_id, span.span_id)] = (span, service)
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for (trace_id, span_id), (span, service) in self._chunk.items():
+            info = _info(span, service)
+            if span.kind == _KIND.SPAN_KIND_PRODUCER:
+                if info.destination:
+                    self._count(f"service:{service}", info.destination, "publish", info)
+                self._resolve(conn, trace_id, span_id, info)
+                message_key = _message_key(info)
+                if message_key is not None:
+                    self._resolve(conn, *message_key, info)
+            elif span.kind == _KIND.SPAN_KIND_CLIENT:
+                external = next((info.attributes[k] for k in EXTERNAL_KEYS if info.attributes.get(k)), None)
+                is_dependency = any(k in info.attributes for k in DEPENDENCY_KEYS)
+                if external is not None and is_dependency:
+                    self._count(f"service:{service}", f"external:{external}", "external", info)
+                served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
+                address = info.attributes.get("server.address")
+                if (
+                    not is_dependency
+                    and not served
+                    and address
+                    and not self._has_server(conn, trace_id, span_id)
+                ):
+                    # maybe an uninstrumented server
+                    candidate = {"type": "external", "service": service, "target": str(address),
+                                 "start": info.start, "end": info.end, "error": info.error}  # fmt: skip
+                    self._pending.append((trace_id, span_id, json.dumps(candidate)))
+            elif span.kind == _KIND.SPAN_KIND_SERVER and span.parent_span_id:
+                self._server(conn, (trace_id, span.parent_span_id), info)
+            elif span.kind == _KIND.SPAN_KIND_CONSUMER:
+                self._consumer(conn, span, info)
+        self._expire_external_candidates(conn)
+        self._write(conn)
+
+    # -- pairing -----------------------------------------------------------------------------------------
+
+    def _find(self, conn: sqlite3.Connection, key: tuple[bytes, bytes]) -> _SpanInfo | None:
+        local = self._chunk.get(key)
+        if local is not None:
+            return _info(*local)
+        row = conn.execute(
+            "SELECT service_name, span FROM spans WHERE trace_id = ? AND span_id = ?", key
+        ).fetchone()
+        return None if row is None else _info(Span.FromString(row[1]), row[0])
+
+    @staticmethod
+    def _has_server(conn: sqlite3.Connection, trace_id: bytes, span_id: bytes) -> bool:
+        """Whether a server span beneath this client is stored, stitched or not: a server stitched before
+        its client (or stored, and stitched after) has already counted, or will count, the sync hop."""
+        row = conn.execute(
+            "SELECT 1 FROM spans WHERE trace_id = ? AND parent_span_id = ? AND kind = ? LIMIT 1",
+            (trace_id, span_id, _KIND.SPAN_KIND_SERVER),
+        ).fetchone()
+        return row is not None
+
+    def _server(self, conn: sqlite3.Connection, parent_key: tuple[bytes, bytes], info: _SpanInfo) -> None:
+        parent = self._find(conn, parent_key)
+        hop = {
+            "type": "sync",
+            "service": info.service,
+            "start": info.start,
+            "end": info.end,
+            "error": info.error,
+        }
+        if parent is None:
+            self._pending.append((*parent_key, json.dumps(hop)))
+            return
+        self._count_sync(parent, hop)
+        self._served.add(parent_key)
+        # the parent has a server beneath it after all: it is not an external call
+        self._pending = [p for p in self._pending if not (p[:2] == parent_key and p[2].startswith(_EXTERNAL))]
+        conn.execute(
+            "DELETE FROM pending_hops WHERE trace_id = ? AND span_id = ? AND hop LIKE ?",
+            (*parent_key, _EXTERNAL + "%"),
+        )
+
+    def _count_sync(self, parent: _SpanInfo, hop: dict[str, Any]) -> None:
+        if parent.kind == _KIND.SPAN_KIND_CLIENT and parent.service != hop["service"]:
+            child = _SpanInfo(
+                hop["service"], _KIND.SPAN_KIND_SERVER, hop["start"], hop["end"], hop["error"], {}
+            )
+            self._count(f"service:{parent.service}", f"service:{hop['service']}", "sync", child)
+
+    def _consumer(self, conn: sqlite3.Connection, span: Span, info: _SpanInfo) -> None:
+        """A consume hop per message: a batch span that links to its messages counts one per link, and the
+        per-record spans beneath it (hopscope's ``process_batch``) count none: no message counts twice.
+        """
+        if info.is_linked_batch:
+            if info.attributes.get(conventions.RECORD_SPANS):
+                return  # hopscope's process_batch: each record's own span counts its hop
+            for link in span.links:
+                one = replace(info, attributes={**info.attributes, **_graph_attributes(link.attributes)})
+                self._consume(conn, span.trace_id, one, [(link.trace_id, link.span_id)])
+            return
+        producers = [(link.trace_id, link.span_id) for link in span.links]
+        if span.parent_span_id:
+            parent = self._find(conn, (span.trace_id, span.parent_span_id))
+            if parent is not None and parent.is_linked_batch:
+                return
+            producers.append((span.trace_id, span.parent_span_id))
+        self._consume(conn, span.trace_id, info, producers)
+
+    def _consume(
+        self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo, producers: list[tuple[bytes, bytes]]
+    ) -> None:
+        receive_count = int(info.attributes.get(conventions.RECEIVE_COUNT, 0) or 0)
+        hop = {
+            "type": "consume",
+            "service": info.service,
+            "destination": info.destination,
+            "start": info.start,
+            "end": info.end,
+            "error": info.error,
+            "receive_count": receive_count,
+        }
+        for key in producers:
+            producer = self._find(conn, key)
+            if producer is not None and producer.kind == _KIND.SPAN_KIND_PRODUCER:
+                self._count_consume(producer, hop)
+                return
+        if producers and info.destination is None:  # the producer names the destination: wait for it
+            self._pending.append((*producers[0], json.dumps(hop)))
+            return
+        message_key = _message_key(info)
+        if not producers and message_key is not None:  # joined by message id alone
+            producer = self._producer_of_message(conn, trace_id, info)
+            if producer is not None:
+                self._count_consume(producer, hop)
+                return
+            producers.append(message_key)
+        if producers:
+            self._pending.append((*producers[0], json.dumps({**hop, "counted": True})))
+        if info.destination is not None:
+            self._count(
+                info.destination, f"service:{info.service}", "consume", info, receive_count=receive_count
+            )
+
+    def _count_consume(self, producer: _SpanInfo | None, hop: dict[str, Any]) -> None:
+        consumer = _SpanInfo(
+            hop["service"], _KIND.SPAN_KIND_CONSUMER, hop["start"], hop["end"], hop["error"], {}
+        )
+        destination = hop["destination"] or (producer.destination if producer else None)
+        wait = hop["start"] - producer.end if producer is not None else None
+        if destination is None:
+            return
+        if not hop.get("counted"):
+            self._count(destination, f"service:{hop['service']}", "consume", consumer,
+                        wait=wait, receive_count=hop["receive_count"])  # fmt: skip
+        elif wait is not None:  # counted on arrival; only its queue wait was missing
+            self._count(destination, f"service:{hop['service']}", "consume", consumer, wait=wait, hops=0)
+        if producer is not None and producer.destination and producer.destination != destination:
+            self._count(producer.destination, destination, "subscription", consumer, wait=wait)
+
+    def _producer_of_message(
+        self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo
+    ) -> _SpanInfo | None:
+        """The producer span of the consumer's message id and destination, in another trace."""
+        message_id = str(info.attributes[conventions.MESSAGE_ID])
+        destination = str(info.attributes[conventions.DESTINATION_NAME])
+        traces = conn.execute(
+            "SELECT trace_id FROM message_keys WHERE message_id = ? AND destination = ? AND trace_id != ?",
+            (message_id, destination, trace_id),
+        ).fetchall()
+        for (other,) in traces:
+            for service, blob in conn.execute(
+                "SELECT service_name, span FROM spans WHERE trace_id = ? AND kind = ?",
+                (other, _KIND.SPAN_KIND_PRODUCER),
+            ):
+                candidate = _info(Span.FromString(blob), service)
+                if _message_key(candidate) == _message_key(info):
+                    return candidate
+        return None
+
+    def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> int:
+        """Count the hops that were waiting for this (client or producer) span; returns how many."""
+        rows = conn.execute(
+            "SELECT rowid, hop FROM pending_hops WHERE trace_id = ? AND span_id = ?", (trace_id, span_id)
+        ).fetchall()
+        for rowid, text in rows:
+            hop = json.loads(text)
+            if hop["type"] == "sync":
+                self._count_sync(info, hop)
+            elif info.kind == _KIND.SPAN_KIND_PRODUCER:
+                self._count_consume(info, hop)
+            conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
+        return len(rows)
+
+    def _expire_external_candidates(self, conn: sqlite3.Connection) -> None:
+        """Client calls whose server never showed up within the grace period are external calls."""
+        cutoff = time.time_ns() - EXTERNAL_GRACE_NS
+        rows = conn.execute(
+            "SELECT rowid, hop FROM pending_hops WHERE waiting_since_unix_nano < ? AND hop LIKE ?",
+            (cutoff, _EXTERNAL + "%"),
+        ).fetchall()
+        for rowid, text in rows:
+            hop = json.loads(text)
+            call = _SpanInfo(
+                hop["service"], _KIND.SPAN_KIND_CLIENT, hop["start"], hop["end"], hop["error"], {}
+            )
+            self._count(f"service:{hop['service']}", f"external:{hop['target']}", "external", call)
+            conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
+
+    # -- rollups -----------------------------------------------------------------------------------------
+
+    def _count(
+        self,
+        source: str,
+        target: str,
+        edge_kind: str,
+        span: _SpanInfo,
+        *,
+        wait: int | None = None,
+        receive_count: int = 0,
+        hops: int = 1,
+    ) -> None:
+        key = (source, target, edge_kind, span.start - span.start % BUCKET_NS)
+        rollup = self.rollups.get(key)
+        if rollup is None:
+            rollup = self.rollups[key] = HopRollup()
+        if hops:
+            rollup.hop_count += hops
+            rollup.error_count += span.error
+            rollup.durations[latency_histogram.bin_of(max(0, span.end - span.start))] += 1
+        if wait is not None:
+            rollup.waits[latency_histogram.bin_of(max(0, wait))] += 1
+        rollup.max_receive_count = max(rollup.max_receive_count, receive_count)
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        now = time.time_ns()
+        conn.executemany(
+            "INSERT INTO pending_hops (trace_id, span_id, hop, waiting_since_unix_nano) VALUES (?, ?, ?, ?)",
+            [(*pending, now) for pending in self._pending],
+        )
+        conn.execute(
+            "DELETE FROM pending_hops WHERE waiting_since_unix_nano < ?", (now - PENDING_HOP_TTL_NS,)
+        )
+        rows = []
+        for key, delta in self.rollups.items():
+            source, target, edge_kind, bucket = key
+            existing = conn.execute(
+                "SELECT hop_count, error_count, duration_histogram, wait_histogram, max_receive_count "
+                "FROM hop_rollups WHERE bucket_start_unix_nano = ? AND source = ? AND target = ? "
+                "AND edge_kind = ?",
+                (bucket, source, target, edge_kind),
+            ).fetchone()
+            if existing is not None:
+                delta.hop_count += existing[0]
+                delta.error_count += existing[1]
+                delta.durations.update(latency_histogram.decode(existing[2]))
+                delta.waits.update(latency_histogram.decode(existing[3]))
+                delta.max_receive_count = max(delta.max_receive_count, existing[4])
+            rows.append(
+                (
+                    bucket,
+                    source,
+                    target,
+                    edge_kind,
+                    delta.hop_count,
+                    delta.error_count,
+                    latency_histogram.encode(delta.durations),
+                    latency_histogram.encode(delta.waits),
+                    delta.max_receive_count,
+                )
+            )
+        conn.executemany(
+            "INSERT OR REPLACE INTO hop_rollups (bucket_start_unix_nano, source, target, edge_kind, "
+            "hop_count, error_count, duration_histogram, wait_histogram, max_receive_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def read_hop_rollups(
+    conn: sqlite3.Connection, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+) -> list[tuple[str, str, str, HopRollup]]:
+    """Hop rollups of the minutes starting in [since, until): (source, target, edge kind, rollup); only
+    edges of ``kinds`` when given (decoding histograms is the cost, so skip the rows nobody reads)."""
+    only = f" AND edge_kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+    rows = conn.execute(
+        "SELECT source, target, edge_kind, hop_count, error_count, duration_histogram, wait_histogram, "
+        "max_receive_count FROM hop_rollups WHERE bucket_start_unix_nano >= ? AND bucket_start_unix_nano < ?"
+        + only,
+        (since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano, *(kinds or ())),
+    )
+    return [
+        (
+            source,
+            target,
+            edge_kind,
+            HopRollup(
+                count, errors, latency_histogram.decode(durations), latency_histogram.decode(waits), receive
+            ),
+        )
+        for source, target, edge_kind, count, errors, durations, waits, receive in rows
+    ]

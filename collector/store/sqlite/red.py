@@ -1,0 +1,114 @@
+"""RED rollups in SQLite: per service, operation, span kind and minute, kept up to date while stitching.
+
+Queries over hours or days read a few rows per minute instead of every span.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.red import Rollup, RollupRow
+from hopscope.collector.stitch.guard import saturating_add
+
+# Schema version 3: RED rollups.
+RED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS red_rollups (
+    service_name TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    bucket_start_unix_nano INTEGER NOT NULL,    -- the minute the spans started in
+    span_count INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    duration_sum_ns INTEGER NOT NULL,
+    histogram TEXT NOT NULL,                    -- latency_histogram.encode()
+    -- time first: each minute's rows are written together, so a stitching commit touches few pages
+    PRIMARY KEY (bucket_start_unix_nano, service_name, operation, kind)
+) WITHOUT ROWID;
+"""
+
+BUCKET_NS = 60 * 1_000_000_000
+_ERROR = Status.StatusCode.STATUS_CODE_ERROR
+
+RollupKey = tuple[str, str, int, int]  # service, operation, kind, bucket start
+
+
+class RedRollups:
+    """Collects one stitching chunk's spans into rollups, then folds them into the table."""
+
+    def __init__(self) -> None:
+        self.rollups: dict[RollupKey, Rollup] = {}
+
+    def add(self, span: Span, service_name: str) -> None:
+        start = span.start_time_unix_nano
+        key = (service_name, span.name, span.kind, start - start % BUCKET_NS)
+        rollup = self.rollups.get(key)
+        if rollup is None:
+            rollup = self.rollups[key] = Rollup()
+        duration = max(0, span.end_time_unix_nano - start)
+        rollup.span_count += 1
+        rollup.duration_sum_ns = saturating_add(rollup.duration_sum_ns, duration)
+        rollup.histogram[latency_histogram.bin_of(duration)] += 1
+        if span.status.code == _ERROR:
+            rollup.error_count += 1
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        rows = []
+        for key, delta in self.rollups.items():
+            existing = conn.execute(
+                "SELECT span_count, error_count, duration_sum_ns, histogram FROM red_rollups "
+                "WHERE bucket_start_unix_nano = ? AND service_name = ? AND operation = ? AND kind = ?",
+                (key[3], key[0], key[1], key[2]),
+            ).fetchone()
+            if existing is not None:
+                count, errors, total, histogram = existing
+                delta.add(Rollup(count, errors, total, latency_histogram.decode(histogram)))
+            rows.append(
+                (
+                    *key,
+                    delta.span_count,
+                    delta.error_count,
+                    delta.duration_sum_ns,
+                    latency_histogram.encode(delta.histogram),
+                )
+            )
+        conn.executemany(
+            "INSERT OR REPLACE INTO red_rollups (service_name, operation, kind, bucket_start_unix_nano, "
+            "span_count, error_count, duration_sum_ns, histogram) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def read_rollups(
+    conn: sqlite3.Connection,
+    since_unix_nano: int,
+    until_unix_nano: int,
+    *,
+    service: str | None = None,
+    operation: str | None = None,
+    kinds: Iterable[int] = (),
+) -> list[RollupRow]:
+    """Rollup rows whose minute starts in [since, until), filtered."""
+    where = ["bucket_start_unix_nano >= ?", "bucket_start_unix_nano < ?"]
+    params: list[object] = [since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano]
+    if service is not None:
+        where.append("service_name = ?")
+        params.append(service)
+    if operation is not None:
+        where.append("operation = ?")
+        params.append(operation)
+    kind_list = list(kinds)
+    if kind_list:
+        where.append(f"kind IN ({','.join('?' * len(kind_list))})")
+        params.extend(kind_list)
+    query = (
+        "SELECT service_name, operation, kind, bucket_start_unix_nano, span_count, error_count, "
+        f"duration_sum_ns, histogram FROM red_rollups WHERE {' AND '.join(where)}"
+    )
+    return [
+        RollupRow(s, o, k, b, Rollup(count, errors, total, latency_histogram.decode(histogram)))
+        for s, o, k, b, count, errors, total, histogram in conn.execute(query, params)
+    ]

@@ -1,0 +1,770 @@
+"""The SQLite span store: one file, WAL, one writer, any number of readers in any process.
+
+Each span is kept whole as its serialized OTLP ``Span`` message (lossless by construction: every field,
+attribute type, event, link and dropped count survives), next to the columns that queries filter on.
+Resources and instrumentation scopes are stored once each and referenced by id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+
+from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
+from hopscope.collector.model.red import HopRollup, RollupRow
+from hopscope.collector.stitch.facts import FlowFacts
+from hopscope.collector.stitch.guard import (
+    REASON_UNUSABLE_TIMES,
+    SkippedSpans,
+    fold_isolating,
+    report_failed_rows,
+    usable_times,
+)
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
+from hopscope.collector.store.errors import StoreError
+from hopscope.collector.store.limits import SpanLimits, limit_span
+from hopscope.collector.store.sqlite import flows as sqlite_flows
+from hopscope.collector.store.sqlite import queues as sqlite_queues
+from hopscope.collector.store.sqlite.flows import FLOWS_SCHEMA, FlowStitcher
+from hopscope.collector.store.sqlite.graph import GRAPH_SCHEMA, GraphRollups, read_hop_rollups
+from hopscope.collector.store.sqlite.queues import QUEUES_SCHEMA
+from hopscope.collector.store.sqlite.red import RED_SCHEMA, RedRollups, read_rollups
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 5
+
+# Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    resource_id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    service_name TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    resource BLOB NOT NULL              -- serialized opentelemetry.proto.resource.v1.Resource
+);
+CREATE TABLE IF NOT EXISTS scopes (
+    scope_id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    scope BLOB NOT NULL                 -- serialized opentelemetry.proto.common.v1.InstrumentationScope
+);
+CREATE TABLE IF NOT EXISTS spans (
+    span_pk INTEGER PRIMARY KEY,
+    trace_id BLOB NOT NULL,
+    span_id BLOB NOT NULL,
+    parent_span_id BLOB,                -- NULL for a root span
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    start_unix_nano INTEGER NOT NULL,
+    end_unix_nano INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    service_name TEXT NOT NULL,
+    resource_id INTEGER NOT NULL REFERENCES resources (resource_id),
+    scope_id INTEGER NOT NULL REFERENCES scopes (scope_id),
+    received_unix_nano INTEGER NOT NULL,
+    span BLOB NOT NULL                  -- serialized opentelemetry.proto.trace.v1.Span
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_id ON spans (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
+"""
+
+# MIGRATIONS[n] takes a database from version n - 1 to version n.
+MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA, 5: QUEUES_SCHEMA}
+
+_INSERT_SPAN = """
+INSERT OR IGNORE INTO spans (
+    trace_id, span_id, parent_span_id, name, kind, start_unix_nano, end_unix_nano, status_code,
+    service_name, received_unix_nano, span, resource_id, scope_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_UNKNOWN_SERVICE = "unknown_service"
+# The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_CANTOPEN = 14  # the primary result code of "unable to open database file"
+# Span keys bound in one ``IN (...)`` of a budgeted read.
+_IDS_PER_QUERY = 500
+_BUSY_TIMEOUT_MS = 10_000
+_CACHE_KIB = 64 * 1024
+# WAL pages go back into the database file from a background thread, not inside the writer's COMMIT.
+CHECKPOINT_INTERVAL_SECONDS = 0.25
+# A backstop: SQLite checkpoints inside COMMIT only if the WAL grows past this many pages (about 80 MB).
+_AUTOCHECKPOINT_PAGES = 20_000
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedScope:
+    """The rows of one (resource, scope) group of a request, ready for the writer thread."""
+
+    resource_digest: bytes
+    resource: Mapping[str, object]
+    scope_digest: bytes
+    scope: Mapping[str, object]
+    rows: Sequence[tuple[object, ...]]
+
+
+class SQLiteStore:
+    """Owns every connection to one SQLite file: nothing else calls ``sqlite3.connect`` on it.
+
+    ``durable=True`` (the default) commits with ``synchronous=FULL``, so a commit survives power loss,
+    not only a killed process. Readers get their own read-only connection per thread.
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._resource_ids: dict[bytes, int] = {}
+        self._scope_ids: dict[bytes, int] = {}
+        self._writer: sqlite3.Connection | None = None
+        # The SQS poller's own write connection: SQLite serialises it with the span writer's.
+        self._queue_writer: sqlite3.Connection | None = None
+        self._queue_writer_lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
+        self._stitched_through = 0
+        self._last_span_pk = 0
+        # Spans left out of flows, RED or the graph in this database (kept in meta across restarts).
+        self.skipped_spans = SkippedSpans()
+        if read_only:
+            self._choose_read_mode()
+            self._check_version(self._reader())
+        else:
+            self._writer = self._open_writer(durable)
+            self._checkpointer = _Checkpointer(self._connect_rw())
+            self._load_stitch_position()
+
+    @property
+    def label(self) -> str:
+        """Where the spans are, for logs and messages."""
+        return str(self.path.resolve())
+
+    # -- connections -----------------------------------------------------------------------------------
+
+    def _open_writer(self, durable: bool) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect_rw()
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {self.path} for writing: {exc}") from exc
+        if mode != "wal":
+            raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
+        self._migrate(conn)
+        return conn
+
+    def _connect_rw(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        return conn
+
+    # How readers open the file: read-only, or immutable (see _choose_read_mode).
+    _read_mode = "mode=ro"
+
+    def _choose_read_mode(self) -> None:
+        """Check that the file is a readable SQLite file, naming the real cause when it is not, and choose
+        how readers open it.
+
+        SQLite reads a WAL database with ``mode=ro`` only where it can use or create the ``-shm`` file
+        beside it. In a read-only directory (a read-only mount, a backup, another user's folder) a database
+        that was closed cleanly has none; it is then opened ``immutable=1``, which is safe because without a
+        ``-wal`` file the database file holds every committed span, and no writer can start (it would have
+        to create the ``-wal`` file in that directory).
+        """
+        path = self.path
+        try:
+            with path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            raise StoreError(f"no hopscope database at {path} (no such file)") from None
+        except IsADirectoryError:
+            raise StoreError(f"{path} is a directory, not a hopscope database") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+        if header and header != _SQLITE_HEADER:
+            raise StoreError(f"{path} is not a hopscope database (not an SQLite file)")
+        try:
+            probe = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                probe.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_CANTOPEN:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise StoreError(
+                f"cannot read {path}: its folder is read-only, and its write-ahead log {wal.name}, which may "
+                f"hold spans, is read by SQLite only where it can create {path.name}-shm; open it once where "
+                "the folder is writable (or copy the folder somewhere writable) first"
+            )
+        self._read_mode = "immutable=1"
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"{self.path.resolve().as_uri()}?{self._read_mode}"
+            try:
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path} for reading: {exc}") from exc
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._transaction(conn):
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 1  # a new file has just been given version 1
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this hopscope knows up to {SCHEMA_VERSION}"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _statements(MIGRATIONS[target]):
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreError(f"{self.path} is not a hopscope database (no hopscope tables)") from exc
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path} is not a hopscope database: {exc}") from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            found = row[0] if row else "none"
+            raise StoreError(f"{self.path} has schema version {found}; expected {SCHEMA_VERSION}")
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreError(f"{self.path} was opened read-only")
+        return self._writer
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def prepare(
+        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
+    ) -> list[PreparedScope]:
+        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes.
+
+        With ``limits``, a span whose encoding is longer than the value length limit is cut to the limits
+        (only such a span can hold a value that long): its size is known here for free.
+        """
+        received = time.time_ns()
+        prepared: list[PreparedScope] = []
+        for resource_spans in request.resource_spans:
+            resource = resource_spans.resource
+            resource_blob = resource.SerializeToString()
+            service_name = _service_name(resource)
+            resource_row = {
+                "service_name": service_name,
+                "schema_url": resource_spans.schema_url,
+                "resource": resource_blob,
+            }
+            resource_digest = _digest(resource_blob, resource_spans.schema_url)
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope
+                scope_blob = scope.SerializeToString()
+                scope_row = {
+                    "name": scope.name,
+                    "version": scope.version,
+                    "schema_url": scope_spans.schema_url,
+                    "scope": scope_blob,
+                }
+                rows: list[tuple[object, ...]] = [
+                    (
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id or None,
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                        service_name,
+                        received,
+                        span.SerializeToString(),
+                    )
+                    for span in scope_spans.spans
+                ]
+                if limits is not None:
+                    _limit_long_spans(rows, scope_spans.spans, limits)
+                if rows:
+                    scope_digest = _digest(scope_blob, scope_spans.schema_url)
+                    prepared.append(
+                        PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows)
+                    )
+        return prepared
+
+    def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
+        conn = self._writer_conn()
+        rows: list[tuple[object, ...]] = []
+        with self._transaction(conn):
+            for batch in batches:
+                for group in batch:
+                    ids = (self._resource_id(conn, group), self._scope_id(conn, group))
+                    rows.extend(row + ids for row in group.rows)
+            conn.executemany(_INSERT_SPAN, rows)
+            (last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+        self._last_span_pk = last_span_pk
+        return len(rows)
+
+    def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
+        """Prepare, write and stitch: for scripts and tests that want flows to be current on return."""
+        written = self.write_prepared([self.prepare(request) for request in requests])
+        while self.stitch_flows(STITCH_CHUNK_SPANS):
+            pass
+        return written
+
+    @property
+    def flows_pending(self) -> bool:
+        """True while stored spans wait for :meth:`stitch_flows`."""
+        return self._stitched_through < self._last_span_pk
+
+    @property
+    def feed_poll_seconds(self) -> float | None:
+        """Only this store's writer adds spans to the file: nothing to look for."""
+        return None
+
+    def stitch_flows(self, max_spans: int) -> int:
+        """Fold up to ``max_spans`` spans, the oldest not yet stitched, into their flows; returns how many.
+
+        Stitching reads the spans back from the store, so it needs nothing kept in memory, counts a span
+        that a client sent twice once, and picks up after a restart where it left off. Many spans per
+        call write each flow-index page once for all of them. No span can stop it (see stitch_guard): a
+        chunk that fails for its data's sake is bisected, and the spans that fail alone are skipped; an
+        error of the environment (disk full, locked) propagates with nothing moved.
+        """
+        conn = self._writer_conn()
+        rows = conn.execute(
+            "SELECT span_pk, service_name, received_unix_nano, span FROM spans WHERE span_pk > ? "
+            "ORDER BY span_pk LIMIT ?",
+            (self._stitched_through, max_spans),
+        ).fetchall()
+        if not rows:
+            self._stitched_through = max(self._stitched_through, self._last_span_pk)
+            return 0
+        failed = fold_isolating(rows, self._fold_chunk, is_environment_error)
+        if failed:
+            report_failed_rows(
+                self.skipped_spans, [(_span_label(row[3]), exc) for row, exc in failed], self.label
+            )
+            through = rows[-1][0]
+            with self._transaction(conn):  # past the skipped spans, which may end the chunk
+                self._save_stitch_state(conn, through)
+            self._stitched_through = through
+        return len(rows)
+
+    def _fold_chunk(self, rows: Sequence[tuple[int, str, int, bytes]]) -> None:
+        """Fold consecutive rows in one transaction, the watermark moved in it: all or nothing."""
+        conn = self._writer_conn()
+        facts = FlowFacts()
+        red = RedRollups()
+        graph = GraphRollups()
+        unusable = 0
+        for _, service_name, received, blob in rows:
+            span = Span.FromString(blob)
+            if usable_times(span.start_time_unix_nano, span.end_time_unix_nano):
+                facts.add(span, service_name, blob)
+                red.add(span, service_name)
+                graph.add(span, service_name)
+            else:
+                facts.add(span, service_name, blob, times=(received, received))
+                unusable += 1
+        through = rows[-1][0]
+        with self._transaction(conn):
+            FlowStitcher(conn).apply(facts.traces.values())
+            red.apply(conn)
+            graph.apply(conn)
+            self._save_stitch_state(conn, through, Counter({REASON_UNUSABLE_TIMES: unusable}))
+        self._stitched_through = through
+        self.skipped_spans.add_unusable_times(unusable)
+
+    def _save_stitch_state(
+        self, conn: sqlite3.Connection, through: int, new_skips: Counter[str] | None = None
+    ) -> None:
+        skipped = self.skipped_spans.by_reason + (new_skips or Counter())
+        rows = [("flows_through_span_pk", str(through))]
+        rows.extend((f"skipped_spans:{reason}", str(count)) for reason, count in skipped.items())
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
+
+    def _load_stitch_position(self) -> None:
+        conn = self._writer_conn()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
+        self._stitched_through = int(row[0]) if row else 0
+        (self._last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+        for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'skipped_spans:%'"):
+            self.skipped_spans.by_reason[key.removeprefix("skipped_spans:")] = int(value)
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: taken at once (IMMEDIATE), committed whole or rolled back whole."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        # Ids cached during the failed transaction may point at rows that no longer exist.
+        self._resource_ids.clear()
+        self._scope_ids.clear()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _resource_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
+        cached = self._resource_ids.get(group.resource_digest)
+        if cached is None:
+            cached = _intern(conn, "resources", "resource_id", group.resource_digest, group.resource)
+            self._resource_ids[group.resource_digest] = cached
+        return cached
+
+    def _scope_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
+        cached = self._scope_ids.get(group.scope_digest)
+        if cached is None:
+            cached = _intern(conn, "scopes", "scope_id", group.scope_digest, group.scope)
+            self._scope_ids[group.scope_digest] = cached
+        return cached
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        conn = self._writer_conn()
+        with self._transaction(conn):
+            cursor = conn.execute(
+                "DELETE FROM spans WHERE span_pk IN "
+                "(SELECT span_pk FROM spans WHERE start_unix_nano < ? LIMIT ?)",
+                (cutoff_unix_nano, limit),
+            )
+        return cursor.rowcount
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
+        conn = self._reader()
+        rows: list[tuple[int, int, bytes]] | None
+        if budget is None:
+            rows = conn.execute(
+                "SELECT resource_id, scope_id, span FROM spans WHERE trace_id = ? "
+                "ORDER BY start_unix_nano, span_pk",
+                (trace_id,),
+            ).fetchall()
+        else:
+            rows = self._rows_within(conn, trace_id, budget)
+        if rows is None or (not rows and budget is None):
+            return None
+        resources = self._load(conn, "resources", "resource_id", "schema_url, resource", {r[0] for r in rows})
+        scopes = self._load(conn, "scopes", "scope_id", "schema_url, scope", {r[1] for r in rows})
+        traces = TracesData()
+        by_resource: dict[int, ResourceSpans] = {}
+        by_scope: dict[tuple[int, int], ScopeSpans] = {}
+        for resource_id, scope_id, span_blob in rows:
+            resource_spans = by_resource.get(resource_id)
+            if resource_spans is None:
+                schema_url, blob = resources[resource_id]
+                resource_spans = traces.resource_spans.add(schema_url=schema_url)
+                resource_spans.resource.CopyFrom(Resource.FromString(blob))
+                by_resource[resource_id] = resource_spans
+            scope_spans = by_scope.get((resource_id, scope_id))
+            if scope_spans is None:
+                schema_url, blob = scopes[scope_id]
+                scope_spans = resource_spans.scope_spans.add(schema_url=schema_url)
+                scope_spans.scope.CopyFrom(InstrumentationScope.FromString(blob))
+                by_scope[(resource_id, scope_id)] = scope_spans
+            scope_spans.spans.append(Span.FromString(span_blob))
+        return traces
+
+    @staticmethod
+    def _load(
+        conn: sqlite3.Connection, table: str, key: str, columns: str, ids: Iterable[int]
+    ) -> dict[int, tuple[str, bytes]]:
+        wanted = sorted(ids)
+        marks = ",".join("?" * len(wanted))
+        query = f"SELECT {key}, {columns} FROM {table} WHERE {key} IN ({marks})"
+        return {row[0]: (row[1], row[2]) for row in conn.execute(query, wanted)}
+
+    @staticmethod
+    def _rows_within(
+        conn: sqlite3.Connection, trace_id: bytes, budget: ReadBudget
+    ) -> list[tuple[int, int, bytes]] | None:
+        """The trace's rows that fit the budget, earliest start first; None when it has no span stored.
+
+        Sizes come first (``length`` reads no blob) and blobs only for the spans kept, so a trace of a
+        million spans, or one span of a million attributes, costs no more than the budget.
+        """
+        sizes = conn.execute(
+            "SELECT span_pk, length(span) FROM spans WHERE trace_id = ? "
+            "ORDER BY start_unix_nano, span_pk LIMIT ?",
+            (trace_id, budget.spans + 1),
+        ).fetchall()
+        if not sizes:
+            return None
+        kept = [span_pk for span_pk, size in itertools.takewhile(lambda row: budget.take(row[1]), sizes)]
+        by_pk: dict[int, tuple[int, int, bytes]] = {}
+        for first in range(0, len(kept), _IDS_PER_QUERY):
+            chunk = kept[first : first + _IDS_PER_QUERY]
+            query = (
+                "SELECT span_pk, resource_id, scope_id, span FROM spans "
+                f"WHERE span_pk IN ({','.join('?' * len(chunk))})"
+            )
+            for span_pk, resource_id, scope_id, span in conn.execute(query, chunk):
+                by_pk[span_pk] = (resource_id, scope_id, span)
+        return [by_pk[span_pk] for span_pk in kept if span_pk in by_pk]  # retention may delete meanwhile
+
+    def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
+        """Several traces in one document (empty when none is stored); a budget is spent trace by trace."""
+        combined = TracesData()
+        for trace_id in trace_ids:
+            traces = self.get_trace(trace_id, budget)
+            if traces is not None:
+                combined.resource_spans.extend(traces.resource_spans)
+            if budget is not None and budget.truncated:
+                break
+        return combined
+
+    # -- flows -------------------------------------------------------------------------------------------
+
+    def resolve_flow(self, flow_id: int) -> int | None:
+        return sqlite_flows.resolve_flow(self._reader(), flow_id)
+
+    def flow_of_trace(self, trace_id: bytes) -> int | None:
+        return sqlite_flows.flow_of_trace(self._reader(), trace_id)
+
+    def flow_of_message(self, message_id: str, destination: str | None = None) -> int | None:
+        return sqlite_flows.flow_of_message(self._reader(), message_id, destination)
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes]:
+        return sqlite_flows.flow_trace_ids(self._reader(), flow_id)
+
+    def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
+        return sqlite_flows.flow_summaries(self._reader(), flow_ids)
+
+    def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
+        return sqlite_flows.search_flow_ids(self._reader(), criteria, limit, offset)
+
+    def red_rollups(
+        self,
+        since_unix_nano: int,
+        until_unix_nano: int,
+        *,
+        service: str | None = None,
+        operation: str | None = None,
+        kinds: Sequence[int] = (),
+    ) -> list[RollupRow]:
+        return read_rollups(
+            self._reader(),
+            since_unix_nano,
+            until_unix_nano,
+            service=service,
+            operation=operation,
+            kinds=kinds,
+        )
+
+    def hop_rollups(
+        self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
+    ) -> list[tuple[str, str, str, HopRollup]]:
+        return read_hop_rollups(self._reader(), since_unix_nano, until_unix_nano, kinds)
+
+    # -- queues ----------------------------------------------------------------------------------------
+
+    def record_queue_poll(
+        self,
+        polled_unix_nano: int,
+        queues: list[QueueState],
+        samples: list[DepthSample],
+        keep_after_unix_nano: int | None = None,
+    ) -> None:
+        self._writer_conn()  # read-only stores refuse here
+        with self._queue_writer_lock:
+            if self._queue_writer is None:
+                self._queue_writer = self._connect_rw()
+            conn = self._queue_writer
+            with self._transaction(conn):
+                sqlite_queues.record_poll(conn, polled_unix_nano, queues, samples, keep_after_unix_nano)
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        return sqlite_queues.queue_summaries(self._reader())
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        conn = self._reader()
+        if not sqlite_queues.known_queue(conn, queue_name):
+            return None
+        return sqlite_queues.depth_series(conn, queue_name, since_unix_nano, until_unix_nano, limit)
+
+    def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
+        return sqlite_queues.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
+
+    def count_spans(self) -> int:
+        (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
+        return int(count)
+
+    def has_spans(self) -> bool:
+        return self._reader().execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None
+
+    def close(self) -> None:
+        with self._queue_writer_lock:
+            if self._queue_writer is not None:
+                self._queue_writer.close()
+                self._queue_writer = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):  # a reader elsewhere may hold the WAL; that is fine
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._writer.close()
+            self._writer = None
+
+
+class _Checkpointer:
+    """Copies committed WAL pages into the database file every few hundred ms, beside the writer.
+
+    PASSIVE checkpoints never block the writer or readers; they only do what is possible right now.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hopscope-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # busy or locked now: the next round tries again
+                log.debug("WAL checkpoint skipped: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._conn.close()
+
+
+# SQLite's primary result codes that mean the environment failed, not the data: retry later, skip nothing.
+_ENVIRONMENT_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        9,  # SQLITE_INTERRUPT
+        10,  # SQLITE_IOERR
+        11,  # SQLITE_CORRUPT
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        26,  # SQLITE_NOTADB
+    }
+)
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """True for failures of the disk, memory or locks; False for what a span's data caused."""
+    if isinstance(exc, (OSError, MemoryError, StoreError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        return code is None or code & 0xFF in _ENVIRONMENT_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+    )
+
+
+_BLOB = 10  # the serialized span's place in a prepared row
+
+
+def _limit_long_spans(rows: list[tuple[object, ...]], spans: Sequence[Span], limits: SpanLimits) -> None:
+    longest = limits.max_value_length
+    for index, row in enumerate(rows):
+        if len(row[_BLOB]) > longest:  # type: ignore[arg-type]
+            span = spans[index]
+            limit_span(span, limits)
+            rows[index] = (*row[:_BLOB], span.SerializeToString())
+
+
+def _span_label(blob: bytes) -> str:
+    try:
+        span = Span.FromString(blob)
+    except Exception:  # the label of a span that cannot even be parsed
+        return "<unparsable span>"
+    return f"{span.trace_id.hex()}/{span.span_id.hex()}"
+
+
+def _digest(blob: bytes, schema_url: str) -> bytes:
+    return hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
+
+
+def _intern(
+    conn: sqlite3.Connection, table: str, id_column: str, digest: bytes, columns: Mapping[str, object]
+) -> int:
+    """The id of the row with this digest, inserted first if new (resources and scopes are stored once)."""
+    names = ", ".join(["digest", *columns])
+    marks = ", ".join("?" * (len(columns) + 1))
+    conn.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", (digest, *columns.values()))
+    (row_id,) = conn.execute(f"SELECT {id_column} FROM {table} WHERE digest = ?", (digest,)).fetchone()
+    return int(row_id)
+
+
+def _service_name(resource: Resource) -> str:
+    for attribute in resource.attributes:
+        if attribute.key == "service.name" and attribute.value.HasField("string_value"):
+            return attribute.value.string_value or _UNKNOWN_SERVICE
+    return _UNKNOWN_SERVICE
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a script into statements: ``executescript`` would commit the open transaction."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
