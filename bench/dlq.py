@@ -20,11 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from moto_server import MotoServer, start_moto_server  # tests/moto_server.py
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.helpers
 from hopscope.collector.aws.dlq import QueueRef, find_queue, peek
 from hopscope.collector.aws.redrive import redrive, send_attributes
+from tests.helpers.moto_server import MotoServer, start_moto_server  # tests/helpers/moto_server.py
 
 TARGET_RATIO = 0.8
 

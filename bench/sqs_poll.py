@@ -19,12 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from moto_server import start_moto_server
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.helpers
 from hopscope.collector.aws.poller import QueuePoller
 from hopscope.collector.settings import SqsSettings
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.moto_server import start_moto_server
 
 
 def free_port() -> int:

@@ -1,0 +1,63 @@
+"""The whole dashboard in a real browser: ``hopscope dashboard`` on the shop's database, every page visited in
+headless Chromium (Debian's, at /usr/bin/chromium: .ci/run installs it), a key element checked on each, and
+a PNG of each page saved (the README's pictures come from here: HOPSCOPE_SCREENSHOTS=docs/screenshots).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.dashboard_harness import CHROMIUM, CHROMIUM_ARGS, running_dashboard
+from tests.helpers.servers import ShopDatabase
+
+# path -> text that only that page shows once it has rendered its data
+PAGES = {
+    "": "Dead letters waiting",
+    "service_map": "Service map",
+    "flows": "Flows",
+    "latency": "Latency",
+    "queues": "shipping-dlq",
+    "dead_letters": "shipping-dlq",
+}
+
+
+@pytest.fixture
+def dashboard(shop: ShopDatabase) -> Iterator[str]:
+    with running_dashboard(shop.db, aws_endpoint_url=shop.moto.url) as url:
+        yield url
+
+
+def visit(page: Page, url: str, text: str, screenshot: Path) -> None:
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_text(text, exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)  # let charts finish drawing before the picture
+    assert page.locator("[data-testid='stException']").count() == 0, f"an exception on {url}"
+    page.screenshot(path=str(screenshot), full_page=True)
+
+
+def test_every_page_renders_in_headless_chromium(dashboard: str, shop: ShopDatabase, tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+    out = Path(os.environ.get("HOPSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(shop.db, read_only=True)
+    (o3,) = QueryLayer(store).search_flows(FlowFilter(correlation_id="o-3"))
+    store.close()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        for path, text in PAGES.items():
+            visit(page, f"{dashboard}/{path}?range=24h", text, out / f"{path or 'overview'}.png")
+        visit(page, f"{dashboard}/flows?range=24h&correlation_id=o-3", "o-3", out / "flows-o-3.png")
+        visit(page, f"{dashboard}/flow_detail?flow={o3.flow_id}", "queue wait", out / "flow.png")
+        browser.close()
+    pictures = sorted(p.name for p in out.glob("*.png"))
+    assert pictures == sorted([f"{p or 'overview'}.png" for p in PAGES] + ["flows-o-3.png", "flow.png"])
+    assert all((out / name).stat().st_size > 10_000 for name in pictures)

@@ -1,0 +1,104 @@
+"""Streamlit's AppTest on the real dashboard script, configured as ``hopscope dashboard`` configures it; and
+the real ``hopscope dashboard`` command for tests that drive it in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from streamlit.testing.v1 import AppTest
+
+import hopscope.dashboard
+from tests.helpers.servers import HOPSCOPE, free_port
+
+APP = Path(hopscope.dashboard.__file__).parent / "app.py"
+TIMEOUT_SECONDS = 30
+
+
+@contextmanager
+def dashboard_env(
+    db: Path, *, read_only: bool = False, aws_endpoint_url: str | None = None, store: str | None = None
+) -> Iterator[None]:
+    """The variables ``hopscope dashboard`` sets for the Streamlit process, for the duration of a test."""
+    values = {
+        "HOPSCOPE_DASHBOARD_DB": str(db),
+        "HOPSCOPE_DASHBOARD_STORE": store or "",
+        "HOPSCOPE_DASHBOARD_READ_ONLY": "true" if read_only else "",
+        "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": aws_endpoint_url or "",
+        "HOPSCOPE_DASHBOARD_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    }
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_page(page: str | None = None, query: dict[str, str] | None = None) -> AppTest:
+    """Run the app (inside ``dashboard_env``) and, when given, switch to ``views/<page>.py``."""
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_SECONDS)
+    app.query_params.update(query or {})
+    app.run()
+    if page is not None:
+        app.switch_page(f"views/{page}.py")
+        app.run()
+    return app
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The probe's flags for Chromium in this sandbox: no sandbox as root, and no background network calls.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def running_dashboard(db: Path, *, aws_endpoint_url: str | None = None) -> Iterator[str]:
+    """``hopscope dashboard --db db`` on a free port of 127.0.0.1, until it answers; yields its URL."""
+    port = free_port()
+    aws = ["--aws-endpoint-url", aws_endpoint_url, "--region", "us-east-1"] if aws_endpoint_url else []
+    proc = subprocess.Popen(
+        [HOPSCOPE, "dashboard", "--db", str(db), "--port", str(port), *aws],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(url):
+            assert time.monotonic() < deadline, "hopscope dashboard did not answer within 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok"
+    except httpx.HTTPError:
+        return False
