@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.collector.model.red import ServiceGraph
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.query.layer import FlowDetail, QueryLayer
 from hopscope.collector.store.url import open_store

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from hopscope.collector.model.red import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.collector.model.graph import GraphEdge, GraphNode, ServiceGraph
+from hopscope.collector.model.red import RedStats
 from hopscope.dashboard.plain_text import one_line, shorten
 
 # Error rate at or above which a hop (or the node it enters) is drawn red; above zero it is orange.

@@ -26,7 +26,12 @@ from opentelemetry.util.types import AttributeValue
 
 from hopscope.instrumentation import message_injection
 from hopscope.instrumentation.conventions import (
+    BATCH_MESSAGE_COUNT,
+    CONVERSATION_ID,
     CORRELATION_ID,
+    DESTINATION_NAME,
+    MESSAGE_ID,
+    MESSAGING_SYSTEM,
     SYSTEM_EVENTBRIDGE,
     SYSTEM_SNS,
     SYSTEM_SQS,
@@ -38,13 +43,13 @@ logger = logging.getLogger("hopscope.instrumentation")
 
 _TRACER_NAME = "hopscope.instrumentation"
 
-_MESSAGING_SYSTEM = "messaging.system"
+_MESSAGING_SYSTEM = MESSAGING_SYSTEM
 _OPERATION_TYPE = "messaging.operation.type"
 _OPERATION_NAME = "messaging.operation.name"
-_DESTINATION = "messaging.destination.name"
-_MESSAGE_ID = "messaging.message.id"
-_BATCH_COUNT = "messaging.batch.message_count"
-_CONVERSATION_ID = "messaging.message.conversation_id"
+_DESTINATION = DESTINATION_NAME
+_MESSAGE_ID = MESSAGE_ID
+_BATCH_COUNT = BATCH_MESSAGE_COUNT
+_CONVERSATION_ID = CONVERSATION_ID
 _QUEUE_URL = "aws.sqs.queue.url"
 _TOPIC_ARN = "aws.sns.topic.arn"
 _REQUEST_ID = "aws.request_id"

@@ -15,7 +15,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from hopscope.instrumentation import carriers, correlation
-from hopscope.instrumentation.conventions import CORRELATION_ID, RECORD_SPANS
+from hopscope.instrumentation.conventions import CONVERSATION_ID, CORRELATION_ID, RECORD_SPANS
 from hopscope.instrumentation.handler import record_attributes, tracer
 from hopscope.instrumentation.records import MessageRecord, record_payload
 
@@ -121,7 +121,7 @@ def _process_one(
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
             CORRELATION_ID: correlation_id,
-            "messaging.message.conversation_id": correlation_id,
+            CONVERSATION_ID: correlation_id,
         }
         links: list[Link] = []
         destination = None

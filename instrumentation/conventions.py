@@ -21,8 +21,13 @@ RECORD_SPANS: Final = (
     "hopscope.batch.record_spans"  # the event (or record) as JSON, only with capture_payload=True
 )
 
-# OpenTelemetry's name for the id of one message, on producer and consumer spans and on links.
+# OpenTelemetry's messaging names that the collector stitches flows by (this module is their one source).
+# The id of one message, on producer and consumer spans and on links.
 MESSAGE_ID: Final = "messaging.message.id"
+CONVERSATION_ID: Final = "messaging.message.conversation_id"
+DESTINATION_NAME: Final = "messaging.destination.name"
+MESSAGING_SYSTEM: Final = "messaging.system"
+BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
 
 # The baggage entry that carries the correlation id from hop to hop.
 CORRELATION_BAGGAGE_KEY: Final = "hopscope.correlation_id"

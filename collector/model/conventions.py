@@ -2,25 +2,39 @@
 
 hopscope's instrumentation writes ``hopscope.correlation_id`` on every span it makes and
 ``hopscope.receive_count`` (SQS ApproximateReceiveCount) on consumer spans; any other SDK can set them too.
+The names themselves live in ``hopscope.instrumentation.conventions`` (one source for the writer and the
+reader); this module adds the sets the collector groups them in.
 """
 
 from __future__ import annotations
 
-# OpenTelemetry semantic conventions (messaging).
-MESSAGE_ID = "messaging.message.id"
-CONVERSATION_ID = "messaging.message.conversation_id"
-DESTINATION_NAME = "messaging.destination.name"
-MESSAGING_SYSTEM = "messaging.system"
-BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
+from hopscope.instrumentation.conventions import (
+    BATCH_MESSAGE_COUNT,
+    CONVERSATION_ID,
+    CORRELATION_ID,
+    DESTINATION_NAME,
+    MESSAGE_ID,
+    MESSAGING_SYSTEM,
+    RECEIVE_COUNT,
+    RECORD_SPANS,
+)
 
-# hopscope's own.
-CORRELATION_ID = "hopscope.correlation_id"
-RECEIVE_COUNT = "hopscope.receive_count"
-# On a batch consumer span: each record has a consumer span of its own, which counts the record's hop.
-RECORD_SPANS = "hopscope.batch.record_spans"
+__all__ = [
+    "BATCH_MESSAGE_COUNT",
+    "CONVERSATION_ID",
+    "CORRELATION_ATTRIBUTES",
+    "CORRELATION_ID",
+    "DESTINATION_NAME",
+    "FLOW_ATTRIBUTES",
+    "FLOW_ATTRIBUTE_PREFIXES",
+    "MESSAGE_ID",
+    "MESSAGING_SYSTEM",
+    "RECEIVE_COUNT",
+    "RECORD_SPANS",
+]
 
 CORRELATION_ATTRIBUTES = frozenset({CORRELATION_ID, CONVERSATION_ID})
 FLOW_ATTRIBUTES = frozenset({MESSAGE_ID, DESTINATION_NAME, RECEIVE_COUNT, *CORRELATION_ATTRIBUTES})
 
-# flow_facts skips spans whose encoding holds none of these prefixes: keep them in step with the names above.
+# stitch/facts.py skips spans whose encoding holds none of these prefixes: keep them in step with the names.
 FLOW_ATTRIBUTE_PREFIXES = ("messaging.", "hopscope.")

@@ -15,19 +15,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.graph import GraphEdge, GraphNode, HopRollup, ServiceGraph, node_type
 from hopscope.collector.model.queues import DepthSample, QueueSummary
-from hopscope.collector.model.red import (
-    GraphEdge,
-    GraphNode,
-    HopRollup,
-    LatencyPoint,
-    RedStats,
-    Rollup,
-    RollupRow,
-    ServiceGraph,
-    ServiceRed,
-    node_type,
-)
+from hopscope.collector.model.red import LatencyPoint, RedStats, Rollup, RollupRow, ServiceRed
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.store.base import ReadBudget, SpanStore
 

@@ -10,8 +10,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
-from hopscope.collector.model.red import HopRollup, RollupRow
+from hopscope.collector.model.red import RollupRow
 from hopscope.collector.stitch.guard import SkippedSpans
 from hopscope.collector.store.limits import SpanLimits
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.express as px  # type: ignore[import-untyped, unused-ignore]
 import streamlit as st
 
-from hopscope.collector.model.red import GraphEdge, GraphNode
+from hopscope.collector.model.graph import GraphEdge, GraphNode
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import plotly_text, shorten

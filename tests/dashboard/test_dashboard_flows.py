@@ -21,7 +21,8 @@ from streamlit.runtime.media_file_storage import MediaFileStorageError
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from hopscope.collector.model.red import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.collector.model.graph import GraphEdge, GraphNode, ServiceGraph
+from hopscope.collector.model.red import RedStats
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.dashboard.service_map_dot import service_map_dot
 from tests.helpers.dashboard_harness import dashboard_env, run_page

@@ -20,7 +20,8 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from hopscope.collector.model.flows import FlowFilter
-from hopscope.collector.model.red import GraphEdge, GraphNode, RedStats, ServiceGraph
+from hopscope.collector.model.graph import GraphEdge, GraphNode, ServiceGraph
+from hopscope.collector.model.red import RedStats
 from hopscope.collector.query import layer as query
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import HopRollup
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.stitch.graph_rules import BUCKET_NS, EXTERNAL_GRACE_NS
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema

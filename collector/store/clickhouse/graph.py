@@ -54,7 +54,7 @@ from typing import Any
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import HopRollup
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.stitch.graph_rules import (
     BUCKET_NS,
     DEFAULT_MESSAGING_SYSTEM,

@@ -24,8 +24,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.model import queues as queue_model
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary, depth_sample
-from hopscope.collector.model.red import HopRollup, Rollup, RollupRow
+from hopscope.collector.model.red import Rollup, RollupRow
 from hopscope.collector.stitch.facts import FlowFacts
 from hopscope.collector.stitch.guard import (
     SkippedSpans,

@@ -28,7 +28,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import HopRollup
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.otlp.values import any_value
 from hopscope.collector.stitch.graph_rules import (
     BUCKET_NS,

@@ -25,8 +25,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
-from hopscope.collector.model.red import HopRollup, RollupRow
+from hopscope.collector.model.red import RollupRow
 from hopscope.collector.stitch.facts import FlowFacts
 from hopscope.collector.stitch.guard import (
     REASON_UNUSABLE_TIMES,
