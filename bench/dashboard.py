@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     db = directory / "query.db"
     if not db.exists():
         print(f"building {db} with bench/query.py (a million spans) ...", flush=True)
-        script = Path(__file__).with_name("query/layer.py")
+        script = Path(__file__).with_name("query.py")
         subprocess.run(
             [sys.executable, str(script), "--db", str(directory), "--no-baseline", "--repeat", "3"],
             check=True,
