@@ -99,7 +99,15 @@ def create_app(
     if settings.grpc_port is not None and settings.receiver:
         from hopscope.collector.ingest import grpc_receiver as otlp_grpc  # noqa: PLC0415 - grpcio only with --grpc-port
 
-        grpc_receiver = otlp_grpc.GrpcTraceReceiver(receiver, writer, budget, settings)
+        grpc_receiver = otlp_grpc.GrpcTraceReceiver(
+            receiver,
+            writer,
+            budget,
+            host=settings.host,
+            port=settings.grpc_port or 0,
+            max_body_bytes=settings.max_body_bytes,
+            token=settings.auth_token,
+        )
     query = QueryApi(QueryLayer(store))
     poller = None
     if settings.sqs is not None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hopscope.collector.ingest.bearer import bearer_token_matches
 from hopscope.collector.ingest.http_receiver import status_response
 from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import Encoding
@@ -15,17 +14,6 @@ from hopscope.collector.otlp.codec import Encoding
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 # The scope key where the middleware leaves whether the request carried the token.
 AUTHENTICATED = "hopscope.authenticated"
-
-
-def bearer_token_matches(authorization: bytes, token: str) -> bool:
-    """True when an ``Authorization`` value is ``Bearer <token>``.
-
-    The scheme is case-insensitive and may be followed by more than one space (RFC 7235); the token is
-    compared as UTF-8 bytes in constant time, so a non-ASCII token works when the client sends it as UTF-8.
-    """
-    scheme, _, credentials = authorization.strip().partition(b" ")
-    given = credentials.lstrip(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given, token.encode("utf-8"))
 
 
 def is_authenticated(scope: Scope) -> bool:

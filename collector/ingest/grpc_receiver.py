@@ -23,14 +23,13 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from hopscope.collector.auth import bearer_token_matches
+from hopscope.collector.ingest.bearer import bearer_token_matches
 from hopscope.collector.ingest.body import BudgetExhaustedError, InflightBudget, holding_cost
 from hopscope.collector.ingest.http_receiver import RETRY_AFTER_SECONDS, SpansNotStoredError, TraceReceiver
 from hopscope.collector.ingest.validation import Validation
 from hopscope.collector.ingest.writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import Encoding, OtlpDecodeError
-from hopscope.collector.settings import CollectorSettings
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
@@ -63,19 +62,27 @@ class _Refused(Exception):
 
 
 class GrpcTraceReceiver:
-    """Serves ``TraceService/Export`` on ``settings.host:settings.grpc_port`` with the HTTP receiver's
-    write path and memory budget; one instance per app."""
+    """Serves ``TraceService/Export`` on ``host:port`` (0: a free port) with the HTTP receiver's write path,
+    memory budget, body limit and bearer token; one instance per app."""
 
     def __init__(
-        self, receiver: TraceReceiver, writer: SpanWriter, budget: InflightBudget, settings: CollectorSettings
+        self,
+        receiver: TraceReceiver,
+        writer: SpanWriter,
+        budget: InflightBudget,
+        *,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        token: str | None,
     ) -> None:
         self._receiver = receiver
         self._writer = writer
         self._budget = budget
-        self._host = settings.host
-        self._port = settings.grpc_port or 0
-        self._max_body_bytes = settings.max_body_bytes
-        self._token = settings.auth_token
+        self._host = host
+        self._port = port
+        self._max_body_bytes = max_body_bytes
+        self._token = token
         self._server: aio.Server | None = None
 
     def bind(self) -> int:
