@@ -2,7 +2,7 @@
 
 The store handle is a cached resource; each query result is cached for ``TTL_SECONDS`` (the time range's
 end is rounded, so reruns hit the cache). Pages never see SQL or OTLP, only these frames and the query
-layer's dataclasses.
+layer's typed values (``model``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.model.flows import FlowDetail, FlowFilter, FlowSort
 from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.collector.otlp.codec import traces_to_json
-from hopscope.collector.query.layer import FlowDetail, QueryLayer
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.url import open_store
 from hopscope.dashboard.config import load_config
 
@@ -165,10 +164,8 @@ def flow_detail(db: str, flow_id: int) -> FlowDetail | None:
 def flow_otlp_json(db: str, flow_id: int) -> str | None:
     """The flow as OTLP JSON (what ``GET /api/flows/{id}/otlp`` answers, ``truncated`` included when the read
     cap cut it), for the download button."""
-    answer = _layer(db).flow_otlp_answer(flow_id)
-    if answer is None:
-        return None
-    return json.dumps(traces_to_json(answer.traces, truncated=answer.truncated), indent=2)
+    document = _layer(db).flow_otlp_json(flow_id)
+    return None if document is None else json.dumps(document, indent=2)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

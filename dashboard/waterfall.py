@@ -12,13 +12,11 @@ bars keep the chart's width, and the whole name is in the bar's hover box.
 
 from __future__ import annotations
 
-from typing import Any
-
 import plotly.graph_objects as go  # type: ignore[import-untyped, unused-ignore]
 from plotly.colors import qualitative  # type: ignore[import-untyped, unused-ignore]
 
 from hopscope.collector.model import conventions
-from hopscope.collector.query.layer import FlowDetail
+from hopscope.collector.model.flows import AsyncHop, FlowDetail, FlowSpan
 from hopscope.dashboard.plain_text import LABEL_CHARS, plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"
@@ -30,27 +28,30 @@ ERROR_TRACE = "error"
 LEGEND_CHARS = 40
 
 
-def span_label(span: dict[str, Any]) -> str:
+def span_label(span: FlowSpan) -> str:
     return f"{span['service']} · {span['name']}"
 
 
-def receive_count(span: dict[str, Any]) -> int:
-    """How many times the span's message had been received (1 for the first delivery, 0 if not a consumer)."""
+def receive_count(span: FlowSpan) -> int:
+    """How many times the span's message had been received (1 for the first delivery, 0 if not a consumer,
+    nor when the attribute is not a number)."""
     value = span["attributes"].get(conventions.RECEIVE_COUNT)
+    if not isinstance(value, (str, int, float)):  # None, a list or a key-value list
+        return 0
     try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return 0
 
 
-def retry_text(span: dict[str, Any]) -> str:
+def retry_text(span: FlowSpan) -> str:
     """'retry · receive #2' on a span that processed a redelivered message, '' otherwise."""
     count = receive_count(span)
     return f"retry · receive #{count}" if count > 1 else ""
 
 
-def is_error(span: dict[str, Any]) -> bool:
-    return bool(span["status"]["code"] == "ERROR")
+def is_error(span: FlowSpan) -> bool:
+    return span["status"]["code"] == "ERROR"
 
 
 def _service_colours(services: list[str]) -> dict[str, str]:
@@ -122,7 +123,7 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
                 hovertext=[
                     plotly_hover(f"queue wait {hop['destination']}")
                     + f"<br>{hop['queue_wait_ms']:.1f} ms"
-                    + (f"<br>receive #{hop['receive_count']}" if hop.get("receive_count") else "")
+                    + (f"<br>receive #{hop['receive_count']}" if hop["receive_count"] else "")
                     for hop in waits
                 ],
                 hoverinfo="text",
@@ -168,13 +169,13 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
     return figure
 
 
-def _hop_rows(hop: dict[str, Any], row_of: dict[tuple[str, str], int]) -> tuple[int, int] | None:
+def _hop_rows(hop: AsyncHop, row_of: dict[tuple[str, str], int]) -> tuple[int, int] | None:
     producer = row_of.get((hop["producer"]["trace_id"], hop["producer"]["span_id"]))
     consumer = row_of.get((hop["consumer"]["trace_id"], hop["consumer"]["span_id"]))
     return None if producer is None or consumer is None else (producer, consumer)
 
 
-def _hover(span: dict[str, Any]) -> str:
+def _hover(span: FlowSpan) -> str:
     """The bar's hover box: the whole label (wrapped), kind, duration, trace, and the error if any."""
     lines = [
         f"<b>{plotly_hover(span_label(span))}</b>",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TypeAlias, TypedDict
 
 
 class FlowSort(enum.Enum):
@@ -43,3 +44,90 @@ class FlowSummary:
     entry_operation: str | None
     services: list[str] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
+
+
+# A span attribute's value as JSON carries it: strings, numbers and booleans as they are, bytes as base64
+# text, arrays and key-value lists nested, NaN and the infinities as the strings OTLP JSON writes for them.
+AttributeValue: TypeAlias = (
+    str | int | float | bool | list["AttributeValue"] | dict[str, "AttributeValue"] | None
+)
+Attributes: TypeAlias = dict[str, AttributeValue]
+
+# The flow detail's spans and hops are TypedDicts: what ``GET /api/flows/{id}`` answers is these very dicts,
+# key for key in this order, and the dashboard reads the same values, checked by mypy.
+
+
+class SpanRef(TypedDict):
+    """Where a span is: its trace and span ids in hex."""
+
+    trace_id: str
+    span_id: str
+
+
+class SpanStatus(TypedDict):
+    code: str  # UNSET, OK or ERROR
+    message: str
+
+
+class SpanEvent(TypedDict):
+    name: str
+    time_unix_nano: int
+    attributes: Attributes
+
+
+class SpanLink(TypedDict):
+    trace_id: str
+    span_id: str
+    attributes: Attributes
+
+
+class SpanScope(TypedDict):
+    """The instrumentation scope that recorded the span."""
+
+    name: str
+    version: str
+
+
+class FlowSpan(TypedDict):
+    """One span of a flow, flat: ids in hex, kind and status code by name, its service from its resource."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str  # UNSPECIFIED, INTERNAL, SERVER, CLIENT, PRODUCER or CONSUMER
+    service: str
+    start_unix_nano: int
+    end_unix_nano: int
+    duration_ms: float
+    status: SpanStatus
+    attributes: Attributes
+    events: list[SpanEvent]
+    links: list[SpanLink]
+    resource: Attributes
+    scope: SpanScope
+
+
+class AsyncHop(TypedDict):
+    """A producer -> destination -> consumer hop of a flow, with the time its message waited."""
+
+    producer: SpanRef
+    consumer: SpanRef
+    producer_service: str
+    consumer_service: str
+    messaging_system: AttributeValue  # the producer's attribute, whatever its type
+    destination: str
+    queue_wait_ms: float  # consumer start minus producer end
+    receive_count: AttributeValue  # the consumer's attribute, whatever its type
+
+
+@dataclass(frozen=True)
+class FlowDetail:
+    """A flow's summary, its spans (sorted by start time) and its async hops."""
+
+    summary: FlowSummary
+    spans: list[FlowSpan]
+    hops: list[AsyncHop]
+    # True when ``spans`` was cut at the read cap (the query layer's MAX_ANSWER_SPANS spans or
+    # MAX_ANSWER_SPAN_BYTES bytes): the summary still counts every span.
+    truncated: bool = False

@@ -96,15 +96,14 @@ class QueryApi:
         detail = await run_in_threadpool(self._queries.flow, flow_id)
         if detail is None:
             return error_response(404, f"no flow {flow_id}")
-        body: dict[str, Any] = dataclasses.asdict(detail)
-        return JSONResponse(body)
+        return JSONResponse(dataclasses.asdict(detail))
 
     async def _get_flow_otlp(self, request: Request) -> JSONResponse:
         flow_id = parse_flow_id(request.path_params["flow_id"])
-        answer = await run_in_threadpool(self._queries.flow_otlp_answer, flow_id)
-        if answer is None:
+        document = await run_in_threadpool(self._queries.flow_otlp_json, flow_id)
+        if document is None:
             return error_response(404, f"no flow {flow_id}")
-        return JSONResponse(traces_to_json(answer.traces, truncated=answer.truncated))
+        return JSONResponse(document)
 
     async def _get_services(self, request: Request) -> JSONResponse:
         since, until = parse_services_query(request.query_params, now_unix_nano=time.time_ns())

@@ -1,7 +1,8 @@
 """The query layer: the one read API over a store, used by the HTTP query API and by the dashboard.
 
-It hands out plain, JSON-ready values (dataclasses and dicts), never OTLP protobuf messages, except where
-OTLP is what the caller asked for (``flow_otlp``, ``trace``).
+It hands out plain, typed, JSON-ready values (the dataclasses and TypedDicts of ``model``), never OTLP
+protobuf messages, except where OTLP is what the caller asked for (``flow_otlp``, ``flow_otlp_json``,
+``trace``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.flows import FlowFilter, FlowSummary
+from hopscope.collector.model.flows import (
+    AsyncHop,
+    FlowDetail,
+    FlowFilter,
+    FlowSpan,
+    FlowSummary,
+)
 from hopscope.collector.model.graph import GraphEdge, GraphNode, HopRollup, ServiceGraph, node_type
 from hopscope.collector.model.queues import DepthSample, QueueSummary
 from hopscope.collector.model.red import LatencyPoint, RedStats, Rollup, RollupRow, ServiceRed
+from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.store.base import ReadBudget, SpanStore
 
@@ -36,16 +44,6 @@ MAX_ANSWER_SPAN_BYTES = 4 * 1024 * 1024
 
 _KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
 _STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
-
-
-@dataclass(frozen=True)
-class FlowDetail:
-    summary: FlowSummary
-    spans: list[dict[str, Any]]  # flat, JSON-ready; see flatten_spans
-    hops: list[dict[str, Any]]  # async hops (producer -> destination -> consumer) with their queue wait
-    # True when ``spans`` was cut at the read cap (MAX_FLOW_SPANS spans or MAX_ANSWER_BYTES): the summary
-    # still counts every span.
-    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +147,12 @@ class QueryLayer:
         """The spans of :meth:`flow_otlp_answer` (cut at the read cap, without saying whether)."""
         answer = self.flow_otlp_answer(flow_id)
         return None if answer is None else answer.traces
+
+    def flow_otlp_json(self, flow_id: int) -> dict[str, object] | None:
+        """:meth:`flow_otlp_answer` as OTLP JSON, ``truncated`` included when the read cap cut it: what
+        ``GET /api/flows/{id}/otlp`` answers and the dashboard offers to download."""
+        answer = self.flow_otlp_answer(flow_id)
+        return None if answer is None else traces_to_json(answer.traces, truncated=answer.truncated)
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
         """RED per service over the range, from its entry spans (server and consumer spans)."""
@@ -282,12 +286,12 @@ def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:
     )
 
 
-def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
-    """One flat dict per span, sorted by start time: what a table or a waterfall wants.
+def flatten_spans(traces: TracesData) -> list[FlowSpan]:
+    """One flat span per span, sorted by start time: what a table or a waterfall wants.
 
     Attribute values are JSON-ready: NaN and infinite doubles are the strings OTLP JSON uses for them.
     """
-    spans = []
+    spans: list[FlowSpan] = []
     for resource_spans in traces.resource_spans:
         resource = attributes_json(resource_spans.resource.attributes)
         service = str(resource.get("service.name", "unknown_service"))
@@ -333,21 +337,23 @@ def flatten_spans(traces: TracesData) -> list[dict[str, Any]]:
     return spans
 
 
-def async_hops(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
     """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id."""
     by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
-    producers_by_message: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    producers_by_message: dict[tuple[str, str], list[FlowSpan]] = {}
     for span in spans:
         if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
             key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
             producers_by_message.setdefault(key, []).append(span)
-    hops = []
+    hops: list[AsyncHop] = []
     for consumer in spans:
         if consumer["kind"] != "CONSUMER":
             continue
-        producers = [by_id.get((link["trace_id"], link["span_id"])) for link in consumer["links"]]
-        parent = by_id.get((consumer["trace_id"], consumer["parent_span_id"]))
-        producers.append(parent)
+        producers: list[FlowSpan | None] = [
+            by_id.get((link["trace_id"], link["span_id"])) for link in consumer["links"]
+        ]
+        parent_id = consumer["parent_span_id"]
+        producers.append(None if parent_id is None else by_id.get((consumer["trace_id"], parent_id)))
         message_id = consumer["attributes"].get(conventions.MESSAGE_ID)
         if message_id is not None:
             producers.extend(producers_by_message.get((str(message_id), _destination(consumer)), []))
@@ -371,7 +377,7 @@ def async_hops(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return hops
 
 
-def _destination(span: dict[str, Any]) -> str:
+def _destination(span: FlowSpan) -> str:
     return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
 
 

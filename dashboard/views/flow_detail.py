@@ -4,12 +4,11 @@ one span's attributes, events and links (``&span=ID``), and the flow as OTLP JSO
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.query.layer import FlowDetail
+from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
 from hopscope.dashboard import data
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label, markdown_text, shorten
@@ -40,12 +39,12 @@ def _write_span(key: str) -> None:
     st.query_params["span"] = st.session_state[key]
 
 
-def _text(value: Any) -> str:
+def _text(value: AttributeValue) -> str:
     """Attribute values as text for one table column (they mix strings, numbers, booleans and lists)."""
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _attribute_table(attributes: dict[str, Any]) -> pd.DataFrame:
+def _attribute_table(attributes: Attributes) -> pd.DataFrame:
     rows = [{"key": key, "value": _text(value)} for key, value in sorted(attributes.items())]
     return pd.DataFrame(rows, columns=["key", "value"])  # type: ignore[no-any-return, unused-ignore]
 
@@ -120,7 +119,7 @@ def span_table(detail: FlowDetail) -> None:
     )
 
 
-def links(flow_id: int, span: dict[str, Any], by_id: dict[tuple[str, str], dict[str, Any]]) -> None:
+def links(flow_id: int, span: FlowSpan, by_id: dict[tuple[str, str], FlowSpan]) -> None:
     """Each link names its span; a link into another flow can open that flow."""
     for index, link in enumerate(span["links"]):
         target = by_id.get((link["trace_id"], link["span_id"]))
@@ -159,7 +158,7 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
         on_change=_write_span,
         args=(key,),
     )
-    span = labels[chosen]
+    span = labels[chosen if chosen is not None else span_ids[0]]
     status = span["status"]
     heading(span_label(span), f" · {span['kind'].lower()} · {span['duration_ms']:.1f} ms")
     if is_error(span):
