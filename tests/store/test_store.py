@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hopscope.collector.store.errors import StoreError
-from hopscope.collector.store.sqlite.store import SCHEMA_VERSION, SQLiteStore
+from hopscope.collector.store.sqlite.schema import SCHEMA_VERSION
+from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.otlp_samples import full_request, spans_of
 
 

@@ -18,51 +18,6 @@ from hopscope.collector.stitch import groups as flow_groups
 from hopscope.collector.stitch.facts import TraceFacts
 from hopscope.collector.stitch.groups import MAX_NS, chunks, combine, connected_groups, meet_stored_flows
 
-# Schema version 2: flows. Applied as a migration on top of version 1.
-FLOWS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS flows (
-    flow_id INTEGER PRIMARY KEY,
-    merged_into INTEGER,                -- the standing flow this one was merged into, or NULL
-    start_unix_nano INTEGER,
-    end_unix_nano INTEGER,
-    span_count INTEGER NOT NULL DEFAULT 0,
-    trace_count INTEGER NOT NULL DEFAULT 0,
-    error_count INTEGER NOT NULL DEFAULT 0,
-    max_receive_count INTEGER NOT NULL DEFAULT 0,
-    entry_start_unix_nano INTEGER,
-    entry_service TEXT,
-    entry_operation TEXT
-);
-CREATE INDEX IF NOT EXISTS flows_by_start ON flows (start_unix_nano) WHERE merged_into IS NULL;
-CREATE INDEX IF NOT EXISTS flows_by_merged_into ON flows (merged_into) WHERE merged_into IS NOT NULL;
-CREATE TABLE IF NOT EXISTS trace_flows (
-    trace_id BLOB PRIMARY KEY,
-    flow_id INTEGER NOT NULL,
-    span_count INTEGER NOT NULL         -- 0 while the trace is only known from a link
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_flows_by_flow ON trace_flows (flow_id);
-CREATE TABLE IF NOT EXISTS flow_operations (
-    operation TEXT NOT NULL,
-    service_name TEXT NOT NULL,
-    flow_id INTEGER NOT NULL,
-    PRIMARY KEY (operation, service_name, flow_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flow_operations_by_service ON flow_operations (service_name, flow_id);
-CREATE INDEX IF NOT EXISTS flow_operations_by_flow ON flow_operations (flow_id);
-CREATE TABLE IF NOT EXISTS flow_correlations (
-    correlation_id TEXT NOT NULL,
-    flow_id INTEGER NOT NULL,
-    PRIMARY KEY (correlation_id, flow_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flow_correlations_by_flow ON flow_correlations (flow_id);
-CREATE TABLE IF NOT EXISTS message_keys (
-    message_id TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    trace_id BLOB NOT NULL,
-    PRIMARY KEY (message_id, destination, trace_id)
-) WITHOUT ROWID;
-"""
-
 # Kept importable from here; flow_groups owns it.
 MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
 

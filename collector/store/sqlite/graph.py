@@ -39,30 +39,6 @@ from hopscope.collector.stitch.graph_rules import (
     PENDING_HOP_TTL_NS,
 )
 
-# Schema version 4: the service graph.
-GRAPH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS hop_rollups (
-    source TEXT NOT NULL,
-    target TEXT NOT NULL,
-    edge_kind TEXT NOT NULL,
-    bucket_start_unix_nano INTEGER NOT NULL,
-    hop_count INTEGER NOT NULL,
-    error_count INTEGER NOT NULL,
-    duration_histogram TEXT NOT NULL,
-    wait_histogram TEXT NOT NULL,
-    max_receive_count INTEGER NOT NULL,
-    PRIMARY KEY (bucket_start_unix_nano, source, target, edge_kind)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pending_hops (
-    trace_id BLOB NOT NULL,             -- the span that is awaited (a client parent, a producer)
-    span_id BLOB NOT NULL,
-    hop TEXT NOT NULL,                  -- JSON: what to count once it arrives
-    waiting_since_unix_nano INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pending_hops_by_span ON pending_hops (trace_id, span_id);
-CREATE INDEX IF NOT EXISTS pending_hops_by_age ON pending_hops (waiting_since_unix_nano);
-"""
-
 _EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KIND = Span.SpanKind

@@ -11,32 +11,6 @@ import sqlite3
 from hopscope.collector.model import queues as queue_model
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary, depth_sample
 
-# Schema version 5: queues and their depth.
-QUEUES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queues (
-    name TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    arn TEXT,
-    dlq_name TEXT,
-    max_receive_count INTEGER,
-    fifo INTEGER NOT NULL DEFAULT 0,
-    last_polled_unix_nano INTEGER,
-    last_error TEXT,
-    last_error_unix_nano INTEGER
-);
-CREATE TABLE IF NOT EXISTS queue_depth (
-    queue_name TEXT NOT NULL,
-    polled_unix_nano INTEGER NOT NULL,
-    visible INTEGER NOT NULL,
-    in_flight INTEGER NOT NULL,
-    delayed INTEGER NOT NULL,
-    oldest_age_seconds REAL,
-    age_source TEXT,
-    PRIMARY KEY (queue_name, polled_unix_nano)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS queue_depth_by_time ON queue_depth (polled_unix_nano);
-"""
-
 _SAMPLE_COLUMNS = "queue_name, polled_unix_nano, visible, in_flight, delayed, oldest_age_seconds, age_source"
 
 

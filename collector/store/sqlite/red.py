@@ -14,22 +14,6 @@ from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.red import Rollup, RollupRow
 from hopscope.collector.stitch.guard import saturating_add
 
-# Schema version 3: RED rollups.
-RED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS red_rollups (
-    service_name TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    bucket_start_unix_nano INTEGER NOT NULL,    -- the minute the spans started in
-    span_count INTEGER NOT NULL,
-    error_count INTEGER NOT NULL,
-    duration_sum_ns INTEGER NOT NULL,
-    histogram TEXT NOT NULL,                    -- latency_histogram.encode()
-    -- time first: each minute's rows are written together, so a stitching commit touches few pages
-    PRIMARY KEY (bucket_start_unix_nano, service_name, operation, kind)
-) WITHOUT ROWID;
-"""
-
 BUCKET_NS = 60 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 

@@ -41,58 +41,13 @@ from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.limits import SpanLimits, limit_span
 from hopscope.collector.store.sqlite import flows as sqlite_flows
 from hopscope.collector.store.sqlite import queues as sqlite_queues
-from hopscope.collector.store.sqlite.flows import FLOWS_SCHEMA, FlowStitcher
-from hopscope.collector.store.sqlite.graph import GRAPH_SCHEMA, GraphRollups, read_hop_rollups
-from hopscope.collector.store.sqlite.queues import QUEUES_SCHEMA
-from hopscope.collector.store.sqlite.red import RED_SCHEMA, RedRollups, read_rollups
+from hopscope.collector.store.sqlite import schema as sqlite_schema
+from hopscope.collector.store.sqlite.flows import FlowStitcher
+from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
+from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
-
-# Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS resources (
-    resource_id INTEGER PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    service_name TEXT NOT NULL,
-    schema_url TEXT NOT NULL,
-    resource BLOB NOT NULL              -- serialized opentelemetry.proto.resource.v1.Resource
-);
-CREATE TABLE IF NOT EXISTS scopes (
-    scope_id INTEGER PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    version TEXT NOT NULL,
-    schema_url TEXT NOT NULL,
-    scope BLOB NOT NULL                 -- serialized opentelemetry.proto.common.v1.InstrumentationScope
-);
-CREATE TABLE IF NOT EXISTS spans (
-    span_pk INTEGER PRIMARY KEY,
-    trace_id BLOB NOT NULL,
-    span_id BLOB NOT NULL,
-    parent_span_id BLOB,                -- NULL for a root span
-    name TEXT NOT NULL,
-    kind INTEGER NOT NULL,
-    start_unix_nano INTEGER NOT NULL,
-    end_unix_nano INTEGER NOT NULL,
-    status_code INTEGER NOT NULL,
-    service_name TEXT NOT NULL,
-    resource_id INTEGER NOT NULL REFERENCES resources (resource_id),
-    scope_id INTEGER NOT NULL REFERENCES scopes (scope_id),
-    received_unix_nano INTEGER NOT NULL,
-    span BLOB NOT NULL                  -- serialized opentelemetry.proto.trace.v1.Span
-);
-CREATE UNIQUE INDEX IF NOT EXISTS spans_by_id ON spans (trace_id, span_id);
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_unix_nano);
-"""
-
-# MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA, 5: QUEUES_SCHEMA}
 
 _INSERT_SPAN = """
 INSERT OR IGNORE INTO spans (
@@ -153,7 +108,7 @@ class SQLiteStore:
         self.skipped_spans = SkippedSpans()
         if read_only:
             self._choose_read_mode()
-            self._check_version(self._reader())
+            sqlite_schema.check_version(self._reader(), self.path)
         else:
             self._writer = self._open_writer(durable)
             self._checkpointer = _Checkpointer(self._connect_rw())
@@ -248,34 +203,7 @@ class SQLiteStore:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._transaction(conn):
-            for statement in _statements(SCHEMA):
-                conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 1  # a new file has just been given version 1
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}; this hopscope knows up to {SCHEMA_VERSION}"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _statements(MIGRATIONS[target]):
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-
-    def _check_version(self, conn: sqlite3.Connection) -> None:
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise StoreError(f"{self.path} is not a hopscope database (no hopscope tables)") from exc
-            raise StoreError(f"cannot read {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path} is not a hopscope database: {exc}") from exc
-        if row is None or int(row[0]) != SCHEMA_VERSION:
-            found = row[0] if row else "none"
-            raise StoreError(f"{self.path} has schema version {found}; expected {SCHEMA_VERSION}")
+            sqlite_schema.migrate(conn, self.path)
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._writer is None:
@@ -759,13 +687,3 @@ def _service_name(resource: Resource) -> str:
         if attribute.key == "service.name" and attribute.value.HasField("string_value"):
             return attribute.value.string_value or _UNKNOWN_SERVICE
     return _UNKNOWN_SERVICE
-
-
-def _statements(script: str) -> Iterable[str]:
-    """Split a script into statements: ``executescript`` would commit the open transaction."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
