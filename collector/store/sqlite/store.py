@@ -1,28 +1,22 @@
 """The SQLite span store: one file, WAL, one writer, any number of readers in any process.
 
-Each span is kept whole as its serialized OTLP ``Span`` message (lossless by construction: every field,
-attribute type, event, link and dropped count survives), next to the columns that queries filter on.
-Resources and instrumentation scopes are stored once each and referenced by id.
+The class owns the connections, the transactions and the stitching position, and composes the parts:
+``schema`` (the tables, migrated on open), ``spans`` (rows in, OTLP out, retention), ``flows``, ``red`` and
+``graph`` (folded in while stitching, read by the query layer) and ``queues`` (the SQS poller's tables).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import itertools
 import logging
 import sqlite3
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
@@ -38,30 +32,22 @@ from hopscope.collector.stitch.guard import (
 )
 from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
 from hopscope.collector.store.errors import StoreError
-from hopscope.collector.store.limits import SpanLimits, limit_span
+from hopscope.collector.store.limits import SpanLimits
 from hopscope.collector.store.sqlite import flows as sqlite_flows
 from hopscope.collector.store.sqlite import queues as sqlite_queues
 from hopscope.collector.store.sqlite import schema as sqlite_schema
+from hopscope.collector.store.sqlite import spans as sqlite_spans
 from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
+from hopscope.collector.store.sqlite.spans import PreparedScope
 
 log = logging.getLogger(__name__)
 
 
-_INSERT_SPAN = """
-INSERT OR IGNORE INTO spans (
-    trace_id, span_id, parent_span_id, name, kind, start_unix_nano, end_unix_nano, status_code,
-    service_name, received_unix_nano, span, resource_id, scope_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-_UNKNOWN_SERVICE = "unknown_service"
 # The first bytes of every SQLite database file.
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_CANTOPEN = 14  # the primary result code of "unable to open database file"
-# Span keys bound in one ``IN (...)`` of a budgeted read.
-_IDS_PER_QUERY = 500
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 64 * 1024
 # WAL pages go back into the database file from a background thread, not inside the writer's COMMIT.
@@ -69,17 +55,6 @@ CHECKPOINT_INTERVAL_SECONDS = 0.25
 # A backstop: SQLite checkpoints inside COMMIT only if the WAL grows past this many pages (about 80 MB).
 _AUTOCHECKPOINT_PAGES = 20_000
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedScope:
-    """The rows of one (resource, scope) group of a request, ready for the writer thread."""
-
-    resource_digest: bytes
-    resource: Mapping[str, object]
-    scope_digest: bytes
-    scope: Mapping[str, object]
-    rows: Sequence[tuple[object, ...]]
 
 
 class SQLiteStore:
@@ -95,8 +70,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._resource_ids: dict[bytes, int] = {}
-        self._scope_ids: dict[bytes, int] = {}
+        self._interned = sqlite_spans.InternedIds()
         self._writer: sqlite3.Connection | None = None
         # The SQS poller's own write connection: SQLite serialises it with the span writer's.
         self._queue_writer: sqlite3.Connection | None = None
@@ -215,69 +189,16 @@ class SQLiteStore:
     def prepare(
         self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
     ) -> list[PreparedScope]:
-        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes.
-
-        With ``limits``, a span whose encoding is longer than the value length limit is cut to the limits
-        (only such a span can hold a value that long): its size is known here for free.
-        """
-        received = time.time_ns()
-        prepared: list[PreparedScope] = []
-        for resource_spans in request.resource_spans:
-            resource = resource_spans.resource
-            resource_blob = resource.SerializeToString()
-            service_name = _service_name(resource)
-            resource_row = {
-                "service_name": service_name,
-                "schema_url": resource_spans.schema_url,
-                "resource": resource_blob,
-            }
-            resource_digest = _digest(resource_blob, resource_spans.schema_url)
-            for scope_spans in resource_spans.scope_spans:
-                scope = scope_spans.scope
-                scope_blob = scope.SerializeToString()
-                scope_row = {
-                    "name": scope.name,
-                    "version": scope.version,
-                    "schema_url": scope_spans.schema_url,
-                    "scope": scope_blob,
-                }
-                rows: list[tuple[object, ...]] = [
-                    (
-                        span.trace_id,
-                        span.span_id,
-                        span.parent_span_id or None,
-                        span.name,
-                        span.kind,
-                        span.start_time_unix_nano,
-                        span.end_time_unix_nano,
-                        span.status.code,
-                        service_name,
-                        received,
-                        span.SerializeToString(),
-                    )
-                    for span in scope_spans.spans
-                ]
-                if limits is not None:
-                    _limit_long_spans(rows, scope_spans.spans, limits)
-                if rows:
-                    scope_digest = _digest(scope_blob, scope_spans.schema_url)
-                    prepared.append(
-                        PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows)
-                    )
-        return prepared
+        """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes."""
+        return sqlite_spans.prepare_spans(request, limits)
 
     def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
         conn = self._writer_conn()
-        rows: list[tuple[object, ...]] = []
         with self._transaction(conn):
-            for batch in batches:
-                for group in batch:
-                    ids = (self._resource_id(conn, group), self._scope_id(conn, group))
-                    rows.extend(row + ids for row in group.rows)
-            conn.executemany(_INSERT_SPAN, rows)
-            (last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+            written = sqlite_spans.insert_spans(conn, batches, self._interned)
+            last_span_pk = sqlite_spans.last_span_pk(conn)
         self._last_span_pk = last_span_pk
-        return len(rows)
+        return written
 
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
         """Prepare, write and stitch: for scripts and tests that want flows to be current on return."""
@@ -317,7 +238,9 @@ class SQLiteStore:
         failed = fold_isolating(rows, self._fold_chunk, is_environment_error)
         if failed:
             report_failed_rows(
-                self.skipped_spans, [(_span_label(row[3]), exc) for row, exc in failed], self.label
+                self.skipped_spans,
+                [(sqlite_spans.span_label(row[3]), exc) for row, exc in failed],
+                self.label,
             )
             through = rows[-1][0]
             with self._transaction(conn):  # past the skipped spans, which may end the chunk
@@ -362,7 +285,7 @@ class SQLiteStore:
         conn = self._writer_conn()
         row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
         self._stitched_through = int(row[0]) if row else 0
-        (self._last_span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+        self._last_span_pk = sqlite_spans.last_span_pk(conn)
         for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'skipped_spans:%'"):
             self.skipped_spans.by_reason[key.removeprefix("skipped_spans:")] = int(value)
 
@@ -379,118 +302,23 @@ class SQLiteStore:
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         # Ids cached during the failed transaction may point at rows that no longer exist.
-        self._resource_ids.clear()
-        self._scope_ids.clear()
+        self._interned.clear()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-
-    def _resource_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
-        cached = self._resource_ids.get(group.resource_digest)
-        if cached is None:
-            cached = _intern(conn, "resources", "resource_id", group.resource_digest, group.resource)
-            self._resource_ids[group.resource_digest] = cached
-        return cached
-
-    def _scope_id(self, conn: sqlite3.Connection, group: PreparedScope) -> int:
-        cached = self._scope_ids.get(group.scope_digest)
-        if cached is None:
-            cached = _intern(conn, "scopes", "scope_id", group.scope_digest, group.scope)
-            self._scope_ids[group.scope_digest] = cached
-        return cached
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         conn = self._writer_conn()
         with self._transaction(conn):
-            cursor = conn.execute(
-                "DELETE FROM spans WHERE span_pk IN "
-                "(SELECT span_pk FROM spans WHERE start_unix_nano < ? LIMIT ?)",
-                (cutoff_unix_nano, limit),
-            )
-        return cursor.rowcount
+            return sqlite_spans.delete_spans_started_before(conn, cutoff_unix_nano, limit)
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
-        conn = self._reader()
-        rows: list[tuple[int, int, bytes]] | None
-        if budget is None:
-            rows = conn.execute(
-                "SELECT resource_id, scope_id, span FROM spans WHERE trace_id = ? "
-                "ORDER BY start_unix_nano, span_pk",
-                (trace_id,),
-            ).fetchall()
-        else:
-            rows = self._rows_within(conn, trace_id, budget)
-        if rows is None or (not rows and budget is None):
-            return None
-        resources = self._load(conn, "resources", "resource_id", "schema_url, resource", {r[0] for r in rows})
-        scopes = self._load(conn, "scopes", "scope_id", "schema_url, scope", {r[1] for r in rows})
-        traces = TracesData()
-        by_resource: dict[int, ResourceSpans] = {}
-        by_scope: dict[tuple[int, int], ScopeSpans] = {}
-        for resource_id, scope_id, span_blob in rows:
-            resource_spans = by_resource.get(resource_id)
-            if resource_spans is None:
-                schema_url, blob = resources[resource_id]
-                resource_spans = traces.resource_spans.add(schema_url=schema_url)
-                resource_spans.resource.CopyFrom(Resource.FromString(blob))
-                by_resource[resource_id] = resource_spans
-            scope_spans = by_scope.get((resource_id, scope_id))
-            if scope_spans is None:
-                schema_url, blob = scopes[scope_id]
-                scope_spans = resource_spans.scope_spans.add(schema_url=schema_url)
-                scope_spans.scope.CopyFrom(InstrumentationScope.FromString(blob))
-                by_scope[(resource_id, scope_id)] = scope_spans
-            scope_spans.spans.append(Span.FromString(span_blob))
-        return traces
-
-    @staticmethod
-    def _load(
-        conn: sqlite3.Connection, table: str, key: str, columns: str, ids: Iterable[int]
-    ) -> dict[int, tuple[str, bytes]]:
-        wanted = sorted(ids)
-        marks = ",".join("?" * len(wanted))
-        query = f"SELECT {key}, {columns} FROM {table} WHERE {key} IN ({marks})"
-        return {row[0]: (row[1], row[2]) for row in conn.execute(query, wanted)}
-
-    @staticmethod
-    def _rows_within(
-        conn: sqlite3.Connection, trace_id: bytes, budget: ReadBudget
-    ) -> list[tuple[int, int, bytes]] | None:
-        """The trace's rows that fit the budget, earliest start first; None when it has no span stored.
-
-        Sizes come first (``length`` reads no blob) and blobs only for the spans kept, so a trace of a
-        million spans, or one span of a million attributes, costs no more than the budget.
-        """
-        sizes = conn.execute(
-            "SELECT span_pk, length(span) FROM spans WHERE trace_id = ? "
-            "ORDER BY start_unix_nano, span_pk LIMIT ?",
-            (trace_id, budget.spans + 1),
-        ).fetchall()
-        if not sizes:
-            return None
-        kept = [span_pk for span_pk, size in itertools.takewhile(lambda row: budget.take(row[1]), sizes)]
-        by_pk: dict[int, tuple[int, int, bytes]] = {}
-        for first in range(0, len(kept), _IDS_PER_QUERY):
-            chunk = kept[first : first + _IDS_PER_QUERY]
-            query = (
-                "SELECT span_pk, resource_id, scope_id, span FROM spans "
-                f"WHERE span_pk IN ({','.join('?' * len(chunk))})"
-            )
-            for span_pk, resource_id, scope_id, span in conn.execute(query, chunk):
-                by_pk[span_pk] = (resource_id, scope_id, span)
-        return [by_pk[span_pk] for span_pk in kept if span_pk in by_pk]  # retention may delete meanwhile
+        return sqlite_spans.read_trace(self._reader(), trace_id, budget)
 
     def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
         """Several traces in one document (empty when none is stored); a budget is spent trace by trace."""
-        combined = TracesData()
-        for trace_id in trace_ids:
-            traces = self.get_trace(trace_id, budget)
-            if traces is not None:
-                combined.resource_spans.extend(traces.resource_spans)
-            if budget is not None and budget.truncated:
-                break
-        return combined
+        return sqlite_spans.read_traces(self._reader(), trace_ids, budget)
 
     # -- flows -------------------------------------------------------------------------------------------
 
@@ -567,11 +395,10 @@ class SQLiteStore:
         return sqlite_queues.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
 
     def count_spans(self) -> int:
-        (count,) = self._reader().execute("SELECT count(*) FROM spans").fetchone()
-        return int(count)
+        return sqlite_spans.count_spans(self._reader())
 
     def has_spans(self) -> bool:
-        return self._reader().execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None
+        return sqlite_spans.has_spans(self._reader())
 
     def close(self) -> None:
         with self._queue_writer_lock:
@@ -645,45 +472,3 @@ def is_environment_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
         exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
     )
-
-
-_BLOB = 10  # the serialized span's place in a prepared row
-
-
-def _limit_long_spans(rows: list[tuple[object, ...]], spans: Sequence[Span], limits: SpanLimits) -> None:
-    longest = limits.max_value_length
-    for index, row in enumerate(rows):
-        if len(row[_BLOB]) > longest:  # type: ignore[arg-type]
-            span = spans[index]
-            limit_span(span, limits)
-            rows[index] = (*row[:_BLOB], span.SerializeToString())
-
-
-def _span_label(blob: bytes) -> str:
-    try:
-        span = Span.FromString(blob)
-    except Exception:  # the label of a span that cannot even be parsed
-        return "<unparsable span>"
-    return f"{span.trace_id.hex()}/{span.span_id.hex()}"
-
-
-def _digest(blob: bytes, schema_url: str) -> bytes:
-    return hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
-
-
-def _intern(
-    conn: sqlite3.Connection, table: str, id_column: str, digest: bytes, columns: Mapping[str, object]
-) -> int:
-    """The id of the row with this digest, inserted first if new (resources and scopes are stored once)."""
-    names = ", ".join(["digest", *columns])
-    marks = ", ".join("?" * (len(columns) + 1))
-    conn.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", (digest, *columns.values()))
-    (row_id,) = conn.execute(f"SELECT {id_column} FROM {table} WHERE digest = ?", (digest,)).fetchone()
-    return int(row_id)
-
-
-def _service_name(resource: Resource) -> str:
-    for attribute in resource.attributes:
-        if attribute.key == "service.name" and attribute.value.HasField("string_value"):
-            return attribute.value.string_value or _UNKNOWN_SERVICE
-    return _UNKNOWN_SERVICE
