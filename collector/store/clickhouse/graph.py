@@ -405,7 +405,7 @@ WHERE startsWith(node, {{prefix:String}})
 def destinations_seen(client: ClickHouseClient, system_prefix: str, since_unix_nano: int) -> list[str]:
     """Names of the destinations (``system_prefix`` "aws_sqs:") that spans sent to or consumed from since
     then: the nodes of the publish, consume and subscription hops of the minutes starting at or after it,
-    what ``sqlite_queues.destinations_seen`` gives."""
+    what ``store.sqlite.graph.destinations_seen`` gives."""
     lo = _minute_after(since_unix_nano)
     params = {**_params(lo, _MAX_NS), "prefix": system_prefix}
     table = f"{client.database}.otel_traces"

@@ -424,3 +424,14 @@ def read_hop_rollups(
         )
         for source, target, edge_kind, count, errors, durations, waits, receive in rows
     ]
+
+
+def destinations_seen(conn: sqlite3.Connection, system_prefix: str, since_unix_nano: int) -> list[str]:
+    """Queue names that spans sent to or consumed from since then (graph nodes ``aws_sqs:NAME``)."""
+    rows = conn.execute(
+        "SELECT source, target FROM hop_rollups WHERE bucket_start_unix_nano >= ?"
+        " AND (source LIKE ? OR target LIKE ?)",
+        (since_unix_nano, system_prefix + "%", system_prefix + "%"),
+    ).fetchall()
+    names = {node for row in rows for node in row if str(node).startswith(system_prefix)}
+    return sorted(str(node)[len(system_prefix) :] for node in names)

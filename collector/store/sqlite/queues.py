@@ -83,16 +83,14 @@ def depth_series(
     return [depth_sample(row) for row in reversed(rows)]
 
 
+def queue_depth(
+    conn: sqlite3.Connection, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+) -> list[DepthSample] | None:
+    """A queue's depth samples in the range (None for a queue never polled)."""
+    if not known_queue(conn, queue_name):
+        return None
+    return depth_series(conn, queue_name, since_unix_nano, until_unix_nano, limit)
+
+
 def known_queue(conn: sqlite3.Connection, queue_name: str) -> bool:
     return conn.execute("SELECT 1 FROM queues WHERE name = ?", (queue_name,)).fetchone() is not None
-
-
-def destinations_seen(conn: sqlite3.Connection, system_prefix: str, since_unix_nano: int) -> list[str]:
-    """Queue names that spans sent to or consumed from since then (graph nodes ``aws_sqs:NAME``)."""
-    rows = conn.execute(
-        "SELECT source, target FROM hop_rollups WHERE bucket_start_unix_nano >= ?"
-        " AND (source LIKE ? OR target LIKE ?)",
-        (since_unix_nano, system_prefix + "%", system_prefix + "%"),
-    ).fetchall()
-    names = {node for row in rows for node in row if str(node).startswith(system_prefix)}
-    return sorted(str(node)[len(system_prefix) :] for node in names)

@@ -34,6 +34,7 @@ from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.limits import SpanLimits
 from hopscope.collector.store.sqlite import flows as sqlite_flows
+from hopscope.collector.store.sqlite import graph as sqlite_graph
 from hopscope.collector.store.sqlite import queues as sqlite_queues
 from hopscope.collector.store.sqlite import schema as sqlite_schema
 from hopscope.collector.store.sqlite import spans as sqlite_spans
@@ -386,13 +387,10 @@ class SQLiteStore:
     def queue_depth(
         self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
     ) -> list[DepthSample] | None:
-        conn = self._reader()
-        if not sqlite_queues.known_queue(conn, queue_name):
-            return None
-        return sqlite_queues.depth_series(conn, queue_name, since_unix_nano, until_unix_nano, limit)
+        return sqlite_queues.queue_depth(self._reader(), queue_name, since_unix_nano, until_unix_nano, limit)
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
-        return sqlite_queues.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
+        return sqlite_graph.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
 
     def count_spans(self) -> int:
         return sqlite_spans.count_spans(self._reader())
