@@ -37,7 +37,7 @@ DESTINATIONS = ("order-events", "shipping", "billing-dlq")
 @pytest.fixture
 def client(chdb_url: str) -> Iterator[ClickHouseClient]:
     client = open_clickhouse_client(parse_store_url(chdb_url))
-    clickhouse_schema.create(client, clickhouse_flows.FLOWS_DDL)
+    clickhouse_schema.create(client)
     yield client
     client.close()
 

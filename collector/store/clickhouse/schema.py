@@ -5,6 +5,7 @@ materialized view), and hopscope's own tables beside it, all prefixed ``hopscope
 A database that only Collectors write gets flows the same way: ``hopscope_span_feed`` is filled by a
 materialized view on ``otel_traces``, whoever inserts, and ``hopscope collector`` stitches what arrives in it.
 Every statement is idempotent, so opening a store (or a Collector starting first) creates what is missing.
+Every table's DDL is here (the flow tables too), as on the SQLite side (``store/sqlite/schema.py``).
 """
 
 from __future__ import annotations
@@ -171,14 +172,112 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_queue_depth (
 ORDER BY (QueueName, Polled)
 """
 
+# -- the flows (stitched by flows.py) ---------------------------------------------------------------------
+
+# One row version per change of a flow. Flow ids grow with time, so the flows a stitcher or a page of
+# search results touch are mostly the last granules of the key. The skip indexes serve queries without
+# FINAL only (a version filtered out by a skip index must never let an older one through).
+_FLOWS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flows (
+    FlowId UInt64,
+    MergedInto UInt64,                  -- the standing flow this one was merged into, or 0
+    StartUnixNano Int64,                -- 2**63-1 until the flow has spans
+    EndUnixNano Int64,
+    SpanCount UInt64,
+    TraceCount UInt64,
+    ErrorCount UInt64,
+    MaxReceiveCount Int64,
+    EntryStartUnixNano Int64,
+    EntryService Nullable(String),
+    EntryOperation Nullable(String),
+    OperationServices Array(String),    -- the flow's (service, span name) pairs, as two arrays
+    OperationNames Array(String),
+    CorrelationIds Array(String),
+    Version UInt64,
+    INDEX flows_by_start StartUnixNano TYPE minmax GRANULARITY 1,
+    INDEX flows_by_merged_into MergedInto TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY FlowId
+"""
+
+# trace id (lowercase hex, as otel_traces.TraceId) -> the flow it first joined. Trace ids are random, and
+# most that a stitcher asks for are new: the bloom filter answers "not here" without reading the granules.
+_TRACE_FLOWS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_trace_flows (
+    TraceId String,
+    FlowId UInt64,                      -- the flow the trace first joined: resolve it through hopscope_flows
+    SpanCount UInt64,                   -- 0 while the trace is only known from a link
+    Version UInt64,
+    INDEX trace_flows_by_trace TraceId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY TraceId
+SETTINGS index_granularity = 1024
+"""
+
+# The same rows ordered by flow, for the traces of a flow; a trace's FlowId never changes, so the key holds.
+_FLOW_TRACES = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_traces (
+    FlowId UInt64,
+    TraceId String,
+    SpanCount UInt64,
+    Version UInt64
+) ENGINE = ReplacingMergeTree(Version)
+ORDER BY (FlowId, TraceId)
+"""
+
+_FLOW_TRACES_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hopscope_flow_traces_mv TO {db}.hopscope_flow_traces
+AS SELECT FlowId, TraceId, SpanCount, Version FROM {db}.hopscope_trace_flows
+"""
+
+# Search by service or span name: one row per pair and standing flow (rows of absorbed flows stay behind,
+# and the search keeps standing flows only). Few services, so a span name alone still skips well.
+_FLOW_OPERATIONS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_operations (
+    ServiceName LowCardinality(String),
+    Operation String,
+    FlowId UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (ServiceName, Operation, FlowId)
+"""
+
+_FLOW_CORRELATIONS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_correlations (
+    CorrelationId String,
+    FlowId UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (CorrelationId, FlowId)
+"""
+
+_MESSAGE_KEYS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_message_keys (
+    MessageId String,
+    Destination String,
+    TraceId String,
+    INDEX message_keys_by_message MessageId TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+ORDER BY (MessageId, Destination, TraceId)
+SETTINGS index_granularity = 1024
+"""
+
+FLOW_STATEMENTS = (
+    _FLOWS,
+    _TRACE_FLOWS,
+    _FLOW_TRACES,
+    _FLOW_TRACES_MV,
+    _FLOW_OPERATIONS,
+    _FLOW_CORRELATIONS,
+    _MESSAGE_KEYS,
+)
+
 OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)
 OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH)
 
 
-def create(client: ClickHouseClient, extra: tuple[str, ...] = ()) -> None:
-    """Create every table that is missing; ``extra`` are more ``{db}`` templates (the flow tables)."""
+def create(client: ClickHouseClient) -> None:
+    """Create every table that is missing."""
     db = client.database
-    for statement in (*OTEL_STATEMENTS, *OWN_STATEMENTS, *extra):
+    for statement in (*OTEL_STATEMENTS, *OWN_STATEMENTS, *FLOW_STATEMENTS):
         client.command(statement.format(db=db))
     has_feed = client.query(
         "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'hopscope_span_feed'",

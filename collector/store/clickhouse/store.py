@@ -101,7 +101,7 @@ class ClickHouseStore:
             if not self._has_table("otel_traces"):
                 raise StoreError(f"{self.label} has no otel_traces table")
         else:
-            clickhouse_schema.create(client, clickhouse_flows.FLOWS_DDL)
+            clickhouse_schema.create(client)
             self._watermark = self._load_watermark()
             self._load_skipped()
 
