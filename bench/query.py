@@ -19,7 +19,6 @@ import contextlib
 import http.client
 import itertools
 import json
-import math
 import os
 import random
 import shutil
@@ -34,17 +33,27 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.store.sqlite.store import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ingest
+import workload
+from workload import (
+    BATCH,
+    DETAIL_SPANS,
+    EXTERNAL_CALLS,
+    HOUR_NS,
+    LARGE_SHOP_SERVICES,
+    QUEUES,
+    TOPICS,
+    FlowPlan,
+    Workload,
+)
 
 # Median latency targets from the issue (ms), and the ingest ratio late / early.
 TARGET_CORRELATION_MS = 50.0
@@ -54,550 +63,9 @@ TARGET_GRAPH_MS = 1_000.0
 TARGET_LATENCY_MS = 500.0
 TARGET_INGEST_RATIO = 0.8
 
-MS = 1_000_000
-SECOND_NS = 1_000_000_000
-HOUR_NS = 3_600 * SECOND_NS
-SPREAD_NS = 20 * HOUR_NS  # span start times cover the 20 hours before the run
-BATCH = 512
-TEMPLATES = 2_000
-WINDOW_FLOWS = 64  # flows whose spans are interleaved (sorted by end time, as SDKs export them)
-DETAIL_SPANS = 50
 LATENCY_STEP_SECONDS = 600
-MAX_DEPTH = 4
-ERROR_RATE = 0.01
 FILL_REQUESTS_PER_WRITE = 8  # the baseline store's untimed middle part
 HTTP_TIMEOUT_SECONDS = 120.0
-
-Attrs = ingest.Attrs
-
-# ---------------------------------------------------------------------------------------------------------
-# The system: 20 services, 4 SNS topics fanning out to 6 SQS queues, AWS dependencies.
-# ---------------------------------------------------------------------------------------------------------
-
-SERVICES = (
-    "orders-api", "checkout", "billing", "payments", "fraud-check", "inventory", "pricing", "catalog",
-    "shipping", "carrier-gateway", "notifications", "email-sender", "sms-sender", "loyalty", "analytics",
-    "audit-log", "customers", "search", "recommendations", "returns",
-)  # fmt: skip
-ENTRY_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
-    "orders-api": (("POST", "/orders"), ("GET", "/orders/{id}"), ("POST", "/orders/{id}/cancel")),
-    "checkout": (("POST", "/checkout"),),
-    "customers": (("GET", "/customers/{id}"), ("PUT", "/customers/{id}")),
-    "catalog": (("GET", "/products"), ("GET", "/products/{id}")),
-    "search": (("GET", "/search"),),
-    "returns": (("POST", "/returns"),),
-}
-ENTRY_SERVICES = tuple(ENTRY_ROUTES)
-# Synchronous calls (HTTP between Lambdas behind API Gateway): caller -> callees.
-CALLS: dict[str, tuple[str, ...]] = {
-    "orders-api": ("checkout", "catalog", "customers", "pricing"),
-    "checkout": ("pricing", "inventory", "fraud-check", "payments"),
-    "payments": ("fraud-check",),
-    "billing": ("payments", "customers"),
-    "shipping": ("carrier-gateway", "inventory"),
-    "notifications": ("email-sender", "sms-sender", "customers"),
-    "returns": ("inventory", "payments"),
-    "search": ("catalog", "recommendations"),
-    "recommendations": ("catalog",),
-    "catalog": ("pricing",),
-    "customers": ("loyalty",),
-}
-# SNS topics -> (subscribed SQS queue, its consumer); the queues, also sent to directly.
-TOPICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "order-events": (("billing-jobs", "billing"), ("inventory-updates", "inventory"),
-                     ("analytics-ingest", "analytics")),
-    "payment-events": (("shipping-requests", "shipping"), ("notification-jobs", "notifications"),
-                       ("audit-trail", "audit-log")),
-    "shipment-events": (("notification-jobs", "notifications"), ("analytics-ingest", "analytics"),
-                        ("audit-trail", "audit-log")),
-    "customer-events": (("audit-trail", "audit-log"), ("analytics-ingest", "analytics"),
-                        ("notification-jobs", "notifications")),
-}  # fmt: skip
-QUEUES: dict[str, str] = {
-    "billing-jobs": "billing",
-    "inventory-updates": "inventory",
-    "shipping-requests": "shipping",
-    "notification-jobs": "notifications",
-    "analytics-ingest": "analytics",
-    "audit-trail": "audit-log",
-}
-PUBLISHES: dict[str, tuple[str, ...]] = {
-    "orders-api": ("order-events", "audit-trail"),
-    "checkout": ("order-events",),
-    "returns": ("order-events", "audit-trail"),
-    "payments": ("payment-events",),
-    "billing": ("payment-events",),
-    "shipping": ("shipment-events",),
-    "customers": ("customer-events",),
-    "inventory": ("analytics-ingest",),
-    "carrier-gateway": ("shipment-events",),
-}
-EXTERNAL_CALLS = (
-    ("DynamoDB", "GetItem"), ("DynamoDB", "PutItem"), ("DynamoDB", "Query"), ("DynamoDB", "UpdateItem"),
-    ("S3", "GetObject"),
-)  # fmt: skip
-TABLES = ("orders", "payments", "stock", "customers", "shipments", "prices")
-INTERNAL_STEPS = ("validate", "enrich", "persist", "render")
-# Spans per flow: (lowest, highest, share of templates). About 10 on average; a few flows have exactly 50.
-FLOW_SIZES = (
-    (3, 5, 0.36),
-    (6, 12, 0.41),
-    (13, 24, 0.19),
-    (25, 40, 0.035),
-    (DETAIL_SPANS, DETAIL_SPANS, 0.005),
-)
-
-
-@dataclass
-class Node:
-    """One span of a flow template while it is built: its content, then its place in time."""
-
-    service: str
-    scope: str
-    name: str
-    kind: Span.SpanKind.ValueType
-    attrs: Attrs
-    self_ns: int  # time of its own, besides its children
-    depth: int
-    children: list[Node] = field(default_factory=list)
-    consumers: list[tuple[Node, int]] = field(default_factory=list)  # (consumer root, queue wait ns)
-    shares_message_id: bool = False  # a consumer of a direct SQS send sees the producer's message id
-    start_ns: int = 0
-    end_ns: int = 0
-
-
-class FlowBuilder:
-    """Builds one flow of exactly ``target`` spans from a random walk over the system."""
-
-    def __init__(self, r: random.Random, target: int) -> None:
-        self.r = r
-        self.target = target
-        self.count = 0
-        self.hosts: list[Node] = []  # server, consumer and internal spans: where more work can go
-        self.region = r.choice(ingest.REGIONS)
-
-    @property
-    def room(self) -> int:
-        return self.target - self.count
-
-    def node(
-        self, service: str, scope: str, name: str, kind: Span.SpanKind.ValueType, attrs: Attrs, ms: float
-    ) -> Node:
-        self.count += 1
-        return Node(service, scope, name, kind, attrs, int(ms * MS), depth=0)
-
-    def build(self) -> Node:
-        service = self.r.choice(ENTRY_SERVICES)
-        method, route = self.r.choice(ENTRY_ROUTES[service])
-        root = self.server(service, method, route, depth=0)
-        self.work(root)
-        while self.room > 1:
-            self.work(self.r.choice(self.hosts))
-        while self.room > 0:
-            self.external(self.r.choice(self.hosts))
-        return root
-
-    def server(self, service: str, method: str, route: str, depth: int) -> Node:
-        path = route.replace("{id}", str(self.r.randrange(10**6)))
-        attrs = ingest.lambda_attrs(self.r, service, "http") | ingest.http_server_attrs(
-            self.r, method, route, path, 201 if method == "POST" else 200
-        )
-        server = self.node(
-            service, ingest.LAMBDA_SCOPE, f"{method} {route}", Span.SPAN_KIND_SERVER, attrs,
-            self.r.uniform(2, 30),
-        )  # fmt: skip
-        server.depth = depth
-        self.hosts.append(server)
-        return server
-
-    def work(self, host: Node) -> None:
-        for _ in range(self.r.randint(1, 3)):
-            if self.room <= 0:
-                return
-            roll = self.r.random()
-            if roll < 0.35:
-                self.external(host)
-            elif roll < 0.5:
-                self.internal(host)
-            elif roll < 0.78 and host.depth < MAX_DEPTH:
-                self.call(host)
-            elif host.depth < MAX_DEPTH:
-                self.publish(host)
-            else:
-                self.external(host)
-
-    def external(self, host: Node) -> None:
-        service, method = self.r.choice(EXTERNAL_CALLS)
-        attrs = ingest.aws_call_attrs(service, method, self.region)
-        if service == "DynamoDB":
-            attrs |= {"db.system.name": "aws.dynamodb", "aws.dynamodb.table_names": [self.r.choice(TABLES)]}
-        else:
-            attrs |= {"aws.s3.bucket": "shop-assets", "aws.s3.key": f"img/{self.r.randrange(10**5)}.jpg"}
-        host.children.append(
-            self.node(
-                host.service, ingest.BOTO_SCOPE, f"{service}.{method}", Span.SPAN_KIND_CLIENT, attrs,
-                self.r.uniform(3, 25),
-            )
-        )  # fmt: skip
-
-    def internal(self, host: Node) -> None:
-        step = self.r.choice(INTERNAL_STEPS)
-        attrs: Attrs = {
-            "code.function.name": f"{host.service.replace('-', '_')}.handlers.{step}",
-            "code.file.path": f"/var/task/{host.service.replace('-', '_')}/handlers.py",
-            "code.line.number": self.r.randrange(20, 600),
-        }
-        internal = self.node(
-            host.service, ingest.APP_SCOPE, f"{host.service} {step}", Span.SPAN_KIND_INTERNAL, attrs,
-            self.r.uniform(1, 20),
-        )  # fmt: skip
-        internal.depth = host.depth
-        host.children.append(internal)
-        self.hosts.append(internal)
-
-    def call(self, host: Node) -> None:
-        callees = CALLS.get(host.service)
-        if not callees or self.room < 2:
-            self.external(host)
-            return
-        callee = self.r.choice(callees)
-        method, route = self.r.choice((("GET", f"/v1/{callee}/{{id}}"), ("POST", f"/v1/{callee}")))
-        url = f"https://{callee}.internal{route.replace('{id}', str(self.r.randrange(10**6)))}"
-        client = self.node(
-            host.service, ingest.HTTP_SCOPE, method, Span.SPAN_KIND_CLIENT,
-            ingest.http_client_attrs(self.r, method, url, f"{callee}.internal", 200), self.r.uniform(1, 5),
-        )  # fmt: skip
-        host.children.append(client)
-        server = self.server(callee, method, route, depth=host.depth + 1)
-        client.children.append(server)
-        self.work(server)
-
-    def publish(self, host: Node) -> None:
-        destinations = PUBLISHES.get(host.service)
-        if not destinations or self.room < 2:
-            self.external(host)
-            return
-        destination = self.r.choice(destinations)
-        if destination in TOPICS:
-            fan_out = min(self.r.choice((2, 2, 3)), self.room - 1)
-            subscribers = self.r.sample(TOPICS[destination], k=fan_out)
-            attrs = ingest.messaging_attrs(self.r, "aws_sns", "publish", destination) | ingest.aws_call_attrs(
-                "SNS", "Publish", self.region
-            )
-        else:
-            subscribers = [(destination, QUEUES[destination])]
-            attrs = ingest.messaging_attrs(self.r, "aws_sqs", "send", destination) | ingest.aws_call_attrs(
-                "SQS", "SendMessage", self.region
-            )
-        if len(subscribers) < 2 and destination in TOPICS:
-            self.external(host)
-            return
-        producer = self.node(
-            host.service, ingest.BOTO_SCOPE, f"{destination} publish", Span.SPAN_KIND_PRODUCER, attrs,
-            self.r.uniform(5, 30),
-        )  # fmt: skip
-        host.children.append(producer)
-        consumers = []
-        for queue, service in subscribers:
-            consumer = self.consumer(queue, service, host.depth + 1)
-            consumer.shares_message_id = destination not in TOPICS
-            producer.consumers.append((consumer, self.queue_wait_ns(consumer)))
-            consumers.append(consumer)
-        for consumer in consumers:
-            self.work(consumer)
-
-    def consumer(self, queue: str, service: str, depth: int) -> Node:
-        roll = self.r.random()
-        receive_count = 3 if roll < 0.005 else 2 if roll < 0.025 else 1
-        attrs = (
-            ingest.lambda_attrs(self.r, service, "pubsub")
-            | ingest.messaging_attrs(self.r, "aws_sqs", "process", queue)
-            | {"hopscope.receive_count": receive_count, "messaging.consumer.group.name": service}
-        )
-        consumer = self.node(
-            service, ingest.LAMBDA_SCOPE, f"{queue} process", Span.SPAN_KIND_CONSUMER, attrs,
-            self.r.uniform(2, 20),
-        )  # fmt: skip
-        consumer.depth = depth
-        self.hosts.append(consumer)
-        return consumer
-
-    def queue_wait_ns(self, consumer: Node) -> int:
-        receive_count = consumer.attrs["hopscope.receive_count"]
-        assert isinstance(receive_count, int)
-        roll = self.r.random()
-        wait_ms = self.r.uniform(5, 80) if roll < 0.7 else self.r.uniform(80, 800) if roll < 0.95 else 3_000
-        return int((wait_ms + 30_000 * (receive_count - 1)) * MS)  # a retry waits out the visibility timeout
-
-
-def layout(node: Node, start_ns: int, r: random.Random) -> None:
-    """Times of a tree: children one after another inside their parent; consumers after their producer."""
-    node.start_ns = start_ns
-    cursor = start_ns + r.randrange(100_000, 2_000_000)
-    for child in node.children:
-        layout(child, cursor, r)
-        cursor = child.end_ns + r.randrange(100_000, 2_000_000)
-    node.end_ns = cursor + node.self_ns
-    for consumer, wait_ns in node.consumers:
-        layout(consumer, node.end_ns + wait_ns, r)
-
-
-@dataclass(frozen=True)
-class TemplateSpan:
-    service: str
-    scope: str
-    span: Span  # name, kind, attributes and events; no ids or times
-    parent: int  # index of the parent span in the template, -1 for the root of a trace
-    link: int  # index of the producer a consumer links to, -1 for none
-    trace: int  # which of the flow's traces
-    offset_ns: int
-    duration_ns: int
-    correlation_index: int  # attribute index of hopscope.correlation_id
-    message_index: int  # attribute index of messaging.message.id, -1 for none
-    message_of: int  # a direct SQS consumer repeats this producer's message id, -1 for a fresh one
-    fresh_indices: tuple[int, ...]  # attribute indices with a fresh random value in every span
-
-
-@dataclass(frozen=True)
-class FlowTemplate:
-    spans: tuple[TemplateSpan, ...]
-    traces: int
-
-
-FRESH_KEYS = ("faas.invocation_id", "aws.request_id")
-
-
-def span_proto(r: random.Random, node: Node) -> Span:
-    attrs: Attrs = {"hopscope.correlation_id": "", **node.attrs}
-    target = r.randint(max(10, len(attrs)), max(20, len(attrs)))
-    for key, make in r.sample(ingest.EXTRA_ATTRS, k=len(ingest.EXTRA_ATTRS)):
-        if len(attrs) >= target:
-            break
-        attrs.setdefault(key, make(r))
-    span = Span(name=node.name, kind=node.kind, attributes=ingest.key_values(attrs))
-    for offset, (event_name, event_attrs) in enumerate(ingest.plain_events(r)):
-        span.events.add(name=event_name, time_unix_nano=offset + 1, attributes=ingest.key_values(event_attrs))
-    if node.kind == Span.SPAN_KIND_SERVER and r.random() < 0.3:
-        span.status.code = Status.STATUS_CODE_OK
-    return span
-
-
-def flatten(r: random.Random, root: Node) -> FlowTemplate:
-    spans: list[TemplateSpan] = []
-    traces = 0
-
-    def visit(node: Node, parent: int, link: int, trace: int) -> int:
-        nonlocal traces
-        proto = span_proto(r, node)
-        keys = [kv.key for kv in proto.attributes]
-        message_index = keys.index(ingest.PER_SPAN_KEYS[1]) if ingest.PER_SPAN_KEYS[1] in keys else -1
-        index = len(spans)
-        spans.append(
-            TemplateSpan(
-                service=node.service,
-                scope=node.scope,
-                span=proto,
-                parent=parent,
-                link=link,
-                trace=trace,
-                offset_ns=node.start_ns - root.start_ns,
-                duration_ns=node.end_ns - node.start_ns,
-                correlation_index=keys.index("hopscope.correlation_id"),
-                message_index=message_index,
-                message_of=link if node.shares_message_id else -1,
-                fresh_indices=tuple(i for i, key in enumerate(keys) if key in FRESH_KEYS),
-            )
-        )
-        for child in node.children:
-            visit(child, index, -1, trace)
-        for consumer, _ in node.consumers:
-            traces += 1
-            visit(consumer, -1, index, traces)
-        return index
-
-    visit(root, -1, -1, 0)
-    return FlowTemplate(tuple(spans), traces + 1)
-
-
-def flow_templates(seed: int) -> list[FlowTemplate]:
-    r = random.Random(seed)
-    templates = []
-    for low, high, share in FLOW_SIZES:
-        for _ in range(max(1, round(share * TEMPLATES))):
-            root = FlowBuilder(r, r.randint(low, high)).build()
-            layout(root, 0, r)
-            templates.append(flatten(r, root))
-    return templates
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Flows in time order, their spans exported as they end, in requests of 512 spans.
-# ---------------------------------------------------------------------------------------------------------
-
-
-class Planned(NamedTuple):
-    end_ns: int
-    template: TemplateSpan
-    flow: int
-    instance: int
-    trace_id: bytes
-    span_id: bytes
-    parent_span_id: bytes
-    start_ns: int
-    link: tuple[bytes, bytes] | None
-    order_id: str
-    message_id: str
-    error: bool
-
-
-@dataclass
-class FlowPlan:
-    """Every generated flow: its correlation id, spans and traces, and how many of its spans were sent."""
-
-    order_ids: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    traces: list[int] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    sent_traces: set[bytes] = field(default_factory=set)
-    errors: int = 0
-
-    def complete(self, size: int | None = None) -> list[int]:
-        return [
-            flow
-            for flow, (n, sent) in enumerate(zip(self.sizes, self.sent, strict=True))
-            if sent == n and (size is None or n == size)
-        ]
-
-
-def plan_flow(
-    template: FlowTemplate, r: random.Random, flow: int, start_ns: int, order_id: str
-) -> list[Planned]:
-    scale = r.uniform(0.7, 1.5)  # the same shape, faster or slower
-    instance = r.randrange(ingest.INSTANCES_PER_SERVICE)
-    trace_ids = [r.randbytes(16) for _ in range(template.traces)]
-    span_ids = [r.randbytes(8) for _ in template.spans]
-    message_ids: dict[int, str] = {}
-    planned = []
-    for index, t in enumerate(template.spans):
-        if t.message_index >= 0:
-            message_ids[index] = message_ids[t.message_of] if t.message_of >= 0 else r.randbytes(16).hex()
-        start = start_ns + int(t.offset_ns * scale)
-        end = start + int(t.duration_ns * scale)
-        planned.append(
-            Planned(
-                end_ns=end,
-                template=t,
-                flow=flow,
-                instance=instance,
-                trace_id=trace_ids[t.trace],
-                span_id=span_ids[index],
-                parent_span_id=span_ids[t.parent] if t.parent >= 0 else b"",
-                start_ns=start,
-                link=(trace_ids[template.spans[t.link].trace], span_ids[t.link]) if t.link >= 0 else None,
-                order_id=order_id,
-                message_id=message_ids.get(index, ""),
-                error=r.random() < ERROR_RATE,
-            )
-        )
-    return planned
-
-
-def planned_spans(seed: int, total: int, plan: FlowPlan, now_ns: int) -> Iterator[Planned]:
-    """``total`` spans of whole flows, starting over the SPREAD_NS before ``now_ns``, in export order."""
-    r = random.Random(seed + 1)
-    templates = flow_templates(seed)
-    mean_spans = statistics.mean(len(t.spans) for t in templates)
-    interval = max(1, SPREAD_NS // math.ceil(total / mean_spans))
-    first_start = now_ns - SPREAD_NS - 60 * SECOND_NS  # the last flows end about a minute before now
-    emitted = planned_so_far = 0
-    for window in itertools.count():
-        batch: list[Planned] = []
-        for flow in range(window * WINDOW_FLOWS, (window + 1) * WINDOW_FLOWS):
-            template = r.choice(templates)
-            order_id = f"ord-{flow:07d}-{r.randbytes(4).hex()}"
-            # Time moves with the spans planned, so the last flow starts at the end of the spread.
-            start = first_start + planned_so_far * SPREAD_NS // total + r.randrange(interval)
-            planned_so_far += len(template.spans)
-            batch.extend(plan_flow(template, r, flow, start, order_id))
-            plan.order_ids.append(order_id)
-            plan.sizes.append(len(template.spans))
-            plan.traces.append(template.traces)
-            plan.sent.append(0)
-        batch.sort(key=lambda p: p.end_ns)
-        for planned in batch:
-            if emitted == total:
-                return
-            plan.sent[planned.flow] += 1
-            plan.sent_traces.add(planned.trace_id)
-            plan.errors += planned.error
-            emitted += 1
-            yield planned
-
-
-def fill_span(span: Span, p: Planned, r: random.Random) -> None:
-    t = p.template
-    span.CopyFrom(t.span)
-    span.trace_id = p.trace_id
-    span.span_id = p.span_id
-    span.parent_span_id = p.parent_span_id
-    span.start_time_unix_nano = p.start_ns
-    span.end_time_unix_nano = p.end_ns
-    attributes = span.attributes
-    attributes[t.correlation_index].value.string_value = p.order_id
-    if t.message_index >= 0:
-        attributes[t.message_index].value.string_value = p.message_id
-    for index in t.fresh_indices:
-        attributes[index].value.string_value = r.randbytes(16).hex()
-    middle = p.start_ns + (p.end_ns - p.start_ns) // 2
-    for event in span.events:
-        event.time_unix_nano += middle
-    if p.link is not None:
-        link = span.links.add(trace_id=p.link[0], span_id=p.link[1])
-        link.attributes.add(key="messaging.operation.type").value.string_value = "receive"
-    if p.error:
-        span.status.code = Status.STATUS_CODE_ERROR
-        span.status.message = "downstream call failed"
-        name, attrs = ingest.exception_event(r, t.service, "ServiceError", "downstream call failed")
-        span.events.add(name=name, time_unix_nano=middle, attributes=ingest.key_values(attrs))
-
-
-def build_request(
-    planned: Sequence[Planned], resources: dict[tuple[str, int], Resource], r: random.Random
-) -> bytes:
-    """One ExportTraceServiceRequest body: spans grouped by resource, then by instrumentation scope."""
-    request = ExportTraceServiceRequest()
-    groups: dict[tuple[str, int], dict[str, list[Planned]]] = {}
-    for p in planned:
-        groups.setdefault((p.template.service, p.instance), {}).setdefault(p.template.scope, []).append(p)
-    for key, scopes in groups.items():
-        resource_spans = request.resource_spans.add(schema_url="https://opentelemetry.io/schemas/1.27.0")
-        resource_spans.resource.CopyFrom(resources[key])
-        for scope_name, spans in scopes.items():
-            scope_spans = resource_spans.scope_spans.add()
-            scope_spans.scope.name = scope_name
-            scope_spans.scope.version = "0.48b0"
-            for p in spans:
-                fill_span(scope_spans.spans.add(), p, r)
-    return request.SerializeToString()
-
-
-class Bodies:
-    """Request bodies made on demand from one stream of planned spans."""
-
-    def __init__(self, seed: int, total: int, now_ns: int) -> None:
-        self.plan = FlowPlan()
-        self._spans = planned_spans(seed, total, self.plan, now_ns)
-        self._r = random.Random(seed + 2)
-        self._resources = {
-            (s, i): ingest.make_resource(s, i) for s in SERVICES for i in range(ingest.INSTANCES_PER_SERVICE)
-        }
-
-    def take(self, spans: int) -> Iterator[tuple[bytes, int]]:
-        """Bodies of the next ``spans`` spans, made as they are asked for."""
-        stream = itertools.islice(self._spans, spans)
-        while chunk := list(itertools.islice(stream, BATCH)):
-            yield build_request(chunk, self._resources, self._r), len(chunk)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Ingest.
@@ -685,7 +153,7 @@ def timed_window(
 
 
 def ingest_all(
-    collector: ingest.Collector, bodies: Bodies, total: int, window: int, clients: int
+    collector: ingest.Collector, bodies: Workload, total: int, window: int, clients: int
 ) -> IngestResult:
     """Every span, the windows timed; each window starts with every earlier span stitched."""
     result = IngestResult([])
@@ -737,7 +205,7 @@ def write_timed(store: SQLiteStore, bodies: Iterator[tuple[bytes, int]]) -> floa
 def measure_baseline(args: argparse.Namespace, now_ns: int, db: Path) -> StoreBaseline:
     """The same spans (same seed, same clock) into an in-process store, the same windows timed."""
     started = time.perf_counter()
-    bodies = Bodies(args.seed, args.spans, now_ns)
+    bodies = workload.large_shop(args.seed, args.spans, now_ns)
     store = SQLiteStore(db)
     rates = []
     try:
@@ -824,7 +292,7 @@ def run_queries(api: Api, plan: FlowPlan, repeat: int, seed: int) -> list[QueryR
     result = QueryResult("50 flows by service+error", TARGET_FLOW_PAGE_MS)
     pages: list[int] = []
     by_service: dict[str, float] = {}
-    for service in itertools.islice(itertools.cycle(SERVICES), repeat):
+    for service in itertools.islice(itertools.cycle(LARGE_SHOP_SERVICES), repeat):
         params = {"service": service, "status": "error", "limit": 50}
         elapsed, body = api.get("/api/flows", params)
         result.seconds.append(elapsed)
@@ -870,14 +338,14 @@ def run_queries(api: Api, plan: FlowPlan, repeat: int, seed: int) -> list[QueryR
         f"{sum(nodes.values())} nodes ({', '.join(f'{n} {k}' for k, n in sorted(nodes.items()))}), "
         f"{sum(edges.values())} edges"
     )
-    known = {f"service:{s}" for s in SERVICES} | {f"aws_sqs:{q}" for q in QUEUES}
+    known = {f"service:{s}" for s in LARGE_SHOP_SERVICES} | {f"aws_sqs:{q}" for q in QUEUES}
     known |= {f"aws_sns:{t}" for t in TOPICS} | {f"external:{e}" for e, _ in EXTERNAL_CALLS}
     result.wrong += [f"unknown graph node {node['id']}" for node in body["nodes"] if node["id"] not in known]
     results.append(result)
 
     # (e) a service's RED series over 24 hours, every service in turn
     result = QueryResult("RED series over 24 h", TARGET_LATENCY_MS)
-    for service in itertools.islice(itertools.cycle(SERVICES), repeat):
+    for service in itertools.islice(itertools.cycle(LARGE_SHOP_SERVICES), repeat):
         now = time.time_ns()
         params = {"service": service, "since": now - 24 * HOUR_NS, "until": now, "step": LATENCY_STEP_SECONDS}
         elapsed, body = api.get("/api/latency", params)
@@ -1028,7 +496,7 @@ def report(
         row("error spans sent / stored", f"{plan.errors:,} / {facts.error_spans:,}"),
         row(
             "services / destinations",
-            f"{len(SERVICES)} / {len(TOPICS)} SNS topics + {len(QUEUES)} SQS queues",
+            f"{len(LARGE_SHOP_SERVICES)} / {len(TOPICS)} SNS topics + {len(QUEUES)} SQS queues",
         ),
         row("store", args.store),
         row(
@@ -1105,7 +573,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
         baseline = measure_baseline(args, now_ns, directory / "baseline.db")
         rates = " / ".join(f"{rate:,.0f}" for rate in baseline.rates)
         log(f"baseline: {rates} spans/s ({baseline.seconds:.0f} s)")
-    bodies = Bodies(args.seed, args.spans, now_ns)
+    bodies = workload.large_shop(args.seed, args.spans, now_ns)
     store_args = ["--store", f"chdb://{directory / 'clickhouse'}"] if args.store == "chdb" else []
     collector = ingest.Collector(db, store_args)
     try:

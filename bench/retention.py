@@ -28,6 +28,7 @@ from hopscope.collector.store.sqlite.store import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ingest
+import workload
 
 TARGET_RATIO = 0.8
 RETENTION = "1d"
@@ -59,7 +60,7 @@ def aged(body: bytes, shift_ns: int) -> ExportTraceServiceRequest:
 
 def build_old_db(path: Path, spans: int, batch: int, seed: int) -> None:
     """A checkpointed database holding ``spans`` spans that started 3 days ago."""
-    bodies = ingest.generate_bodies(spans, batch, seed)
+    bodies = workload.small_shop(seed).bodies(spans, batch)
     store = SQLiteStore(path)
     try:
         for start in range(0, len(bodies), PREFILL_REQUESTS_PER_WRITE):
@@ -315,7 +316,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     print(
         f"pre-filled {args.old_spans:,} old spans in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
-    bodies = ingest.generate_bodies(args.spans, args.batch, args.seed)
+    bodies = workload.small_shop(args.seed).bodies(args.spans, args.batch)
     print("baseline: collector without retention", file=sys.stderr, flush=True)
     base = measure("baseline", bodies, baseline_db, args.clients, [])
     print(f"retention: collector with --retention {RETENTION}", file=sys.stderr, flush=True)
