@@ -15,18 +15,16 @@ import itertools
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from hopscope.collector.model import queues as queue_model
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
-from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary, depth_sample
-from hopscope.collector.model.red import Rollup, RollupRow
+from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
+from hopscope.collector.model.red import RollupRow
 from hopscope.collector.stitch.facts import FlowFacts
 from hopscope.collector.stitch.guard import (
     SkippedSpans,
@@ -37,6 +35,8 @@ from hopscope.collector.stitch.guard import (
 from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
+from hopscope.collector.store.clickhouse import queues as clickhouse_queues
+from hopscope.collector.store.clickhouse import red as clickhouse_red
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse import spans as clickhouse_rows
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
@@ -46,20 +46,16 @@ from hopscope.collector.store.clickhouse.spans import (
     KIND_BY_NAME,
     SELECT_SPAN,
     SPAN_COLUMNS,
-    kind_names,
 )
 from hopscope.collector.store.errors import ClickHouseError, StoreError
 from hopscope.collector.store.limits import SpanLimits, limit_span
 
 log = logging.getLogger(__name__)
 
-BUCKET_NS = 60 * 1_000_000_000
 # How often a writer looks for spans that others (OpenTelemetry Collectors) inserted.
 FEED_POLL_SECONDS = 1.0
 # How long the queue names seen in spans are reused (the SQS poller asks every poll).
 DESTINATIONS_CACHE_SECONDS = 60.0
-_BIN = clickhouse_graph.bin_sql("Duration")
-_ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
 _WATERMARK_KEY = "feed_watermark_unix_nano"
 # A span's size against a ReadBudget: its own fields' bytes (the resource, shared, is left out).
 _SPAN_BYTES = (
@@ -373,42 +369,9 @@ class ClickHouseStore:
         kinds: Sequence[int] = (),
     ) -> list[RollupRow]:
         """Per-minute RED rollups, aggregated from the spans at query time."""
-        where = [
-            "Timestamp >= fromUnixTimestamp64Nano({since:Int64})",
-            "Timestamp < fromUnixTimestamp64Nano({until:Int64})",
-            clickhouse_graph.USABLE_TIMES_SQL,
-        ]
-        params: dict[str, object] = {
-            "since": since_unix_nano - since_unix_nano % BUCKET_NS,
-            "until": until_unix_nano,
-        }
-        if service is not None:
-            where.append("ServiceName = {service:String}")
-            params["service"] = service
-        if operation is not None:
-            where.append("SpanName = {operation:String}")
-            params["operation"] = operation
-        if kinds:
-            where.append("SpanKind IN {kinds:Array(String)}")
-            params["kinds"] = [name for kind in kinds for name in kind_names(kind)]
-        rows = self.client.query(
-            f"{clickhouse_graph.bin_floors_sql()} SELECT ServiceName, SpanName, SpanKind, "
-            f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
-            f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]) "
-            f"FROM {self._table('otel_traces')} WHERE {' AND '.join(where)} "
-            "GROUP BY ServiceName, SpanName, SpanKind, bucket",
-            params,
+        return clickhouse_red.read_rollups(
+            self.client, since_unix_nano, until_unix_nano, service=service, operation=operation, kinds=kinds
         )
-        return [
-            RollupRow(
-                service_name,
-                operation_name,
-                KIND_BY_NAME.get(kind, 0),
-                int(bucket),
-                Rollup(int(count), int(errors), int(total), _counter(histogram)),
-            )
-            for service_name, operation_name, kind, bucket, count, errors, total, histogram in rows
-        ]
 
     def hop_rollups(
         self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
@@ -425,71 +388,15 @@ class ClickHouseStore:
         keep_after_unix_nano: int | None = None,
     ) -> None:
         self._writable()
-        failed = [queue.name for queue in queues if queue.error is not None]
-        previous = {summary.name: summary for summary in self.queue_summaries()} if failed else {}
-        version = time.time_ns()
-        rows: list[tuple[object, ...]] = []
-        for queue in queues:
-            if queue.error is None:
-                rows.append((queue.name, queue.url, queue.arn, queue.dlq_name, queue.max_receive_count,
-                             int(queue.fifo), polled_unix_nano, None, None, version))  # fmt: skip
-            else:  # an error keeps the last good metadata
-                last = previous.get(queue.name)
-                arn, dlq, max_receives = (
-                    (last.arn, last.dlq_name, last.max_receive_count) if last else (None, None, None)
-                )
-                rows.append((queue.name, queue.url, arn, dlq, max_receives, 0, polled_unix_nano, queue.error,
-                             polled_unix_nano, version))  # fmt: skip
-        self.client.insert(
-            self._table("hopscope_queues"),
-            ("Name", "Url", "Arn", "DlqName", "MaxReceiveCount", "Fifo", "LastPolled", "LastError",
-             "LastErrorAt", "Version"),
-            rows,
-        )  # fmt: skip
-        self.client.insert(
-            self._table("hopscope_queue_depth"),
-            ("QueueName", "Polled", "Visible", "InFlight", "Delayed", "OldestAgeSeconds", "AgeSource"),
-            [(s.queue_name, s.polled_unix_nano, s.visible, s.in_flight, s.delayed, s.oldest_age_seconds,
-              s.age_source) for s in samples],
-        )  # fmt: skip
-        if keep_after_unix_nano is not None:
-            self.client.command(
-                f"DELETE FROM {self._table('hopscope_queue_depth')} WHERE Polled < {{keep:Int64}}",
-                {"keep": keep_after_unix_nano},
-            )
+        clickhouse_queues.record_poll(self.client, polled_unix_nano, queues, samples, keep_after_unix_nano)
 
     def queue_summaries(self) -> list[QueueSummary]:
-        rows = self.client.query(
-            "SELECT Name, Url, Arn, DlqName, MaxReceiveCount, LastPolled, LastError, LastErrorAt "
-            f"FROM {self._table('hopscope_queues')} FINAL ORDER BY Name"
-        )
-        latest = {
-            row[0]: depth_sample(row)
-            for row in self.client.query(
-                "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
-                f"FROM {self._table('hopscope_queue_depth')} ORDER BY QueueName, Polled DESC "
-                "LIMIT 1 BY QueueName"
-            )
-        }
-        return queue_model.queue_summaries(rows, latest)
+        return clickhouse_queues.queue_summaries(self.client)
 
     def queue_depth(
         self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
     ) -> list[DepthSample] | None:
-        known = self.client.query(
-            f"SELECT count() FROM {self._table('hopscope_queues')} WHERE Name = {{name:String}}",
-            {"name": queue_name},
-        )
-        if not known[0][0]:
-            return None
-        rows = self.client.query(
-            "SELECT QueueName, Polled, Visible, InFlight, Delayed, OldestAgeSeconds, AgeSource "
-            f"FROM {self._table('hopscope_queue_depth')} FINAL WHERE QueueName = {{name:String}} "
-            "AND Polled >= {since:Int64} AND Polled < {until:Int64} "
-            "ORDER BY Polled DESC LIMIT {limit:UInt32}",
-            {"name": queue_name, "since": since_unix_nano, "until": until_unix_nano, "limit": limit},
-        )
-        return [depth_sample(row) for row in reversed(rows)]
+        return clickhouse_queues.queue_depth(self.client, queue_name, since_unix_nano, until_unix_nano, limit)
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
         """Computed from the spans, so kept a minute: the SQS poller asks on every poll."""
@@ -552,8 +459,3 @@ def _in_process(client: ClickHouseClient) -> bool:
     from hopscope.collector.store.clickhouse.client import ChdbClient  # noqa: PLC0415
 
     return isinstance(client, ChdbClient)
-
-
-def _counter(histogram: Any) -> Counter[int]:
-    keys, values = histogram
-    return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})

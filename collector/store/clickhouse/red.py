@@ -1,0 +1,73 @@
+"""RED rollups in ClickHouse: per service, operation, span kind and minute, aggregated from ``otel_traces``
+at query time (SQLite keeps them as a table, updated while stitching: ``store/sqlite/red.py``).
+
+A span stored twice (a Collector's retry) counts twice here; SQLite stores it once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from hopscope.collector.model.red import Rollup, RollupRow
+from hopscope.collector.store.clickhouse import graph as clickhouse_graph
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.clickhouse.spans import ERROR_STATUS_NAMES, KIND_BY_NAME, kind_names
+
+BUCKET_NS = 60 * 1_000_000_000
+_BIN = clickhouse_graph.bin_sql("Duration")
+_ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
+
+
+def read_rollups(
+    client: ClickHouseClient,
+    since_unix_nano: int,
+    until_unix_nano: int,
+    *,
+    service: str | None = None,
+    operation: str | None = None,
+    kinds: Sequence[int] = (),
+) -> list[RollupRow]:
+    """Per-minute RED rollups, aggregated from the spans at query time."""
+    where = [
+        "Timestamp >= fromUnixTimestamp64Nano({since:Int64})",
+        "Timestamp < fromUnixTimestamp64Nano({until:Int64})",
+        clickhouse_graph.USABLE_TIMES_SQL,
+    ]
+    params: dict[str, object] = {
+        "since": since_unix_nano - since_unix_nano % BUCKET_NS,
+        "until": until_unix_nano,
+    }
+    if service is not None:
+        where.append("ServiceName = {service:String}")
+        params["service"] = service
+    if operation is not None:
+        where.append("SpanName = {operation:String}")
+        params["operation"] = operation
+    if kinds:
+        where.append("SpanKind IN {kinds:Array(String)}")
+        params["kinds"] = [name for kind in kinds for name in kind_names(kind)]
+    rows = client.query(
+        f"{clickhouse_graph.bin_floors_sql()} SELECT ServiceName, SpanName, SpanKind, "
+        f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
+        f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]) "
+        f"FROM {client.database}.otel_traces WHERE {' AND '.join(where)} "
+        "GROUP BY ServiceName, SpanName, SpanKind, bucket",
+        params,
+    )
+    return [
+        RollupRow(
+            service_name,
+            operation_name,
+            KIND_BY_NAME.get(kind, 0),
+            int(bucket),
+            Rollup(int(count), int(errors), int(total), _counter(histogram)),
+        )
+        for service_name, operation_name, kind, bucket, count, errors, total, histogram in rows
+    ]
+
+
+def _counter(histogram: Any) -> Counter[int]:
+    keys, values = histogram
+    return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})
