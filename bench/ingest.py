@@ -11,6 +11,7 @@ figure to watch, since absolute speeds depend on the machine. See bench/README.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,13 +140,26 @@ class Collector:
         return host, int(port)
 
     def stop(self) -> int:
-        """SIGINT, wait for the drain; returns the exit code."""
+        """SIGINT, wait for the drain; returns the exit code, and writes the log to stderr unless it is 0."""
         self.process.send_signal(signal.SIGINT)
         try:
-            return self.process.wait(SHUTDOWN_TIMEOUT_SECONDS)
+            exit_code = self.process.wait(SHUTDOWN_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             self.kill()
             raise RuntimeError("collector did not exit after SIGINT") from None
+        if exit_code != 0:
+            sys.stderr.write("".join(self.log))
+        return exit_code
+
+    @contextlib.contextmanager
+    def killed_on_error(self) -> Iterator[None]:
+        """A failure in the block kills the collector and writes its log to stderr before it propagates."""
+        try:
+            yield
+        except BaseException:
+            self.kill()
+            sys.stderr.write("".join(self.log))
+            raise
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -289,8 +303,9 @@ class HttpResult:
 
 
 def send_all(
-    address: tuple[str, int], bodies: Sequence[tuple[bytes, int]], clients: int, retry_sleep: float | None
+    address: tuple[str, int], bodies: Iterable[tuple[bytes, int]], clients: int, retry_sleep: float | None
 ) -> tuple[float, ClientStats]:
+    """Send every body with ``clients`` keep-alive connections; (seconds, the clients' stats summed)."""
     lock = threading.Lock()
     work = iter(bodies)
     workers = [Client(address, work, lock, retry_sleep) for _ in range(clients)]
@@ -318,7 +333,7 @@ def measure_http(
     bodies: Sequence[tuple[bytes, int]], db: Path, clients: int, retry_sleep: float | None
 ) -> HttpResult:
     collector = Collector(db)
-    try:
+    with collector.killed_on_error():
         sampler = RssSampler(collector.process.pid)
         try:
             elapsed, stats = send_all(collector.address, bodies, clients, retry_sleep)
@@ -326,12 +341,6 @@ def measure_http(
         finally:
             exit_code = collector.stop()
             sampler.stop()
-    except BaseException:
-        collector.kill()
-        sys.stderr.write("".join(collector.log))
-        raise
-    if exit_code != 0:
-        sys.stderr.write("".join(collector.log))
     store = SQLiteStore(db, read_only=True)
     try:
         stored = store.count_spans()

@@ -26,7 +26,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -74,21 +73,10 @@ HTTP_TIMEOUT_SECONDS = 120.0
 
 def send(address: tuple[str, int], work: Iterator[tuple[bytes, int]], clients: int) -> tuple[float, int]:
     """Send every body with ``clients`` keep-alive connections; (seconds, acknowledged spans)."""
-    lock = threading.Lock()
-    workers = [ingest.Client(address, work, lock, None) for _ in range(clients)]
-    threads = [threading.Thread(target=w.run, name=f"client-{i}") for i, w in enumerate(workers)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    for worker in workers:
-        if worker.error is not None:
-            raise RuntimeError(f"a client failed: {worker.error!r}") from worker.error
-        if worker.stats.rejected:
-            raise RuntimeError(f"the collector rejected {worker.stats.rejected} spans")
-    return elapsed, sum(w.stats.acknowledged for w in workers)
+    elapsed, stats = ingest.send_all(address, work, clients, retry_sleep=None)
+    if stats.rejected:
+        raise RuntimeError(f"the collector rejected {stats.rejected} spans")
+    return elapsed, stats.acknowledged
 
 
 def short(spans: int) -> str:
@@ -576,7 +564,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     bodies = workload.large_shop(args.seed, args.spans, now_ns)
     store_args = ["--store", f"chdb://{directory / 'clickhouse'}"] if args.store == "chdb" else []
     collector = ingest.Collector(db, store_args)
-    try:
+    with collector.killed_on_error():
         ingested = ingest_all(collector, bodies, args.spans, args.window, args.clients)
         api = Api(collector.address)
         try:
@@ -588,12 +576,6 @@ def run(args: argparse.Namespace, directory: Path) -> int:
             log(f"holding the collector at {collector.address} (pid {collector.process.pid}); Enter to stop")
             sys.stdin.readline()
         exit_code = collector.stop()
-    except BaseException:
-        collector.kill()
-        sys.stderr.write("".join(collector.log))
-        raise
-    if exit_code != 0:
-        sys.stderr.write("".join(collector.log))
     facts = clickhouse_store_facts(directory) if args.store == "chdb" else store_facts(db)
     elapsed = time.perf_counter() - started
     return report(args, bodies.plan, ingested, baseline, facts, queries, exit_code, elapsed)

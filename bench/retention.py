@@ -168,7 +168,7 @@ def measure(
     label: str, bodies: Sequence[tuple[bytes, int]], db: Path, clients: int, extra_args: Sequence[str]
 ) -> Run:
     collector = ingest.Collector(db, extra_args)
-    try:
+    with collector.killed_on_error():
         old_at_first_request = count(db, old=True)
         started = time.perf_counter()
         watcher = OldSpanWatcher(db)
@@ -181,12 +181,6 @@ def measure(
         finally:
             watcher.stop()
             exit_code = collector.stop()
-    except BaseException:
-        collector.kill()
-        sys.stderr.write("".join(collector.log))
-        raise
-    if exit_code != 0:
-        sys.stderr.write("".join(collector.log))
     gone_after = None if watcher.gone_at is None else watcher.gone_at - started
     return Run(
         label,
