@@ -1,5 +1,8 @@
-"""OTLP spans to and from rows of ``otel_traces``, converted the way the OpenTelemetry Collector's
-ClickHouse exporter converts them, so that rows hopscope writes and rows a Collector writes are alike.
+"""Spans in ClickHouse: prepared as rows of ``otel_traces``, inserted, read back as OTLP, deleted by age.
+
+Spans are converted the way the OpenTelemetry Collector's ClickHouse exporter converts them, so that rows
+hopscope writes and rows a Collector writes are alike. A span sent again is stored again (an INSERT does not
+look at what is there); trace reads keep one row per trace and span id.
 
 The layout keeps attribute values as text (pdata's ``AsString``): ints, doubles and booleans come back as
 their text except for the attributes listed in ``TYPED_ATTRIBUTES``, whose OpenTelemetry type is known.
@@ -9,6 +12,7 @@ Dropped counts, flags and schema URLs have no column and are not kept.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -20,6 +24,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector.model import conventions
 from hopscope.collector.otlp.values import any_value
+from hopscope.collector.store.base import ReadBudget
+from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.limits import SpanLimits, limit_span
 
 # The exporter's insert statement, in its column order.
 SPAN_COLUMNS = (
@@ -218,3 +225,90 @@ def traces_data(rows: Iterable[Sequence[Any]]) -> TracesData:
             scope_spans.scope.version = scope_version
         scope_spans.spans.append(row_span(row))
     return traces
+
+
+# -- writing and reading spans: what ClickHouseStore delegates to --------------------------------------
+
+# A span's size against a ReadBudget: its own fields' bytes (the resource, shared, is left out).
+_SPAN_BYTES = (
+    "byteSize(TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanAttributes, StatusMessage, "
+    "Events.Timestamp, Events.Name, Events.Attributes, Links.TraceId, Links.SpanId, Links.TraceState, "
+    "Links.Attributes)"
+)
+
+
+def prepare_spans(
+    request: ExportTraceServiceRequest, limits: SpanLimits | None = None
+) -> list[tuple[object, ...]]:
+    """The request's spans as rows, long spans cut to ``limits`` first; pure CPU."""
+    if limits is not None:  # the rows hold text, not encoded spans: sizes are computed here
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    if span.ByteSize() > limits.max_value_length:
+                        limit_span(span, limits)
+    return span_rows(request)
+
+
+def insert_spans(client: ClickHouseClient, rows: Sequence[Sequence[object]]) -> None:
+    """One INSERT into ``otel_traces``; a span sent again is stored again (readers deduplicate)."""
+    client.insert(f"{client.database}.otel_traces", SPAN_COLUMNS, rows, DATETIME_COLUMNS)
+
+
+def read_traces(
+    client: ClickHouseClient, trace_ids: Iterable[bytes], budget: ReadBudget | None = None
+) -> TracesData:
+    """Two queries whatever the number of traces: their time bounds from the exporter's
+    ``otel_traces_trace_id_ts``, then their spans within those bounds (partitions by day are skipped).
+
+    With a budget, a third one first: the sizes of the earliest spans (``_SPAN_BYTES``), so that the
+    spans read are those that fit, earliest start first across the traces."""
+    hex_ids = sorted({trace_id.hex() for trace_id in trace_ids})
+    if not hex_ids:
+        return TracesData()
+    bounds = client.query(
+        "SELECT toInt64(toUnixTimestamp(min(Start))), toInt64(toUnixTimestamp(max(End))), count() "
+        f"FROM {client.database}.otel_traces_trace_id_ts WHERE TraceId IN {{traces:Array(String)}}",
+        {"traces": hex_ids},
+    )
+    if not bounds or not bounds[0][2]:
+        return TracesData()
+    start, end, _ = bounds[0]
+    spans = (
+        f"FROM {client.database}.otel_traces "
+        "WHERE TraceId IN {traces:Array(String)} "
+        "AND Timestamp >= toDateTime({start:Int64}) AND Timestamp < toDateTime({end:Int64}) "
+        "ORDER BY Timestamp, SpanId LIMIT 1 BY TraceId, SpanId"
+    )
+    params: dict[str, object] = {"traces": hex_ids, "start": int(start) - 1, "end": int(end) + 2}
+    if budget is not None:
+        sizes = client.query(
+            f"SELECT {_SPAN_BYTES} {spans} LIMIT {{limit:UInt64}}", {**params, "limit": budget.spans + 1}
+        )
+        kept = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
+        if not kept:
+            return TracesData()
+        spans += " LIMIT {kept:UInt64}"
+        params["kept"] = kept
+    rows = client.query(f"SELECT {SELECT_SPAN} {spans}", params)
+    return traces_data(rows)
+
+
+def delete_spans_started_before(client: ClickHouseClient, cutoff_unix_nano: int, limit: int) -> int:
+    """ClickHouse deletes whole parts best: a lightweight DELETE of everything past the cutoff at once
+    (``limit`` is not honoured). At scale, a TTL on the table (the exporter's ``ttl``) is better."""
+    where = "Timestamp < fromUnixTimestamp64Nano({cutoff:Int64})"
+    params = {"cutoff": cutoff_unix_nano}
+    (count,) = client.query(f"SELECT count() FROM {client.database}.otel_traces WHERE {where}", params)[0]
+    if count:
+        client.command(f"DELETE FROM {client.database}.otel_traces WHERE {where}", params)
+    return int(count)
+
+
+def count_spans(client: ClickHouseClient) -> int:
+    """Rows of ``otel_traces``: a span stored twice counts twice."""
+    return int(client.query(f"SELECT count() FROM {client.database}.otel_traces")[0][0])
+
+
+def has_spans(client: ClickHouseClient) -> bool:
+    return bool(client.query(f"SELECT 1 FROM {client.database}.otel_traces LIMIT 1"))

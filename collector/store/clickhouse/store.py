@@ -11,7 +11,6 @@ tables beside them.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import time
@@ -38,17 +37,14 @@ from hopscope.collector.store.clickhouse import graph as clickhouse_graph
 from hopscope.collector.store.clickhouse import queues as clickhouse_queues
 from hopscope.collector.store.clickhouse import red as clickhouse_red
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
-from hopscope.collector.store.clickhouse import spans as clickhouse_rows
+from hopscope.collector.store.clickhouse import spans as clickhouse_spans
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import (
-    DATETIME_COLUMNS,
     ERROR_STATUS_NAMES,
     KIND_BY_NAME,
-    SELECT_SPAN,
-    SPAN_COLUMNS,
 )
 from hopscope.collector.store.errors import ClickHouseError, StoreError
-from hopscope.collector.store.limits import SpanLimits, limit_span
+from hopscope.collector.store.limits import SpanLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +53,6 @@ FEED_POLL_SECONDS = 1.0
 # How long the queue names seen in spans are reused (the SQS poller asks every poll).
 DESTINATIONS_CACHE_SECONDS = 60.0
 _WATERMARK_KEY = "feed_watermark_unix_nano"
-# A span's size against a ReadBudget: its own fields' bytes (the resource, shared, is left out).
-_SPAN_BYTES = (
-    "byteSize(TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanAttributes, StatusMessage, "
-    "Events.Timestamp, Events.Name, Events.Attributes, Links.TraceId, Links.SpanId, Links.TraceState, "
-    "Links.Attributes)"
-)
 
 
 class ClickHouseStore:
@@ -137,18 +127,12 @@ class ClickHouseStore:
     def prepare(
         self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
     ) -> list[tuple[object, ...]]:
-        if limits is not None:  # the rows hold text, not encoded spans: sizes are computed here
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        if span.ByteSize() > limits.max_value_length:
-                            limit_span(span, limits)
-        return clickhouse_rows.span_rows(request)
+        return clickhouse_spans.prepare_spans(request, limits)
 
     def write_prepared(self, batches: Sequence[list[tuple[object, ...]]]) -> int:
         self._writable()
         rows = [row for batch in batches for row in batch]
-        self.client.insert(self._table("otel_traces"), SPAN_COLUMNS, rows, DATETIME_COLUMNS)
+        clickhouse_spans.insert_spans(self.client, rows)
         self._feed_checked = 0.0  # look at the feed again now
         return len(rows)
 
@@ -286,17 +270,9 @@ class ClickHouseStore:
         return {(trace_id, span_id) for trace_id, span_id in rows}
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
-        """ClickHouse deletes whole parts best: a lightweight DELETE of everything past the cutoff at once
-        (``limit`` is not honoured). At scale, a TTL on the table (the exporter's ``ttl``) is better."""
+        """Everything past the cutoff at once: ``limit`` is not honoured (see spans.py)."""
         self._writable()
-        where = "Timestamp < fromUnixTimestamp64Nano({cutoff:Int64})"
-        params = {"cutoff": cutoff_unix_nano}
-        (count,) = self.client.query(
-            f"SELECT count() FROM {self._table('otel_traces')} WHERE {where}", params
-        )[0]
-        if count:
-            self.client.command(f"DELETE FROM {self._table('otel_traces')} WHERE {where}", params)
-        return int(count)
+        return clickhouse_spans.delete_spans_started_before(self.client, cutoff_unix_nano, limit)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -306,40 +282,7 @@ class ClickHouseStore:
         return traces if traces.resource_spans or cut else None
 
     def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
-        """Two queries whatever the number of traces: their time bounds from the exporter's
-        ``otel_traces_trace_id_ts``, then their spans within those bounds (partitions by day are skipped).
-
-        With a budget, a third one first: the sizes of the earliest spans (``_SPAN_BYTES``), so that the
-        spans read are those that fit, earliest start first across the traces."""
-        hex_ids = sorted({trace_id.hex() for trace_id in trace_ids})
-        if not hex_ids:
-            return TracesData()
-        bounds = self.client.query(
-            "SELECT toInt64(toUnixTimestamp(min(Start))), toInt64(toUnixTimestamp(max(End))), count() "
-            f"FROM {self._table('otel_traces_trace_id_ts')} WHERE TraceId IN {{traces:Array(String)}}",
-            {"traces": hex_ids},
-        )
-        if not bounds or not bounds[0][2]:
-            return TracesData()
-        start, end, _ = bounds[0]
-        spans = (
-            f"FROM {self._table('otel_traces')} "
-            "WHERE TraceId IN {traces:Array(String)} "
-            "AND Timestamp >= toDateTime({start:Int64}) AND Timestamp < toDateTime({end:Int64}) "
-            "ORDER BY Timestamp, SpanId LIMIT 1 BY TraceId, SpanId"
-        )
-        params: dict[str, object] = {"traces": hex_ids, "start": int(start) - 1, "end": int(end) + 2}
-        if budget is not None:
-            sizes = self.client.query(
-                f"SELECT {_SPAN_BYTES} {spans} LIMIT {{limit:UInt64}}", {**params, "limit": budget.spans + 1}
-            )
-            kept = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
-            if not kept:
-                return TracesData()
-            spans += " LIMIT {kept:UInt64}"
-            params["kept"] = kept
-        rows = self.client.query(f"SELECT {SELECT_SPAN} {spans}", params)
-        return clickhouse_rows.traces_data(rows)
+        return clickhouse_spans.read_traces(self.client, trace_ids, budget)
 
     def resolve_flow(self, flow_id: int) -> int | None:
         return clickhouse_flows.resolve_flow(self.client, flow_id)
@@ -412,10 +355,10 @@ class ClickHouseStore:
     # -- counts and closing ----------------------------------------------------------------------------
 
     def count_spans(self) -> int:
-        return int(self.client.query(f"SELECT count() FROM {self._table('otel_traces')}")[0][0])
+        return clickhouse_spans.count_spans(self.client)
 
     def has_spans(self) -> bool:
-        return bool(self.client.query(f"SELECT 1 FROM {self._table('otel_traces')} LIMIT 1"))
+        return clickhouse_spans.has_spans(self.client)
 
     def close(self) -> None:
         self.client.close()
