@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from hopscope.collector.stitch.failures import Failures, describe
 from hopscope.collector.store.base import SpanStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ RETENTION_INTERVAL_SECONDS = 60.0
 # When nothing has arrived for INGEST_IDLE_SECONDS, deletion runs chunk after chunk.
 RETENTION_BUSY_GAP_SECONDS = 0.1
 INGEST_IDLE_SECONDS = 1.0
+_WRITE_FAILED = "storing spans failed (answered 503): %s"
 
 
 class QueueFullError(RuntimeError):
@@ -64,36 +66,6 @@ class WriterHealth:
     write_error: str | None
     # Why stitching fails for the environment's sake (retried with backoff), until it works again.
     stitch_error: str | None
-
-
-class _Failures:
-    """One background task's failures: each distinct one logged once with its traceback, and a backoff.
-
-    The backoff doubles from 1 s to a minute while the task keeps failing, so a broken disk or server never
-    makes the writer spin; the next success logs one line and resets it.
-    """
-
-    FIRST_BACKOFF_SECONDS = 1.0
-    MAX_BACKOFF_SECONDS = 60.0
-
-    def __init__(self) -> None:
-        self.current: str | None = None
-        self.backoff = 0.0
-        self._logged: str | None = None
-
-    def failed(self, exc: BaseException, message: str) -> None:
-        self.backoff = min(max(self.backoff * 2, self.FIRST_BACKOFF_SECONDS), self.MAX_BACKOFF_SECONDS)
-        self.current = f"{type(exc).__name__}: {exc}"
-        if self.current != self._logged:
-            self._logged = self.current
-            log.error("%s: %s", message, self.current, exc_info=exc)
-
-    def succeeded(self, message: str) -> None:
-        if self.current is not None:
-            log.info(message)
-        self.current = None
-        self.backoff = 0.0
-        self._logged = None
 
 
 @dataclass
@@ -135,9 +107,11 @@ class SpanWriter:
         self.spans_expired = 0
         self.write_error: str | None = None
         self._behind_since: float | None = None
-        self._stitch_failures = _Failures()
-        self._write_failures = _Failures()
-        self._retention_failures = _Failures()
+        # Each distinct failure logged once with its traceback; the backoff keeps a broken disk or server
+        # from making the writer spin.
+        self._stitch_failures = Failures(log)
+        self._write_failures = Failures(log)
+        self._retention_failures = Failures(log)
 
     @property
     def pending_spans(self) -> int:
@@ -232,7 +206,9 @@ class SpanWriter:
                 STITCH_BUSY_CHUNK_SPANS if busy else STITCH_IDLE_CHUNK_SPANS
             )
         except Exception as exc:  # the spans are stored; their flows catch up on the next try or restart
-            self._stitch_failures.failed(exc, "stitching flows failed (retried with backoff)")
+            self._stitch_failures.failed(
+                exc, "stitching flows failed (retried with backoff): %s", describe(exc)
+            )
             self._next_stitch = time.monotonic() + self._stitch_failures.backoff
             return
         self._stitch_failures.succeeded("stitching flows works again")
@@ -262,7 +238,7 @@ class SpanWriter:
             outcomes: list[BaseException | None] = [None] * len(group)
         except Exception as exc:
             if len(group) == 1:
-                self._write_failures.failed(exc, "storing spans failed (answered 503)")
+                self._write_failures.failed(exc, _WRITE_FAILED, describe(exc))
                 outcomes = [exc]
             else:  # find the request that fails; the others still get stored
                 outcomes = [self._commit_one(job) for job in group]
@@ -282,7 +258,7 @@ class SpanWriter:
         try:
             self.spans_written += self._store.write_prepared([job.prepared])
         except Exception as exc:
-            self._write_failures.failed(exc, "storing spans failed (answered 503)")
+            self._write_failures.failed(exc, _WRITE_FAILED, describe(exc))
             return exc
         return None
 
@@ -305,7 +281,9 @@ class SpanWriter:
         try:
             deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
         except Exception as exc:
-            self._retention_failures.failed(exc, "deleting expired spans failed (retried later)")
+            self._retention_failures.failed(
+                exc, "deleting expired spans failed (retried later): %s", describe(exc)
+            )
             deleted = 0
         else:
             self._retention_failures.succeeded("deleting expired spans works again")
