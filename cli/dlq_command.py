@@ -163,15 +163,10 @@ def _command(action: str, body: Command) -> Command:
 def _guarded(action: str, body: Command, args: argparse.Namespace) -> int:
     import sqlite3  # noqa: PLC0415
 
-    from botocore.exceptions import (  # noqa: PLC0415
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-    )
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from hopscope.collector.aws.clients import error_code  # noqa: PLC0415
     from hopscope.collector.aws.dlq import DLQError  # noqa: PLC0415
+    from hopscope.collector.aws.errors import classify  # noqa: PLC0415
     from hopscope.collector.store.errors import StoreError  # noqa: PLC0415
 
     def fail(message: object, code: int = 1) -> int:
@@ -182,17 +177,8 @@ def _guarded(action: str, body: Command, args: argparse.Namespace) -> int:
         return body(args)
     except DLQError as exc:
         return fail(exc)
-    except NoCredentialsError:
-        return fail(
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
-        )
-    except EndpointConnectionError as exc:
-        return fail(f"cannot reach {exc.kwargs.get('endpoint_url') or 'the SQS endpoint'}")
-    except ClientError as exc:
-        message = (exc.response.get("Error") or {}).get("Message") or ""
-        return fail(f"{error_code(exc)}: {message}" if message else error_code(exc))
-    except BotoCoreError as exc:
-        return fail(exc)
+    except (ClientError, BotoCoreError) as exc:  # AWS's answer, or no credentials, no endpoint...
+        return fail(classify(exc).describe())
     except (StoreError, sqlite3.Error) as exc:
         return fail(f"{args.db}: {exc}")
     except KeyboardInterrupt:

@@ -28,13 +28,3 @@ def aws_client(service: str, endpoint_url: str | None = None, region: str | None
         region_name=region or session.region_name or DEFAULT_REGION,
         config=config,
     )
-
-
-def error_code(error: BaseException) -> str:
-    """The AWS error code of a botocore ClientError, else the exception's class name."""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = (response.get("Error") or {}).get("Code")
-        if code:
-            return str(code)
-    return type(error).__name__

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
-from hopscope.collector.aws.clients import error_code
+from hopscope.collector.aws.errors import AwsErrorKind, classify
 from hopscope.instrumentation import records
 from hopscope.instrumentation.conventions import AWS_TRACE_HEADER
 from hopscope.instrumentation.records import MessageRecord
@@ -31,7 +31,6 @@ from hopscope.instrumentation.records import MessageRecord
 PEEK_VISIBILITY_TIMEOUT = 60
 MAX_BATCH = 10  # SQS's limit for ReceiveMessage and every *Batch call
 
-_MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _XRAY_ROOT = re.compile(r"Root=1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
 
 
@@ -141,9 +140,7 @@ def _json_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_missing_queue(error: BaseException) -> bool:
-    response = getattr(error, "response", None)
-    query_code = (response.get("Error") or {}).get("QueryErrorCode") if isinstance(response, dict) else None
-    return error_code(error) in _MISSING_QUEUE_CODES or query_code in _MISSING_QUEUE_CODES
+    return classify(error).kind is AwsErrorKind.MISSING_QUEUE
 
 
 def find_queue(sqs: Any, name_or_url: str) -> QueueRef:
@@ -489,7 +486,7 @@ def purge(sqs: Any, queue: QueueRef | str) -> None:
     try:
         sqs.purge_queue(QueueUrl=ref.url)
     except Exception as exc:
-        if "PurgeQueueInProgress" in error_code(exc):
+        if classify(exc).kind is AwsErrorKind.PURGE_IN_PROGRESS:
             raise DLQError(
                 f"{ref.name} was purged less than 60 s ago; SQS allows one purge a minute"
             ) from None

@@ -4,6 +4,8 @@ Each poll costs one ListQueues page per 1,000 queues, one GetQueueAttributes per
 GetMetricData per 500 queues, and, for a dead-letter queue where CloudWatch has no age, one ReceiveMessage:
 API calls grow with the number of queues, never with messages.
 A queue that fails (deleted, forbidden, throttled) has its error recorded; the others are still polled.
+What fails for the whole poll (the endpoint, ListQueues, CloudWatch, the store) is logged once per distinct
+failure, with its traceback, and once when it works again: never once per poll.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hopscope.collector.aws.clients import aws_client, error_code
+from hopscope.collector.aws.clients import aws_client
+from hopscope.collector.aws.errors import AwsErrorKind, classify
 from hopscope.collector.model.queues import DepthSample, QueueState
+from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.store.base import SpanStore
 
 log = logging.getLogger("hopscope.collector.sqs")
@@ -38,7 +42,6 @@ _COUNT_ATTRIBUTES = [
 ]
 _METRIC_QUERIES_PER_CALL = 500
 POLL_CONCURRENCY = 8
-_NOT_FOUND = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class PollTarget(Protocol):
@@ -87,7 +90,11 @@ class QueuePoller:
             client.meta.events.register("before-call", self._count_call)
         self._urls: dict[str, str] = {}  # every queue polled so far, deleted ones included
         self._missing: set[str] = set()  # names seen in spans that GetQueueUrl does not know
-        self._cloudwatch_warned = False
+        self._poll_failures = Failures(log, logging.WARNING)
+        self._list_failures = Failures(log, logging.WARNING)
+        self._url_failures: dict[str, Failures] = {}  # by queue name, while GetQueueUrl fails
+        self._cloudwatch_failures = Failures(log, logging.WARNING)
+        self._unreadable_policies: set[tuple[str, str]] = set()  # (queue, RedrivePolicy) logged once
         # Per-queue calls run a few at a time: at AWS latencies a serial poll of hundreds of queues would
         # outlast the interval.
         self._pool = ThreadPoolExecutor(max_workers=POLL_CONCURRENCY, thread_name_prefix="hopscope-sqs")
@@ -116,8 +123,10 @@ class QueuePoller:
                     failed,
                     result.api_calls,
                 )
-            except Exception:  # a bad poll must not end polling
-                log.warning("SQS poll failed", exc_info=True)
+            except Exception as exc:  # a bad poll must not end polling
+                self._poll_failures.failed(exc, "SQS poll failed")
+            else:
+                self._poll_failures.succeeded("SQS polling works again")
             self._stop.wait(self._settings.interval_seconds)
 
     def _count_call(self, **_: Any) -> None:
@@ -161,7 +170,11 @@ class QueuePoller:
                     break
                 kwargs["NextToken"] = page["NextToken"]
         except Exception as exc:
-            log.warning("SQS ListQueues failed (%s); polling the queues already known", error_code(exc))
+            self._list_failures.failed(
+                exc, "SQS ListQueues failed (%s); polling the queues already known", classify(exc).code
+            )
+        else:
+            self._list_failures.succeeded("SQS ListQueues works again")
         since = now - SEEN_IN_SPANS_WINDOW_SECONDS * 1_000_000_000
         for name in self._store.queue_destinations_seen(since):
             if name in self._urls or (
@@ -171,11 +184,15 @@ class QueuePoller:
             try:
                 self._urls[name] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
                 self._missing.discard(name)
+                self._url_failures.pop(name, None)
             except Exception as exc:
-                if error_code(exc) in _NOT_FOUND:
+                error = classify(exc)
+                if error.kind is AwsErrorKind.MISSING_QUEUE:
                     self._missing.add(name)
+                    self._url_failures.pop(name, None)
                 else:
-                    log.warning("SQS GetQueueUrl %s failed: %s", name, error_code(exc))
+                    failures = self._url_failures.setdefault(name, Failures(log, logging.WARNING))
+                    failures.failed(exc, "SQS GetQueueUrl %s failed: %s", name, error.code)
 
     def _read_queue(self, name: str, url: str, now: int) -> tuple[QueueState, DepthSample | None]:
         try:
@@ -183,8 +200,8 @@ class QueuePoller:
                 "Attributes"
             ]
         except Exception as exc:
-            message = str(getattr(exc, "response", {}).get("Error", {}).get("Message") or exc)
-            return QueueState(name, url, error=f"{error_code(exc)}: {message}"), None
+            error = classify(exc)
+            return QueueState(name, url, error=f"{error.code}: {error.message or exc}"), None
         dlq_name = max_receive_count = None
         policy_text = attributes.get("RedrivePolicy")
         if policy_text:
@@ -193,7 +210,12 @@ class QueuePoller:
                 dlq_name = queue_name_of(str(policy["deadLetterTargetArn"]))
                 max_receive_count = int(policy["maxReceiveCount"])
             except (ValueError, KeyError, TypeError):
-                log.warning("queue %s has a RedrivePolicy hopscope cannot read: %.200s", name, policy_text)
+                # Once per queue and policy: each name is read by one pool thread per poll.
+                if (name, policy_text) not in self._unreadable_policies:
+                    self._unreadable_policies.add((name, policy_text))
+                    log.warning(
+                        "queue %s has a RedrivePolicy hopscope cannot read: %.200s", name, policy_text
+                    )
         state = QueueState(
             name=name,
             url=url,
@@ -256,14 +278,16 @@ class QueuePoller:
                     MetricDataQueries=queries, StartTime=end - 300, EndTime=end, ScanBy="TimestampDescending"
                 )
             except Exception as exc:
-                if not self._cloudwatch_warned:
-                    log.warning("CloudWatch GetMetricData failed (%s): ages are estimated", error_code(exc))
-                    self._cloudwatch_warned = True
+                self._cloudwatch_failures.failed(
+                    exc, "CloudWatch GetMetricData failed (%s): ages are estimated", classify(exc).code
+                )
                 return ages
             for result in answer.get("MetricDataResults", []):
                 values = result.get("Values") or []
                 if values:
                     ages[chunk[int(result["Id"][1:])]] = float(values[0])
+        if names:
+            self._cloudwatch_failures.succeeded("CloudWatch GetMetricData works again")
         return ages
 
     def _estimated_age(self, url: str) -> float | None:
@@ -282,7 +306,7 @@ class QueuePoller:
                 MessageSystemAttributeNames=["SentTimestamp"],
             )
         except Exception as exc:
-            log.debug("SQS peek for the oldest age failed: %s", error_code(exc))
+            log.debug("SQS peek for the oldest age failed: %s", classify(exc).code)
             return None
         sent = [
             int(m["Attributes"]["SentTimestamp"]) for m in answer.get("Messages", []) if "Attributes" in m

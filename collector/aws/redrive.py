@@ -18,7 +18,6 @@ from typing import Any
 
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
-from hopscope.collector.aws.clients import error_code
 from hopscope.collector.aws.dlq import (
     MAX_BATCH,
     DLQError,
@@ -30,6 +29,7 @@ from hopscope.collector.aws.dlq import (
     receive_page,
     source_queues,
 )
+from hopscope.collector.aws.errors import AwsErrorKind, classify
 from hopscope.instrumentation.conventions import AWS_TRACE_HEADER, MESSAGE_ID
 
 # How long a batch in flight stays hidden in the dead-letter queue: after a crash it reappears this late.
@@ -38,31 +38,6 @@ REDRIVE_VISIBILITY_TIMEOUT = 30
 MAX_BATCH_BYTES = 256 * 1024
 MAX_MOVE_TASK_RATE = 500  # StartMessageMoveTask's MaxNumberOfMessagesPerSecond
 
-# Error codes of an endpoint that does not know the operation at all.
-_UNSUPPORTED_CODES = frozenset(
-    {
-        "InvalidAction",
-        "UnknownOperation",
-        "UnknownOperationException",
-        "NotImplemented",
-        "NotImplementedError",
-        "UnsupportedOperation",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-    }
-)
-# Errors about the messages themselves (a body too large for the target, bad characters): send one by one.
-_CONTENT_CODES = frozenset(
-    {
-        "InvalidParameterValue",
-        "InvalidMessageContents",
-        "InvalidAttributeName",
-        "InvalidAttributeValue",
-        "MessageTooLong",
-        "BatchRequestTooLong",
-        "AWS.SimpleQueueService.BatchRequestTooLong",
-        "AWS.SimpleQueueService.InvalidMessageContents",
-    }
-)
 _FINAL_TASK_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
@@ -111,17 +86,9 @@ def resolve_target(sqs: Any, dlq: QueueRef, target: QueueRef | str | None) -> Qu
 
 
 def move_task_unsupported(error: BaseException) -> bool:
-    """Whether a StartMessageMoveTask error means "this endpoint lacks the operation", not a real failure.
-
-    moto's server answers an operation it does not implement with a bare HTTP 500 page (no AWS error
-    code, so botocore's code is the status itself); LocalStack with 501; others with an unknown-action code.
-    """
-    response = getattr(error, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = error_code(error)
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return code in _UNSUPPORTED_CODES or status == 501 or (status == 500 and code == "500")
+    """Whether a StartMessageMoveTask error means "this endpoint lacks the operation", not a real failure
+    (moto answers a bare HTTP 500, LocalStack 501, others an unknown-action code: see ``aws/errors``)."""
+    return classify(error).kind is AwsErrorKind.UNSUPPORTED_OPERATION
 
 
 def redrive(
@@ -287,12 +254,6 @@ def _chunks(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return chunks
 
 
-def _codes(error: BaseException) -> set[str]:
-    response = getattr(error, "response", None)
-    query = (response.get("Error") or {}).get("QueryErrorCode") if isinstance(response, dict) else None
-    return {error_code(error), *([query] if query else [])}
-
-
 class _ClientSideMove:
     """receive -> send -> delete, a batch at a time; what was not sent goes back to visible in the DLQ."""
 
@@ -390,8 +351,8 @@ class _ClientSideMove:
         for chunk in _chunks(entries):
             try:
                 answer = self.sqs.send_message_batch(QueueUrl=self.target.url, Entries=chunk)
-            except Exception as exc:
-                if not _codes(exc) & _CONTENT_CODES:
+            except Exception as exc:  # refused for a message's content: send one by one
+                if classify(exc).kind is not AwsErrorKind.MESSAGE_REFUSED:
                     raise
                 for entry in chunk:
                     reason = self._send_one(entry)
@@ -412,9 +373,10 @@ class _ClientSideMove:
         try:
             self.sqs.send_message(QueueUrl=self.target.url, **params)
         except Exception as exc:
-            if not _codes(exc) & _CONTENT_CODES:
+            error = classify(exc)
+            if error.kind is not AwsErrorKind.MESSAGE_REFUSED:
                 raise
-            return error_code(exc)
+            return error.code
         return None
 
     def _delete(self, sent: list[Mapping[str, Any]]) -> None:
