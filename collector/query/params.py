@@ -125,6 +125,22 @@ def parse_flow_filter(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFi
     )
 
 
+def parse_flow_filter_leniently(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFilter:
+    """The filter of the parameters :func:`parse_flow_filter` accepts, by its rules, each one it would refuse
+    (an unknown name, a bad value, an ``attr`` without a key) and each empty one left out instead of
+    failing: for a dashboard page, whose URL anyone can edit."""
+    accepted = {name: value for name, value in params.items() if value and _accepted({name: value}, ())}
+    return parse_flow_filter(accepted, [pair for pair in attrs if _accepted({}, (pair,))])
+
+
+def _accepted(params: Mapping[str, str], attrs: Sequence[str]) -> bool:
+    try:
+        parse_flow_filter(params, attrs)
+    except ParamError:
+        return False
+    return True
+
+
 def parse_flow_id(text: str) -> int:
     return parse_int("flow_id", text, low=1, high=MAX_UNIX_NANO)
 
