@@ -1,7 +1,8 @@
 """The hopscope dashboard: ``hopscope dashboard`` runs this file with ``streamlit run``.
 
-Pages only orchestrate: the query layer (through ``data``) gives frames, ``charts`` draws them. Page state
-lives in the URL (``?range=1h&flow=42``), so any view can be shared as a link.
+Pages only orchestrate: the query layer (through ``data``) gives frames, ``charts`` draws them (``waterfall``
+the flow, ``service_map_dot`` the map), ``format`` says how numbers and times read. Page state lives in the
+URL (``?range=1h&flow=42``), read and written through ``url_state``, so any view can be shared as a link.
 """
 
 from __future__ import annotations

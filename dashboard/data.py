@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
 
 import pandas as pd
 import streamlit as st
@@ -19,6 +18,7 @@ from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.url import open_store
+from hopscope.dashboard import url_state
 from hopscope.dashboard.config import load_config
 
 TTL_SECONDS = 10
@@ -191,18 +191,6 @@ def queue_depth_frame(db: str, queue: str, since: int, until: int) -> pd.DataFra
     return frame  # type: ignore[no-any-return]
 
 
-def ago(unix_nano: int | None) -> str:
-    """'42 s ago', '3 min ago' for a timestamp; '-' for None."""
-    if unix_nano is None:
-        return "-"
-    seconds = max(0.0, datetime.now(timezone.utc).timestamp() - unix_nano / 1e9)
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def latency_histogram_frame(
     db: str, service: str, since: int, until: int, *, operation: str | None = None
@@ -271,7 +259,7 @@ def dead_letters_frame(
             {
                 "message_id": letter.message_id,
                 "flow_id": letter.flow_id,
-                "flow": None if letter.flow_id is None else f"flow_detail?flow={letter.flow_id}",
+                "flow": None if letter.flow_id is None else url_state.flow_link(letter.flow_id),
                 "receive_count": letter.receive_count,
                 "age_seconds": letter.age_seconds(),
                 "sent_at": letter.sent_at,

@@ -95,6 +95,17 @@ def markdown_label(text: str, limit: int = LABEL_CHARS) -> str:
     return markdown_text(shorten(text, limit))
 
 
+def markdown_names(names: list[str]) -> str:
+    """Names in a caption, comma-separated: each shortened and escaped."""
+    return ", ".join(markdown_label(name) for name in names)
+
+
+def whole_text(text: str, limit: int = LABEL_CHARS) -> str | None:
+    """The whole of ``text``, escaped, for the ``help`` tooltip of a label that ``markdown_label`` shortens;
+    None when the label shows it whole."""
+    return markdown_text(text) if shorten(text, limit) != text else None
+
+
 def plotly_text(text: str) -> str:
     """``text`` on one line for a Plotly label (title, legend, tick, bar text): ``&``, ``<`` and ``>`` as
     entities (so no tag is read; Plotly knows only a few named entities, and no ``&quot;``), and ``$`` as

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from hopscope.collector.model.graph import GraphEdge, GraphNode, ServiceGraph
 from hopscope.collector.model.red import RedStats
+from hopscope.dashboard.format import format_error_pct, format_ms, format_rate
 from hopscope.dashboard.plain_text import one_line, shorten
 
 # Error rate at or above which a hop (or the node it enters) is drawn red; above zero it is orange.
@@ -57,28 +58,6 @@ def health_colour(error_rate: float | None) -> str:
     if error_rate >= ERROR_RED:
         return RED
     return ORANGE if error_rate > 0 else GREEN
-
-
-def format_rate(per_second: float) -> str:
-    """A rate in the unit that keeps it readable: per second, per minute or per hour."""
-    if per_second >= 1:
-        return f"{per_second:.1f}/s"
-    if per_second * 60 >= 1:
-        return f"{per_second * 60:.1f}/min"
-    return f"{per_second * 3600:.2f}/h"
-
-
-def format_ms(ms: float | None) -> str:
-    """Milliseconds, or seconds once they are long; '-' when there is no value."""
-    if ms is None:
-        return "-"
-    if ms >= 10_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
-
-
-def format_error_pct(error_rate: float) -> str:
-    return f"{100 * error_rate:.1f}% err"
 
 
 def edge_label(edge: GraphEdge) -> str:

@@ -11,10 +11,14 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from hopscope.dashboard import url_state
+
 PRESETS = {"15m": ("15 min", 900), "1h": ("1 h", 3600), "24h": ("24 h", 86400), "7d": ("7 d", 7 * 86400)}
 DEFAULT_PRESET = "1h"
 ROUND_SECONDS = 10
 REFRESH_SECONDS = 10
+# The URL parameters of every page (the range and the auto-refresh): a link to another page keeps them.
+URL_PARAMS = ("range", "refresh")
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,13 @@ class TimeRange:
 
 
 def current_range(now: float | None = None) -> TimeRange:
-    preset = st.query_params.get("range", DEFAULT_PRESET)
-    if preset not in PRESETS:
-        preset = DEFAULT_PRESET
+    preset = url_state.choice("range", PRESETS, DEFAULT_PRESET)
     until = int((now if now is not None else time.time()) // ROUND_SECONDS * ROUND_SECONDS) + ROUND_SECONDS
     return TimeRange(preset, (until - PRESETS[preset][1]) * 1_000_000_000, until * 1_000_000_000)
 
 
 def auto_refresh() -> bool:
-    return st.query_params.get("refresh") == "on"
+    return url_state.text("refresh") == "on"
 
 
 def refresh_interval() -> int | None:
@@ -57,11 +59,8 @@ def sidebar_controls() -> None:
     chosen = st.sidebar.segmented_control(
         "Time range", list(PRESETS), default=current, format_func=labels.__getitem__, key="range_control"
     )
-    if chosen and chosen != st.query_params.get("range", DEFAULT_PRESET):
-        st.query_params["range"] = chosen
+    if chosen and chosen != url_state.text("range", DEFAULT_PRESET):
+        url_state.put("range", chosen)
     refresh = st.sidebar.toggle("Auto-refresh", value=auto_refresh(), key="refresh_control")
     if refresh != auto_refresh():
-        if refresh:
-            st.query_params["refresh"] = "on"
-        else:
-            del st.query_params["refresh"]
+        url_state.put("refresh", "on" if refresh else None)

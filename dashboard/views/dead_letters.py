@@ -17,9 +17,10 @@ import streamlit as st
 from hopscope.collector.aws.dlq import delete_message
 from hopscope.collector.aws.redrive import RedriveProgress, redrive
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.dashboard import data
+from hopscope.dashboard import data, url_state
+from hopscope.dashboard.format import format_ago
 from hopscope.dashboard.page_frame import page_context
-from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten
+from hopscope.dashboard.plain_text import markdown_label, markdown_names, markdown_text, shorten, whole_text
 from hopscope.dashboard.time_range import refresh_interval
 
 PEEK_LIMIT = 25
@@ -201,7 +202,7 @@ def messages_table(letters: pd.DataFrame) -> None:
         hide_index=True,
         width="stretch",
         column_config={
-            "flow": st.column_config.LinkColumn("Flow", display_text=r"flow_detail\?flow=(\d+)"),
+            "flow": url_state.flow_link_column(),
             "message_id": st.column_config.TextColumn("Message id"),
             "receive_count": st.column_config.NumberColumn("Receives", help="ApproximateReceiveCount"),
             "age_seconds": st.column_config.NumberColumn("Age s", format="%.0f"),
@@ -214,11 +215,9 @@ def messages_table(letters: pd.DataFrame) -> None:
 def dead_letter_queue(name: str, stored: QueueSummary | None, live: dict[str, Any] | None) -> None:
     """One dead-letter queue: its counts, its messages (when SQS is reachable) and the actions on them."""
     with st.container(border=True):
-        whole = markdown_text(name) if shorten(name) != name else None
-        st.subheader(markdown_label(name), anchor=False, help=whole)
+        st.subheader(markdown_label(name), anchor=False, help=whole_text(name))
         sources = list(live["sources"]) if live is not None else list(stored.sources if stored else [])
-        listed = ", ".join(markdown_label(source) for source in sources)
-        st.caption(f"Dead-letter queue of {listed or 'no queue now'}")
+        st.caption(f"Dead-letter queue of {markdown_names(sources) or 'no queue now'}")
         latest = stored.latest if stored else None
         counts = st.columns(3)
         counts[0].metric(
@@ -227,7 +226,7 @@ def dead_letter_queue(name: str, stored: QueueSummary | None, live: dict[str, An
         counts[1].metric(
             "In flight", live["in_flight"] if live is not None else (latest.in_flight if latest else "-")
         )
-        counts[2].metric("Last polled", data.ago(stored.last_polled_unix_nano) if stored else "-")
+        counts[2].metric("Last polled", format_ago(stored.last_polled_unix_nano) if stored else "-")
         if live is None:
             st.caption("Not readable in SQS now: its messages cannot be shown.")
             return

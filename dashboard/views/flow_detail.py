@@ -9,10 +9,17 @@ import pandas as pd
 import streamlit as st
 
 from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
-from hopscope.dashboard import data
+from hopscope.dashboard import data, url_state
+from hopscope.dashboard.format import format_ms
 from hopscope.dashboard.page_frame import page_context
-from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label, markdown_text, shorten
-from hopscope.dashboard.service_map_dot import format_ms
+from hopscope.dashboard.plain_text import (
+    LABEL_CHARS,
+    markdown_label,
+    markdown_names,
+    markdown_text,
+    shorten,
+    whole_text,
+)
 from hopscope.dashboard.time_range import refresh_interval
 from hopscope.dashboard.waterfall import is_error, receive_count, span_label, waterfall_figure
 
@@ -20,23 +27,14 @@ context = page_context()
 st.title("Flow")
 
 
-def _flow_id() -> int | None:
-    text = st.query_params.get("flow", "")
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _write_flow(key: str) -> None:
     chosen = st.session_state[key]
-    if chosen:
-        st.query_params["flow"] = str(int(chosen))
-    elif "flow" in st.query_params:
-        del st.query_params["flow"]
-    if "span" in st.query_params:
-        del st.query_params["span"]
+    url_state.put("flow", str(int(chosen)) if chosen else None)
+    url_state.remove("span")
 
 
 def _write_span(key: str) -> None:
-    st.query_params["span"] = st.session_state[key]
+    url_state.put("span", st.session_state[key])
 
 
 def _text(value: AttributeValue) -> str:
@@ -56,21 +54,15 @@ HEADING_CHARS = 2 * LABEL_CHARS
 def heading(text: str, suffix: str = "") -> None:
     """A bold line naming ``text`` (span data: shown as text), shortened, the whole of it on hover;
     ``suffix`` is Markdown of the page's own."""
-    whole = markdown_text(text) if shorten(text, HEADING_CHARS) != text else None
-    st.markdown(f"**{markdown_label(text, HEADING_CHARS) or '(no name)'}**{suffix}", help=whole)
-
-
-def names(values: list[str]) -> str:
-    """A list of names in a caption: each shortened and escaped."""
-    return ", ".join(markdown_label(value) for value in values)
+    label = markdown_label(text, HEADING_CHARS) or "(no name)"
+    st.markdown(f"**{label}**{suffix}", help=whole_text(text, HEADING_CHARS))
 
 
 def summary(detail: FlowDetail) -> None:
     flow = detail.summary
     retried = sum(1 for span in detail.spans if receive_count(span) > 1)
     entry = f"{flow.entry_service} · {flow.entry_operation}" if flow.entry_service else "entry unknown"
-    whole = markdown_text(entry) if shorten(entry, HEADING_CHARS) != entry else None
-    st.subheader(markdown_label(entry, HEADING_CHARS), anchor=False, help=whole)
+    st.subheader(markdown_label(entry, HEADING_CHARS), anchor=False, help=whole_text(entry, HEADING_CHARS))
     cells = st.columns(5)
     cells[0].metric("Duration", format_ms(flow.duration_ms))
     cells[1].metric("Services", len(flow.services), help=markdown_text("\n".join(flow.services)))
@@ -78,9 +70,9 @@ def summary(detail: FlowDetail) -> None:
     cells[3].metric("Errors", flow.error_count)
     cells[4].metric("Max receive count", flow.max_receive_count, help=f"{retried} span(s) processed a retry")
     started = data.to_datetime(flow.start_unix_nano)
-    parts = [f"Started {started:%Y-%m-%d %H:%M:%S} UTC", f"services: {names(flow.services)}"]
+    parts = [f"Started {started:%Y-%m-%d %H:%M:%S} UTC", f"services: {markdown_names(flow.services)}"]
     if flow.correlation_ids:
-        parts.append(f"correlation ids: {names(flow.correlation_ids)}")
+        parts.append(f"correlation ids: {markdown_names(flow.correlation_ids)}")
     st.caption(" · ".join(parts))
     if detail.truncated:
         st.warning(
@@ -135,9 +127,8 @@ def links(flow_id: int, span: FlowSpan, by_id: dict[tuple[str, str], FlowSpan]) 
             left, right = st.columns([3, 1])
             left.markdown(f"→ {where}, in flow {other}")
             if right.button(f"Open flow {other}", key=f"link_{span['span_id']}_{index}"):
-                st.query_params["flow"] = str(other)
-                if "span" in st.query_params:
-                    del st.query_params["span"]
+                url_state.put("flow", str(other))
+                url_state.remove("span")
                 st.rerun()
         if link["attributes"]:
             st.dataframe(_attribute_table(link["attributes"]), hide_index=True, width="stretch")
@@ -147,7 +138,7 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
     by_id = {(span["trace_id"], span["span_id"]): span for span in detail.spans}
     span_ids = [span["span_id"] for span in detail.spans]
     labels = {span["span_id"]: span for span in detail.spans}
-    wanted = st.query_params.get("span")
+    wanted = url_state.text("span")
     key = f"span_select_{flow_id}"
     chosen = st.selectbox(
         "Span",
@@ -219,7 +210,7 @@ def flow_page(flow_id: int) -> None:
     span_panel(flow_id, detail)
 
 
-current = _flow_id()
+current = url_state.positive_int("flow")
 input_key = f"flow_input_{current}"
 st.columns([1, 3])[0].number_input(
     "Flow id",

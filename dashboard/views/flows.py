@@ -6,58 +6,35 @@ so a link opens the page already searching; choosing a row opens the flow (``flo
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from hopscope.collector.model.flows import FlowFilter, FlowSort
-from hopscope.dashboard import data
+from hopscope.collector.query.params import MAX_LIMIT, parse_flow_filter_leniently
+from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label
-from hopscope.dashboard.time_range import refresh_interval
+from hopscope.dashboard.time_range import URL_PARAMS, refresh_interval
 
 context = page_context()
 st.title("Flows")
 
 SORTS = {FlowSort.START.value: "Newest first", FlowSort.DURATION.value: "Slowest first"}
-DEFAULT_LIMIT = 50
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _limit() -> int:
-    value = _number(st.query_params.get("limit"))
-    return int(value) if value is not None and 1 <= value <= 1000 else DEFAULT_LIMIT
-
-
-def _attributes() -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for pair in st.query_params.get_all("attr"):
-        key, sep, value = pair.partition(":")
-        if sep and key:
-            pairs.append((key, value))
-    return tuple(pairs)
+DEFAULT_LIMIT = FlowFilter().limit
+# The search's parameters of GET /api/flows that the page keeps in its URL (and ``attr``, repeated); the
+# time range is the sidebar's, and the page has no paging.
+SEARCH_PARAMS = (
+    "service", "operation", "correlation_id", "message_id", "status", "min_duration_ms", "sort", "limit",
+)  # fmt: skip
 
 
 def criteria_from_url(since: int, until: int) -> FlowFilter:
-    """The FlowFilter the URL describes, over the sidebar's time range (bad values are left out)."""
-    sort = st.query_params.get("sort", FlowSort.START.value)
-    return FlowFilter(
-        since_unix_nano=since,
-        until_unix_nano=until,
-        service=st.query_params.get("service") or None,
-        operation=st.query_params.get("operation") or None,
-        correlation_id=st.query_params.get("correlation_id") or None,
-        message_id=st.query_params.get("message_id") or None,
-        errors_only=st.query_params.get("status") == "error",
-        min_duration_ms=_number(st.query_params.get("min_duration_ms")),
-        attributes=_attributes(),
-        sort=FlowSort(sort) if sort in SORTS else FlowSort.START,
-        limit=_limit(),
-    )
+    """The FlowFilter the URL describes, parsed as ``GET /api/flows`` parses it, over the sidebar's time range
+    (what the API would refuse is left out)."""
+    params = {name: url_state.text(name) for name in SEARCH_PARAMS}
+    criteria = parse_flow_filter_leniently(params, url_state.texts("attr"))
+    return dataclasses.replace(criteria, since_unix_nano=since, until_unix_nano=until)
 
 
 def search_form(criteria: FlowFilter, services: list[str]) -> None:
@@ -87,25 +64,22 @@ def search_form(criteria: FlowFilter, services: list[str]) -> None:
         sort = second[2].selectbox(
             "Sort", list(SORTS), index=list(SORTS).index(criteria.sort.value), format_func=SORTS.__getitem__
         )
-        limit = second[3].number_input("Limit", min_value=1, max_value=1000, value=criteria.limit)
+        limit = second[3].number_input("Limit", min_value=1, max_value=MAX_LIMIT, value=criteria.limit)
         errors_only = st.toggle("Errors only", value=criteria.errors_only)
         if st.form_submit_button("Search", icon=":material/search:", type="primary"):
-            values: dict[str, str | list[str]] = {
-                "service": service or "",
-                "operation": operation.strip(),
-                "correlation_id": correlation_id.strip(),
-                "message_id": message_id.strip(),
-                "status": "error" if errors_only else "",
-                "min_duration_ms": f"{min_duration:g}" if min_duration else "",
-                "attr": [pair.strip() for pair in attribute.split(",") if ":" in pair],
-                "sort": FlowSort.DURATION.value if sort == FlowSort.DURATION.value else "",
-                "limit": str(limit) if limit != DEFAULT_LIMIT else "",
-            }
-            for name, value in values.items():
-                if value:
-                    st.query_params[name] = value
-                elif name in st.query_params:
-                    del st.query_params[name]
+            url_state.put_all(
+                {
+                    "service": service,
+                    "operation": operation.strip(),
+                    "correlation_id": correlation_id.strip(),
+                    "message_id": message_id.strip(),
+                    "status": "error" if errors_only else None,
+                    "min_duration_ms": f"{min_duration:g}" if min_duration else None,
+                    "attr": [pair.strip() for pair in attribute.split(",") if ":" in pair],
+                    "sort": FlowSort.DURATION.value if sort == FlowSort.DURATION.value else None,
+                    "limit": str(limit) if limit != DEFAULT_LIMIT else None,
+                }
+            )
             st.rerun()
 
 
@@ -132,8 +106,9 @@ def describe(criteria: FlowFilter) -> str:
 
 def open_flow(flow_id: int) -> None:
     """Switch to the flow page, keeping the time range and auto-refresh of this page's URL."""
-    keep = {name: st.query_params[name] for name in ("range", "refresh") if name in st.query_params}
-    st.switch_page("views/flow_detail.py", query_params={**keep, "flow": str(flow_id)})
+    st.switch_page(
+        f"views/{url_state.FLOW_PAGE}.py", query_params={**url_state.kept(URL_PARAMS), "flow": str(flow_id)}
+    )
 
 
 @st.fragment(run_every=refresh_interval())
@@ -148,7 +123,7 @@ def flows() -> None:
         return
     more = " (the limit: there may be more)" if len(found) == criteria.limit else ""
     st.caption(f"{len(found)} flow(s){describe(criteria)}{more}. Choose a row to open the flow.")
-    table = found.assign(link=[f"flow_detail?flow={flow_id}" for flow_id in found["flow_id"]])
+    table = found.assign(link=[url_state.flow_link(flow_id) for flow_id in found["flow_id"]])
     longest = float(found["duration_ms"].max()) or 1.0
     event = st.dataframe(
         table[["link", "start", "duration_ms", "entry", "services", "spans", "traces", "errors",
@@ -159,7 +134,7 @@ def flows() -> None:
         on_select="rerun",
         selection_mode="single-row",
         column_config={
-            "link": st.column_config.LinkColumn("Flow", display_text=r"flow_detail\?flow=(\d+)"),
+            "link": url_state.flow_link_column(),
             "start": st.column_config.DatetimeColumn("Start", format="YYYY-MM-DD HH:mm:ss"),
             "duration_ms": st.column_config.ProgressColumn(
                 "Duration ms", format="%.1f", min_value=0, max_value=longest

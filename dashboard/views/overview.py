@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hopscope.dashboard import data
+from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.time_range import refresh_interval
 
@@ -64,13 +64,13 @@ def overview() -> None:
         if flows.empty:
             column.caption("None in this time range.")
             continue
-        linked = flows.assign(link=[f"flow_detail?flow={flow_id}" for flow_id in flows["flow_id"]])
+        linked = flows.assign(link=[url_state.flow_link(flow_id) for flow_id in flows["flow_id"]])
         column.dataframe(
             linked[["link", "entry", "duration_ms", "errors", "start"]],
             hide_index=True,
             width="stretch",
             column_config={
-                "link": st.column_config.LinkColumn("Flow", display_text=r"flow_detail\?flow=(\d+)"),
+                "link": url_state.flow_link_column(),
                 "duration_ms": st.column_config.NumberColumn("Duration ms", format="%.1f"),
                 "start": st.column_config.DatetimeColumn("Start", format="HH:mm:ss"),
             },

@@ -5,16 +5,15 @@ its last poll error, and its dead-letter queue beside it. The chosen queue is ke
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px  # type: ignore[import-untyped, unused-ignore]
 import streamlit as st
 
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.dashboard import data
+from hopscope.dashboard import data, url_state
+from hopscope.dashboard.charts import queue_age_figure, queue_messages_figure
+from hopscope.dashboard.format import format_age, format_ago
 from hopscope.dashboard.page_frame import page_context
-from hopscope.dashboard.plain_text import markdown_label, markdown_text, shorten
+from hopscope.dashboard.plain_text import markdown_label, markdown_names, markdown_text, whole_text
 from hopscope.dashboard.time_range import refresh_interval
-
-COUNTS = {"visible": "visible", "in_flight": "in flight", "delayed": "delayed"}
 
 context = page_context()
 st.title("Queues")
@@ -26,39 +25,23 @@ def choose_queue(queues: dict[str, QueueSummary]) -> QueueSummary:
     names = list(queues)
     with_dlq = [name for name in names if queues[name].dlq_name]
     working = [name for name in names if not queues[name].is_dead_letter_queue]
-    current = st.query_params.get("queue", "")
-    default = current if current in queues else (with_dlq or working or names)[0]
-    choice = st.selectbox(
+    choice = url_state.select(
+        "queue",
         "Queue",
         names,
-        index=names.index(default),
-        format_func=lambda name: f"{name} (dead-letter queue)" if queues[name].is_dead_letter_queue else name,
         key="queues_queue",
+        default=(with_dlq or working or names)[0],
+        format_func=lambda name: f"{name} (dead-letter queue)" if queues[name].is_dead_letter_queue else name,
     )
-    choice = choice if choice is not None else default
-    if choice != current:
-        st.query_params["queue"] = choice
     return queues[choice]
-
-
-def names(values: list[str]) -> str:
-    """Queue names in a caption: each shortened and escaped."""
-    return ", ".join(markdown_label(value) for value in values)
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "-"
-    return f"{seconds:,.0f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
 
 
 def queue_panel(queue: QueueSummary) -> None:
     """One queue: latest counts, its poll state, and its depth over the page's time range."""
     tr = context.time_range
-    whole = markdown_text(queue.name) if shorten(queue.name) != queue.name else None
-    st.subheader(markdown_label(queue.name), anchor=False, help=whole)
+    st.subheader(markdown_label(queue.name), anchor=False, help=whole_text(queue.name))
     if queue.is_dead_letter_queue:
-        st.caption(f":material/report: Dead-letter queue of {names(queue.sources)}")
+        st.caption(f":material/report: Dead-letter queue of {markdown_names(queue.sources)}")
     elif queue.dlq_name:
         st.caption(
             f"Moves a message to {markdown_label(queue.dlq_name)} after {queue.max_receive_count or '?'} "
@@ -66,7 +49,7 @@ def queue_panel(queue: QueueSummary) -> None:
         )
     if queue.last_error:
         st.warning(
-            f"The last poll failed ({data.ago(queue.last_error_unix_nano)}): "
+            f"The last poll failed ({format_ago(queue.last_error_unix_nano)}): "
             f"{markdown_text(queue.last_error)}",
             icon=":material/sync_problem:",
         )
@@ -77,35 +60,20 @@ def queue_panel(queue: QueueSummary) -> None:
     counts[2].metric("Delayed", latest.delayed if latest else "-")
     counts[3].metric(
         "Oldest age",
-        age(latest.oldest_age_seconds if latest else None),
+        format_age(latest.oldest_age_seconds if latest else None),
         help=f"age source: {markdown_text(latest.age_source)}" if latest and latest.age_source else None,
     )
-    st.caption(f"Polled {data.ago(queue.last_polled_unix_nano)}")
+    st.caption(f"Polled {format_ago(queue.last_polled_unix_nano)}")
 
     depth = data.queue_depth_frame(context.db, queue.name, tr.since_unix_nano, tr.until_unix_nano)
     if depth.empty:
         st.caption("No depth samples in this time range.")
         return
-    messages = px.line(
-        depth.rename(columns=COUNTS),
-        x="time",
-        y=list(COUNTS.values()),
-        labels={"value": "messages", "variable": "", "time": ""},
-        title="Messages",
-    )
-    messages.update_traces(line_shape="hv")  # a count holds until the next poll
-    st.plotly_chart(messages, width="stretch", key=f"queue_messages_{queue.name}")
+    st.plotly_chart(queue_messages_figure(depth), width="stretch", key=f"queue_messages_{queue.name}")
     if depth["oldest_age_seconds"].isna().all():
         st.caption("Oldest message's age: not known in this time range (the queue was empty at each poll).")
         return
-    oldest = px.line(
-        depth,
-        x="time",
-        y="oldest_age_seconds",
-        labels={"oldest_age_seconds": "seconds", "time": ""},
-        title="Oldest message's age",
-    )
-    st.plotly_chart(oldest, width="stretch", key=f"queue_oldest_{queue.name}")
+    st.plotly_chart(queue_age_figure(depth), width="stretch", key=f"queue_oldest_{queue.name}")
 
 
 def all_queues(queues: list[QueueSummary]) -> None:
@@ -119,7 +87,7 @@ def all_queues(queues: list[QueueSummary]) -> None:
                     "in_flight": queue.latest.in_flight if queue.latest else None,
                     "delayed": queue.latest.delayed if queue.latest else None,
                     "oldest_age_seconds": queue.latest.oldest_age_seconds if queue.latest else None,
-                    "polled": data.ago(queue.last_polled_unix_nano),
+                    "polled": format_ago(queue.last_polled_unix_nano),
                     "last_error": queue.last_error or "",
                 }
                 for queue in queues
@@ -174,7 +142,7 @@ def queues_page() -> None:
                 "it expires."
             )
     if chosen.is_dead_letter_queue and len(chosen.sources) > 1:
-        st.caption(f"Also the dead-letter queue of {names(chosen.sources[1:])}.")
+        st.caption(f"Also the dead-letter queue of {markdown_names(chosen.sources[1:])}.")
     st.subheader("All queues")
     all_queues(summaries)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hopscope.dashboard import data
+from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.service_map_dot import ERROR_RED, service_map_dot
 from hopscope.dashboard.time_range import refresh_interval
@@ -17,11 +17,7 @@ st.title("Service map")
 
 
 def _write_services() -> None:
-    chosen = st.session_state["service_map_services"]
-    if chosen:
-        st.query_params["service"] = chosen
-    elif "service" in st.query_params:
-        del st.query_params["service"]
+    url_state.put("service", st.session_state["service_map_services"])
 
 
 @st.fragment(run_every=refresh_interval())
@@ -29,7 +25,7 @@ def service_map() -> None:
     since, until = context.time_range.since_unix_nano, context.time_range.until_unix_nano
     graph = data.graph(context.db, since, until)
     known = sorted(node.name for node in graph.nodes if node.type == "service")
-    wanted = st.query_params.get_all("service")
+    wanted = url_state.texts("service")
     chosen = st.multiselect(
         "Services",
         sorted({*known, *wanted}),
