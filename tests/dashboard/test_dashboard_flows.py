@@ -220,6 +220,32 @@ def test_the_search_form_writes_the_filter_to_the_url_and_matches_the_api(
     assert _shown_flow_ids(app) == [flow["flow_id"] for flow in o2]
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"min_duration_ms": "-5"},
+        {"min_duration_ms": "nan"},
+        {"min_duration_ms": "1e400"},
+        {"limit": "0"},
+        {"limit": "2.5"},
+        {"sort": "fastest", "status": "ok"},
+        {"attr": ":no-key", "offset": "1", "bogus": "1"},
+    ],
+)
+def test_a_hand_edited_url_searches_with_what_the_api_would_accept(
+    shop: ShopDatabase, o3_flow: int, bad: dict[str, str]
+) -> None:
+    """The page parses its URL with the query API's flow-filter parser, leaving out what a 400 would refuse
+    (a link is never an error page); the rest of the search stands."""
+    with dashboard_env(shop.db):
+        app = run_page("flows", {"range": "24h", "correlation_id": "o-3", **bad})
+    assert not app.exception
+    assert _shown_flow_ids(app) == [o3_flow]
+    assert next(field for field in app.number_input if field.label == "Limit").value == 50
+    assert next(field for field in app.number_input if field.label == "Min duration (ms)").value is None
+    assert not next(toggle for toggle in app.toggle if toggle.label == "Errors only").value
+
+
 @pytest.fixture
 def downloads(monkeypatch: pytest.MonkeyPatch) -> list[MemoryMediaFileStorage]:
     """The media storages AppTest's runs create (the real ones), to read a download button's bytes."""
