@@ -12,6 +12,8 @@ One daemon thread per upstream sends the queue in order, one ``application/x-pro
   connection errors, timeouts and the statuses the OTLP specification calls retryable, 429, 502, 503, 504.
 - **Dropped** (counted, logged once per status): every other answer, 401 and 403 included; retrying with
   the same request cannot succeed, and holding the batch would block the batches behind it.
+- **Logged** once per distinct failure, with the traceback when there is an exception, until a delivery
+  (see ``stitch/failures``): an upstream that stays down is one line, not one per retry.
 - A 2xx whose ``partial_success`` counts ``rejected_spans`` makes those spans dropped, the rest forwarded.
 """
 
@@ -33,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from hopscope.collector.stitch.failures import Failures
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class _Outcome:
     retry: bool = False
     error_kind: str | None = None
     error: str | None = None
+    exception: BaseException | None = None  # its traceback goes to the log
 
     @property
     def delivered(self) -> bool:
@@ -109,7 +114,8 @@ class _Upstream:
         self._consecutive_failures = 0
         self._failing_since: float | None = None
         self._full_logged = False
-        self._failing_kind: str | None = None  # the retryable failure last logged, until a success
+        self._retry_failures = Failures(log, logging.WARNING)  # by kind, until a clean delivery
+        self._unexpected_failures = Failures(log)  # errors not expected of httpx, until a delivery
         self._logged_drop_kinds: set[str] = set()
         self._client = httpx.Client(
             timeout=request_timeout, headers={"Content-Type": PROTOBUF, "User-Agent": "hopscope-forwarder"}
@@ -203,10 +209,10 @@ class _Upstream:
                 if outcome.delivered:
                     self._consecutive_failures = 0
                     self._failing_since = None
+            if outcome.delivered:
+                self._unexpected_failures.succeeded()
             if outcome.error_kind is None:
-                if self._failing_kind is not None:
-                    log.info("forwarding to %s works again", self.url)
-                    self._failing_kind = None
+                self._retry_failures.succeeded("forwarding to %s works again", self.url)
             else:
                 self._record_failure(outcome)
 
@@ -215,9 +221,11 @@ class _Upstream:
         try:
             response = self._client.post(self._target, content=batch.body, timeout=timeout)
         except httpx.TransportError as exc:  # refused, reset, DNS, timeouts: the upstream may come back
-            return _Outcome(retry=True, error_kind=type(exc).__name__, error=f"{type(exc).__name__}: {exc}")
+            return _Outcome(
+                retry=True, error_kind=type(exc).__name__, error=f"{type(exc).__name__}: {exc}", exception=exc
+            )
         except Exception as exc:  # not expected; never let it kill the thread or block the queue
-            log.exception("forwarding to %s failed unexpectedly", self.url)
+            self._unexpected_failures.failed(exc, "forwarding to %s failed unexpectedly", self.url)
             return _Outcome(error_kind=type(exc).__name__, error=f"{type(exc).__name__}: {exc}")
         status = response.status_code
         if 200 <= status < 300:
@@ -246,9 +254,13 @@ class _Upstream:
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
         if outcome.retry:
-            if outcome.error_kind != self._failing_kind:
-                self._failing_kind = outcome.error_kind
-                log.warning("forwarding to %s failed, retrying with backoff: %s", self.url, outcome.error)
+            self._retry_failures.failed(
+                outcome.exception,
+                "forwarding to %s failed, retrying with backoff: %s",
+                self.url,
+                outcome.error,
+                kind=outcome.error_kind,
+            )
         elif outcome.error_kind not in self._logged_drop_kinds:
             self._logged_drop_kinds.add(outcome.error_kind)
             log.warning(

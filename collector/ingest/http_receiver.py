@@ -21,7 +21,7 @@ from hopscope.collector.ingest.validation import Validation, drop_invalid_spans
 from hopscope.collector.ingest.writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import BodyTooLargeError, Encoding, OtlpDecodeError
-from hopscope.collector.store.base import SpanStore
+from hopscope.collector.store.base import SpanSink
 from hopscope.collector.store.limits import SpanLimits, apply_count_limits
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class TraceReceiver:
 
     def __init__(
         self,
-        store: SpanStore[Any],
+        store: SpanSink,
         writer: SpanWriter,
         max_body_bytes: int,
         budget: InflightBudget,
@@ -160,7 +160,8 @@ class TraceReceiver:
             try:
                 await asyncio.wrap_future(future)
             except Exception as exc:
-                log.error("spans were not stored: %s", exc)
+                # The writer logged this failure, once and with its traceback; once per request would flood.
+                log.debug("spans were not stored: %s", exc)
                 raise SpansNotStoredError(f"spans were not stored: {exc}") from exc
         if self._forwarder and forward_body is not None:
             self._forwarder.offer(forward_body, validation.accepted)
