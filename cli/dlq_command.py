@@ -197,16 +197,14 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _flows(args: argparse.Namespace) -> Any:
     """The read-only store for flow ids; None (flow ids shown as '-') when the file is missing."""
-    if args.store:
-        from hopscope.collector.store.url import open_store  # noqa: PLC0415
+    from hopscope.collector.store.url import open_store  # noqa: PLC0415
 
+    if args.store:
         return open_store(args.store, read_only=True)
     db: Path = args.db
     if not db.exists():
         return None
-    from hopscope.collector.store.sqlite.store import SQLiteStore  # noqa: PLC0415
-
-    return SQLiteStore(db, read_only=True)
+    return open_store(db, read_only=True)
 
 
 def _refused(args: argparse.Namespace, action: str, what: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.rpc import code_pb2
 from starlette.applications import Starlette
@@ -69,7 +69,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(
     settings: CollectorSettings,
-    store: SpanStore[Any],
+    store: SpanStore,
     *,
     connections: ConnectionStats | None = None,
     max_connections: int = 0,

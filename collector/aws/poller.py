@@ -24,7 +24,7 @@ from hopscope.collector.aws.clients import aws_client
 from hopscope.collector.aws.errors import AwsErrorKind, classify
 from hopscope.collector.model.queues import DepthSample, QueueState
 from hopscope.collector.stitch.failures import Failures
-from hopscope.collector.store.base import SpanStore
+from hopscope.collector.store.base import QueueRecorder
 
 log = logging.getLogger("hopscope.collector.sqs")
 
@@ -73,7 +73,7 @@ class QueuePoller:
 
     def __init__(
         self,
-        store: SpanStore[Any],
+        store: QueueRecorder,
         settings: PollTarget,
         *,
         retention_seconds: int | None = None,

@@ -14,10 +14,9 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from hopscope.collector.stitch.failures import Failures, describe
-from hopscope.collector.store.base import SpanStore
+from hopscope.collector.store.base import PreparedSpans, WriteSide
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class WriterHealth:
 
 @dataclass
 class _Job:
-    prepared: Any  # what the store's prepare() made of one request
+    prepared: PreparedSpans  # what the store's prepare() made of one request
     spans: int
     future: Future[None] = field(default_factory=Future)
 
@@ -84,7 +83,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        store: SpanStore[Any],
+        store: WriteSide,
         *,
         max_pending_spans: int,
         retention_seconds: int | None = None,
@@ -147,7 +146,7 @@ class SpanWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, prepared: object, spans: int) -> Future[None]:
+    def submit(self, prepared: PreparedSpans, spans: int) -> Future[None]:
         """Queue a request's spans; the future resolves once they are committed, or fails with the error."""
         job = _Job(prepared, spans)
         with self._cond:

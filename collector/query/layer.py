@@ -8,7 +8,6 @@ protobuf messages, except where OTLP is what the caller asked for (``flow_otlp``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
@@ -27,7 +26,7 @@ from hopscope.collector.model.queues import DepthSample, QueueSummary
 from hopscope.collector.model.red import LatencyPoint, RedStats, Rollup, RollupRow, ServiceRed
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
-from hopscope.collector.store.base import ReadBudget, SpanStore
+from hopscope.collector.store.base import ReadBudget, ReadSide
 
 # Flows whose spans are read at most to answer one search with attribute filters.
 MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
@@ -62,7 +61,7 @@ def answer_budget() -> ReadBudget:
 class QueryLayer:
     """Read-only questions about stored spans and flows."""
 
-    def __init__(self, store: SpanStore[Any]) -> None:
+    def __init__(self, store: ReadSide) -> None:
         self._store = store
 
     def trace(self, trace_id: bytes) -> OtlpAnswer | None:

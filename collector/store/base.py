@@ -1,4 +1,15 @@
-"""The span store interface. SQLite is the embedded default; a ClickHouse store implements the same."""
+"""The span store's roles, each a small protocol, and ``SpanStore``, their union, which both stores implement.
+
+As in Jaeger's ``spanstore.Writer``/``Reader`` and ``dependencystore.Reader``, each consumer takes only the
+role it uses: the receivers a ``SpanSink``, the writer thread the ``WriteSide`` (sink, ``Stitcher``,
+``Retention``), the SQS poller a ``QueueRecorder``, the query layer the ``ReadSide`` (``TraceReader``,
+``FlowReader``, ``RollupReader``, ``QueueReader``). ``store.url.open_store`` returns a whole ``SpanStore``.
+
+The two stores keep different promises where their engines differ; each member's docstring says what each
+one really does. In short: SQLite stores a re-sent span once and keeps RED and the graph as tables updated
+while stitching; ClickHouse stores spans as sent (its readers deduplicate where they can) and computes RED
+and the graph from the spans at query time.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +31,28 @@ from hopscope.collector.store.limits import SpanLimits
 # write()); the collector's writer picks its own chunk.
 STITCH_CHUNK_SPANS = 20_000
 
-Prepared = TypeVar("Prepared")
+
+class PreparedSpans:
+    """One request's spans as rows of the store that prepared them (``SpanSink.prepare``).
+
+    Opaque to everyone else: the receiver hands it to the writer thread, which gives it back to the same
+    store's ``write_prepared``. Each store subclasses it; another store's rows are refused with TypeError.
+    """
+
+    __slots__ = ()
+
+
+_Prepared = TypeVar("_Prepared", bound=PreparedSpans)
+
+
+def prepared_by(kind: type[_Prepared], batches: Sequence[PreparedSpans]) -> list[_Prepared]:
+    """``batches`` as the store's own ``kind``; TypeError for rows that another store prepared."""
+    own: list[_Prepared] = []
+    for batch in batches:
+        if not isinstance(batch, kind):
+            raise TypeError(f"{type(batch).__name__} was prepared by another store, not as {kind.__name__}")
+        own.append(batch)
+    return own
 
 
 @dataclass
@@ -47,65 +79,106 @@ class ReadBudget:
         return True
 
 
-class SpanStore(Protocol[Prepared]):
-    """Stores whole OTLP spans and gives them back without loss.
+class SpanSink(Protocol):
+    """Takes spans in. Writing is two steps so that the single writer thread does nothing but write:
+    ``prepare`` (pure CPU, any thread) turns a request into the store's own rows, ``write_prepared`` commits
+    them (the writer thread only). ``write`` does both, and stitches."""
 
-    Writing is two steps so that the single writer thread does nothing but write: ``prepare`` (pure CPU,
-    any thread) turns a request into the store's own rows, ``write_prepared`` commits them. ``write`` does
-    both. The write methods are called from one writer thread only; every other method may be called from
-    any thread (and from other processes that open the same store read-only).
-    """
-
-    @property
-    def label(self) -> str:
-        """Where the spans are (a path or a URL without password), for logs and messages."""
-
-    def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> Prepared:
+    def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedSpans:
         """The request's spans in the form ``write_prepared`` takes; never touches the database.
 
         With ``limits``, a span long enough to hold a value over the value length limit is cut to the
         limits first (the receiver has already applied the count limits).
         """
 
-    def write_prepared(self, batches: Sequence[Prepared]) -> int:
-        """Commit every span of ``batches`` durably, all or nothing; returns the number of spans.
+    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
+        """Commit every span of ``batches``; returns the number of spans given.
 
-        When this returns, the spans survive a killed process. Re-sent spans (same trace and span id)
-        are stored once.
+        SQLite: one transaction, all or nothing; when it returns the spans survive a killed process (and,
+        with ``durable``, the default, a power loss). A re-sent span (same trace and span id) is stored
+        once: the first copy stays.
+
+        ClickHouse: one INSERT of every row, all or nothing and durable as far as ClickHouse makes one
+        INSERT so. A re-sent span is stored again: trace reads and flows count it once, but ``count_spans``,
+        RED rollups and some graph edges count every copy (see ``store/clickhouse/graph.py``).
         """
 
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
-        """``prepare`` and ``write_prepared``, then stitch every new span into its flow."""
+        """``prepare`` and ``write_prepared``, then stitch (for scripts, tests and ``hopscope import``).
+
+        SQLite stitches every new span before returning; ClickHouse the spans that have settled (all of
+        them in-process with chdb, whose settle time is 0).
+        """
+
+
+class Stitcher(Protocol):
+    """Folds written spans into flows (and, on SQLite, into RED and graph rollups); the writer thread only."""
 
     @property
     def flows_pending(self) -> bool:
-        """True while written spans wait for :meth:`stitch_flows` (writer thread only)."""
+        """True while written spans wait for :meth:`stitch_flows`.
+
+        SQLite knows exactly (its own writes); ClickHouse looks at its span feed at most once a second
+        (``feed_poll_seconds``), and says False when opened read-only.
+        """
 
     @property
     def feed_poll_seconds(self) -> float | None:
-        """How often the writer should look for spans written by others (None: only this store writes)."""
+        """How often the writer should look for spans written by others: None on SQLite (only this store
+        writes to its file), a second on ClickHouse (OpenTelemetry Collectors may write too)."""
 
     def stitch_flows(self, max_spans: int) -> int:
-        """Fold up to ``max_spans`` of the oldest unstitched spans into flows; returns how many.
+        """Fold the oldest unstitched spans into flows; returns how many it took.
 
-        No span's data can make it fail (see stitch_guard: such spans are skipped and counted in
-        ``skipped_spans``); it raises only for the environment (disk full, a lost server), with nothing moved.
+        SQLite takes at most ``max_spans``; ClickHouse may take more, since rows that arrived together stay
+        together (and re-sent copies are taken but folded once). No span's data can make it fail (see
+        ``stitch/guard.py``: such spans are skipped and counted in ``skipped_spans``); it raises only for
+        the environment (disk full, a lost server), with nothing moved.
         """
 
     @property
     def skipped_spans(self) -> SkippedSpans:
-        """Spans of this store left out of flows, RED or the graph, by reason (kept across restarts)."""
+        """Spans this store left out, by reason, kept across restarts: out of flows, RED and the graph on
+        SQLite, out of flows on ClickHouse (whose RED and graph leave out unusable times at query time)."""
+
+
+class Retention(Protocol):
+    """Deletes old spans, a chunk at a time between commits (the writer thread)."""
+
+    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """Delete spans that started before the cutoff; returns how many went.
+
+        SQLite deletes at most ``limit``, in one transaction. ClickHouse ignores ``limit``: one lightweight
+        DELETE of every such row (ClickHouse deletes whole parts best; a TTL on the table is better at scale).
+        Flows and rollups are not deleted.
+        """
+
+
+class TraceReader(Protocol):
+    """Reads spans back as OTLP; any thread, and other processes that open the store read-only."""
 
     def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:
         """Every stored span of one trace grouped by resource and scope, or None when none is stored.
 
         With a ``budget``, only the spans it holds, earliest start first (see ReadBudget); a stored trace
-        whose first span does not fit is an empty document, not None.
+        whose first span does not fit is an empty document, not None. ClickHouse gives one copy of a
+        re-sent span.
         """
 
     def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
         """Several traces in one document (empty when none is stored); with a ``budget``, only the spans
-        it holds (earliest start first; on SQLite trace by trace, in the order given)."""
+        it holds: on SQLite trace by trace, in the order given; on ClickHouse earliest start first across
+        the traces."""
+
+    def has_spans(self) -> bool:
+        """Whether any span is stored (cheap, unlike counting them)."""
+
+    def count_spans(self) -> int:
+        """How many spans are stored (ClickHouse: rows, so a re-sent span counts each time)."""
+
+
+class FlowReader(Protocol):
+    """Reads flows. Both stores give the same answers: the same flows, ids, summaries and searches."""
 
     def resolve_flow(self, flow_id: int) -> int | None:
         """The standing flow that ``flow_id`` is or was merged into; None when unknown."""
@@ -123,7 +196,16 @@ class SpanStore(Protocol[Prepared]):
         """Summaries of standing flows with spans, in the order given."""
 
     def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
-        """Standing flows matching every criterion except ``attributes``, in the criteria's order."""
+        """At most ``limit`` standing flows (-1: no limit) matching every criterion except ``attributes``,
+        in the criteria's order."""
+
+
+class RollupReader(Protocol):
+    """Reads RED and service-graph rollups per minute.
+
+    SQLite keeps them as tables updated while stitching (stitched spans only, a re-sent span once);
+    ClickHouse aggregates every stored row at query time, stitched or not, each copy of a re-sent span.
+    """
 
     def red_rollups(
         self,
@@ -134,13 +216,35 @@ class SpanStore(Protocol[Prepared]):
         operation: str | None = None,
         kinds: Sequence[int] = (),
     ) -> list[RollupRow]:
-        """Per-minute RED rollups of stitched spans that started in [since, until), filtered."""
+        """Per-minute RED rollups of the spans that started in [since, until), filtered."""
 
     def hop_rollups(
         self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
     ) -> list[tuple[str, str, str, HopRollup]]:
         """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup),
-        of the edge ``kinds`` only when given."""
+        of the edge ``kinds`` only when given. Where the two stores' rules differ (arrival order, the wall
+        clock, re-sent spans), ``store/clickhouse/graph.py`` says how."""
+
+
+class QueueReader(Protocol):
+    """Reads what the SQS poller recorded."""
+
+    def queue_summaries(self) -> list[QueueSummary]:
+        """Every known queue with its latest depth, its DLQ and the queues dead-lettering into it."""
+
+    def queue_depth(
+        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
+    ) -> list[DepthSample] | None:
+        """A queue's depth samples in the range, oldest first, the newest ``limit`` when there are more
+        (None for a queue never polled)."""
+
+
+class QueueRecorder(Protocol):
+    """What the SQS poller needs: the queues that spans mention, and a place for each poll's answers.
+
+    Both may be called from the poller's thread, beside the span writer's; a read-only store refuses
+    ``record_queue_poll`` with StoreError.
+    """
 
     def record_queue_poll(
         self,
@@ -149,27 +253,35 @@ class SpanStore(Protocol[Prepared]):
         samples: list[DepthSample],
         keep_after_unix_nano: int | None = None,
     ) -> None:
-        """Store one SQS poll in one transaction; safe to call from a thread other than the span writer's."""
+        """Store one SQS poll (and drop depth samples from before ``keep_after_unix_nano``).
 
-    def queue_summaries(self) -> list[QueueSummary]:
-        """Every known queue with its latest depth, its DLQ and the queues dead-lettering into it."""
-
-    def queue_depth(
-        self, queue_name: str, since_unix_nano: int, until_unix_nano: int, limit: int
-    ) -> list[DepthSample] | None:
-        """A queue's depth samples in the range (None for a queue never polled)."""
+        SQLite: one transaction, on a connection of its own. ClickHouse: two inserts, then a lightweight
+        DELETE when ``keep_after_unix_nano`` is given; not one transaction.
+        """
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
-        """SQS queue names that spans have sent to or consumed from since then."""
+        """SQS queue names that spans have sent to or consumed from since then, read from the graph
+        (SQLite: its rollups of stitched spans; ClickHouse: the spans, the answer reused for a minute)."""
 
-    def has_spans(self) -> bool:
-        """Whether any span is stored (cheap, unlike counting them)."""
 
-    def count_spans(self) -> int:
-        """How many spans are stored."""
+class WriteSide(SpanSink, Stitcher, Retention, Protocol):
+    """What the writer thread drives: commits, stitching and retention."""
 
-    def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
-        """Delete at most ``limit`` spans that started before the cutoff; returns how many went."""
+
+class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, Protocol):
+    """What the query layer reads (for the HTTP query API and the dashboard)."""
+
+
+class SpanStore(WriteSide, ReadSide, QueueRecorder, Protocol):
+    """Every role: what ``open_store`` returns and what SQLiteStore and ClickHouseStore implement.
+
+    The write-side methods are called from one writer thread only; every other method may be called from
+    any thread (and from other processes that open the same store read-only).
+    """
+
+    @property
+    def label(self) -> str:
+        """Where the spans are (a path or a URL without password), for logs and messages."""
 
     def close(self) -> None:
-        """Release every connection; pending writes have already been committed by ``write``."""
+        """Release every connection; what ``write_prepared`` returned for is already committed."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
@@ -80,11 +80,14 @@ def open_clickhouse_client(url: StoreUrl) -> ClickHouseClient:
     return HttpClient(parts._replace(path="/" + url.database).geturl())
 
 
-def open_store(url: StoreUrl | str, *, read_only: bool = False) -> SpanStore[Any]:
-    """The store a URL names; StoreError (with the reason) when it cannot be opened."""
+def open_store(url: StoreUrl | str | Path, *, read_only: bool = False) -> SpanStore:
+    """The store a URL names (a ``Path``: that SQLite file, as ``--db`` names it); StoreError (with the
+    reason) when it cannot be opened. The driver's module is imported only now."""
     from hopscope.collector.store.errors import StoreError  # noqa: PLC0415 - parse_store_url stays light
 
-    if isinstance(url, str):
+    if isinstance(url, Path):
+        url = StoreUrl("sqlite", str(url), url)
+    elif isinstance(url, str):
         try:
             url = parse_store_url(url)
         except ValueError as exc:

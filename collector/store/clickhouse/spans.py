@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector.model import conventions
 from hopscope.collector.otlp.values import any_value
-from hopscope.collector.store.base import ReadBudget
+from hopscope.collector.store.base import PreparedSpans, ReadBudget
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.limits import SpanLimits, limit_span
 
@@ -237,9 +237,16 @@ _SPAN_BYTES = (
 )
 
 
-def prepare_spans(
-    request: ExportTraceServiceRequest, limits: SpanLimits | None = None
-) -> list[tuple[object, ...]]:
+class PreparedRows(PreparedSpans):
+    """One request's spans as ``otel_traces`` rows: what ``prepare`` returns."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+
+
+def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedRows:
     """The request's spans as rows, long spans cut to ``limits`` first; pure CPU."""
     if limits is not None:  # the rows hold text, not encoded spans: sizes are computed here
         for resource_spans in request.resource_spans:
@@ -247,7 +254,7 @@ def prepare_spans(
                 for span in scope_spans.spans:
                     if span.ByteSize() > limits.max_value_length:
                         limit_span(span, limits)
-    return span_rows(request)
+    return PreparedRows(span_rows(request))
 
 
 def insert_spans(client: ClickHouseClient, rows: Sequence[Sequence[object]]) -> None:

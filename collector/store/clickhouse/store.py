@@ -31,7 +31,7 @@ from hopscope.collector.stitch.guard import (
     report_failed_rows,
     usable_times,
 )
-from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
 from hopscope.collector.store.clickhouse import queues as clickhouse_queues
@@ -42,6 +42,7 @@ from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import (
     ERROR_STATUS_NAMES,
     KIND_BY_NAME,
+    PreparedRows,
 )
 from hopscope.collector.store.errors import ClickHouseError, StoreError
 from hopscope.collector.store.limits import SpanLimits
@@ -124,14 +125,12 @@ class ClickHouseStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def prepare(
-        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
-    ) -> list[tuple[object, ...]]:
+    def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedRows:
         return clickhouse_spans.prepare_spans(request, limits)
 
-    def write_prepared(self, batches: Sequence[list[tuple[object, ...]]]) -> int:
+    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
         self._writable()
-        rows = [row for batch in batches for row in batch]
+        rows = [row for batch in prepared_by(PreparedRows, batches) for row in batch.rows]
         clickhouse_spans.insert_spans(self.client, rows)
         self._feed_checked = 0.0  # look at the feed again now
         return len(rows)

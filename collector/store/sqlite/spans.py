@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
 
-from hopscope.collector.store.base import ReadBudget
+from hopscope.collector.store.base import PreparedSpans, ReadBudget
 from hopscope.collector.store.limits import SpanLimits, limit_span
 
 _INSERT_SPAN = """
@@ -46,12 +46,17 @@ class PreparedScope:
     rows: Sequence[tuple[object, ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedScopes(PreparedSpans):
+    """One request's spans as SQLite rows, a group per (resource, scope): what ``prepare`` returns."""
+
+    scopes: list[PreparedScope]
+
+
 # -- writing -------------------------------------------------------------------------------------------
 
 
-def prepare_spans(
-    request: ExportTraceServiceRequest, limits: SpanLimits | None = None
-) -> list[PreparedScope]:
+def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedScopes:
     """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes.
 
     With ``limits``, a span whose encoding is longer than the value length limit is cut to the limits
@@ -99,7 +104,7 @@ def prepare_spans(
             if rows:
                 scope_digest = _digest(scope_blob, scope_spans.schema_url)
                 prepared.append(PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows))
-    return prepared
+    return PreparedScopes(prepared)
 
 
 class InternedIds:
@@ -131,16 +136,14 @@ class InternedIds:
         return cached
 
 
-def insert_spans(
-    conn: sqlite3.Connection, batches: Iterable[Sequence[PreparedScope]], ids: InternedIds
-) -> int:
+def insert_spans(conn: sqlite3.Connection, batches: Iterable[PreparedScopes], ids: InternedIds) -> int:
     """Insert the spans of ``batches`` (inside the caller's transaction); returns how many were given.
 
     A span already stored (same trace and span id) is ignored, so a re-sent span is stored once.
     """
     rows: list[tuple[object, ...]] = []
     for batch in batches:
-        for group in batch:
+        for group in batch.scopes:
             group_ids = (ids.resource_id(conn, group), ids.scope_id(conn, group))
             rows.extend(row + group_ids for row in group.rows)
     conn.executemany(_INSERT_SPAN, rows)

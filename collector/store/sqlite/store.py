@@ -30,7 +30,7 @@ from hopscope.collector.stitch.guard import (
     report_failed_rows,
     usable_times,
 )
-from hopscope.collector.store.base import STITCH_CHUNK_SPANS, ReadBudget
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.limits import SpanLimits
 from hopscope.collector.store.sqlite import flows as sqlite_flows
@@ -41,7 +41,7 @@ from hopscope.collector.store.sqlite import spans as sqlite_spans
 from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
-from hopscope.collector.store.sqlite.spans import PreparedScope
+from hopscope.collector.store.sqlite.spans import PreparedScopes
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +187,15 @@ class SQLiteStore:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def prepare(
-        self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None
-    ) -> list[PreparedScope]:
+    def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedScopes:
         """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes."""
         return sqlite_spans.prepare_spans(request, limits)
 
-    def write_prepared(self, batches: Sequence[list[PreparedScope]]) -> int:
+    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
+        own = prepared_by(PreparedScopes, batches)
         conn = self._writer_conn()
         with self._transaction(conn):
-            written = sqlite_spans.insert_spans(conn, batches, self._interned)
+            written = sqlite_spans.insert_spans(conn, own, self._interned)
             last_span_pk = sqlite_spans.last_span_pk(conn)
         self._last_span_pk = last_span_pk
         return written
