@@ -1,6 +1,6 @@
-"""Flow stitching in ClickHouse: the union-find of :mod:`sqlite_flows`, written as new row versions.
+"""Flow stitching in ClickHouse: the union-find of ``store/sqlite/flows.py``, written as new row versions.
 
-The answers are those of the SQLite store (see ``sqlite_flows``): the same flows, the same ids (new ids are
+The answers are those of the SQLite store (see ``sqlite/flows.py``): the same flows, the same ids (new ids are
 max + 1, the older id stands on a merge, a merged id resolves in one step), the same summaries and searches.
 ClickHouse has no cheap UPDATE, so the layout differs:
 
@@ -102,7 +102,7 @@ class _Flow:
         )
 
     def grow(self, total: TraceFacts, traces: int) -> None:
-        """sqlite_flows.FlowStitcher._grow: fold new spans (or a whole absorbed flow) into the summary."""
+        """sqlite/flows.py FlowStitcher._grow: fold new spans (or a whole absorbed flow) into the summary."""
         entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
         self.start = min(self.start, total.start_unix_nano)
         self.end = max(self.end, total.end_unix_nano)
@@ -116,7 +116,7 @@ class _Flow:
         self.changed = True
 
     def absorb(self, gone: _Flow) -> None:
-        """sqlite_flows.FlowStitcher._absorb: the standing flow ``gone`` joins this (older) one."""
+        """sqlite/flows.py FlowStitcher._absorb: the standing flow ``gone`` joins this (older) one."""
         if gone.span_count:
             has_entry = gone.entry_service is not None and gone.entry_operation is not None
             absorbed = TraceFacts(
@@ -214,7 +214,7 @@ class _Batch:
 
 
 class ClickHouseFlowStitcher:
-    """Applies :class:`TraceFacts` to the flow tables: the algorithm of ``sqlite_flows.FlowStitcher``.
+    """Applies :class:`TraceFacts` to the flow tables: the algorithm of SQLite's ``FlowStitcher``.
 
     One writer at a time (flow ids are handed out as max + 1). Each call reads what it needs in a few
     batched queries (the traces and message keys it names, the flows they are in, and on a merge the flows

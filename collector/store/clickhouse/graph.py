@@ -1,6 +1,6 @@
 """The service graph in ClickHouse: hop rollups computed at query time from ``otel_traces``.
 
-The edges are the ones ``sqlite_graph`` counts while stitching (its docstring defines them), with the same
+The edges are the ones ``sqlite/graph.py`` counts while stitching (its docstring defines them), with the same
 rules, in one ClickHouse query per read: each edge kind's branch yields one row per hop (source, target,
 edge kind, the counted span's start, duration and error, the queue wait, the receive count), and one
 GROUP BY folds them into per-minute rollups, histograms binned in SQL. Nothing depends on hopscope having
@@ -162,7 +162,7 @@ _LINK = "`Links.Attributes`[hop]"
 _ERROR = "StatusCode IN (" + ", ".join(_text(name) for name in ERROR_STATUS_NAMES) + ")"
 _START = "toUnixTimestamp64Nano(Timestamp)"
 _SINCE = "Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
-# Spans with unusable times are left out of RED and the graph, as on SQLite (see stitch_guard).
+# Spans with unusable times are left out of RED and the graph, as on SQLite (see stitch/guard.py).
 USABLE_TIMES_SQL = (
     f"Duration <= {MAX_SPAN_DURATION_NS} "
     f"AND Timestamp >= fromUnixTimestamp64Nano({MIN_PLAUSIBLE_START_UNIX_NANO})"
@@ -347,7 +347,7 @@ def read_hop_rollups(
     kinds: tuple[str, ...] | None = None,
 ) -> list[tuple[str, str, str, HopRollup]]:
     """Hop rollups of the minutes starting in [since, until): (source, target, edge kind, rollup), what
-    ``sqlite_graph.read_hop_rollups`` gives once the same spans are stitched; only edges of ``kinds``
+    ``sqlite/graph.py``'s ``read_hop_rollups`` gives once the same spans are stitched; only edges of ``kinds``
     when given."""
     wanted = kinds or EDGE_KINDS
     lo = since_unix_nano - since_unix_nano % BUCKET_NS

@@ -198,7 +198,7 @@ class ClickHouseStore:
             if key not in seen:  # a re-sent span: ClickHouse stores it twice, the flows count it once
                 seen.add(key)
                 fresh.append(row)
-        # A piece that fails for its data's sake is bisected (stitch_guard); a piece folded before a crash
+        # A piece that fails for its data's sake is bisected (stitch/guard.py); a piece folded before a crash
         # is in hopscope_stitched_spans, so it is never folded twice.
         failed = fold_isolating(fresh, self._fold_rows, is_environment_error) if fresh else []
         if failed:

@@ -222,7 +222,7 @@ class SQLiteStore:
 
         Stitching reads the spans back from the store, so it needs nothing kept in memory, counts a span
         that a client sent twice once, and picks up after a restart where it left off. Many spans per
-        call write each flow-index page once for all of them. No span can stop it (see stitch_guard): a
+        call write each flow-index page once for all of them. No span can stop it (see stitch/guard.py): a
         chunk that fails for its data's sake is bisected, and the spans that fail alone are skipped; an
         error of the environment (disk full, locked) propagates with nothing moved.
         """
