@@ -82,6 +82,21 @@ def test_retention_deletes_old_spans_and_keeps_recent_ones(store: ClickHouseStor
     assert store.delete_spans_started_before(time.time_ns() - 86400 * 10**9, limit=2_000) == 0
 
 
+def test_rows_prepared_by_one_store_are_refused_by_the_other(store: ClickHouseStore, tmp_path: Path) -> None:
+    # GIVEN a SQLite store beside the ClickHouse one
+    sqlite = open_store(tmp_path / "spans.db")
+    try:
+        # WHEN each is given rows that the other prepared THEN it refuses them and stores nothing
+        with pytest.raises(TypeError, match="prepared by another store"):
+            sqlite.write_prepared([store.prepare(full_request())])
+        with pytest.raises(TypeError, match="prepared by another store"):
+            store.write_prepared([sqlite.prepare(full_request())])
+        assert sqlite.count_spans() == 0
+        assert store.count_spans() == 0
+    finally:
+        sqlite.close()
+
+
 def test_a_read_only_store_reads_but_refuses_to_write(store: ClickHouseStore, chdb_url: str) -> None:
     store.write([full_request()])
     reader = open_store(chdb_url, read_only=True)
