@@ -15,7 +15,7 @@ from typing import Any
 
 from hopscope.cli.arg_types import positive_float, positive_int
 from hopscope.cli.extras import require_extra
-from hopscope.collector import settings as collector_defaults
+from hopscope.cli.options import store_options
 
 DLQ_MODULES = ("boto3", "rich", "google.protobuf", "opentelemetry.proto")
 DEFAULT_COLLECTOR = "http://127.0.0.1:4318"
@@ -30,32 +30,26 @@ Command = Callable[[argparse.Namespace], int]
 
 def add_dlq_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``hopscope dlq {list,show,redrive,delete,purge}`` to the main parser's subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    aws = argparse.ArgumentParser(add_help=False)
+    aws.add_argument(
         "--aws-endpoint-url",
         metavar="URL",
         default=None,
         help="SQS endpoint, e.g. LocalStack or a moto server (default: $AWS_ENDPOINT_URL, else AWS)",
     )
-    common.add_argument(
+    aws.add_argument(
         "--region",
         default=None,
         help="AWS region (default: boto3's: $AWS_DEFAULT_REGION, your profile; else us-east-1)",
     )
-    common.add_argument(
-        "--db",
-        type=Path,
-        default=collector_defaults.DEFAULT_DB,
-        help="hopscope database to find each message's flow, opened read-only; a missing file shows "
-        "no flow ids (default: %(default)s)",
-    )
-    common.add_argument(
-        "--store",
-        default=None,
-        metavar="URL",
-        help="find flows in this store instead of --db (sqlite:///, chdb:///, clickhouse://; as the "
+    flows = store_options(
+        "find flows in this store instead of --db (sqlite:///, chdb:///, clickhouse://; as the "
         "collector's --store)",
+        db_help="hopscope database to find each message's flow, opened read-only; a missing file shows "
+        "no flow ids (default: %(default)s)",
+        url_type=str,  # checked when the store is opened, after the queue is found
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[aws, flows])
     dlq = commands.add_parser(
         "dlq",
         help="inspect, redrive, delete and purge dead-letter queues (needs hopscope[collector])",

@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
-from hopscope.cli.arg_types import positive_float, positive_int
+from hopscope.cli.arg_types import port, positive_float, positive_int
 from hopscope.cli.dlq_command import add_dlq_parser
 from hopscope.cli.extras import require_extra
+from hopscope.cli.options import listen_options, store_options
 from hopscope.collector import settings as collector_defaults
 from hopscope.collector.http import limits as http_limits
 from hopscope.collector.store import limits as span_limits
@@ -24,6 +26,8 @@ COLLECTOR_MODULES = (
     "httpx",
     "rich",
 )
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _duration(text: str) -> int:
@@ -40,24 +44,71 @@ def _forward_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _store_url(text: str) -> str:
-    from hopscope.collector.store.url import parse_store_url  # noqa: PLC0415
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hopscope",
+        description="Trace serverless message flows (Lambda, SQS, SNS, EventBridge) end to end.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_collector_parser(commands)
+    _add_export_parser(commands)
+    _add_import_parser(commands)
+    _add_dashboard_parser(commands)
+    _add_demo_parser(commands)
+    add_dlq_parser(commands)
+    return parser
 
-    try:
-        parse_store_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+
+# -- hopscope collector ------------------------------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
-    return value
+def _add_collector_parser(commands: Commands) -> None:
+    collector = commands.add_parser(
+        "collector",
+        parents=[
+            listen_options(collector_defaults.DEFAULT_HOST, collector_defaults.DEFAULT_PORT, grpc=True),
+            store_options(
+                "store spans here instead of --db: sqlite:///PATH, chdb:///PATH (ClickHouse in-process) or "
+                "clickhouse://USER:PASSWORD@HOST:8123/DATABASE "
+                "(the clickhouse ones need hopscope[clickhouse])"
+            ),
+        ],
+        help="receive OTLP/HTTP spans and store them (needs hopscope[collector])",
+        description="Receive OpenTelemetry spans over OTLP/HTTP (POST /v1/traces, protobuf or JSON, gzip) "
+        "and, with --grpc-port, OTLP/gRPC, "
+        "and store them durably in SQLite; serve GET /healthz and the query API under /api.",
+    )
+    collector.add_argument(
+        "--no-receiver",
+        action="store_true",
+        help="receive no spans: only stitch flows from spans that OpenTelemetry Collectors write to --store, "
+        "poll SQS with --sqs and serve the query API",
+    )
+    collector.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=collector_defaults.DEFAULT_MAX_BODY_BYTES,
+        help="largest request body, also after gzip inflation; larger gets 413 (default: %(default)s)",
+    )
+    _add_span_limit_options(collector)
+    collector.add_argument(
+        "--auth-token",
+        default=os.environ.get("HOPSCOPE_AUTH_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' on every request "
+        "(default: $HOPSCOPE_AUTH_TOKEN, else no auth)",
+    )
+    collector.add_argument(
+        "--retention",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="delete spans that started longer ago than this, e.g. 7d, 12h (default: keep everything)",
+    )
+    _add_forward_options(collector)
+    _add_connection_options(collector)
+    _add_sqs_options(collector)
+    collector.set_defaults(run=_run_collector)
 
 
 def _add_span_limit_options(collector: argparse.ArgumentParser) -> None:
@@ -94,78 +145,8 @@ def _add_span_limit_options(collector: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hopscope",
-        description="Trace serverless message flows (Lambda, SQS, SNS, EventBridge) end to end.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    collector = commands.add_parser(
-        "collector",
-        help="receive OTLP/HTTP spans and store them (needs hopscope[collector])",
-        description="Receive OpenTelemetry spans over OTLP/HTTP (POST /v1/traces, protobuf or JSON, gzip) "
-        "and, with --grpc-port, OTLP/gRPC, "
-        "and store them durably in SQLite; serve GET /healthz and the query API under /api.",
-    )
-    collector.add_argument(
-        "--host", default=collector_defaults.DEFAULT_HOST, help="address to bind (default: %(default)s)"
-    )
-    collector.add_argument(
-        "--port",
-        type=_port,
-        default=collector_defaults.DEFAULT_PORT,
-        help="port to bind (default: %(default)s)",
-    )
-    collector.add_argument(
-        "--grpc-port",
-        type=_port,
-        default=None,
-        metavar="PORT",
-        help="also receive OTLP/gRPC on this port of --host, e.g. 4317, its standard port; 0 picks a free "
-        "one (needs hopscope[grpc]; default: off)",
-    )
-    collector.add_argument(
-        "--db",
-        type=Path,
-        default=collector_defaults.DEFAULT_DB,
-        help="SQLite database file (default: %(default)s)",
-    )
-    collector.add_argument(
-        "--store",
-        type=_store_url,
-        default=None,
-        metavar="URL",
-        help="store spans here instead of --db: sqlite:///PATH, chdb:///PATH (ClickHouse in-process) or "
-        "clickhouse://USER:PASSWORD@HOST:8123/DATABASE (the clickhouse ones need hopscope[clickhouse])",
-    )
-    collector.add_argument(
-        "--no-receiver",
-        action="store_true",
-        help="receive no spans: only stitch flows from spans that OpenTelemetry Collectors write to --store, "
-        "poll SQS with --sqs and serve the query API",
-    )
-    collector.add_argument(
-        "--max-body-bytes",
-        type=positive_int,
-        default=collector_defaults.DEFAULT_MAX_BODY_BYTES,
-        help="largest request body, also after gzip inflation; larger gets 413 (default: %(default)s)",
-    )
-    _add_span_limit_options(collector)
-    collector.add_argument(
-        "--auth-token",
-        default=os.environ.get("HOPSCOPE_AUTH_TOKEN") or None,
-        help="require 'Authorization: Bearer TOKEN' on every request "
-        "(default: $HOPSCOPE_AUTH_TOKEN, else no auth)",
-    )
-    collector.add_argument(
-        "--retention",
-        type=_duration,
-        default=None,
-        metavar="DURATION",
-        help="delete spans that started longer ago than this, e.g. 7d, 12h (default: keep everything)",
-    )
+def _add_forward_options(collector: argparse.ArgumentParser) -> None:
+    """Re-sending accepted batches upstream (collector/ingest/forward.py)."""
     collector.add_argument(
         "--forward",
         type=_forward_url,
@@ -183,121 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of batches held per --forward upstream while it is slow or down; past it new batches "
         "are dropped and counted (default: %(default)s)",
     )
-    _add_connection_options(collector)
-    sqs = collector.add_argument_group("SQS queue depth and dead-letter queues")
-    sqs.add_argument(
-        "--sqs",
-        action="store_true",
-        help="poll SQS: discover queues, record their depth and redrive policy (read-only; see README for "
-        "the IAM policy)",
-    )
-    sqs.add_argument(
-        "--aws-endpoint-url",
-        metavar="URL",
-        default=None,
-        help="AWS endpoint for --sqs, e.g. a moto server or LocalStack (default: $AWS_ENDPOINT_URL, "
-        "else AWS)",
-    )
-    sqs.add_argument("--region", default=None, help="AWS region for --sqs (default: boto3's, else us-east-1)")
-    sqs.add_argument(
-        "--sqs-queue-prefix",
-        metavar="PREFIX",
-        default=None,
-        help="only queues whose name starts with this (default: every queue ListQueues returns, plus "
-        "those seen in spans)",
-    )
-    sqs.add_argument(
-        "--sqs-interval",
-        type=_duration,
-        default=collector_defaults.DEFAULT_SQS_INTERVAL_SECONDS,
-        metavar="DURATION",
-        help="time between polls, e.g. 15s, 1m (default: %(default)ss)",
-    )
-    collector.set_defaults(run=_run_collector)
-
-    export = commands.add_parser(
-        "export",
-        help="write a flow or a trace as OTLP JSON (needs hopscope[collector])",
-        description="Write one flow (every span of every trace in it) or one trace from the database as "
-        "OTLP JSON, importable into any OTLP backend or into another hopscope database.",
-    )
-    which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("--flow", type=positive_int, metavar="ID", help="the flow to export")
-    which.add_argument("--trace", metavar="TRACE_ID", help="the trace to export (32 hex characters)")
-    export.add_argument(
-        "--db",
-        type=Path,
-        default=collector_defaults.DEFAULT_DB,
-        help="SQLite database file (default: %(default)s)",
-    )
-    export.add_argument(
-        "--store", type=_store_url, default=None, metavar="URL", help="export from this store instead"
-    )
-    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
-    export.set_defaults(run=_run_export)
-
-    load = commands.add_parser(
-        "import",
-        help="load OTLP JSON or protobuf files into a database (needs hopscope[collector])",
-        description="Load OTLP files (JSON or protobuf, ExportTraceServiceRequest or TracesData, optionally "
-        "gzipped) into the database, as the collector would: invalid spans are counted and skipped, spans "
-        "already stored are kept once, and flows are stitched.",
-    )
-    load.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OTLP files to load")
-    load.add_argument(
-        "--db",
-        type=Path,
-        default=collector_defaults.DEFAULT_DB,
-        help="SQLite database file (default: %(default)s)",
-    )
-    load.add_argument(
-        "--store", type=_store_url, default=None, metavar="URL", help="load into this store instead"
-    )
-    load.set_defaults(run=_run_import)
-    dashboard = commands.add_parser(
-        "dashboard",
-        help="browse flows, the service map, latency, queues and dead letters (needs hopscope[dashboard])",
-        description="Serve the Streamlit dashboard over a hopscope database (read-only access to it).",
-    )
-    dashboard.add_argument(
-        "--db",
-        type=Path,
-        default=collector_defaults.DEFAULT_DB,
-        help="SQLite database file (default: %(default)s)",
-    )
-    dashboard.add_argument(
-        "--store",
-        type=_store_url,
-        default=None,
-        metavar="URL",
-        help="read this store instead of --db: sqlite:///PATH, chdb:///PATH or "
-        "clickhouse://USER:PASSWORD@HOST:8123/DB",
-    )
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    dashboard.add_argument("--port", type=_port, default=8501, help="port to bind (default: %(default)s)")
-    dashboard.add_argument(
-        "--read-only",
-        action="store_true",
-        help="no redrive or delete buttons on the dead-letter page (viewing only)",
-    )
-    dashboard.add_argument(
-        "--collector",
-        metavar="URL",
-        default=None,
-        help="the collector's address, shown where to send spans (default: $HOPSCOPE_ENDPOINT, else "
-        "http://127.0.0.1:4318)",
-    )
-    dashboard.add_argument(
-        "--aws-endpoint-url",
-        metavar="URL",
-        default=None,
-        help="AWS endpoint for the dead-letter page (default: $AWS_ENDPOINT_URL, else AWS)",
-    )
-    dashboard.add_argument("--region", default=None, help="AWS region for the dead-letter page")
-    dashboard.set_defaults(run=_run_dashboard)
-    _add_demo_parser(commands)
-    add_dlq_parser(commands)
-    return parser
 
 
 def _add_connection_options(collector: argparse.ArgumentParser) -> None:
@@ -327,7 +193,108 @@ def _add_connection_options(collector: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_sqs_options(collector: argparse.ArgumentParser) -> None:
+    """Polling SQS for queue depth and redrive policies (collector/aws/poller.py)."""
+    sqs = collector.add_argument_group("SQS queue depth and dead-letter queues")
+    sqs.add_argument(
+        "--sqs",
+        action="store_true",
+        help="poll SQS: discover queues, record their depth and redrive policy (read-only; see README for "
+        "the IAM policy)",
+    )
+    sqs.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        default=None,
+        help="AWS endpoint for --sqs, e.g. a moto server or LocalStack (default: $AWS_ENDPOINT_URL, "
+        "else AWS)",
+    )
+    sqs.add_argument("--region", default=None, help="AWS region for --sqs (default: boto3's, else us-east-1)")
+    sqs.add_argument(
+        "--sqs-queue-prefix",
+        metavar="PREFIX",
+        default=None,
+        help="only queues whose name starts with this (default: every queue ListQueues returns, plus "
+        "those seen in spans)",
+    )
+    sqs.add_argument(
+        "--sqs-interval",
+        type=_duration,
+        default=collector_defaults.DEFAULT_SQS_INTERVAL_SECONDS,
+        metavar="DURATION",
+        help="time between polls, e.g. 15s, 1m (default: %(default)ss)",
+    )
+
+
+# -- hopscope export, import, dashboard, demo --------------------------------------------------------------
+
+
+def _add_export_parser(commands: Commands) -> None:
+    # Which flow or trace: a parent too, so that --help keeps showing it before --db and --store.
+    which = argparse.ArgumentParser(add_help=False)
+    one = which.add_mutually_exclusive_group(required=True)
+    one.add_argument("--flow", type=positive_int, metavar="ID", help="the flow to export")
+    one.add_argument("--trace", metavar="TRACE_ID", help="the trace to export (32 hex characters)")
+    export = commands.add_parser(
+        "export",
+        parents=[which, store_options("export from this store instead")],
+        help="write a flow or a trace as OTLP JSON (needs hopscope[collector])",
+        description="Write one flow (every span of every trace in it) or one trace from the database as "
+        "OTLP JSON, importable into any OTLP backend or into another hopscope database.",
+    )
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(run=_run_export)
+
+
+def _add_import_parser(commands: Commands) -> None:
+    load = commands.add_parser(
+        "import",
+        parents=[store_options("load into this store instead")],
+        help="load OTLP JSON or protobuf files into a database (needs hopscope[collector])",
+        description="Load OTLP files (JSON or protobuf, ExportTraceServiceRequest or TracesData, optionally "
+        "gzipped) into the database, as the collector would: invalid spans are counted and skipped, spans "
+        "already stored are kept once, and flows are stitched.",
+    )
+    load.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OTLP files to load")
+    load.set_defaults(run=_run_import)
+
+
+def _add_dashboard_parser(commands: Commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        parents=[
+            store_options(
+                "read this store instead of --db: sqlite:///PATH, chdb:///PATH or "
+                "clickhouse://USER:PASSWORD@HOST:8123/DB"
+            ),
+            listen_options("127.0.0.1", 8501),
+        ],
+        help="browse flows, the service map, latency, queues and dead letters (needs hopscope[dashboard])",
+        description="Serve the Streamlit dashboard over a hopscope database (read-only access to it).",
+    )
+    dashboard.add_argument(
+        "--read-only",
+        action="store_true",
+        help="no redrive or delete buttons on the dead-letter page (viewing only)",
+    )
+    dashboard.add_argument(
+        "--collector",
+        metavar="URL",
+        default=None,
+        help="the collector's address, shown where to send spans (default: $HOPSCOPE_ENDPOINT, else "
+        "http://127.0.0.1:4318)",
+    )
+    dashboard.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        default=None,
+        help="AWS endpoint for the dead-letter page (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
+    dashboard.add_argument("--region", default=None, help="AWS region for the dead-letter page")
+    dashboard.set_defaults(run=_run_dashboard)
+
+
+def _add_demo_parser(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="run a sample order system on a local AWS (moto), traced, with the dashboard "
@@ -357,15 +324,15 @@ def _add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="SQLite database the collector writes; kept afterwards, a next run appends "
         "(default: %(default)s)",
     )
-    demo.add_argument("--moto-port", type=_port, default=5000, help="moto server port (default: %(default)s)")
+    demo.add_argument("--moto-port", type=port, default=5000, help="moto server port (default: %(default)s)")
     demo.add_argument(
         "--collector-port",
-        type=_port,
+        type=port,
         default=collector_defaults.DEFAULT_PORT,
         help="collector port (default: %(default)s)",
     )
     demo.add_argument(
-        "--dashboard-port", type=_port, default=8501, help="dashboard port (default: %(default)s)"
+        "--dashboard-port", type=port, default=8501, help="dashboard port (default: %(default)s)"
     )
     demo.set_defaults(run=_run_demo)
 
