@@ -13,14 +13,14 @@ if TYPE_CHECKING:
     from hopscope.collector.app import create_app
     from hopscope.collector.settings import CollectorSettings
     from hopscope.collector.store.base import SpanStore
-    from hopscope.collector.store.sqlite.store import SQLiteStore
+    from hopscope.collector.store.url import open_store
 
-__all__ = ["CollectorSettings", "SQLiteStore", "SpanStore", "create_app"]
+__all__ = ["CollectorSettings", "SpanStore", "create_app", "open_store"]
 
 _HOMES = {
     "CollectorSettings": "hopscope.collector.settings",
-    "SQLiteStore": "hopscope.collector.store.sqlite.store",
     "SpanStore": "hopscope.collector.store.base",
+    "open_store": "hopscope.collector.store.url",
     "create_app": "hopscope.collector.app",
 }
 
