@@ -1,5 +1,5 @@
-"""AWS operations the collector, the CLI and the dashboard share: clients, queue polling, dead letters,
-redrive.
+"""AWS operations the collector, the CLI and the dashboard share: clients, the error classifier, queue
+polling, dead letters, redrive.
 
 boto3 is imported when a client is first made, not here.
 """
