@@ -23,6 +23,7 @@ from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
 from hopscope.collector.stitch.facts import FlowFacts
+from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
     REASON_UNUSABLE_TIMES,
     SkippedSpans,
@@ -429,11 +430,19 @@ class _Checkpointer:
         self._thread.start()
 
     def _run(self) -> None:
+        failures = Failures(log, logging.WARNING)
         while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:  # busy or locked now: the next round tries again
-                log.debug("WAL checkpoint skipped: %s", exc)
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+                if code is None or code & 0xFF in _BUSY_CODES:  # busy or locked now: the next round tries
+                    continue
+                failures.failed(exc, "WAL checkpoints fail; SQLite's own, in the writer's commits, go on")
+            except Exception as exc:  # the thread must outlive any one failure
+                failures.failed(exc, "WAL checkpoints fail; SQLite's own, in the writer's commits, go on")
+            else:
+                failures.succeeded("WAL checkpoints work again")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -441,6 +450,8 @@ class _Checkpointer:
         self._conn.close()
 
 
+# SQLITE_BUSY and SQLITE_LOCKED: a checkpoint that meets them now simply waits for the next round.
+_BUSY_CODES = frozenset({5, 6})
 # SQLite's primary result codes that mean the environment failed, not the data: retry later, skip nothing.
 _ENVIRONMENT_CODES = frozenset(
     {
