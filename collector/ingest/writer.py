@@ -55,7 +55,7 @@ class WriterHealth:
     # Seconds since stitching last had nothing left to do (0.0 while it is caught up).
     flows_lag_seconds: float
     # Spans of this database left out of RED and the graph (unusable times) or of flows too (a failed
-    # fold), by reason; see stitch_guard.
+    # fold), by reason; see stitch/guard.py.
     spans_skipped: int
     spans_skipped_by_reason: dict[str, int]
     last_skip_error: str | None
@@ -195,7 +195,7 @@ class SpanWriter:
     def _stitch_chunk(self) -> None:
         """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle.
 
-        The store skips spans whose data fails (stitch_guard); what still raises is the environment (disk
+        The store skips spans whose data fails (stitch/guard.py); what still raises is the environment (disk
         full, a lost server): the same chunk is retried after a backoff that doubles up to a minute, and
         each distinct failure is logged once with its traceback.
         """

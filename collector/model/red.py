@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-# Sums are held here: the stores keep them as 64-bit integers (see stitch_guard).
+# Sums are held here: the stores keep them as 64-bit integers (see stitch/guard.py).
 _INT64_MAX = 2**63 - 1
 
 

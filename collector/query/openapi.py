@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Upper bounds the query API enforces (see query_params); kept here as literals so the document is data.
+# Upper bounds the query API enforces (see query/params.py); kept here as literals so the document is data.
 _MAX_UNIX_NANO = 2**63 - 1
 _MAX_OFFSET = 2**62
 _MAX_DURATION_MS = _MAX_UNIX_NANO // 1_000_000

@@ -102,7 +102,7 @@ class FlowFacts:
 
         Looking for a key in the encoded bytes (in C) is much cheaper than walking the attributes in
         Python, and most spans carry none of the keys that stitching reads. ``times`` replaces the span's
-        own (start, end) when those are unusable (see stitch_guard).
+        own (start, end) when those are unusable (see stitch/guard.py).
         """
         trace_id = span.trace_id
         start, end = times or (span.start_time_unix_nano, span.end_time_unix_nano)

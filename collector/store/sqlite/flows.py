@@ -18,7 +18,7 @@ from hopscope.collector.stitch import groups as flow_groups
 from hopscope.collector.stitch.facts import TraceFacts
 from hopscope.collector.stitch.groups import MAX_NS, chunks, combine, connected_groups, meet_stored_flows
 
-# Kept importable from here; flow_groups owns it.
+# Kept importable from here; stitch/groups.py owns it.
 MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
 
 
