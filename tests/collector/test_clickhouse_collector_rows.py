@@ -20,38 +20,13 @@ from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse.store import ClickHouseStore
 from hopscope.collector.store.url import open_store
+from tests.helpers.exporter_rows import COLUMNS
+from tests.helpers.exporter_rows import otel_row as _row
 from tests.helpers.servers import CollectorProcess, serve_in_thread
-
-NOW = time.time_ns()
-T0 = NOW - 5 * 60 * 1_000_000_000  # five minutes ago: inside every default range, past the external grace
-MS = 1_000_000
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"  # orders-api: POST /orders, a sync call, the publish
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"  # billing: consumes the message, calls DynamoDB
 TRACE_C = "5b8efff798038103d269b633813fc60c"  # an unrelated health check
-
-
-def _map(pairs: dict[str, str]) -> str:
-    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in pairs.items()) + "}"
-
-
-def _row(
-    start_ms: int, trace: str, span: str, parent: str, name: str, kind: str, service: str,
-    attributes: dict[str, str], duration_ms: int, status: str = "Unset",
-    links: tuple[tuple[str, str], ...] = (),
-) -> str:  # fmt: skip
-    start = T0 + start_ms * MS
-    link_traces = "[" + ", ".join(f"'{t}'" for t, _ in links) + "]"
-    link_spans = "[" + ", ".join(f"'{s}'" for _, s in links) + "]"
-    link_states = "[" + ", ".join("''" for _ in links) + "]"
-    link_attrs = "[" + ", ".join("map()" for _ in links) + "]"
-    resource = _map({"service.name": service, "cloud.provider": "aws", "faas.name": service})
-    return (
-        f"(fromUnixTimestamp64Nano({start}), '{trace}', '{span}', '{parent}', '', '{name}', '{kind}', "
-        f"'{service}', {resource}, 'opentelemetry.instrumentation.aws_lambda', '0.48b0', {_map(attributes)}, "
-        f"{duration_ms * MS}, '{status}', '', [], [], [], {link_traces}, {link_spans}, {link_states}, "
-        f"{link_attrs})"
-    )
 
 
 ROWS = [
@@ -75,13 +50,6 @@ ROWS = [
     _row(3000, TRACE_C, "c000000000000001", "", "GET /health", "Server", "orders-api",
          {"http.request.method": "GET"}, 2),
 ]  # fmt: skip
-
-COLUMNS = (
-    "Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
-    "ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode, StatusMessage, "
-    "Events.Timestamp, Events.Name, Events.Attributes, "
-    "Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes"
-)
 
 
 @pytest.fixture

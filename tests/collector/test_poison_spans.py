@@ -29,38 +29,8 @@ from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import Encoding
 from hopscope.collector.stitch.guard import fold_isolating
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.hostile_spans import POISON
 from tests.helpers.servers import HOPSCOPE, CollectorProcess
-
-# The request of issue 13, exactly: two SERVER spans of one service and name, start 1, end 2^63 - 1.
-POISON = {
-    "resourceSpans": [
-        {
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "poison-api"}}]},
-            "scopeSpans": [
-                {
-                    "spans": [
-                        {
-                            "traceId": "5b8efff798038103d269b633813fc60c",
-                            "spanId": "eee19b7ec3c1b174",
-                            "name": "GET /poison",
-                            "kind": 2,
-                            "startTimeUnixNano": "1",
-                            "endTimeUnixNano": "9223372036854775807",
-                        },
-                        {
-                            "traceId": "5b8efff798038103d269b633813fc60d",
-                            "spanId": "eee19b7ec3c1b175",
-                            "name": "GET /poison",
-                            "kind": 2,
-                            "startTimeUnixNano": "1",
-                            "endTimeUnixNano": "9223372036854775807",
-                        },
-                    ]
-                }
-            ],
-        }
-    ]
-}
 
 
 def ordinary_traffic(url: str, order: str) -> None:

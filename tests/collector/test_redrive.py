@@ -29,12 +29,11 @@ from hopscope.collector.aws.redrive import (
     move_task_unsupported,
     redrive,
 )
-from tests.collector.test_dlq import (
+from tests.helpers.dead_letters import (
     Orders,
     aws_env,
     dlq_cli,
     export_and_settle,
-    instrumented,  # noqa: F401 - a fixture
     producer_spans,
     uid_of,
     wait_for_flows,

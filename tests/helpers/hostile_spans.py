@@ -189,3 +189,35 @@ def build_hostile_database(db: Path, tracker: str) -> HostileNames:
     finally:
         store.close()
     return names
+
+
+# The request of issue 13, exactly: two SERVER spans of one service and name, start 1, end 2^63 - 1.
+POISON = {
+    "resourceSpans": [
+        {
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "poison-api"}}]},
+            "scopeSpans": [
+                {
+                    "spans": [
+                        {
+                            "traceId": "5b8efff798038103d269b633813fc60c",
+                            "spanId": "eee19b7ec3c1b174",
+                            "name": "GET /poison",
+                            "kind": 2,
+                            "startTimeUnixNano": "1",
+                            "endTimeUnixNano": "9223372036854775807",
+                        },
+                        {
+                            "traceId": "5b8efff798038103d269b633813fc60d",
+                            "spanId": "eee19b7ec3c1b175",
+                            "name": "GET /poison",
+                            "kind": 2,
+                            "startTimeUnixNano": "1",
+                            "endTimeUnixNano": "9223372036854775807",
+                        },
+                    ]
+                }
+            ],
+        }
+    ]
+}

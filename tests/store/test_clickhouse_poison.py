@@ -13,8 +13,9 @@ from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import Encoding
 from hopscope.collector.store.clickhouse.store import ClickHouseStore
 from hopscope.collector.store.url import open_store
-from tests.collector.test_clickhouse_collector_rows import COLUMNS, _row
-from tests.collector.test_poison_spans import POISON
+from tests.helpers.exporter_rows import COLUMNS
+from tests.helpers.exporter_rows import otel_row as _row
+from tests.helpers.hostile_spans import POISON
 
 GOOD = "0af7651916cd43dd8448eb211c80319c"
 
