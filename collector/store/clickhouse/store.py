@@ -25,6 +25,7 @@ from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
 from hopscope.collector.stitch.facts import FlowFacts
+from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
     SkippedSpans,
     fold_isolating,
@@ -80,6 +81,8 @@ class ClickHouseStore:
         )
         self._watermark = 0
         self._feed_checked = 0.0
+        # A lost server is logged once (with its traceback) while it stays lost, not every FEED_POLL_SECONDS.
+        self._feed_failures = Failures(log, logging.WARNING)
         self._feed_ready = False
         self._destinations: tuple[float, list[str]] | None = None
         # Spans left out of flows in this database (kept in hopscope_meta across restarts).
@@ -163,8 +166,10 @@ class ClickHouseStore:
                 )
                 self._feed_ready = bool(rows[0][0])
             except ClickHouseError as exc:
-                log.warning("cannot look at the span feed: %s", exc)
+                self._feed_failures.failed(exc, "cannot look at the span feed: %s", exc)
                 self._feed_ready = False
+            else:
+                self._feed_failures.succeeded("the span feed can be read again")
         return self._feed_ready
 
     @property
