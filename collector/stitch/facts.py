@@ -7,7 +7,7 @@ per span, and never by rescanning stored spans (stitching stays incremental).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -19,6 +19,33 @@ _KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_P
 # A receive count is a small number; longer text (or a 64-bit integer's overflow) is not one.
 _COUNT_TEXT = re.compile(r"[0-9]{1,18}")
 _MESSAGING_KINDS = frozenset({Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER})
+_CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
+
+# A flow's entry is its smallest candidate (rank, start, service, operation): a min() that gives the same
+# answer whatever order the spans arrive in, and can be kept up to date a batch at a time.
+Entry = tuple[int, int, str, str]
+# Rank of an origin: a span without a parent that no message or link caused, where a request began.
+ORIGIN = 0
+# Rank of any other span: its cause is elsewhere (a parent, maybe never received, a link, a message). When
+# a flow has no origin (its API was called with an external traceparent), its earliest span is the entry:
+# a span whose parent is in the flow starts after it (up to clock skew between hosts).
+CONTINUED = 1
+
+
+def entry_rank(has_parent: bool, consumer: bool, linked: bool) -> int:
+    """ORIGIN for a span that began a request, CONTINUED for one that carries on from elsewhere.
+
+    A consumer span (or a linked one) without a parent was caused by a message: it never outranks the span
+    that sent it, even when that span's own parent came from outside.
+    """
+    return CONTINUED if has_parent or consumer or linked else ORIGIN
+
+
+def earlier_entry(current: Entry | None, candidate: Entry | None) -> Entry | None:
+    """The entry of the two candidates (None: no candidate)."""
+    if candidate is None or (current is not None and current <= candidate):
+        return current
+    return candidate
 
 
 @dataclass(slots=True)
@@ -31,8 +58,8 @@ class TraceFacts:
     end_unix_nano: int = 0
     error_count: int = 0
     max_receive_count: int = 0
-    # (start, service, operation) of the earliest span without a parent: the flow's entry candidate.
-    entry: tuple[int, str, str] | None = None
+    # The trace's entry candidate (see Entry): its origin, else its earliest span.
+    entry: Entry | None = None
     operations: set[tuple[str, str]] = field(default_factory=set)  # (service, span name)
     correlation_ids: set[str] = field(default_factory=set)
     linked_traces: set[bytes] = field(default_factory=set)
@@ -46,7 +73,7 @@ class FlowFacts:
         self.traces: dict[bytes, TraceFacts] = {}
 
     def _fold(  # noqa: PLR0917 - the hot path of stitching: positional is cheapest
-        self, trace_id: bytes, start: int, end: int, error: bool, root: bool, service_name: str, name: str
+        self, trace_id: bytes, start: int, end: int, error: bool, rank: int, service_name: str, name: str
     ) -> TraceFacts:
         """What every span tells, whatever form it came in; returns its trace's facts."""
         facts = self.traces.get(trace_id)
@@ -59,8 +86,12 @@ class FlowFacts:
             facts.end_unix_nano = end
         if error:
             facts.error_count += 1
-        if root and (facts.entry is None or start < facts.entry[0]):
-            facts.entry = (start, service_name, name)
+        entry = facts.entry
+        # hot path: the tuple is built only when the span may be the entry
+        if entry is None or rank < entry[0] or (rank == entry[0] and start <= entry[1]):
+            candidate = (rank, start, service_name, name)
+            if entry is None or candidate < entry:
+                facts.entry = candidate
         facts.operations.add((service_name, name))
         return facts
 
@@ -74,11 +105,12 @@ class FlowFacts:
         service_name: str,
         name: str,
         kind: int,
-        linked_trace_ids: Iterable[bytes],
+        linked_trace_ids: Sequence[bytes],
         attributes: Mapping[str, str],
     ) -> None:
         """Fold in a span read back from a table that keeps attribute values as text (ClickHouse's)."""
-        facts = self._fold(trace_id, start, end, error, root, service_name, name)
+        rank = entry_rank(not root, kind == _CONSUMER, len(linked_trace_ids) > 0)
+        facts = self._fold(trace_id, start, end, error, rank, service_name, name)
         for linked in linked_trace_ids:
             if linked != trace_id:
                 facts.linked_traces.add(linked)
@@ -111,7 +143,7 @@ class FlowFacts:
             start,
             end,
             span.status.code == _ERROR,
-            not span.parent_span_id,
+            entry_rank(bool(span.parent_span_id), span.kind == _CONSUMER, len(span.links) > 0),
             service_name,
             span.name,
         )

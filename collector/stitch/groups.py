@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
-from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.stitch.facts import TraceFacts, earlier_entry
 
 _T = TypeVar("_T")
 
@@ -37,14 +37,13 @@ def combine(traces: Iterable[TraceFacts]) -> dict[bytes, TraceFacts]:
 
 
 def fold(into: TraceFacts, facts: TraceFacts) -> None:
-    """Add ``facts`` to ``into``: counts add up, times widen, the earliest entry span wins, sets unite."""
+    """Add ``facts`` to ``into``: counts add up, times widen, the smaller entry candidate wins, sets unite."""
     into.span_count += facts.span_count
     into.start_unix_nano = min(into.start_unix_nano, facts.start_unix_nano)
     into.end_unix_nano = max(into.end_unix_nano, facts.end_unix_nano)
     into.error_count += facts.error_count
     into.max_receive_count = max(into.max_receive_count, facts.max_receive_count)
-    if facts.entry is not None and (into.entry is None or facts.entry[0] < into.entry[0]):
-        into.entry = facts.entry
+    into.entry = earlier_entry(into.entry, facts.entry)
     into.operations |= facts.operations
     into.correlation_ids |= facts.correlation_ids
     into.linked_traces |= facts.linked_traces

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hopscope.collector.model.flows import FlowFilter, FlowSort
-from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.stitch.facts import CONTINUED, ORIGIN, TraceFacts
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
@@ -85,7 +85,7 @@ def facts(
         span_count=1,
         start_unix_nano=start,
         end_unix_nano=start + 5 * MS,
-        entry=(start, service, f"op-{trace_id.hex()}"),
+        entry=(ORIGIN, start, service, f"op-{trace_id.hex()}"),
         operations={(service, f"op-{trace_id.hex()}")},
         correlation_ids={f"c-{trace_id.hex()}"},
         linked_traces=set(links),
@@ -206,7 +206,12 @@ def random_world(rng: random.Random) -> World:
             max_receive_count=rng.choice((0, 1, 1, 2, 5)),
             entry=None
             if rng.random() < 0.2
-            else (start + rng.choice((0, 0, MS)), service, rng.choice(OPERATIONS)),
+            else (
+                CONTINUED if len(traces) % 3 == 0 else ORIGIN,  # no draw: the seeds keep their worlds
+                start + rng.choice((0, 0, MS)),
+                service,
+                rng.choice(OPERATIONS),
+            ),
             operations=operations,
             correlation_ids={correlation_id} if rng.random() < 0.8 else set(),
         )

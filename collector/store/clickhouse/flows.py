@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
-from hopscope.collector.stitch.facts import TraceFacts
+from hopscope.collector.stitch.facts import Entry, TraceFacts, earlier_entry
 from hopscope.collector.stitch.groups import MAX_NS, combine, connected_groups, meet_stored_flows
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 
@@ -47,6 +47,7 @@ _FLOW_COLUMNS = (
     "OperationServices",
     "OperationNames",
     "CorrelationIds",
+    "EntryRank",
     "Version",
 )
 _SELECT_FLOW = ", ".join(_FLOW_COLUMNS)
@@ -68,9 +69,7 @@ class _Flow:
     trace_count: int = 0
     error_count: int = 0
     max_receive_count: int = 0
-    entry_start: int = MAX_NS
-    entry_service: str | None = None
-    entry_operation: str | None = None
+    entry: Entry | None = None
     operations: set[tuple[str, str]] = field(default_factory=set)
     correlation_ids: set[str] = field(default_factory=set)
     stored_operations: frozenset[tuple[str, str]] = frozenset()
@@ -91,34 +90,28 @@ class _Flow:
             trace_count=int(row[5]),
             error_count=int(row[6]),
             max_receive_count=int(row[7]),
-            entry_start=int(row[8]),
-            entry_service=row[9],
-            entry_operation=row[10],
+            entry=None if row[9] is None else (int(row[14]), int(row[8]), row[9], row[10] or ""),
             operations=operations,
             correlation_ids=correlation_ids,
             stored_operations=frozenset(operations),
             stored_correlation_ids=frozenset(correlation_ids),
-            version=int(row[14]),
+            version=int(row[15]),
         )
 
     def grow(self, total: TraceFacts, traces: int) -> None:
         """sqlite/flows.py FlowStitcher._grow: fold new spans (or a whole absorbed flow) into the summary."""
-        entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
         self.start = min(self.start, total.start_unix_nano)
         self.end = max(self.end, total.end_unix_nano)
         self.span_count += total.span_count
         self.trace_count += traces
         self.error_count += total.error_count
         self.max_receive_count = max(self.max_receive_count, total.max_receive_count)
-        if entry_start < self.entry_start:
-            self.entry_service, self.entry_operation = entry_service, entry_operation
-        self.entry_start = min(self.entry_start, entry_start)
+        self.entry = earlier_entry(self.entry, total.entry)
         self.changed = True
 
     def absorb(self, gone: _Flow) -> None:
         """sqlite/flows.py FlowStitcher._absorb: the standing flow ``gone`` joins this (older) one."""
         if gone.span_count:
-            has_entry = gone.entry_service is not None and gone.entry_operation is not None
             absorbed = TraceFacts(
                 b"",
                 span_count=gone.span_count,
@@ -126,9 +119,7 @@ class _Flow:
                 end_unix_nano=gone.end,
                 error_count=gone.error_count,
                 max_receive_count=gone.max_receive_count,
-                entry=(gone.entry_start, gone.entry_service or "", gone.entry_operation or "")
-                if has_entry
-                else None,
+                entry=gone.entry,
             )
             self.grow(absorbed, gone.trace_count)
         self.add_keys(gone.operations, gone.correlation_ids)
@@ -144,6 +135,7 @@ class _Flow:
 
     def row(self, version: int) -> tuple[object, ...]:
         operations = sorted(self.operations)
+        entry_rank, entry_start, entry_service, entry_operation = self.entry or (0, MAX_NS, None, None)
         return (
             self.flow_id,
             self.merged_into,
@@ -153,12 +145,13 @@ class _Flow:
             self.trace_count,
             self.error_count,
             self.max_receive_count,
-            self.entry_start,
-            self.entry_service,
-            self.entry_operation,
+            entry_start,
+            entry_service,
+            entry_operation,
             [service for service, _ in operations],
             [operation for _, operation in operations],
             sorted(self.correlation_ids),
+            entry_rank,
             version,
         )
 

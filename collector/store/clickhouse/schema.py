@@ -190,6 +190,7 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_flows (
     EntryStartUnixNano Int64,
     EntryService Nullable(String),
     EntryOperation Nullable(String),
+    EntryRank UInt8,                    -- stitch/facts.py Entry: 0 for an origin, 1 for any other span
     OperationServices Array(String),    -- the flow's (service, span name) pairs, as two arrays
     OperationNames Array(String),
     CorrelationIds Array(String),
@@ -260,8 +261,14 @@ ORDER BY (MessageId, Destination, TraceId)
 SETTINGS index_granularity = 1024
 """
 
+# Tables made before the entry had a rank: their entries were all origins.
+_FLOWS_ENTRY_RANK = (
+    "ALTER TABLE {db}.hopscope_flows ADD COLUMN IF NOT EXISTS EntryRank UInt8 DEFAULT 0 AFTER EntryOperation"
+)
+
 FLOW_STATEMENTS = (
     _FLOWS,
+    _FLOWS_ENTRY_RANK,
     _TRACE_FLOWS,
     _FLOW_TRACES,
     _FLOW_TRACES_MV,

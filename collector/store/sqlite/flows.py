@@ -22,6 +22,15 @@ from hopscope.collector.stitch.groups import MAX_NS, chunks, combine, connected_
 MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
 
 
+# Whether the batch's entry candidate comes before the flow's entry (stitch/facts.py Entry: compared as a
+# tuple, text by code point as in Python).
+_EARLIER_ENTRY = (
+    "(:entry_service IS NOT NULL AND (entry_service IS NULL OR "
+    "(:entry_rank, :entry_start, :entry_service, :entry_operation) "
+    "< (entry_rank, entry_start_unix_nano, entry_service, entry_operation)))"
+)
+
+
 class FlowStitcher:
     """Applies a group commit's :class:`TraceFacts` on the writer connection, inside the caller's transaction.
 
@@ -84,9 +93,9 @@ class FlowStitcher:
 
     def _grow(self, flow_id: int, total: TraceFacts, traces: int) -> None:
         """Fold new spans (or a whole absorbed flow) into a flow's summary."""
-        entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
+        entry_rank, entry_start, entry_service, entry_operation = total.entry or (None, MAX_NS, None, None)
         self._conn.execute(
-            """
+            f"""
             UPDATE flows SET
                 start_unix_nano = min(coalesce(start_unix_nano, :max), :start),
                 end_unix_nano = max(coalesce(end_unix_nano, 0), :end),
@@ -94,11 +103,11 @@ class FlowStitcher:
                 trace_count = trace_count + :traces,
                 error_count = error_count + :errors,
                 max_receive_count = max(max_receive_count, :receive_count),
-                entry_service = CASE WHEN :entry_start < coalesce(entry_start_unix_nano, :max)
-                    THEN :entry_service ELSE entry_service END,
-                entry_operation = CASE WHEN :entry_start < coalesce(entry_start_unix_nano, :max)
-                    THEN :entry_operation ELSE entry_operation END,
-                entry_start_unix_nano = min(coalesce(entry_start_unix_nano, :max), :entry_start)
+                entry_rank = CASE WHEN {_EARLIER_ENTRY} THEN :entry_rank ELSE entry_rank END,
+                entry_start_unix_nano = CASE WHEN {_EARLIER_ENTRY}
+                    THEN :entry_start ELSE entry_start_unix_nano END,
+                entry_service = CASE WHEN {_EARLIER_ENTRY} THEN :entry_service ELSE entry_service END,
+                entry_operation = CASE WHEN {_EARLIER_ENTRY} THEN :entry_operation ELSE entry_operation END
             WHERE flow_id = :flow_id
             """,
             {
@@ -110,6 +119,7 @@ class FlowStitcher:
                 "traces": traces,
                 "errors": total.error_count,
                 "receive_count": total.max_receive_count,
+                "entry_rank": entry_rank,
                 "entry_start": entry_start,
                 "entry_service": entry_service,
                 "entry_operation": entry_operation,
@@ -121,10 +131,10 @@ class FlowStitcher:
         conn = self._conn
         row = conn.execute(
             "SELECT start_unix_nano, end_unix_nano, span_count, trace_count, error_count, max_receive_count, "
-            "entry_start_unix_nano, entry_service, entry_operation FROM flows WHERE flow_id = ?",
+            "entry_rank, entry_start_unix_nano, entry_service, entry_operation FROM flows WHERE flow_id = ?",
             (gone,),
         ).fetchone()
-        start, end, spans, traces, errors, receive_count, entry_start, entry_service, entry_operation = row
+        start, end, spans, traces, errors, receive_count, *entry = row
         if spans:
             absorbed = TraceFacts(
                 b"",
@@ -133,7 +143,7 @@ class FlowStitcher:
                 end_unix_nano=end,
                 error_count=errors,
                 max_receive_count=receive_count,
-                entry=(entry_start, entry_service, entry_operation) if entry_service is not None else None,
+                entry=(entry[0], entry[1], entry[2], entry[3]) if entry[2] is not None else None,
             )
             self._grow(keep, absorbed, traces)
         conn.execute("UPDATE trace_flows SET flow_id = ? WHERE flow_id = ?", (keep, gone))
@@ -193,8 +203,9 @@ class _Rows:
     def insert(self, conn: sqlite3.Connection) -> None:
         conn.executemany(
             "INSERT INTO flows (flow_id, start_unix_nano, end_unix_nano, span_count, trace_count, "
-            "error_count, max_receive_count, entry_start_unix_nano, entry_service, entry_operation) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "error_count, max_receive_count, entry_rank, entry_start_unix_nano, entry_service, "
+            "entry_operation) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.flows,
         )
         standing = self.standing
@@ -220,7 +231,7 @@ class _Rows:
 
 
 def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...]:
-    entry_start, entry_service, entry_operation = total.entry or (MAX_NS, None, None)
+    entry_rank, entry_start, entry_service, entry_operation = total.entry or (None, MAX_NS, None, None)
     has_spans = total.span_count > 0
     return (
         flow_id,
@@ -230,6 +241,7 @@ def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...
         traces,
         total.error_count,
         total.max_receive_count,
+        entry_rank,
         entry_start,
         entry_service,
         entry_operation,

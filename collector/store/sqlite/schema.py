@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hopscope.collector.store.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -167,8 +167,22 @@ CREATE TABLE IF NOT EXISTS queue_depth (
 CREATE INDEX IF NOT EXISTS queue_depth_by_time ON queue_depth (polled_unix_nano);
 """
 
+# Schema version 6: the rank of a flow's entry (stitch/facts.py Entry), so that a flow whose first span has
+# a parent still gets an entry, and an origin (a span without a parent) still wins. The entries of earlier
+# versions were all origins.
+ENTRY_RANK_SCHEMA = """
+ALTER TABLE flows ADD COLUMN entry_rank INTEGER;   -- NULL while the flow has no entry
+UPDATE flows SET entry_rank = 0 WHERE entry_service IS NOT NULL;
+"""
+
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
-MIGRATIONS: dict[int, str] = {2: FLOWS_SCHEMA, 3: RED_SCHEMA, 4: GRAPH_SCHEMA, 5: QUEUES_SCHEMA}
+MIGRATIONS: dict[int, str] = {
+    2: FLOWS_SCHEMA,
+    3: RED_SCHEMA,
+    4: GRAPH_SCHEMA,
+    5: QUEUES_SCHEMA,
+    6: ENTRY_RANK_SCHEMA,
+}
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
