@@ -11,6 +11,11 @@ Span values come from outside. Two rules hold whatever they are:
   are found; those are skipped (reason ``fold_failed``, logged once with the traceback and the span ids) and
   the rest is stitched. An error of the environment (disk full, database locked, server unreachable) is no
   span's fault: it propagates, and the writer backs off and retries the same chunk.
+- **A link joins only through a valid context.** The specification lets SDKs record a link whose trace or
+  span id is invalid (all zeros, as ``INVALID_SPAN_CONTEXT``) when it carries attributes. Such a link is
+  stored and exported as sent, but joins nothing: a link whose trace id is not 16 bytes or all zero joins
+  no flow (:func:`joinable_trace_id`), and the graph pairs no hop through a link unless both of its ids are
+  valid (:func:`joinable_link`); a batch span counts no hop for it.
 
 Sums saturate at :data:`INT64_MAX`, so no total overflows the stores' 64-bit integers.
 """
@@ -24,6 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,29 @@ UNUSABLE_TIMES_MESSAGE = (
 )
 
 Row = TypeVar("Row")
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
+def joinable_trace_id(trace_id: bytes) -> bool:
+    """True when a link's trace id names a trace: 16 bytes, not all zero."""
+    return len(trace_id) == 16 and trace_id != _ZERO_TRACE_ID
+
+
+def joinable_link(trace_id: bytes, span_id: bytes) -> bool:
+    """True when a link's context is valid, so that it can name a producer span."""
+    return joinable_trace_id(trace_id) and len(span_id) == 8 and span_id != _ZERO_SPAN_ID
+
+
+def drop_unjoinable_links(span: Span) -> None:
+    """Remove, in place, the links whose trace id joins no flow, before the span is folded into flows.
+
+    Only for a span parsed for stitching: the stored span keeps every link.
+    """
+    for index in range(len(span.links) - 1, -1, -1):
+        if not joinable_trace_id(span.links[index].trace_id):
+            del span.links[index]
 
 
 def usable_times(start_unix_nano: int, end_unix_nano: int) -> bool:

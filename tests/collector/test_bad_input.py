@@ -158,24 +158,27 @@ def test_truncated_gzip_is_400(http: httpx.Client) -> None:
 def test_invalid_ids_mixed_with_valid_spans_is_a_partial_success(
     http: httpx.Client, collector: CollectorProcess
 ) -> None:
-    # GIVEN six spans of which three have broken ids (short trace id, zero span id, short link span id)
+    # GIVEN six spans of which two have broken ids (short trace id, zero span id), and one a link of an
+    # invalid context (short span id), which SDKs may send and is stored as sent
     request = full_request(spans=3)
     spans = spans_of(request)
     spans[1].trace_id = b"\x01" * 15
     spans[3].span_id = bytes(8)
     spans[5].links[0].span_id = b"\x02" * 4
-    valid = [spans[i].span_id for i in (0, 2, 4)]
+    valid = [spans[i].span_id for i in (0, 2, 4, 5)]
     # WHEN posted
     response = http.post("/v1/traces", content=request.SerializeToString(), headers=PROTOBUF)
     # THEN 200 with partial_success counting the rejected spans, and the valid ones stored
     assert response.status_code == 200
     result = ExportTraceServiceResponse.FromString(response.content)
-    assert result.partial_success.rejected_spans == 3
+    assert result.partial_success.rejected_spans == 2
     assert "trace_id must be 16 bytes" in result.partial_success.error_message
     reader = SQLiteStore(collector.db, read_only=True)
     traces = reader.get_trace(spans[0].trace_id)
     assert traces is not None
     assert sorted(span.span_id for span in spans_of(traces)) == sorted(valid)  # type: ignore[arg-type]
+    [linking] = [span for span in spans_of(traces) if span.span_id == spans[5].span_id]  # type: ignore[arg-type]
+    assert linking.links[0].span_id == b"\x02" * 4
     reader.close()
 
 

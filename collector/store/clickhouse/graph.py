@@ -10,7 +10,8 @@ seen the spans at ingest, so rows that OpenTelemetry Collectors wrote are graphe
   server span).
 - ``publish``: PRODUCER spans in the range that name a destination.
 - ``consume`` and ``subscription``: each CONSUMER span in the range is one hop, or one per link for a
-  batch span that links to its messages (``messaging.batch.message_count`` and links); none for such a
+  batch span that links to its messages (``messaging.batch.message_count`` and links of a valid context:
+  one with an all-zero or wrong-length id pairs nothing, see stitch/guard.py); none for such a
   batch with ``hopscope.batch.record_spans`` set, none for a consumer span whose parent is such a batch.
   A hop's producer is the first of its links, then its parent, that is a PRODUCER span; a consumer span
   with neither is joined by message id and destination name to a producer in another trace (the smallest
@@ -172,7 +173,14 @@ _IN_WINDOW = (
     "Timestamp >= fromUnixTimestamp64Nano({wlo:Int64}) AND Timestamp < fromUnixTimestamp64Nano({whi:Int64}) "
     f"AND {USABLE_TIMES_SQL}"
 )
-_BATCH = f"(notEmpty(`Links.SpanId`) AND {_has(conventions.BATCH_MESSAGE_COUNT)})"
+# The positions of a span's links of a valid context: a link of an invalid one (all-zero or wrong-length
+# ids, which SDKs may record) pairs no hop, as in stitch/guard.py's joinable_link.
+_VALID_LINKS = (
+    "arrayFilter(i -> length(`Links.TraceId`[i]) = 32 AND `Links.TraceId`[i] != repeat('0', 32) "
+    "AND length(`Links.SpanId`[i]) = 16 AND `Links.SpanId`[i] != repeat('0', 16), "
+    "arrayEnumerate(`Links.SpanId`))"
+)
+_BATCH = f"(notEmpty({_VALID_LINKS}) AND {_has(conventions.BATCH_MESSAGE_COUNT)})"
 _RECORD_SPANS = f"({_attribute(conventions.RECORD_SPANS)} NOT IN ('', 'false'))"
 _MESSAGE_ID = _attribute(conventions.MESSAGE_ID)
 _DESTINATION_NAME = _attribute(conventions.DESTINATION_NAME)
@@ -265,9 +273,11 @@ FROM (
     {_CONSUMER_COLUMNS}, toUInt64(0) AS hop, {_destination()} AS c_destination,
         {_RECEIVE_COUNT.format(_attribute(conventions.RECEIVE_COUNT))} AS c_receive_count,
         arrayConcat(
-            arrayMap((t, s) -> ({_trace_key("t")}, {_span_key("s")}, 0), `Links.TraceId`, `Links.SpanId`),
+            arrayMap(
+                i -> ({_trace_key("`Links.TraceId`[i]")}, {_span_key("`Links.SpanId`[i]")}, 0), {_VALID_LINKS}
+            ),
             if(ParentSpanId != '', [(c_trace, {_span_key("ParentSpanId")}, 1)], []),
-            if(empty(`Links.SpanId`) AND ParentSpanId = ''
+            if(empty({_VALID_LINKS}) AND ParentSpanId = ''
                     AND {_MESSAGE_ID} != '' AND {_DESTINATION_NAME} != '',
                [({_message_key(_MESSAGE_ID, _DESTINATION_NAME)}, toUInt64(0), 2)], [])
         ) AS candidates
@@ -276,7 +286,7 @@ FROM (
     {_CONSUMER_COLUMNS}, hop, {_destination(link=True)} AS c_destination,
         {_RECEIVE_COUNT.format(_attribute(conventions.RECEIVE_COUNT, link=True))} AS c_receive_count,
         [({_trace_key("`Links.TraceId`[hop]")}, {_span_key("`Links.SpanId`[hop]")}, 0)] AS candidates
-    FROM {{table}} ARRAY JOIN arrayEnumerate(`Links.SpanId`) AS hop
+    FROM {{table}} ARRAY JOIN {_VALID_LINKS} AS hop
     WHERE {_kind_is(_CONSUMER)} AND {_IN_RANGE} AND {_BATCH} AND NOT {_RECORD_SPANS}
 )
 LEFT ARRAY JOIN candidates AS candidate, arrayEnumerate(candidates) AS position
@@ -391,7 +401,7 @@ SELECT DISTINCT node, old FROM (
         AND (ParentSpanId = '' OR ({_trace_key("TraceId")}, {_span_key("ParentSpanId")}) NOT IN ({_BATCHES}))
     UNION ALL
     SELECT {_destination(link=True)} AS node, 0 AS old
-    FROM {{table}} ARRAY JOIN arrayEnumerate(`Links.SpanId`) AS hop
+    FROM {{table}} ARRAY JOIN {_VALID_LINKS} AS hop
     WHERE {_kind_is(_CONSUMER)} AND {_SINCE} AND {_BATCH} AND NOT {_RECORD_SPANS}
     UNION ALL
     SELECT {_destination()} AS node, 1 AS old FROM {{table}}

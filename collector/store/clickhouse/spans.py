@@ -137,8 +137,9 @@ def span_rows(request: ExportTraceServiceRequest) -> list[tuple[object, ...]]:
                         [event.time_unix_nano for event in span.events],
                         [event.name for event in span.events],
                         [attribute_map(event.attributes) for event in span.events],
-                        [_hex(link.trace_id) for link in span.links],
-                        [_hex(link.span_id) for link in span.links],
+                        # a link's ids as sent, zeros too: a link of an invalid context reads back whole
+                        [link.trace_id.hex() for link in span.links],
+                        [link.span_id.hex() for link in span.links],
                         [link.trace_state for link in span.links],
                         [attribute_map(link.attributes) for link in span.links],
                     )

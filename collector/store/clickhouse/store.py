@@ -29,6 +29,7 @@ from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
     SkippedSpans,
     fold_isolating,
+    joinable_trace_id,
     report_failed_rows,
     usable_times,
 )
@@ -256,7 +257,7 @@ class ClickHouseStore:
                 service,
                 name,
                 KIND_BY_NAME.get(kind, 0),
-                [bytes.fromhex(link) for link in links],
+                [linked for linked in map(bytes.fromhex, links) if joinable_trace_id(linked)],
                 attributes,
             )
         clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())

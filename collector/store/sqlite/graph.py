@@ -38,6 +38,7 @@ from hopscope.collector.stitch.graph_rules import (
     EXTERNAL_KEYS,
     PENDING_HOP_TTL_NS,
 )
+from hopscope.collector.stitch.guard import joinable_link
 
 _EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
@@ -105,8 +106,13 @@ def _info(span: Span, service: str) -> _SpanInfo:
         end=span.end_time_unix_nano,
         error=span.status.code == _ERROR,
         attributes=_graph_attributes(span.attributes),
-        link_count=len(span.links),
+        link_count=sum(joinable_link(link.trace_id, link.span_id) for link in span.links),
     )
+
+
+def _joinable_links(span: Span) -> list[Span.Link]:
+    """The links that can name a producer: one of an invalid context joins no hop (stitch/guard.py)."""
+    return [link for link in span.links if joinable_link(link.trace_id, link.span_id)]
 
 
 def _graph_attributes(attributes: Any) -> dict[str, Any]:
@@ -219,11 +225,11 @@ class GraphRollups:
         if info.is_linked_batch:
             if info.attributes.get(conventions.RECORD_SPANS):
                 return  # hopscope's process_batch: each record's own span counts its hop
-            for link in span.links:
+            for link in _joinable_links(span):
                 one = replace(info, attributes={**info.attributes, **_graph_attributes(link.attributes)})
                 self._consume(conn, span.trace_id, one, [(link.trace_id, link.span_id)])
             return
-        producers = [(link.trace_id, link.span_id) for link in span.links]
+        producers = [(link.trace_id, link.span_id) for link in _joinable_links(span)]
         if span.parent_span_id:
             parent = self._find(conn, (span.trace_id, span.parent_span_id))
             if parent is not None and parent.is_linked_batch:

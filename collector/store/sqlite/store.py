@@ -27,6 +27,7 @@ from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
     REASON_UNUSABLE_TIMES,
     SkippedSpans,
+    drop_unjoinable_links,
     fold_isolating,
     report_failed_rows,
     usable_times,
@@ -258,6 +259,8 @@ class SQLiteStore:
         unusable = 0
         for _, service_name, received, blob in rows:
             span = Span.FromString(blob)
+            if span.links:
+                drop_unjoinable_links(span)  # stored as sent, but joins no flow (stitch/guard.py)
             if usable_times(span.start_time_unix_nano, span.end_time_unix_nano):
                 facts.add(span, service_name, blob)
                 red.add(span, service_name)
