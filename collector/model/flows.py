@@ -131,3 +131,6 @@ class FlowDetail:
     # True when ``spans`` was cut at the read cap (the query layer's MAX_ANSWER_SPANS spans or
     # MAX_ANSWER_SPAN_BYTES bytes): the summary still counts every span.
     truncated: bool = False
+    # True when the entry span's parent is none of the flow's spans: the flow's API was called with a trace
+    # context (a ``traceparent``) from outside.
+    entry_called_from_outside: bool = False

@@ -26,6 +26,7 @@ from hopscope.collector.model.queues import DepthSample, QueueSummary
 from hopscope.collector.model.red import LatencyPoint, RedStats, Rollup, RollupRow, ServiceRed
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
+from hopscope.collector.stitch.facts import entry_rank
 from hopscope.collector.store.base import ReadBudget, ReadSide
 
 # Flows whose spans are read at most to answer one search with attribute filters.
@@ -263,7 +264,13 @@ class QueryLayer:
         traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
         spans = flatten_spans(traces)
         del traces
-        return FlowDetail(summary=summary, spans=spans, hops=async_hops(spans), truncated=budget.truncated)
+        return FlowDetail(
+            summary=summary,
+            spans=spans,
+            hops=async_hops(spans),
+            truncated=budget.truncated,
+            entry_called_from_outside=called_from_outside(summary, spans),
+        )
 
 
 ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
@@ -334,6 +341,29 @@ def flatten_spans(traces: TracesData) -> list[FlowSpan]:
                 )
     spans.sort(key=lambda span: (span["start_unix_nano"], span["span_id"]))
     return spans
+
+
+def called_from_outside(summary: FlowSummary, spans: list[FlowSpan]) -> bool:
+    """Whether the flow's entry span has a parent that is none of the flow's spans: its caller passed a
+    trace context from outside (an external ``traceparent``) and its span never reached this collector."""
+    candidates = [
+        span
+        for span in spans
+        if span["service"] == summary.entry_service and span["name"] == summary.entry_operation
+    ]
+    if not candidates:
+        return False
+    entry = min(
+        candidates,
+        key=lambda span: (
+            entry_rank(span["parent_span_id"] is not None, span["kind"] == "CONSUMER", bool(span["links"])),
+            span["start_unix_nano"],
+        ),
+    )
+    parent = entry["parent_span_id"]
+    return parent is not None and not any(
+        span["span_id"] == parent and span["trace_id"] == entry["trace_id"] for span in spans
+    )
 
 
 def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:

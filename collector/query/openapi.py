@@ -243,8 +243,13 @@ _API_SCHEMAS: dict[str, Any] = {
             "trace_count": {"type": "integer", "minimum": 0},
             "error_count": {"type": "integer", "minimum": 0},
             "max_receive_count": {"type": "integer"},
-            "entry_service": _nullable("string"),
-            "entry_operation": _nullable("string"),
+            "entry_service": {
+                **_nullable("string"),
+                "description": "the service of the entry span: the earliest span without a parent that no "
+                "message or link caused, else (a flow called with a trace context from outside) the "
+                "flow's earliest span",
+            },
+            "entry_operation": {**_nullable("string"), "description": "the entry span's name"},
             "services": _array({"type": "string"}),
             "correlation_ids": _array({"type": "string"}),
         },
@@ -331,7 +336,7 @@ _API_SCHEMAS: dict[str, Any] = {
         "a producer -> destination -> consumer hop of the flow",
     ),
     "FlowDetail": _object(
-        ["summary", "spans", "hops", "truncated"],
+        ["summary", "spans", "hops", "truncated", "entry_called_from_outside"],
         {
             "summary": _schema("FlowSummary"),
             "spans": _array(_schema("FlowSpan")),
@@ -340,6 +345,11 @@ _API_SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "true when spans was cut at the read cap (at most 10,000 spans and 4 MiB of "
                 "stored spans, the earliest kept); the summary still counts every span",
+            },
+            "entry_called_from_outside": {
+                "type": "boolean",
+                "description": "true when the entry span has a parent span that is none of the flow's spans: "
+                "the entry was called with a trace context (a traceparent) from outside",
             },
         },
     ),

@@ -63,6 +63,11 @@ def summary(detail: FlowDetail) -> None:
     retried = sum(1 for span in detail.spans if receive_count(span) > 1)
     entry = f"{flow.entry_service} · {flow.entry_operation}" if flow.entry_service else "entry unknown"
     st.subheader(markdown_label(entry, HEADING_CHARS), anchor=False, help=whole_text(entry, HEADING_CHARS))
+    if detail.entry_called_from_outside:
+        st.caption(
+            "called with a trace context from outside",
+            help="The entry span's parent never reached hopscope: the caller passed a traceparent.",
+        )
     cells = st.columns(5)
     cells[0].metric("Duration", format_ms(flow.duration_ms))
     cells[1].metric("Services", len(flow.services), help=markdown_text("\n".join(flow.services)))

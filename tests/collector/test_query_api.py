@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from opentelemetry import context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hopscope.collector.app import create_app
 from hopscope.collector.otlp.codec import traces_from_json
@@ -249,3 +255,53 @@ def test_the_graph_endpoint_shows_queues_topics_and_hops(http: httpx.Client) -> 
     assert consume["queue_wait_p50_ms"] is not None
     assert edges[("service:orders-api", "aws_sns:order-events", "publish")]["red"]["span_count"] == 3
     assert http.get("/api/graph?since=later").status_code == 400
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "chdb"])
+def test_an_api_called_with_an_outside_traceparent_is_its_flows_entry(
+    start_collector: Callable[..., CollectorProcess], tmp_path: Path, backend: str
+) -> None:
+    # GIVEN a collector, and an API instrumented with the SDK, exporting to it over OTLP/HTTP
+    collector = start_collector(
+        *([] if backend == "sqlite" else ["--store", f"chdb://{tmp_path}/clickhouse"])
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "orders-api"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces")))
+    api = provider.get_tracer("hopscope.tests")
+    consumer = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+    consumer.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces")))
+    # WHEN a request comes from outside with a W3C traceparent (its caller's spans never reach hopscope)
+    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    correlation = {"hopscope.correlation_id": "outside-1"}
+    parent = TraceContextTextMapPropagator().extract(headers)
+    with api.start_as_current_span(
+        "POST /orders", context=parent, kind=SpanKind.SERVER, attributes=correlation
+    ):
+        with api.start_as_current_span("order-events publish", kind=SpanKind.PRODUCER) as publish:
+            pass
+    # and a consumer, in a trace of its own linked to the producer, handles the message
+    with consumer.get_tracer("hopscope.tests").start_as_current_span(
+        "order-events process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[Link(publish.get_span_context())],
+        attributes=correlation,
+    ):
+        pass
+    assert consumer.force_flush(10_000) and provider.force_flush(10_000)
+    # THEN the flow found by its correlation id has the API's server span as entry, called from outside
+    with collector.client() as http:
+        deadline = time.monotonic() + 10
+        while not (flows := http.get("/api/flows?correlation_id=outside-1").json()["flows"]) or (
+            flows[0]["span_count"] < 3
+        ):
+            assert time.monotonic() < deadline, "the flow was not stitched"
+            time.sleep(0.05)
+        (summary,) = flows
+        assert (summary["entry_service"], summary["entry_operation"]) == ("orders-api", "POST /orders")
+        detail = http.get(f"/api/flows/{summary['flow_id']}").json()
+    assert detail["entry_called_from_outside"] is True
+    assert detail["spans"][0]["parent_span_id"] == "00f067aa0ba902b7"
+    provider.shutdown()
+    consumer.shutdown()
+    assert collector.stop() == 0

@@ -17,15 +17,21 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from streamlit.runtime.media_file_storage import MediaFileStorageError
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.model.graph import GraphEdge, GraphNode, ServiceGraph
 from hopscope.collector.model.red import RedStats
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label
 from hopscope.dashboard.service_map_dot import service_map_dot
 from tests.helpers.dashboard_harness import dashboard_env, run_page
+from tests.helpers.flow_chains import Services, order_chain, post
 from tests.helpers.servers import ShopDatabase
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -357,3 +363,45 @@ def test_without_a_flow_id_the_page_asks_for_one(shop: ShopDatabase, o3_flow: in
     assert not app.exception
     assert app.query_params["flow"] == str(o3_flow)
     assert len(app.get("plotly_chart")) == 1
+
+
+def test_the_flow_page_says_when_its_entry_was_called_with_a_trace_context_from_outside(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a flow whose API was called with a traceparent from outside (its name odd Markdown), and one not
+    services = Services()
+    api = services.tracer("orders-api")
+    outside = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    )
+    name = "POST /orders **now** [x](http://evil)"
+    with api.start_as_current_span(name, context=outside, kind=SpanKind.SERVER):
+        with api.start_as_current_span("validate"):
+            pass
+    order_chain(services, "o-1")
+    store = SQLiteStore(tmp_path / "outside.db")
+    post(store, services.spans())
+    flows = {
+        summary.correlation_ids[0] if summary.correlation_ids else "outside": summary
+        for summary in QueryLayer(store).search_flows(FlowFilter())
+    }
+    store.close()
+    assert set(flows) == {"outside", "o-1"}
+    assert flows["outside"].entry_operation == name
+    # WHEN the page shows each flow
+    shown = {}
+    for key, summary in flows.items():
+        with dashboard_env(tmp_path / "outside.db"):
+            app = run_page("flow_detail", {"flow": str(summary.flow_id)})
+        assert not app.exception
+        shown[key] = (app.subheader[0].value, [caption.value for caption in app.caption])
+    # THEN the entry is named as text (views/flow_detail.py HEADING_CHARS), and only the flow called from
+    # outside says so
+    heading_chars = 2 * LABEL_CHARS
+    heading, captions = shown["outside"]
+    assert heading == markdown_label(f"orders-api · {name}", heading_chars)
+    assert "**" not in heading.replace("\\*\\*", "")
+    assert "called with a trace context from outside" in captions
+    heading, captions = shown["o-1"]
+    assert heading == markdown_label("orders-api · POST /orders", heading_chars)
+    assert "called with a trace context from outside" not in captions
