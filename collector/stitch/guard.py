@@ -13,9 +13,9 @@ Span values come from outside. Two rules hold whatever they are:
   span's fault: it propagates, and the writer backs off and retries the same chunk.
 - **A link joins only through a valid context.** The specification lets SDKs record a link whose trace or
   span id is invalid (all zeros, as ``INVALID_SPAN_CONTEXT``) when it carries attributes. Such a link is
-  stored and exported as sent, but joins nothing: a link whose trace id is not 16 bytes or all zero joins
-  no flow (:func:`joinable_trace_id`), and the graph pairs no hop through a link unless both of its ids are
-  valid (:func:`joinable_link`); a batch span counts no hop for it.
+  stored and exported as sent, but joins nothing: a link whose trace id is not 16 bytes or all zero, or
+  whose span id is not 8 bytes or all zero, joins no flow and pairs no hop (:func:`joinable_link`); a
+  batch span counts no hop for it.
 
 Sums saturate at :data:`INT64_MAX`, so no total overflows the stores' 64-bit integers.
 """
@@ -54,7 +54,8 @@ _ZERO_SPAN_ID = bytes(8)
 
 
 def joinable_trace_id(trace_id: bytes) -> bool:
-    """True when a link's trace id names a trace: 16 bytes, not all zero."""
+    """True when a link's trace id names a trace: 16 bytes, not all zero (ClickHouse's span feed filters
+    the span ids, see clickhouse/schema.py)."""
     return len(trace_id) == 16 and trace_id != _ZERO_TRACE_ID
 
 
@@ -64,13 +65,14 @@ def joinable_link(trace_id: bytes, span_id: bytes) -> bool:
 
 
 def drop_unjoinable_links(span: Span) -> None:
-    """Remove, in place, the links whose trace id joins no flow, before the span is folded into flows.
+    """Remove, in place, the links of an invalid context, before the span is folded into flows.
 
     Only for a span parsed for stitching: the stored span keeps every link.
     """
-    for index in range(len(span.links) - 1, -1, -1):
-        if not joinable_trace_id(span.links[index].trace_id):
-            del span.links[index]
+    links = span.links
+    for index in range(len(links) - 1, -1, -1):
+        if not joinable_link(links[index].trace_id, links[index].span_id):
+            del links[index]
 
 
 def usable_times(start_unix_nano: int, end_unix_nano: int) -> bool:

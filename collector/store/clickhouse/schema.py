@@ -102,7 +102,8 @@ _FLOW_KEYS = ", ".join(f"'{key}'" for key in sorted(conventions.FLOW_ATTRIBUTES)
 FEED_COLUMNS = (
     "TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode, "
     f"mapFilter((k, v) -> k IN ({_FLOW_KEYS}), SpanAttributes) AS FlowAttributes, "
-    "Links.TraceId AS LinkedTraceIds"
+    "arrayFilter((t, s) -> length(s) = 16 AND s != repeat('0', 16), Links.TraceId, Links.SpanId) "
+    "AS LinkedTraceIds"  # a link with no valid span id joins no flow: stitch/guard.py
 )
 _FEED = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_span_feed (
