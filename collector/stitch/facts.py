@@ -143,7 +143,8 @@ class FlowFacts:
             start,
             end,
             span.status.code == _ERROR,
-            entry_rank(bool(span.parent_span_id), span.kind == _CONSUMER, len(span.links) > 0),
+            # entry_rank(), inlined: this runs for every span
+            CONTINUED if span.parent_span_id or span.kind == _CONSUMER or span.links else ORIGIN,
             service_name,
             span.name,
         )
