@@ -1,6 +1,6 @@
 """Freshness benchmark: how long after its acknowledgement a span's flow can be found, under steady ingest.
 
-One paced client sends the small shop's spans to a ``hopscope collector`` subprocess at a steady rate
+Four paced connections send the small shop's spans to a ``hopscope collector`` subprocess at a steady rate
 (default 10,000 spans/s for 60 s, batches of 500). For one request in every ``--sample``, the script takes a
 message id from the body and, from the moment the collector acknowledges the request, asks
 ``GET /api/flows?message_id=`` every 50 ms until the message's flow is listed: that wait is the
@@ -8,7 +8,7 @@ ack-to-visible lag. On SQLite a chunk's flows, RED rollups and graph hops are fo
 (store/sqlite/store.py ``_fold_chunk``), so the flow's lag is also when the span counts in RED and the graph.
 The ingest figures of the same run are printed beside it. See bench/README.md.
 
-    .venv/bin/python bench/freshness.py [--rate 10000] [--seconds 60] [--batch 500] [--sample 5]
+    .venv/bin/python bench/freshness.py [--rate 10000] [--seconds 60] [--clients 4] [--batch 500] [--sample 5]
 """
 
 from __future__ import annotations
@@ -64,19 +64,21 @@ class Run:
 
 
 def send_paced(
-    address: tuple[str, int], bodies: Sequence[tuple[bytes, int, str | None]], rate: float, run: Run
+    address: tuple[str, int],
+    bodies: Sequence[tuple[bytes, int, str | None]],
+    beats: Sequence[float],
+    started: float,
+    run: Run,
 ) -> None:
-    """One keep-alive connection; request i leaves at start + i * batch / rate (or at once when late)."""
+    """One keep-alive connection sending its share of the bodies, each at its beat (or at once when late)."""
     conn = http.client.HTTPConnection(*address, timeout=120)
-    started = time.perf_counter()
-    beat = 0.0
-    for body, spans, message_id in bodies:
+    for (body, spans, message_id), beat in zip(bodies, beats, strict=True):
         wait = started + beat - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
         elif wait < -0.1:
-            run.late_requests += 1
-        beat += spans / rate
+            with run.lock:
+                run.late_requests += 1
         while True:
             conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
             response = conn.getresponse()
@@ -86,12 +88,38 @@ def send_paced(
             time.sleep(float(response.getheader("Retry-After") or 1))
         if response.status != 200:
             raise RuntimeError(f"collector answered {response.status}")
-        run.sent_spans += spans
-        if message_id is not None:
-            with run.lock:
+        with run.lock:
+            run.sent_spans += spans
+            if message_id is not None:
                 run.samples.append(Sample(message_id, time.perf_counter()))
-    run.elapsed = time.perf_counter() - started
     conn.close()
+
+
+def send_all(
+    address: tuple[str, int],
+    bodies: Sequence[tuple[bytes, int, str | None]],
+    rate: float,
+    clients: int,
+    run: Run,
+) -> None:
+    """Open loop, as many exporters are: body i is due at i * batch / rate whatever the earlier answers,
+    sent by ``clients`` connections in turn, so a slow answer delays only its own connection."""
+    beats, beat = [], 0.0
+    for _, spans, _ in bodies:
+        beats.append(beat)
+        beat += spans / rate
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(
+            target=send_paced, args=(address, bodies[k::clients], beats[k::clients], started, run)
+        )
+        for k in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.elapsed = time.perf_counter() - started
 
 
 def watch(address: tuple[str, int], run: Run, sending: threading.Thread) -> None:
@@ -127,7 +155,9 @@ def run_once(args: argparse.Namespace, directory: Path) -> int:
     collector = Collector(directory / "freshness.db")
     run = Run()
     with collector.killed_on_error():
-        sending = threading.Thread(target=send_paced, args=(collector.address, bodies, args.rate, run))
+        sending = threading.Thread(
+            target=send_all, args=(collector.address, bodies, args.rate, args.clients, run)
+        )
         sending.start()
         watch(collector.address, run, sending)
         sending.join()
@@ -163,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rate", type=float, default=10_000, help="spans per second (default: %(default)s)")
     parser.add_argument("--seconds", type=int, default=60, help="how long to send (default: %(default)s)")
+    parser.add_argument(
+        "--clients", type=int, default=4, help="connections sending in turn (default: %(default)s)"
+    )
     parser.add_argument("--batch", type=int, default=500, help="spans per request (default: %(default)s)")
     parser.add_argument(
         "--sample", type=int, default=5, help="one request in N is timed (default: %(default)s)"
