@@ -38,6 +38,7 @@ ZERO_TRACE = "0" * 32
 ZERO_SPAN = "0" * 16
 NON_FINITE = ["NaN", "Infinity", "-Infinity"]
 ODD_KEYS = ["odd.nan", "odd.inf", "odd.ninf", "odd.list"]
+QUEUE = {"messaging.system": "aws_sqs", "messaging.destination.name": "odd-queue"}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,10 @@ def _check_reads(
             links = _links_of(traces_from_json(json.loads(out, parse_constant=_reject_constant)))
             assert links == {name: sent_links[name] for name in links} and links
     assert len(flow_ids) == len(orders)
-    assert _strict_json(http.get("/api/graph"))
+    # AND the graph counts each consumer span's hop from its queue (a NaN or infinite receive count is none)
+    edges = _strict_json(http.get("/api/graph"))["edges"]
+    consume = [edge for edge in edges if edge["source"] == "aws_sqs:odd-queue" and edge["kind"] == "consume"]
+    assert consume, edges
     http.close()
     up.close()
 
@@ -192,7 +196,14 @@ def _node_span(trace_id: str, name: str, order: str, now: int) -> dict[str, Any]
         "startTimeUnixNano": str(now),
         "endTimeUnixNano": str(now + 3_000_000),
         "attributes": _attributes(
-            {"hopscope.correlation_id": order, **odd, "odd.null": None, "messaging.batch.message_count": 2.0}
+            {
+                "hopscope.correlation_id": order,
+                **odd,
+                "odd.null": None,
+                "messaging.batch.message_count": 2.0,
+                "hopscope.receive_count": "NaN",
+                **QUEUE,
+            }
         ),
         "droppedAttributesCount": 0,
         "events": [
@@ -286,7 +297,13 @@ def test_python_sdk_protobuf_with_zero_context_links_and_nan_is_stored_whole_and
             f"batch {order}",
             kind=SpanKind.CONSUMER,
             links=[Link(INVALID_SPAN_CONTEXT, {"messaging.message.id": f"m-{order}", **odd})],
-            attributes={"hopscope.correlation_id": order, "messaging.batch.message_count": 2, **odd},
+            attributes={
+                "hopscope.correlation_id": order,
+                "messaging.batch.message_count": 2,
+                "hopscope.receive_count": math.inf,
+                **QUEUE,
+                **odd,
+            },
         ) as span:
             span.add_event("odd", odd)
             orders[order] = format(span.get_span_context().trace_id, "032x")

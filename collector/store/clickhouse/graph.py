@@ -262,7 +262,8 @@ ARRAY JOIN keys AS key
 _CONSUMER_COLUMNS = f"""
     SELECT {_trace_key("TraceId")} AS c_trace, {_span_key("SpanId")} AS c_span, ServiceName AS c_service,
         {_START} AS c_start, Duration AS c_duration, {_ERROR} AS c_error"""
-_RECEIVE_COUNT = "toInt64(toFloat64OrZero({}))"
+# A number, 0 when it is none: NaN and the infinities (valid doubles, kept as text) have no Int64.
+_RECEIVE_COUNT = "toInt64(if(isFinite(toFloat64OrZero({0})), toFloat64OrZero({0}), 0))"
 
 # One row per hop and candidate producer: hop 0 is a consumer span's only hop, hop i a linked batch's for
 # its i-th link. Candidate kinds: 0 a link, 1 the parent, 2 the message key; position: their order.

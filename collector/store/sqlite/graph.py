@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from dataclasses import dataclass, replace
@@ -108,6 +109,18 @@ def _info(span: Span, service: str) -> _SpanInfo:
         attributes=_graph_attributes(span.attributes),
         link_count=sum(joinable_link(link.trace_id, link.span_id) for link in span.links),
     )
+
+
+def _receive_count(value: Any) -> int:
+    """A receive count read as a number, 0 when it is none: NaN, an infinity or text that is no number
+    (as ClickHouse's graph reads it)."""
+    if isinstance(value, int):
+        return int(value)  # a bool too, as 0 or 1
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(number) if math.isfinite(number) else 0
 
 
 def _joinable_links(span: Span) -> list[Span.Link]:
@@ -240,7 +253,7 @@ class GraphRollups:
     def _consume(
         self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo, producers: list[tuple[bytes, bytes]]
     ) -> None:
-        receive_count = int(info.attributes.get(conventions.RECEIVE_COUNT, 0) or 0)
+        receive_count = _receive_count(info.attributes.get(conventions.RECEIVE_COUNT))
         hop = {
             "type": "consume",
             "service": info.service,
