@@ -161,6 +161,8 @@ def _check_reads(
     edges = _strict_json(http.get("/api/graph"))["edges"]
     consume = [edge for edge in edges if edge["source"] == "aws_sqs:odd-queue" and edge["kind"] == "consume"]
     assert consume, edges
+    for path in ("/api/services", f"/api/latency?service={span['service']}", "/api/flows?limit=1000"):
+        _strict_json(http.get(path))
     http.close()
     up.close()
 
