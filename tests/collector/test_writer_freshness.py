@@ -1,4 +1,4 @@
-"""Flows keep up with steady ingest: the writer stitches in the lulls between commits, not only on a beat."""
+"""Flows keep up with steady ingest: the writer stitches in the lulls between commits, not only on its beat."""
 
 from __future__ import annotations
 
