@@ -28,11 +28,6 @@ MAX_GROUP_SPANS = 16_384
 STITCH_BUSY_CHUNK_SPANS = 8_000
 STITCH_BUSY_GAP_SECONDS = 1.0
 STITCH_IDLE_CHUNK_SPANS = 10_000
-# Between those chunks, a lull (nothing queued to commit for STITCH_LULL_SECONDS) is used for a small chunk:
-# under steady ingest below the writer's capacity, flows keep up with the spans (bench/freshness.py), while
-# a burst, which leaves the writer no lull, still gives stitching only the bounded share above.
-STITCH_LULL_SECONDS = 0.02
-STITCH_LULL_CHUNK_SPANS = 2_000
 RETENTION_CHUNK_SPANS = 2_000
 RETENTION_INTERVAL_SECONDS = 60.0
 # While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
@@ -195,18 +190,7 @@ class SpanWriter:
         return self._stitch_due() or self._retention_due()
 
     def _stitch_due(self) -> bool:
-        if not self._store.flows_pending:
-            return False
-        now = time.monotonic()
-        return now >= self._next_stitch or self._in_lull(now)
-
-    def _in_lull(self, now: float) -> bool:
-        """Nothing waits to be committed, none has for a moment, and stitching is not backing off."""
-        return (
-            not self._jobs
-            and now - self._last_commit >= STITCH_LULL_SECONDS
-            and self._stitch_failures.current is None
-        )
+        return self._store.flows_pending and time.monotonic() >= self._next_stitch
 
     def _stitch_chunk(self) -> None:
         """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle.
@@ -215,15 +199,11 @@ class SpanWriter:
         full, a lost server): the same chunk is retried after a backoff that doubles up to a minute, and
         each distinct failure is logged once with its traceback.
         """
-        now = time.monotonic()
-        busy = self._ingest_active(now)
-        scheduled = now >= self._next_stitch  # else a lull between the scheduled chunks
-        if not busy:
-            chunk = STITCH_IDLE_CHUNK_SPANS
-        else:
-            chunk = STITCH_BUSY_CHUNK_SPANS if scheduled else STITCH_LULL_CHUNK_SPANS
+        busy = self._ingest_active(time.monotonic())
         try:
-            self.spans_stitched += self._store.stitch_flows(chunk)
+            self.spans_stitched += self._store.stitch_flows(
+                STITCH_BUSY_CHUNK_SPANS if busy else STITCH_IDLE_CHUNK_SPANS
+            )
         except Exception as exc:  # the spans are stored; their flows catch up on the next try or restart
             self._stitch_failures.failed(
                 exc, "stitching flows failed (retried with backoff): %s", describe(exc)
@@ -231,8 +211,7 @@ class SpanWriter:
             self._next_stitch = time.monotonic() + self._stitch_failures.backoff
             return
         self._stitch_failures.succeeded("stitching flows works again")
-        if scheduled:
-            self._next_stitch = time.monotonic() + (STITCH_BUSY_GAP_SECONDS if busy else 0.0)
+        self._next_stitch = time.monotonic() + (STITCH_BUSY_GAP_SECONDS if busy else 0.0)
         self._note_lag()
 
     def _note_lag(self) -> None:
@@ -287,11 +266,7 @@ class SpanWriter:
 
     def _wait_seconds(self) -> float | None:
         now = time.monotonic()
-        waits = []
-        if self._store.flows_pending:
-            waits.append(max(0.0, self._next_stitch - now))
-            if not self._jobs and self._stitch_failures.current is None:
-                waits.append(max(0.0, self._last_commit + STITCH_LULL_SECONDS - now))
+        waits = [max(0.0, self._next_stitch - now)] if self._store.flows_pending else []
         poll = self._store.feed_poll_seconds
         if poll is not None:  # others write to the store too: look for their spans now and then
             waits.append(poll)
