@@ -267,15 +267,31 @@ _FLOWS_ENTRY_RANK = (
     "ALTER TABLE {db}.hopscope_flows ADD COLUMN IF NOT EXISTS EntryRank UInt8 DEFAULT 0 AFTER EntryOperation"
 )
 
+# A batch trace's links (see sqlite/schema.py SHARED_SCHEMA), looked up by the linked trace.
+_SHARED_LINKS = """
+CREATE TABLE IF NOT EXISTS {db}.hopscope_shared_links (
+    LinkedTraceId String,
+    TraceId String
+) ENGINE = ReplacingMergeTree
+ORDER BY (LinkedTraceId, TraceId)
+"""
+
+# 1 while every trace of the flow is a batch trace shared by other flows: not a message flow of its own.
+_FLOWS_SHARED_ONLY = (
+    "ALTER TABLE {db}.hopscope_flows ADD COLUMN IF NOT EXISTS SharedOnly UInt8 DEFAULT 0 AFTER EntryRank"
+)
+
 FLOW_STATEMENTS = (
     _FLOWS,
     _FLOWS_ENTRY_RANK,
+    _FLOWS_SHARED_ONLY,
     _TRACE_FLOWS,
     _FLOW_TRACES,
     _FLOW_TRACES_MV,
     _FLOW_OPERATIONS,
     _FLOW_CORRELATIONS,
     _MESSAGE_KEYS,
+    _SHARED_LINKS,
 )
 
 OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)

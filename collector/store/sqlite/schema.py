@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hopscope.collector.store.errors import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -175,6 +175,19 @@ ALTER TABLE flows ADD COLUMN entry_rank INTEGER;   -- NULL while the flow has no
 UPDATE flows SET entry_rank = 0 WHERE entry_service IS NOT NULL;
 """
 
+# Schema version 7: shared spans. A span that links to several traces (a batch consumer's invocation) joins
+# none of them: its trace is shared by the flows of the traces it links to (``shared_links``), and a flow
+# made only of such traces is not a message flow of its own (``shared_only``: hidden from the flow list).
+SHARED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shared_links (
+    linked_trace_id BLOB NOT NULL,      -- a trace whose flow the batch trace belongs to as well
+    trace_id BLOB NOT NULL,             -- the batch trace
+    PRIMARY KEY (linked_trace_id, trace_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shared_links_by_trace ON shared_links (trace_id);
+ALTER TABLE flows ADD COLUMN shared_only INTEGER NOT NULL DEFAULT 0;
+"""
+
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
 MIGRATIONS: dict[int, str] = {
     2: FLOWS_SCHEMA,
@@ -182,6 +195,7 @@ MIGRATIONS: dict[int, str] = {
     4: GRAPH_SCHEMA,
     5: QUEUES_SCHEMA,
     6: ENTRY_RANK_SCHEMA,
+    7: SHARED_SCHEMA,
 }
 
 
