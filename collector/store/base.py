@@ -136,6 +136,13 @@ class Stitcher(Protocol):
         the environment (disk full, a lost server), with nothing moved.
         """
 
+    def unstitched_since_unix_nano(self) -> int | None:
+        """When the oldest stored span not yet folded into flows arrived (unix ns); None when none waits.
+
+        Read from the database (the stitching position it holds), so it also answers on a read-only store,
+        in another process: what the dashboard's "flows are N s behind" and ``/healthz`` measure.
+        """
+
     @property
     def skipped_spans(self) -> SkippedSpans:
         """Spans this store left out, by reason, kept across restarts: out of flows, RED and the graph on
@@ -179,6 +186,9 @@ class TraceReader(Protocol):
 
 class FlowReader(Protocol):
     """Reads flows. Both stores give the same answers: the same flows, ids, summaries and searches."""
+
+    def unstitched_since_unix_nano(self) -> int | None:
+        """When the oldest span not yet in flows arrived (unix ns), None when flows are current (Stitcher)."""
 
     def resolve_flow(self, flow_id: int) -> int | None:
         """The standing flow that ``flow_id`` is or was merged into; None when unknown."""

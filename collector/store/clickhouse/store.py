@@ -177,6 +177,19 @@ class ClickHouseStore:
     def feed_poll_seconds(self) -> float:
         return FEED_POLL_SECONDS
 
+    def unstitched_since_unix_nano(self) -> int | None:
+        """When the oldest span of the feed past the stitching watermark (kept in ``hopscope_meta``) arrived,
+        settled or not: a read of the feed's sort key, from any process."""
+        rows = self.client.query(
+            f"SELECT toUnixTimestamp64Nano(min(Arrived)), count() FROM {self._table('hopscope_span_feed')} "
+            "WHERE Arrived > fromUnixTimestamp64Nano(toInt64OrZero((SELECT argMax(Value, Version) "
+            f"FROM {self._table('hopscope_meta')} WHERE Key = {{key:String}})))",
+            {"key": _WATERMARK_KEY},
+        )
+        if not rows or not rows[0][1]:
+            return None
+        return int(rows[0][0])
+
     def _feed_window(self) -> str:
         return (
             "Arrived > fromUnixTimestamp64Nano({after:Int64}) "

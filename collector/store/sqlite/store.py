@@ -60,6 +60,13 @@ _AUTOCHECKPOINT_PAGES = 20_000
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
+# The receive time of the first span past the stitching position (which the fold commits in ``meta``).
+_FIRST_UNSTITCHED = (
+    "SELECT received_unix_nano FROM spans WHERE span_pk > coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+    "WHERE key = 'flows_through_span_pk'), 0) ORDER BY span_pk LIMIT 1"
+)
+
+
 class SQLiteStore:
     """Owns every connection to one SQLite file: nothing else calls ``sqlite3.connect`` on it.
 
@@ -218,6 +225,12 @@ class SQLiteStore:
     def feed_poll_seconds(self) -> float | None:
         """Only this store's writer adds spans to the file: nothing to look for."""
         return None
+
+    def unstitched_since_unix_nano(self) -> int | None:
+        """The receive time of the first span past the stitching position kept in ``meta`` (one statement,
+        so one snapshot; a key lookup, cheap from any thread or process)."""
+        row = self._reader().execute(_FIRST_UNSTITCHED).fetchone()
+        return None if row is None else int(row[0])
 
     def stitch_flows(self, max_spans: int) -> int:
         """Fold up to ``max_spans`` spans, the oldest not yet stitched, into their flows; returns how many.
