@@ -7,7 +7,6 @@ protobuf messages, except where OTLP is what the caller asked for (``flow_otlp``
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -17,6 +16,7 @@ from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.flows import (
     AsyncHop,
+    Attributes,
     FlowDetail,
     FlowFilter,
     FlowSpan,
@@ -24,7 +24,15 @@ from hopscope.collector.model.flows import (
 )
 from hopscope.collector.model.graph import GraphEdge, GraphNode, HopRollup, ServiceGraph, node_type
 from hopscope.collector.model.queues import DepthSample, QueueSummary
-from hopscope.collector.model.red import LatencyPoint, RedStats, Rollup, RollupRow, ServiceRed
+from hopscope.collector.model.red import (
+    FAAS_INVOCATION_ID,
+    LatencyPoint,
+    RedStats,
+    Rollup,
+    RollupRow,
+    ServiceRed,
+    is_per_record_span,
+)
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.stitch.facts import entry_rank
@@ -106,15 +114,6 @@ class QueryLayer:
 
     def has_spans(self) -> bool:
         return self._store.has_spans()
-
-    def flows_lag_seconds(self, now_unix_nano: int | None = None) -> float:
-        """How long the oldest stored span not yet in flows (nor, on SQLite, in RED and the graph) has
-        waited; 0.0 when flows are current. What the dashboard's "flows are N s behind" says."""
-        since = self._store.unstitched_since_unix_nano()
-        if since is None:
-            return 0.0
-        now = time.time_ns() if now_unix_nano is None else now_unix_nano
-        return max(0.0, (now - since) / 1e9)
 
     def queues(self) -> list[QueueSummary]:
         """Every polled queue: latest depth, oldest age, its DLQ and sources, the last poll error."""
@@ -377,43 +376,74 @@ def called_from_outside(summary: FlowSummary, spans: list[FlowSpan]) -> bool:
 
 
 def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
-    """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id."""
+    """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id: one per
+    delivery, that is per (producer span, consumer service, delivery attempt).
+
+    hopscope's instrumentation describes an SQS delivery twice: the invocation span (the child of a single
+    record's producer, or linked to every record's producer) and ``process_batch``'s per-record span, linked
+    to its record's producer only. Both carry the invocation's ``faas.invocation_id``, which names the
+    attempt (a retry is another invocation, with a higher receive count), so they make one hop: the
+    per-record span's, because it is the message's own processing (its duration, status and receive count
+    are that record's, where a batch invocation's are the whole batch's). Without an invocation id the
+    receive count names the attempt; a consumer with neither is a delivery of its own.
+    """
     by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
     producers_by_message: dict[tuple[str, str], list[FlowSpan]] = {}
     for span in spans:
         if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
             key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
             producers_by_message.setdefault(key, []).append(span)
-    hops: list[AsyncHop] = []
+    kept: dict[tuple[str, ...], tuple[bool, int, AsyncHop]] = {}
     for consumer in spans:
         if consumer["kind"] != "CONSUMER":
             continue
-        producers: list[FlowSpan | None] = [
-            by_id.get((link["trace_id"], link["span_id"])) for link in consumer["links"]
+        candidates: list[tuple[FlowSpan | None, Attributes]] = [
+            (by_id.get((link["trace_id"], link["span_id"])), link["attributes"]) for link in consumer["links"]
         ]
         parent_id = consumer["parent_span_id"]
-        producers.append(None if parent_id is None else by_id.get((consumer["trace_id"], parent_id)))
+        candidates.append((None if parent_id is None else by_id.get((consumer["trace_id"], parent_id)), {}))
         message_id = consumer["attributes"].get(conventions.MESSAGE_ID)
         if message_id is not None:
-            producers.extend(producers_by_message.get((str(message_id), _destination(consumer)), []))
+            candidates.extend(
+                (producer, {})
+                for producer in producers_by_message.get((str(message_id), _destination(consumer)), [])
+            )
+        per_record = is_per_record_span(True, consumer["attributes"])
         seen: set[str] = set()
-        for producer in producers:
+        for producer, link_attributes in candidates:
             if producer is None or producer["kind"] != "PRODUCER" or producer["span_id"] in seen:
                 continue
             seen.add(producer["span_id"])
-            hops.append(
-                {
-                    "producer": {"trace_id": producer["trace_id"], "span_id": producer["span_id"]},
-                    "consumer": {"trace_id": consumer["trace_id"], "span_id": consumer["span_id"]},
-                    "producer_service": producer["service"],
-                    "consumer_service": consumer["service"],
-                    "messaging_system": producer["attributes"].get(conventions.MESSAGING_SYSTEM),
-                    "destination": _destination(producer) or _destination(consumer),
-                    "queue_wait_ms": (consumer["start_unix_nano"] - producer["end_unix_nano"]) / 1e6,
-                    "receive_count": consumer["attributes"].get(conventions.RECEIVE_COUNT),
-                }
+            receive_count = consumer["attributes"].get(
+                conventions.RECEIVE_COUNT, link_attributes.get(conventions.RECEIVE_COUNT)
             )
-    return hops
+            hop: AsyncHop = {
+                "producer": {"trace_id": producer["trace_id"], "span_id": producer["span_id"]},
+                "consumer": {"trace_id": consumer["trace_id"], "span_id": consumer["span_id"]},
+                "producer_service": producer["service"],
+                "consumer_service": consumer["service"],
+                "messaging_system": producer["attributes"].get(conventions.MESSAGING_SYSTEM),
+                "destination": _destination(producer) or _destination(consumer),
+                "queue_wait_ms": (consumer["start_unix_nano"] - producer["end_unix_nano"]) / 1e6,
+                "receive_count": receive_count,
+            }
+            delivery: tuple[str, ...] = (producer["trace_id"], producer["span_id"], consumer["service"])
+            delivery += _attempt(consumer, hop)
+            earlier = kept.get(delivery)
+            if earlier is None or (per_record and not earlier[0]):
+                kept[delivery] = (per_record, len(kept) if earlier is None else earlier[1], hop)
+    return [hop for _, _, hop in sorted(kept.values(), key=lambda entry: entry[1])]
+
+
+def _attempt(consumer: FlowSpan, hop: AsyncHop) -> tuple[str, ...]:
+    """What tells one delivery of a message to a consumer from another: the invocation, else the receive
+    count, else the consumer span itself."""
+    invocation_id = consumer["attributes"].get(FAAS_INVOCATION_ID)
+    if invocation_id is not None:
+        return ("invocation", str(invocation_id))
+    if hop["receive_count"] is not None:
+        return ("receive", str(hop["receive_count"]))
+    return ("span", consumer["trace_id"], consumer["span_id"])
 
 
 def _destination(span: FlowSpan) -> str:
