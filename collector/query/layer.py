@@ -7,6 +7,7 @@ protobuf messages, except where OTLP is what the caller asked for (``flow_otlp``
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -114,6 +115,15 @@ class QueryLayer:
 
     def has_spans(self) -> bool:
         return self._store.has_spans()
+
+    def flows_lag_seconds(self, now_unix_nano: int | None = None) -> float:
+        """How long the oldest stored span not yet in flows (nor, on SQLite, in RED and the graph) has
+        waited; 0.0 when flows are current. What the dashboard's "flows are N s behind" says."""
+        since = self._store.unstitched_since_unix_nano()
+        if since is None:
+            return 0.0
+        now = time.time_ns() if now_unix_nano is None else now_unix_nano
+        return max(0.0, (now - since) / 1e9)
 
     def queues(self) -> list[QueueSummary]:
         """Every polled queue: latest depth, oldest age, its DLQ and sources, the last poll error."""
