@@ -44,6 +44,10 @@ class FlowSummary:
     entry_operation: str | None
     services: list[str] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
+    # Messages of the flow in a dead-letter queue now, and successful deliveries after a message's first
+    # to the same consumer (model/fate.py): filled by the query layer.
+    dead_lettered: int = 0
+    duplicate_deliveries: int = 0
 
 
 # A span attribute's value as JSON carries it: strings, numbers and booleans as they are, bytes as base64
