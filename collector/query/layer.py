@@ -174,17 +174,20 @@ class QueryLayer:
         return None if answer is None else traces_to_json(answer.traces, truncated=answer.truncated)
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
-        """RED per service over the range, from its entry spans (server and consumer spans)."""
+        """RED per service over the range, from its invocations (server and consumer spans that are not
+        per-record spans; ``invocations_else_messages``); its operations include per-record spans' names."""
         rows = self._store.red_rollups(since_unix_nano, until_unix_nano, kinds=ENTRY_KINDS)
-        by_service: dict[str, list[Rollup]] = {}
-        operations: dict[str, set[str]] = {}
+        by_service: dict[str, list[RollupRow]] = {}
         for row in rows:
-            by_service.setdefault(row.service_name, []).append(row.rollup)
-            operations.setdefault(row.service_name, set()).add(row.operation)
+            by_service.setdefault(row.service_name, []).append(row)
         seconds = (until_unix_nano - since_unix_nano) / 1e9
         return [
-            ServiceRed(service, red_stats(rollups, seconds), sorted(operations[service]))
-            for service, rollups in sorted(by_service.items())
+            ServiceRed(
+                service,
+                red_stats([row.rollup for row in invocations_else_messages(service_rows)], seconds),
+                sorted({row.operation for row in service_rows}),
+            )
+            for service, service_rows in sorted(by_service.items())
         ]
 
     def latency(
@@ -208,13 +211,16 @@ class QueryLayer:
         ]
 
     def _rollups(self, service: str, since: int, until: int, operation: str | None) -> list[RollupRow]:
-        """A service's entry-span rollups, or those of one of its operations (any span kind)."""
-        return self._store.red_rollups(
-            since,
-            until,
-            service=service,
-            operation=operation,
-            kinds=() if operation is not None else ENTRY_KINDS,
+        """A service's invocation rollups, or those of one of its operations (any span kind), as
+        ``invocations_else_messages`` picks them."""
+        return invocations_else_messages(
+            self._store.red_rollups(
+                since,
+                until,
+                service=service,
+                operation=operation,
+                kinds=() if operation is not None else ENTRY_KINDS,
+            )
         )
 
     def latency_histogram(
@@ -293,6 +299,16 @@ class QueryLayer:
 
 
 ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
+
+
+def invocations_else_messages(rows: list[RollupRow]) -> list[RollupRow]:
+    """The rows RED counts of one service (or operation) over a range: its invocations, i.e. every row but
+    those of per-record spans (model/red.py), which are the messages of its consume hop and would count a
+    single-record invocation twice. Only when it has no other span in the range (its invocation spans never
+    arrived, or an operation only per-record spans bear) do its messages count, rather than nothing.
+    """
+    invocations = [row for row in rows if not row.per_record]
+    return invocations or rows
 
 
 def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:

@@ -1,6 +1,10 @@
 """RED rollups in SQLite: per service, operation, span kind and minute, kept up to date while stitching.
 
-Queries over hours or days read a few rows per minute instead of every span.
+Queries over hours or days read a few rows per minute instead of every span. Per-record spans
+(``model/red.py``: messages of a hop, not invocations) have rows of their own, told apart in the ``kind``
+column by ``PER_RECORD_KIND`` added to their span kind, so that no migration was needed: an invocation
+span and its per-record spans share a name, kind and service (``process orders``, CONSUMER) and would
+otherwise fold into one row. Rows folded before this rule hold both and count record spans as invocations.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from collections.abc import Iterable
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import Rollup, RollupRow
+from hopscope.collector.model.red import Rollup, RollupRow, is_per_record_span
 from hopscope.collector.stitch.guard import saturating_add
 
 BUCKET_NS = 60 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
+_CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
+# Added to the span kind in the ``kind`` column of a per-record span's rows (OTLP kinds are 0 to 5).
+PER_RECORD_KIND = 256
 
 RollupKey = tuple[str, str, int, int]  # service, operation, kind, bucket start
 
@@ -28,7 +35,10 @@ class RedRollups:
 
     def add(self, span: Span, service_name: str) -> None:
         start = span.start_time_unix_nano
-        key = (service_name, span.name, span.kind, start - start % BUCKET_NS)
+        kind: int = span.kind
+        if kind == _CONSUMER and is_per_record_span(True, {kv.key for kv in span.attributes}):
+            kind += PER_RECORD_KIND
+        key = (service_name, span.name, kind, start - start % BUCKET_NS)
         rollup = self.rollups.get(key)
         if rollup is None:
             rollup = self.rollups[key] = Rollup()
@@ -75,7 +85,8 @@ def read_rollups(
     operation: str | None = None,
     kinds: Iterable[int] = (),
 ) -> list[RollupRow]:
-    """Rollup rows whose minute starts in [since, until), filtered."""
+    """Rollup rows whose minute starts in [since, until), filtered (``kinds`` takes per-record rows of those
+    kinds too: the row says ``per_record``)."""
     where = ["bucket_start_unix_nano >= ?", "bucket_start_unix_nano < ?"]
     params: list[object] = [since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano]
     if service is not None:
@@ -84,7 +95,7 @@ def read_rollups(
     if operation is not None:
         where.append("operation = ?")
         params.append(operation)
-    kind_list = list(kinds)
+    kind_list = [stored for kind in kinds for stored in (kind, kind + PER_RECORD_KIND)]
     if kind_list:
         where.append(f"kind IN ({','.join('?' * len(kind_list))})")
         params.extend(kind_list)
@@ -93,6 +104,13 @@ def read_rollups(
         f"duration_sum_ns, histogram FROM red_rollups WHERE {' AND '.join(where)}"
     )
     return [
-        RollupRow(s, o, k, b, Rollup(count, errors, total, latency_histogram.decode(histogram)))
+        RollupRow(
+            s,
+            o,
+            k % PER_RECORD_KIND,
+            b,
+            Rollup(count, errors, total, latency_histogram.decode(histogram)),
+            per_record=k >= PER_RECORD_KIND,
+        )
         for s, o, k, b, count, errors, total, histogram in conn.execute(query, params)
     ]
