@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
@@ -274,15 +275,44 @@ class QueueRecorder(Protocol):
         (SQLite: its rollups of stitched spans; ClickHouse: the spans, the answer reused for a minute)."""
 
 
+class FateRecorder(Protocol):
+    """What the SQS poller records about dead letters (model/fate.py); its thread, like QueueRecorder."""
+
+    def record_dead_letters(
+        self, polled_unix_nano: int, peeks: Sequence[DeadLetterPeek], keep_after_unix_nano: int | None = None
+    ) -> None:
+        """Store what each dead-letter queue's peek saw (and drop records gone before ``keep_after``)."""
+
+
+class FateReader(Protocol):
+    """Reads what became of messages: dead letters (from the poller) and successful deliveries (counted
+    while stitching, successful consumer spans per message id, destination and consumer service)."""
+
+    def fate_counts(self, flow_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """Standing flow id -> (messages in a dead-letter queue now, duplicate deliveries); flows with
+        neither are left out."""
+
+    def flows_with_fate(self, kind: FateFilter, limit: int) -> set[int]:
+        """Standing flows with a message in a dead-letter queue now, or with a duplicate delivery (at most
+        ``limit``)."""
+
+    def dead_letters_of(self, message_ids: Sequence[str], trace_ids: Sequence[bytes]) -> list[DeadLetterRecord]:
+        """Dead-letter records (present or gone) of these message ids (SQS or SNS) or producer traces."""
+
+    def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
+        """Per destination and consumer service: messages processed successfully since then, and the
+        duplicate deliveries among their successes."""
+
+
 class WriteSide(SpanSink, Stitcher, Retention, Protocol):
     """What the writer thread drives: commits, stitching and retention."""
 
 
-class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, Protocol):
+class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, FateReader, Protocol):
     """What the query layer reads (for the HTTP query API and the dashboard)."""
 
 
-class SpanStore(WriteSide, ReadSide, QueueRecorder, Protocol):
+class SpanStore(WriteSide, ReadSide, QueueRecorder, FateRecorder, Protocol):
     """Every role: what ``open_store`` returns and what SQLiteStore and ClickHouseStore implement.
 
     The write-side methods are called from one writer thread only; every other method may be called from
