@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hopscope.collector.store.errors import StoreError
+from hopscope.collector.store.sqlite.fate import FATE_SCHEMA
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -196,6 +197,7 @@ MIGRATIONS: dict[int, str] = {
     5: QUEUES_SCHEMA,
     6: ENTRY_RANK_SCHEMA,
     7: SHARED_SCHEMA,
+    8: FATE_SCHEMA,  # a message's fate: successful deliveries and dead letters (sqlite/fate.py)
 }
 
 
