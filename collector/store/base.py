@@ -296,7 +296,9 @@ class FateReader(Protocol):
         """Standing flows with a message in a dead-letter queue now, or with a duplicate delivery (at most
         ``limit``)."""
 
-    def dead_letters_of(self, message_ids: Sequence[str], trace_ids: Sequence[bytes]) -> list[DeadLetterRecord]:
+    def dead_letters_of(
+        self, message_ids: Sequence[str], trace_ids: Sequence[bytes]
+    ) -> list[DeadLetterRecord]:
         """Dead-letter records (present or gone) of these message ids (SQS or SNS) or producer traces."""
 
     def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
+from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
@@ -35,6 +36,7 @@ from hopscope.collector.stitch.guard import (
 from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.limits import SpanLimits
+from hopscope.collector.store.sqlite import fate as sqlite_fate
 from hopscope.collector.store.sqlite import flows as sqlite_flows
 from hopscope.collector.store.sqlite import graph as sqlite_graph
 from hopscope.collector.store.sqlite import queues as sqlite_queues
@@ -286,6 +288,7 @@ class SQLiteStore:
             FlowStitcher(conn).apply(facts.traces.values())
             red.apply(conn)
             graph.apply(conn)
+            sqlite_fate.record_deliveries(conn, rows)
             self._save_stitch_state(conn, through, Counter({REASON_UNUSABLE_TIMES: unusable}))
         self._stitched_through = through
         self.skipped_spans.add_unusable_times(unusable)
@@ -407,6 +410,33 @@ class SQLiteStore:
 
     def queue_destinations_seen(self, since_unix_nano: int) -> list[str]:
         return sqlite_graph.destinations_seen(self._reader(), "aws_sqs:", since_unix_nano)
+
+    # -- a message's fate (store/sqlite/fate.py) --------------------------------------------------------
+
+    def record_dead_letters(
+        self, polled_unix_nano: int, peeks: Sequence[DeadLetterPeek], keep_after_unix_nano: int | None = None
+    ) -> None:
+        self._writer_conn()  # read-only stores refuse here
+        with self._queue_writer_lock:
+            if self._queue_writer is None:
+                self._queue_writer = self._connect_rw()
+            conn = self._queue_writer
+            with self._transaction(conn):
+                sqlite_fate.record_dead_letters(conn, polled_unix_nano, peeks, keep_after_unix_nano)
+
+    def fate_counts(self, flow_ids: list[int]) -> dict[int, tuple[int, int]]:
+        return sqlite_fate.fate_counts(self._reader(), flow_ids)
+
+    def flows_with_fate(self, kind: FateFilter, limit: int) -> set[int]:
+        return sqlite_fate.flows_with_fate(self._reader(), kind, limit)
+
+    def dead_letters_of(
+        self, message_ids: Sequence[str], trace_ids: Sequence[bytes]
+    ) -> list[DeadLetterRecord]:
+        return sqlite_fate.dead_letters_of(self._reader(), message_ids, trace_ids)
+
+    def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
+        return sqlite_fate.read_duplicate_rates(self._reader(), since_unix_nano)
 
     def count_spans(self) -> int:
         return sqlite_spans.count_spans(self._reader())
