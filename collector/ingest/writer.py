@@ -22,12 +22,25 @@ log = logging.getLogger(__name__)
 
 # Spans committed in one transaction at most; larger groups only delay the first acknowledgement.
 MAX_GROUP_SPANS = 16_384
-# Spans are stitched into flows by the writer between commits, in chunks: while spans keep arriving, one
-# chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS (a bounded share of the writer, so ingest
-# keeps its speed and flows trail by a moment); once ingest has been idle, chunk after chunk.
+# Spans are stitched into flows by the writer between commits, in chunks, on one of three budgets:
+# - steady ingest (keeping up would cost at most STITCH_KEEP_UP_SHARE of the writer thread's CPU, at the
+#   ingest rate of the last INGEST_RATE_WINDOW_SECONDS and the measured CPU cost of a stitched span): a chunk
+#   every STITCH_KEEP_UP_GAP_SECONDS (counted from its start) of whatever waits, up to that share, so flows,
+#   RED and the graph trail the spans by about the gap (bench/freshness.py);
+# - a burst (keeping up would cost more): one chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS
+#   after the last, a bounded share, so ingest keeps its speed (bench/ingest.py) and flows catch up later;
+# - idle (nothing committed for INGEST_IDLE_SECONDS): chunk after chunk.
+STITCH_KEEP_UP_GAP_SECONDS = 0.5
+STITCH_KEEP_UP_SHARE = 0.7
 STITCH_BUSY_CHUNK_SPANS = 8_000
 STITCH_BUSY_GAP_SECONDS = 1.0
 STITCH_IDLE_CHUNK_SPANS = 10_000
+INGEST_RATE_WINDOW_SECONDS = 2.0
+# CPU seconds per stitched span until measured (the bench's spans on SQLite, 2-core dev machine: 45-55 us);
+# chunks of at least STITCH_COST_MIN_SPANS update it (weight STITCH_COST_WEIGHT for the newest).
+STITCH_COST_DEFAULT_SECONDS = 50e-6
+STITCH_COST_MIN_SPANS = 500
+STITCH_COST_WEIGHT = 0.3
 RETENTION_CHUNK_SPANS = 2_000
 RETENTION_INTERVAL_SECONDS = 60.0
 # While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
@@ -52,7 +65,8 @@ class WriterHealth:
 
     pending_spans: int
     flows_pending: bool
-    # Seconds since stitching last had nothing left to do (0.0 while it is caught up).
+    # How long the oldest stored span not yet in flows (on SQLite: nor in RED and the graph) has waited,
+    # from its arrival (0.0 while stitching is caught up).
     flows_lag_seconds: float
     # Spans of this database left out of RED and the graph (unusable times) or of flows too (a failed
     # fold), by reason; see stitch/guard.py.
@@ -72,6 +86,7 @@ class _Job:
     prepared: PreparedSpans  # what the store's prepare() made of one request
     spans: int
     future: Future[None] = field(default_factory=Future)
+    received: int = field(default_factory=time.time_ns)  # unix ns, when handed to the writer
 
 
 class SpanWriter:
@@ -105,7 +120,13 @@ class SpanWriter:
         self.spans_written = 0
         self.spans_expired = 0
         self.write_error: str | None = None
-        self._behind_since: float | None = None
+        # When the oldest span not yet stitched arrived (unix ns; None: caught up), for the lag in health().
+        self._unstitched_since: int | None = None
+        # Spans committed recently, as (monotonic time, spans): the ingest rate the stitching budget follows.
+        self._recent_commits: deque[tuple[float, int]] = deque()
+        self._recent_spans = 0
+        self.stitch_cost_seconds = STITCH_COST_DEFAULT_SECONDS
+        self._note_stitched()  # spans a previous run left unstitched already count in the lag
         # Each distinct failure logged once with its traceback; the backoff keeps a broken disk or server
         # from making the writer spin.
         self._stitch_failures = Failures(log)
@@ -128,13 +149,13 @@ class SpanWriter:
 
     def health(self) -> WriterHealth:
         now = time.monotonic()
-        behind_since = self._behind_since
+        since = self._unstitched_since
         skipped = self._store.skipped_spans
         last_skip = skipped.last_monotonic
         return WriterHealth(
             pending_spans=self._pending_spans,
             flows_pending=self.flows_pending,
-            flows_lag_seconds=0.0 if behind_since is None else now - behind_since,
+            flows_lag_seconds=0.0 if since is None else max(0.0, (time.time_ns() - since) / 1e9),
             spans_skipped=skipped.total,
             spans_skipped_by_reason=dict(skipped.by_reason),
             last_skip_error=skipped.last_error,
@@ -192,34 +213,77 @@ class SpanWriter:
     def _stitch_due(self) -> bool:
         return self._store.flows_pending and time.monotonic() >= self._next_stitch
 
+    def ingest_rate(self, now: float | None = None) -> float:
+        """Spans committed per second over the last INGEST_RATE_WINDOW_SECONDS."""
+        self._forget_commits(time.monotonic() if now is None else now)
+        return self._recent_spans / INGEST_RATE_WINDOW_SECONDS
+
+    def _forget_commits(self, now: float) -> None:
+        recent = self._recent_commits
+        while recent and recent[0][0] <= now - INGEST_RATE_WINDOW_SECONDS:
+            self._recent_spans -= recent.popleft()[1]
+
+    def stitch_budget(self, now: float) -> tuple[int, float, bool]:
+        """The next chunk: (spans at most, seconds to the chunk after, whether counted from its start).
+
+        Steady ingest gets a chunk per STITCH_KEEP_UP_GAP_SECONDS of up to STITCH_KEEP_UP_SHARE of the
+        writer's CPU, which is more than the ingest rate needs, so flows keep up and a backlog drains; a
+        burst, which keeping up would take more of the writer than that, gets the bounded share, and idle
+        time everything.
+        """
+        if not self._ingest_active(now):
+            return STITCH_IDLE_CHUNK_SPANS, 0.0, False
+        cost = self.stitch_cost_seconds
+        if self.ingest_rate(now) * cost <= STITCH_KEEP_UP_SHARE:
+            spans = int(STITCH_KEEP_UP_SHARE * STITCH_KEEP_UP_GAP_SECONDS / cost)
+            return max(STITCH_COST_MIN_SPANS, spans), STITCH_KEEP_UP_GAP_SECONDS, True
+        return STITCH_BUSY_CHUNK_SPANS, STITCH_BUSY_GAP_SECONDS, False
+
     def _stitch_chunk(self) -> None:
-        """Flows follow the spans a chunk at a time: sparingly while spans arrive, flat out when idle.
+        """Flows follow the spans a chunk at a time, on the budget of :meth:`stitch_budget`.
 
         The store skips spans whose data fails (stitch/guard.py); what still raises is the environment (disk
         full, a lost server): the same chunk is retried after a backoff that doubles up to a minute, and
         each distinct failure is logged once with its traceback.
         """
-        busy = self._ingest_active(time.monotonic())
+        started = time.monotonic()
+        chunk, gap, from_start = self.stitch_budget(started)
+        cpu = time.thread_time()
         try:
-            self.spans_stitched += self._store.stitch_flows(
-                STITCH_BUSY_CHUNK_SPANS if busy else STITCH_IDLE_CHUNK_SPANS
-            )
+            stitched = self._store.stitch_flows(chunk)
         except Exception as exc:  # the spans are stored; their flows catch up on the next try or restart
             self._stitch_failures.failed(
                 exc, "stitching flows failed (retried with backoff): %s", describe(exc)
             )
             self._next_stitch = time.monotonic() + self._stitch_failures.backoff
             return
+        cpu = time.thread_time() - cpu
+        self.spans_stitched += stitched
+        if stitched >= STITCH_COST_MIN_SPANS:
+            weight = STITCH_COST_WEIGHT
+            self.stitch_cost_seconds = (1 - weight) * self.stitch_cost_seconds + weight * cpu / stitched
         self._stitch_failures.succeeded("stitching flows works again")
-        self._next_stitch = time.monotonic() + (STITCH_BUSY_GAP_SECONDS if busy else 0.0)
-        self._note_lag()
+        self._next_stitch = (started if from_start else time.monotonic()) + gap
+        self._note_stitched()
 
-    def _note_lag(self) -> None:
-        """Track since when flows trail the stored spans (for the readiness answer's lag)."""
+    def _note_stitched(self) -> None:
+        """After a chunk: when the oldest span still waiting arrived (read back from the store)."""
         if not self._store.flows_pending:
-            self._behind_since = None
-        elif self._behind_since is None:
-            self._behind_since = time.monotonic()
+            self._unstitched_since = None
+            return
+        try:
+            self._unstitched_since = self._store.unstitched_since_unix_nano()
+        except Exception:  # only the lag figure is stale; stitching reports the store's failures itself
+            log.debug("cannot read the stitching position", exc_info=True)
+
+    def _note_committed(self, received_unix_nano: int, spans: int) -> None:
+        """After a commit: its spans count in the ingest rate, and start the lag if flows were current."""
+        now = time.monotonic()
+        self._recent_commits.append((now, spans))
+        self._recent_spans += spans
+        self._forget_commits(now)
+        if self._unstitched_since is None and self._store.flows_pending:
+            self._unstitched_since = received_unix_nano
 
     def _take_group(self) -> list[_Job]:
         group: list[_Job] = []
@@ -244,7 +308,9 @@ class SpanWriter:
         if all(outcome is None for outcome in outcomes):
             self._write_failures.succeeded("storing spans works again")
         self.write_error = self._write_failures.current
-        self._note_lag()
+        stored = [job for job, outcome in zip(group, outcomes, strict=True) if outcome is None]
+        if stored:
+            self._note_committed(min(job.received for job in stored), sum(job.spans for job in stored))
         with self._cond:
             self._pending_spans -= sum(job.spans for job in group)
         for job, outcome in zip(group, outcomes, strict=True):
