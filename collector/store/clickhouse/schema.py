@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from hopscope.collector.model import conventions
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.clickhouse.fate import FATE_STATEMENTS
 
 SCHEMA_VERSION = 1
 
@@ -295,7 +296,7 @@ FLOW_STATEMENTS = (
 )
 
 OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)
-OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH)
+OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH, *FATE_STATEMENTS)  # fate: clickhouse/fate.py
 
 
 def create(client: ClickHouseClient) -> None:
