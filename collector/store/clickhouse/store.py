@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
@@ -34,6 +35,7 @@ from hopscope.collector.stitch.guard import (
     usable_times,
 )
 from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
+from hopscope.collector.store.clickhouse import fate as clickhouse_fate
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
 from hopscope.collector.store.clickhouse import queues as clickhouse_queues
@@ -274,6 +276,7 @@ class ClickHouseStore:
                 attributes,
             )
         clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
+        clickhouse_fate.record_deliveries(self.client, rows)
         self.client.insert(
             self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), [(row[1], row[2]) for row in rows]
         )
@@ -371,6 +374,28 @@ class ClickHouseStore:
         return cached[1]
 
     # -- counts and closing ----------------------------------------------------------------------------
+
+    # -- a message's fate (store/clickhouse/fate.py) ----------------------------------------------------
+
+    def record_dead_letters(
+        self, polled_unix_nano: int, peeks: Sequence[DeadLetterPeek], keep_after_unix_nano: int | None = None
+    ) -> None:
+        self._writable()
+        clickhouse_fate.record_dead_letters(self.client, polled_unix_nano, peeks, keep_after_unix_nano)
+
+    def fate_counts(self, flow_ids: list[int]) -> dict[int, tuple[int, int]]:
+        return clickhouse_fate.fate_counts(self.client, flow_ids)
+
+    def flows_with_fate(self, kind: FateFilter, limit: int) -> set[int]:
+        return clickhouse_fate.flows_with_fate(self.client, kind, limit)
+
+    def dead_letters_of(
+        self, message_ids: Sequence[str], trace_ids: Sequence[bytes]
+    ) -> list[DeadLetterRecord]:
+        return clickhouse_fate.dead_letters_of(self.client, message_ids, trace_ids)
+
+    def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
+        return clickhouse_fate.read_duplicate_rates(self.client, since_unix_nano)
 
     def count_spans(self) -> int:
         return clickhouse_spans.count_spans(self.client)
