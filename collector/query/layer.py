@@ -15,6 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.destinations import destination_name
 from hopscope.collector.model.flows import (
     AsyncHop,
     Attributes,
@@ -473,7 +474,9 @@ def _attempt(consumer: FlowSpan, hop: AsyncHop) -> tuple[str, ...]:
 
 
 def _destination(span: FlowSpan) -> str:
-    return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
+    """The destination's name whatever form the span gives it (an ARN, a queue URL, the older attribute
+    names: model/destinations.py), as the service graph names its node; '' for none."""
+    return destination_name(span["attributes"]) or ""
 
 
 def _text(value: AnyValue) -> str:
