@@ -67,6 +67,7 @@ QUEUE_URL_PATTERN: Final = r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]+/(?:[^?#]*/)?[^/?#
 # The prefixes and infix that make a URL an SQS queue's when no messaging.system says so.
 SQS_URL_PREFIXES: Final = ("https://sqs.", "http://sqs.")
 SQS_URL_INFIX: Final = ".queue.amazonaws.com/"
+SQS_URL_SYSTEM: Final = SYSTEM_SQS
 _ARN: Final = re.compile(ARN_PATTERN)
 _QUEUE_URL: Final = re.compile(QUEUE_URL_PATTERN)
 _RPC_SERVICE: Final = "rpc.service"
@@ -80,7 +81,7 @@ def messaging_system(attributes: Mapping[str, object]) -> str | None:
     value = attributes.get(MESSAGING_SYSTEM)
     if value is not None and value != "":
         text = str(value)
-        return SYSTEM_ALIASES.get(text.lower(), text)
+        return _canonical(text, text)
     for key in DESTINATION_KEYS_IN_ORDER:
         named = attributes.get(key)
         if named is not None and named != "":
@@ -131,8 +132,14 @@ def destination_node(attributes: Mapping[str, object], default_system: str) -> s
     system = messaging_system(attributes)
     if system is None:
         service = str(attributes.get(_RPC_SERVICE, ""))
-        system = SYSTEM_ALIASES.get(service.lower(), default_system) if service else default_system
+        system = _canonical(service, default_system)
     return f"{system}:{name}"
+
+
+def _canonical(system: str, otherwise: str) -> str:
+    """hopscope's spelling of a system's name, ``otherwise`` for one it does not know. ASCII letters only
+    are lower-cased (as ClickHouse's ``lower``): every alias is ASCII."""
+    return SYSTEM_ALIASES.get(system.lower(), otherwise) if system.isascii() else otherwise
 
 
 def _system_of(value: str) -> str | None:
@@ -140,5 +147,5 @@ def _system_of(value: str) -> str | None:
     if arn is not None:
         return ARN_SYSTEMS.get(arn.group(1))
     if value.startswith(SQS_URL_PREFIXES) or SQS_URL_INFIX in value:
-        return SYSTEM_SQS
+        return SQS_URL_SYSTEM
     return None

@@ -106,9 +106,9 @@ def test_rows_a_collector_wrote_give_flows_graph_and_latency(
     edges = {(e["source"], e["target"], e["kind"]): e for e in graph["edges"]}
     assert set(edges) == {
         ("service:orders-api", "service:inventory", "sync"),
-        ("service:orders-api", "aws_sns:order-events", "publish"),
+        ("service:orders-api", "aws.sns:order-events", "publish"),
         ("aws_sqs:orders", "service:billing", "consume"),
-        ("aws_sns:order-events", "aws_sqs:orders", "subscription"),
+        ("aws.sns:order-events", "aws_sqs:orders", "subscription"),
         ("service:billing", "external:DynamoDB", "external"),
     }
     consume = edges[("aws_sqs:orders", "service:billing", "consume")]

@@ -246,14 +246,14 @@ def test_bad_red_parameters_are_400(http: httpx.Client, path: str, parameter: st
 def test_the_graph_endpoint_shows_queues_topics_and_hops(http: httpx.Client) -> None:
     body = http.get("/api/graph").json()
     nodes = {node["id"]: node["type"] for node in body["nodes"]}
-    assert nodes["aws_sns:order-events"] == "topic"
+    assert nodes["aws.sns:order-events"] == "topic"
     assert nodes["aws_sqs:shipping"] == "queue"
     edges = {(e["source"], e["target"], e["kind"]): e for e in body["edges"]}
     consume = edges[("aws_sqs:shipping", "service:shipping", "consume")]
     assert consume["red"]["span_count"] == 3 and consume["red"]["error_count"] == 1
     assert consume["max_receive_count"] == 3
     assert consume["queue_wait_p50_ms"] is not None
-    assert edges[("service:orders-api", "aws_sns:order-events", "publish")]["red"]["span_count"] == 3
+    assert edges[("service:orders-api", "aws.sns:order-events", "publish")]["red"]["span_count"] == 3
     assert http.get("/api/graph?since=later").status_code == 400
 
 

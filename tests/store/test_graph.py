@@ -97,19 +97,19 @@ def test_the_graph_equals_the_hand_computed_one(new_store: Callable[..., Any], a
         ("service:orders-api", "service"),
         ("service:billing", "service"),
         ("service:payments", "service"),
-        ("aws_sns:order-events", "topic"),
+        ("aws.sns:order-events", "topic"),
         ("aws_sqs:billing", "queue"),
         ("external:DynamoDB", "external"),
     }
     edges = {(edge.source, edge.target, edge.kind): edge for edge in graph.edges}
     assert set(edges) == {
-        ("service:orders-api", "aws_sns:order-events", "publish"),
-        ("aws_sns:order-events", "aws_sqs:billing", "subscription"),
+        ("service:orders-api", "aws.sns:order-events", "publish"),
+        ("aws.sns:order-events", "aws_sqs:billing", "subscription"),
         ("aws_sqs:billing", "service:billing", "consume"),
         ("service:billing", "service:payments", "sync"),
         ("service:billing", "external:DynamoDB", "external"),
     }
-    publish = edges[("service:orders-api", "aws_sns:order-events", "publish")]
+    publish = edges[("service:orders-api", "aws.sns:order-events", "publish")]
     assert (publish.red.span_count, publish.red.error_count) == (10, 0)
     assert publish.red.p50_ms == pytest.approx(10, rel=HISTOGRAM_ERROR)
     assert publish.queue_wait_p50_ms is None
@@ -121,7 +121,7 @@ def test_the_graph_equals_the_hand_computed_one(new_store: Callable[..., Any], a
     assert consume.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
     assert consume.queue_wait_p95_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
     assert consume.queue_wait_p99_ms == pytest.approx(90, rel=HISTOGRAM_ERROR)
-    subscription = edges[("aws_sns:order-events", "aws_sqs:billing", "subscription")]
+    subscription = edges[("aws.sns:order-events", "aws_sqs:billing", "subscription")]
     assert subscription.red.span_count == 10
     assert subscription.queue_wait_p50_ms == pytest.approx(40, rel=HISTOGRAM_ERROR)
     sync = edges[("service:billing", "service:payments", "sync")]

@@ -8,7 +8,10 @@ seen the spans at ingest, so rows that OpenTelemetry Collectors wrote are graphe
 
 - ``sync``: SERVER spans in the range joined to their CLIENT parent in another service (counted on the
   server span).
-- ``publish``: PRODUCER spans in the range that name a destination.
+- ``publish``: PRODUCER spans in the range that name a destination, and dependency CLIENT spans that send
+  to one they name (``graph_rules.client_edge``). A destination node is named as model/destinations.py
+  names it, in SQL (``_destination``: the same patterns, matched by re2; a property test holds the two
+  equal).
 - ``consume`` and ``subscription``: each CONSUMER span in the range is one hop, or one per link for a
   batch span that links to its messages (``messaging.batch.message_count`` and links of a valid context:
   one with an all-zero or wrong-length id pairs nothing, see stitch/guard.py); none for such a
@@ -17,9 +20,10 @@ seen the spans at ingest, so rows that OpenTelemetry Collectors wrote are graphe
   with neither is joined by message id and destination name to a producer in another trace (the smallest
   trace id, then span id, when several match). Queue wait = consumer start - producer end; a subscription
   hop too when the producer's destination is another.
-- ``external``: CLIENT spans with ``rpc.system`` or ``db.system`` (named from ``rpc.service``, ``db.system``
-  or ``server.address``), and CLIENT spans with ``server.address`` only that no SERVER span has as its
-  parent and that ended more than ``EXTERNAL_GRACE_NS`` before the query.
+- ``external``: CLIENT spans with ``rpc.system`` or ``db.system`` (to the destination they name without
+  sending to it, else named from ``rpc.service``, ``db.system`` or ``server.address``), and CLIENT spans
+  with ``server.address`` only that no SERVER span has as its parent and that ended more than
+  ``EXTERNAL_GRACE_NS`` before the query.
 
 Spans and their partners are joined on their ids as numbers (hex decoded), a message id and destination
 on a 128-bit hash of them. Where SQLite's answer depends on arrival order or on the wall clock, the rule
@@ -50,10 +54,10 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hopscope.collector.model import conventions
+from hopscope.collector.model import conventions, destinations
 from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.stitch.graph_rules import (
@@ -63,7 +67,11 @@ from hopscope.collector.stitch.graph_rules import (
     EDGE_KINDS,
     EXTERNAL_GRACE_NS,
     EXTERNAL_KEYS,
+    OPERATION_TYPE,
     PENDING_HOP_TTL_NS,
+    RPC_METHOD,
+    SEND_METHODS,
+    SEND_OPERATION_TYPES,
 )
 from hopscope.collector.stitch.guard import MAX_SPAN_DURATION_NS, MIN_PLAUSIBLE_START_UNIX_NANO
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
@@ -150,13 +158,77 @@ def _has(key: str, link: bool = False) -> str:
     return f"(mapContains({_LINK}, {_text(key)}) OR {own})" if link else own
 
 
-def _destination(link: bool = False) -> str:
-    """The destination node ("system:name"), '' for none."""
-    name = _attribute(conventions.DESTINATION_NAME, link)
+def _transform(value: str, mapping: Mapping[str, str], otherwise: str) -> str:
+    """``mapping[value]``, ``otherwise`` for a value it has no entry for."""
+    keys, values = (", ".join(_text(text) for text in texts) for texts in (mapping, mapping.values()))
+    return f"transform({value}, [{keys}], [{values}], {otherwise})"
+
+
+def _regex(pattern: str) -> str:
+    """A pattern of model/destinations.py, matched whole as Python's fullmatch does: ClickHouse's ``.``
+    matches a line break unless told not to."""
+    return _text(f"(?-s)^(?:{pattern})$")
+
+
+def _each_destination_attribute(expression: str, link: bool) -> str:
+    """``expression`` (of ``v``) for each destination attribute in order: the first that is not ''."""
+    values = ", ".join(_attribute(key, link) for key in destinations.DESTINATION_KEYS_IN_ORDER)
+    return f"arrayFirst(x -> x != '', arrayMap(v -> {expression}, [{values}]))"
+
+
+def _name_of_v() -> str:
+    """The SQL twin of ``destinations.name_of`` for the text ``v``; '' for ''."""
+    arn, url = _regex(destinations.ARN_PATTERN), _regex(destinations.QUEUE_URL_PATTERN)
+    resource = f"extractGroups(v, {arn})[2]"
+
+    def part(separator: str, index: int) -> str:
+        piece = f"splitByChar('{separator}', {resource})[{index}]"
+        return f"if({piece} != '', {piece}, {resource})"
+
+    return (
+        f"multiIf(match(v, {arn}), multiIf("
+        f"extractGroups(v, {arn})[1] = 'sns', {part(':', 1)}, "
+        f"position({resource}, '/') > 0, {part('/', 2)}, "
+        f"position({resource}, ':') > 0, {part(':', 2)}, "
+        f"{resource}), "
+        f"match(v, {url}), extractGroups(v, {url})[1], v)"
+    )
+
+
+def _destination_name(link: bool = False) -> str:
+    """The SQL twin of ``destinations.destination_name``, '' for none: a name is never '' for a value that
+    is not, so the first name is the first value's."""
+    return _each_destination_attribute(_name_of_v(), link)
+
+
+def _canonical(system: str, otherwise: str) -> str:
+    """The SQL twin of ``destinations._canonical``: ``lower`` changes ASCII letters only, as there."""
+    return _transform(f"lower({system})", destinations.SYSTEM_ALIASES, otherwise)
+
+
+def _messaging_system(link: bool = False) -> str:
+    """The SQL twin of ``destinations.messaging_system``: '' for none."""
+    arn = _regex(destinations.ARN_PATTERN)
+    arn_system = _transform(f"extractGroups(v, {arn})[1]", destinations.ARN_SYSTEMS, "''")
+    is_sqs_url = " OR ".join(
+        [*(f"startsWith(v, {_text(prefix)})" for prefix in destinations.SQS_URL_PREFIXES),
+         f"position(v, {_text(destinations.SQS_URL_INFIX)}) > 0"]
+    )  # fmt: skip
+    sqs = _text(destinations.SQS_URL_SYSTEM)
+    of_value = f"multiIf(match(v, {arn}), {arn_system}, {is_sqs_url}, {sqs}, '')"
+    named = _each_destination_attribute(of_value, link)
     system = _attribute(conventions.MESSAGING_SYSTEM, link)
-    has_system = _has(conventions.MESSAGING_SYSTEM, link)
+    return f"if({system} != '', {_canonical(system, system)}, {named})"
+
+
+def _destination(link: bool = False) -> str:
+    """The SQL twin of ``destinations.destination_node``: the destination node ("system:name"), '' for
+    none."""
+    name, system = _destination_name(link), _messaging_system(link)
+    service = _attribute("rpc.service", link)
     default = _text(DEFAULT_MESSAGING_SYSTEM)
-    return f"if({name} != '', concat(if({has_system}, {system}, {default}), ':', {name}), '')"
+    fallback = f"if({service} != '', {_canonical(service, default)}, {default})"
+    return f"if({name} != '', concat(if({system} != '', {system}, {fallback}), ':', {name}), '')"
 
 
 _LINK = "`Links.Attributes`[hop]"
@@ -183,7 +255,7 @@ _VALID_LINKS = (
 _BATCH = f"(notEmpty({_VALID_LINKS}) AND {_has(conventions.BATCH_MESSAGE_COUNT)})"
 _RECORD_SPANS = f"({_attribute(conventions.RECORD_SPANS)} NOT IN ('', 'false'))"
 _MESSAGE_ID = _attribute(conventions.MESSAGE_ID)
-_DESTINATION_NAME = _attribute(conventions.DESTINATION_NAME)
+_DESTINATION_NAME = _destination_name()
 _NO_WAIT = "CAST(NULL, 'Nullable(Int64)')"
 _ZERO = "toInt64(0)"
 
@@ -204,28 +276,39 @@ ANY INNER JOIN (
 WHERE c.service != s.ServiceName
 """
 
+_IS_DEPENDENCY = " OR ".join(_has(key) for key in DEPENDENCY_KEYS)
+_SENDS = (
+    f"({_attribute(RPC_METHOD)} IN ({', '.join(map(_text, sorted(SEND_METHODS)))}) "
+    f"OR {_attribute(OPERATION_TYPE)} IN ({', '.join(map(_text, sorted(SEND_OPERATION_TYPES)))}))"
+)
+# A dependency call that names a destination counts on the destination's node (graph_rules.client_edge):
+# a publish edge when it sends, an external one otherwise.
+_CALLS_DESTINATION = f"{_kind_is(_CLIENT)} AND ({_IS_DEPENDENCY}) AND {_destination_name()} != ''"
+
 _PUBLISH = f"""
 SELECT concat('service:', ServiceName) AS source, {_destination()} AS target, 'publish' AS kind,
     {_START} AS start, Duration AS duration, {_ERROR} AS error, {_NO_WAIT} AS wait, {_ZERO} AS receive_count
-FROM {{table}} WHERE {_kind_is(_PRODUCER)} AND {_IN_RANGE} AND {_DESTINATION_NAME} != ''
+FROM {{table}} WHERE {_IN_RANGE} AND target != ''
+    AND ({_kind_is(_PRODUCER)} OR ({_kind_is(_CLIENT)} AND ({_IS_DEPENDENCY}) AND {_SENDS}))
 """
 
-_IS_DEPENDENCY = " OR ".join(_has(key) for key in DEPENDENCY_KEYS)
 _DEPENDENCY_NAME = (
     "multiIf("
     + ", ".join(f"{_attribute(key)} != '', {_attribute(key)}" for key in EXTERNAL_KEYS[:-1])
     + f", {_attribute(EXTERNAL_KEYS[-1])})"
 )
 _EXTERNAL = f"""
-SELECT concat('service:', ServiceName) AS source, concat('external:', name) AS target, 'external' AS kind,
+SELECT concat('service:', ServiceName) AS source,
+    if(destination != '', destination, concat('external:', name)) AS target, 'external' AS kind,
     start, duration, error, {_NO_WAIT} AS wait, {_ZERO} AS receive_count
 FROM (
     SELECT TraceId, SpanId, ServiceName, {_START} AS start, Duration AS duration, {_ERROR} AS error,
-        {_IS_DEPENDENCY} AS dependency,
-        if(dependency, {_DEPENDENCY_NAME}, {_attribute("server.address")}) AS name
+        {_IS_DEPENDENCY} AS dependency, if(dependency, {_destination()}, '') AS destination,
+        if(dependency, {_DEPENDENCY_NAME}, {_attribute("server.address")}) AS name,
+        dependency AND destination != '' AND {_SENDS} AS publishes
     FROM {{table}} WHERE {_kind_is(_CLIENT)} AND {_IN_RANGE}
 )
-WHERE name != '' AND (dependency OR (
+WHERE NOT publishes AND (destination != '' OR name != '') AND (dependency OR (
     start + toInt64(duration) < {{ended_before:Int64}}
     AND ({_trace_key("TraceId")}, {_span_key("SpanId")}) NOT IN (
         SELECT {_trace_key("TraceId")}, {_span_key("ParentSpanId")} FROM {{table}}
@@ -389,13 +472,17 @@ def read_hop_rollups(
     ]
 
 
-# Queues seen since an instant, the cheap way: the destinations of producer spans since then, of consumer
-# hops since then (those that count), and, marked 1, of the producers in the hour before, which only count
-# when a consumer hop since then resolves to them.
+# Queues seen since an instant, the cheap way: the destinations of producer spans since then, of dependency
+# calls that name one (publish or external edges to it), of consumer hops since then (those that count),
+# and, marked 1, of the producers in the hour before, which only count when a consumer hop since then
+# resolves to them.
 _DESTINATIONS = f"""
 SELECT DISTINCT node, old FROM (
     SELECT {_destination()} AS node, 0 AS old
     FROM {{table}} WHERE {_kind_is(_PRODUCER)} AND {_SINCE}
+    UNION ALL
+    SELECT {_destination()} AS node, 0 AS old
+    FROM {{table}} WHERE {_CALLS_DESTINATION} AND {_SINCE}
     UNION ALL
     SELECT {_destination()} AS node, 0 AS old
     FROM {{table}} WHERE {_kind_is(_CONSUMER)} AND {_SINCE} AND NOT {_BATCH}

@@ -1,15 +1,18 @@
 """The service graph in SQLite: hop rollups per edge and minute, kept up to date while stitching.
 
-Nodes are services, destinations (SQS queues, SNS topics, EventBridge buses, from ``messaging.system`` and
-``messaging.destination.name``) and external dependencies (client spans of AWS SDK, RPC or database
+Nodes are services, destinations (SQS queues, SNS topics, EventBridge buses: ``{system}:{name}`` as
+model/destinations.py reads them from ``messaging.system`` and ``messaging.destination.name``, the older
+attribute names, an ARN or a queue URL) and external dependencies (client spans of AWS SDK, RPC or database
 calls, named from ``rpc.service``, ``db.system`` or ``server.address``). Edges:
 
 - ``sync``: a client span's service -> the service of the server span beneath it;
-- ``publish``: a producer span's service -> its destination;
+- ``publish``: a producer span's service -> its destination, and so does a dependency call that sends to a
+  destination it names (vanilla botocore's SQS SendMessage is a CLIENT span: stitch/graph_rules.py);
 - ``consume``: a destination -> the service of a consumer span (queue wait = consumer start minus the
   linked or parent producer's end, and the highest receive count);
 - ``subscription``: the producer's destination -> the consumer's, when they differ (SNS -> SQS);
-- ``external``: a service -> an external dependency.
+- ``external``: a service -> an external dependency, or -> the destination a dependency call names without
+  sending to it (ReceiveMessage, DeleteMessage).
 
 A server span whose client parent has not arrived yet (or a consumer whose producer has not) waits in
 ``pending_hops`` and is counted when that span arrives, so the graph does not depend on arrival order.
@@ -29,15 +32,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
+from hopscope.collector.model.destinations import destination_name, destination_node
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.otlp.values import any_value
 from hopscope.collector.stitch.graph_rules import (
     BUCKET_NS,
+    CLIENT_EDGE_KEYS,
     DEFAULT_MESSAGING_SYSTEM,
     DEPENDENCY_KEYS,
     EXTERNAL_GRACE_NS,
-    EXTERNAL_KEYS,
     PENDING_HOP_TTL_NS,
+    client_edge,
 )
 from hopscope.collector.stitch.guard import joinable_link
 
@@ -47,10 +52,7 @@ _KIND = Span.SpanKind
 # The only attributes the graph reads; converting just these keeps stitching cheap.
 _GRAPH_KEYS = frozenset(
     {
-        *EXTERNAL_KEYS,
-        *DEPENDENCY_KEYS,
-        conventions.DESTINATION_NAME,
-        conventions.MESSAGING_SYSTEM,
+        *CLIENT_EDGE_KEYS,
         conventions.RECEIVE_COUNT,
         conventions.MESSAGE_ID,
         conventions.BATCH_MESSAGE_COUNT,
@@ -82,17 +84,14 @@ class _SpanInfo:
 
     @property
     def destination(self) -> str | None:
-        name = self.attributes.get(conventions.DESTINATION_NAME)
-        if not name:
-            return None
-        system = str(self.attributes.get(conventions.MESSAGING_SYSTEM, DEFAULT_MESSAGING_SYSTEM))
-        return f"{system}:{name}"
+        """The destination's node, named by its name whatever form the span gives (model/destinations.py)."""
+        return destination_node(self.attributes, DEFAULT_MESSAGING_SYSTEM)
 
 
 def _message_key(info: _SpanInfo) -> tuple[bytes, bytes] | None:
     """Where a consumer joined by message id alone waits in ``pending_hops`` for its producer."""
     message_id = info.attributes.get(conventions.MESSAGE_ID)
-    destination = info.attributes.get(conventions.DESTINATION_NAME)
+    destination = destination_name(info.attributes)
     if message_id is None or not destination:
         return None
     digest = hashlib.blake2b(f"{message_id}\0{destination}".encode(), digest_size=16).digest()
@@ -159,10 +158,10 @@ class GraphRollups:
                 if message_key is not None:
                     self._resolve(conn, *message_key, info)
             elif span.kind == _KIND.SPAN_KIND_CLIENT:
-                external = next((info.attributes[k] for k in EXTERNAL_KEYS if info.attributes.get(k)), None)
+                edge = client_edge(info.attributes)
                 is_dependency = any(k in info.attributes for k in DEPENDENCY_KEYS)
-                if external is not None and is_dependency:
-                    self._count(f"service:{service}", f"external:{external}", "external", info)
+                if edge is not None:
+                    self._count(f"service:{service}", *edge, info)
                 served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
                 address = info.attributes.get("server.address")
                 if (
@@ -306,7 +305,7 @@ class GraphRollups:
     ) -> _SpanInfo | None:
         """The producer span of the consumer's message id and destination, in another trace."""
         message_id = str(info.attributes[conventions.MESSAGE_ID])
-        destination = str(info.attributes[conventions.DESTINATION_NAME])
+        destination = destination_name(info.attributes)
         traces = conn.execute(
             "SELECT trace_id FROM message_keys WHERE message_id = ? AND destination = ? AND trace_id != ?",
             (message_id, destination, trace_id),
