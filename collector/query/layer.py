@@ -8,7 +8,7 @@ protobuf messages, except where OTLP is what the caller asked for (``flow_otlp``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.destinations import destination_name
+from hopscope.collector.model.fate import DuplicateRate, FateFilter, MessageFate
 from hopscope.collector.model.flows import (
     AsyncHop,
     Attributes,
@@ -33,15 +34,19 @@ from hopscope.collector.model.red import (
     Rollup,
     RollupRow,
     ServiceRed,
+    counted_rows,
     is_per_record_span,
 )
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
+from hopscope.collector.query.fate import lookup_keys, message_fates
 from hopscope.collector.stitch.facts import entry_rank
 from hopscope.collector.store.base import ReadBudget, ReadSide
 
 # Flows whose spans are read at most to answer one search with attribute filters.
 MAX_ATTRIBUTE_SCAN_FLOWS = 2_000
+# Flows of one fate a flow-list filter looks through at most.
+MAX_FATE_FLOWS = 10_000
 # Depth samples one answer holds: 7 days at one poll per minute; the newest are kept when cut.
 MAX_DEPTH_SAMPLES = 10_080
 # Spans one read answer holds at most (a trace, a flow, a flow as OTLP; also one flow read by an attribute
@@ -82,12 +87,64 @@ class QueryLayer:
         traces = self._store.get_trace(trace_id, budget)
         return None if traces is None else OtlpAnswer(traces, budget.truncated)
 
-    def search_flows(self, criteria: FlowFilter) -> list[FlowSummary]:
-        """Flows matching ``criteria``, sorted and paged as it says."""
-        if not criteria.attributes:
+    def search_flows(
+        self, criteria: FlowFilter, fates: frozenset[FateFilter] = frozenset()
+    ) -> list[FlowSummary]:
+        """Flows matching ``criteria`` (and having a message of each of ``fates``), sorted and paged."""
+        if fates:
+            ids = self._search_by_fates(criteria, fates)
+        elif not criteria.attributes:
             ids = self._store.search_flow_ids(criteria, criteria.limit, criteria.offset)
-            return self._store.flow_summaries(ids)
-        return self._store.flow_summaries(self._search_by_attributes(criteria))
+        else:
+            ids = self._search_by_attributes(criteria)
+        return self._with_fates(self._store.flow_summaries(ids))
+
+    def _search_by_fates(self, criteria: FlowFilter, fates: frozenset[FateFilter]) -> list[int]:
+        """The store's search, paged through and kept to the flows of those fates (few: messages sitting
+        in dead-letter queues, messages delivered twice), until the page is full or every one is found."""
+        candidates: set[int] | None = None
+        for kind in sorted(fates, key=lambda fate: fate.value):
+            found = self._store.flows_with_fate(kind, MAX_FATE_FLOWS)
+            candidates = found if candidates is None else candidates & found
+        if not candidates:
+            return []
+        wanted = criteria.offset + criteria.limit
+        matched: list[int] = []
+        scanned = seen = 0
+        page = max(wanted * 4, 1_000)
+        while len(matched) < wanted and seen < len(candidates):
+            ids = self._store.search_flow_ids(criteria, page, scanned)
+            if not ids:
+                break
+            scanned += len(ids)
+            for flow_id in ids:
+                if flow_id in candidates:
+                    seen += 1
+                    if not criteria.attributes or self._has_attributes(flow_id, criteria.attributes):
+                        matched.append(flow_id)
+        return matched[criteria.offset : wanted]
+
+    def _with_fates(self, summaries: list[FlowSummary]) -> list[FlowSummary]:
+        """The summaries with their messages' fates counted (model/fate.py)."""
+        counts = self._store.fate_counts([summary.flow_id for summary in summaries]) if summaries else {}
+        return [
+            replace(summary, dead_lettered=counts[summary.flow_id][0],
+                    duplicate_deliveries=counts[summary.flow_id][1])
+            if summary.flow_id in counts
+            else summary
+            for summary in summaries
+        ]  # fmt: skip
+
+    def message_fates(self, detail: FlowDetail) -> list[MessageFate]:
+        """What became of each message of a flow: processed, retried, dead-lettered, redriven, delivered
+        twice, or gone without a trace of processing (query/fate.py)."""
+        message_ids, trace_ids = lookup_keys(detail.spans)
+        records = self._store.dead_letters_of(message_ids, trace_ids)
+        return message_fates(detail.spans, detail.hops, records)
+
+    def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
+        """Per queue and consumer service: messages processed since then and their duplicate deliveries."""
+        return self._store.duplicate_rates(since_unix_nano)
 
     def _search_by_attributes(self, criteria: FlowFilter) -> list[int]:
         """Span attributes are not indexed: read the candidates' spans, a page at a time, up to a cap."""
@@ -150,7 +207,7 @@ class QueryLayer:
         standing = self._store.resolve_flow(flow_id)
         if standing is None:
             return None
-        summaries = self._store.flow_summaries([standing])
+        summaries = self._with_fates(self._store.flow_summaries([standing]))
         return summaries[0] if summaries else None
 
     def flow_otlp_answer(self, flow_id: int) -> OtlpAnswer | None:
@@ -175,8 +232,8 @@ class QueryLayer:
         return None if answer is None else traces_to_json(answer.traces, truncated=answer.truncated)
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
-        """RED per service over the range, from its invocations (server and consumer spans that are not
-        per-record spans; ``invocations_else_messages``); its operations include per-record spans' names."""
+        """RED per service over the range, from its invocations (its server and consumer spans as
+        ``model.red.counted_rows`` picks them); its operations are every one of those spans' names."""
         rows = self._store.red_rollups(since_unix_nano, until_unix_nano, kinds=ENTRY_KINDS)
         by_service: dict[str, list[RollupRow]] = {}
         for row in rows:
@@ -185,7 +242,7 @@ class QueryLayer:
         return [
             ServiceRed(
                 service,
-                red_stats([row.rollup for row in invocations_else_messages(service_rows)], seconds),
+                red_stats([row.rollup for row in counted_rows(service_rows)], seconds),
                 sorted({row.operation for row in service_rows}),
             )
             for service, service_rows in sorted(by_service.items())
@@ -213,8 +270,8 @@ class QueryLayer:
 
     def _rollups(self, service: str, since: int, until: int, operation: str | None) -> list[RollupRow]:
         """A service's invocation rollups, or those of one of its operations (any span kind), as
-        ``invocations_else_messages`` picks them."""
-        return invocations_else_messages(
+        ``model.red.counted_rows`` picks them."""
+        return counted_rows(
             self._store.red_rollups(
                 since,
                 until,
@@ -300,16 +357,6 @@ class QueryLayer:
 
 
 ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
-
-
-def invocations_else_messages(rows: list[RollupRow]) -> list[RollupRow]:
-    """The rows RED counts of one service (or operation) over a range: its invocations, i.e. every row but
-    those of per-record spans (model/red.py), which are the messages of its consume hop and would count a
-    single-record invocation twice. Only when it has no other span in the range (its invocation spans never
-    arrived, or an operation only per-record spans bear) do its messages count, rather than nothing.
-    """
-    invocations = [row for row in rows if not row.per_record]
-    return invocations or rows
 
 
 def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:

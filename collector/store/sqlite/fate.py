@@ -138,9 +138,7 @@ def record_dead_letters(
     for peek in peeks:
         known = {
             record.message_id: record
-            for record in _records(
-                conn, "WHERE queue_name = ? AND gone_unix_nano IS NULL", [peek.queue_name]
-            )
+            for record in _records(conn, "WHERE queue_name = ? AND gone_unix_nano IS NULL", [peek.queue_name])
         }
         seen = [sighting.message_id for sighting in peek.sightings]
         for start in range(0, len(seen), 500):
