@@ -1,39 +1,64 @@
-"""RED (rate, errors, duration) values as the store hands them to the query layer, and which spans count
-as a service's invocations.
+"""RED (rate, errors, duration) values as the store hands them to the query layer, and what each span
+counts as.
 
-A Lambda function traced by hopscope describes an SQS delivery twice: its invocation span (``faas.trigger``
-set, one per invocation, linked to every record's producer) and, under ``process_batch``, one per-record
-span per message (a CONSUMER span with the invocation's ``faas.invocation_id`` and no ``faas.trigger``).
-A service's rate, errors and latency count its invocations; per-record spans are the messages of the
-consume hop (the service graph counts them there) and are left out of the service's totals, or every
-single-record invocation would count twice.
+A service's rate, errors and latency count its invocations. A Lambda function's spans say which those are:
+OpenTelemetry's FaaS conventions put ``faas.invocation_id`` on the invocation span, and a function often
+has more entry spans per invocation, which would each count again:
+
+- hopscope's ``process_batch`` makes one per-record span per message (a CONSUMER span with the
+  invocation's ``faas.invocation_id`` but no ``faas.trigger``, the invocation span's mark), named like the
+  invocation span (``process orders``): one single-record invocation would count twice;
+- vanilla OpenTelemetry's Lambda instrumentation makes a SERVER invocation span and, for SQS, a CONSUMER
+  span beneath it that links to every record (no FaaS attribute); a web framework's instrumentation adds a
+  SERVER span beneath an HTTP invocation.
+
+So spans have a role (``SpanRole``), decided from the span alone, and the query layer counts, per service
+(or operation) and range, its INVOCATION spans if it has any, else its other ENTRY spans (a service outside
+Lambda), else its PER_RECORD spans. Per-record spans are the messages of the consume hop, which the service
+graph counts.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 # Sums are held here: the stores keep them as 64-bit integers (see stitch/guard.py).
 _INT64_MAX = 2**63 - 1
 
-# OpenTelemetry's FaaS attributes: every invocation span carries the trigger; a span that carries the
-# invocation's id without the trigger is inside an invocation, not one.
+# OpenTelemetry's FaaS attributes: the invocation span carries the invocation's id, hopscope's (and
+# vanilla's SQS and HTTP ones) the trigger too; a span with the id but without the trigger is inside one.
 FAAS_TRIGGER: Final = "faas.trigger"
 FAAS_INVOCATION_ID: Final = "faas.invocation_id"
 
 
-def is_per_record_span(is_consumer: bool, attribute_names: Container[str]) -> bool:
-    """Whether a span is a per-record span: the processing of one message inside an invocation that has a
-    span of its own (hopscope's ``process_batch``), counted as a message of its hop, not as an invocation.
+class SpanRole(enum.IntEnum):
+    """What a span counts as in a service's RED (see the module's docstring)."""
 
-    A CONSUMER span with ``faas.invocation_id`` but no ``faas.trigger``. Any other span counts as what its
-    kind says: an invocation span has the trigger, and a consumer outside Lambda (or vanilla
-    OpenTelemetry's one consumer span per invocation) has no invocation id without it.
+    ENTRY = 0  # a span of no invocation: counts as its kind says (server and consumer spans are requests)
+    INVOCATION = 1  # a Lambda invocation span: faas.invocation_id (and not a per-record span)
+    PER_RECORD = 2  # one message processed inside an invocation that has a span of its own
+
+
+def span_role(is_consumer: bool, attribute_names: Container[str]) -> SpanRole:
+    """The role of a span, from its kind and the names of its attributes.
+
+    PER_RECORD: a CONSUMER span with ``faas.invocation_id`` and no ``faas.trigger`` (hopscope's
+    ``process_batch``). INVOCATION: any other span with ``faas.invocation_id``. ENTRY: the rest.
     """
-    return is_consumer and FAAS_INVOCATION_ID in attribute_names and FAAS_TRIGGER not in attribute_names
+    if FAAS_INVOCATION_ID not in attribute_names:
+        return SpanRole.ENTRY
+    if is_consumer and FAAS_TRIGGER not in attribute_names:
+        return SpanRole.PER_RECORD
+    return SpanRole.INVOCATION
+
+
+def is_per_record_span(is_consumer: bool, attribute_names: Container[str]) -> bool:
+    """Whether a span is a per-record span: a message's processing, counted on its hop (``span_role``)."""
+    return span_role(is_consumer, attribute_names) is SpanRole.PER_RECORD
 
 
 @dataclass
@@ -56,7 +81,7 @@ class RollupRow(NamedTuple):
     kind: int
     bucket_start_unix_nano: int
     rollup: Rollup
-    per_record: bool = False  # per-record spans (is_per_record_span): messages of a hop, not invocations
+    role: SpanRole = SpanRole.ENTRY  # what its spans count as (span_role)
 
 
 @dataclass(frozen=True)
@@ -83,3 +108,14 @@ class ServiceRed:
 class LatencyPoint:
     bucket_start_unix_nano: int
     red: RedStats
+
+
+def counted_rows(rows: Sequence[RollupRow]) -> list[RollupRow]:
+    """The rows RED counts of one service (or one operation) over a range: its INVOCATION rows if it has
+    any, else its ENTRY rows, else its PER_RECORD rows (its invocation spans never arrived, or an operation
+    only per-record spans bear): an invocation counts once, and nothing that was received counts zero."""
+    for role in (SpanRole.INVOCATION, SpanRole.ENTRY, SpanRole.PER_RECORD):
+        chosen = [row for row in rows if row.role is role]
+        if chosen:
+            return chosen
+    return []

@@ -1,8 +1,8 @@
 """RED rollups in ClickHouse: per service, operation, span kind and minute, aggregated from ``otel_traces``
 at query time (SQLite keeps them as a table, updated while stitching: ``store/sqlite/red.py``).
 
-A span stored twice (a Collector's retry) counts twice here; SQLite stores it once. Per-record spans
-(``model/red.py``) are grouped apart and say so (``RollupRow.per_record``), as in SQLite.
+A span stored twice (a Collector's retry) counts twice here; SQLite stores it once. Spans of each role
+(``model/red.py``: invocation, per-record, other entry) are grouped apart, as in SQLite.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from hopscope.collector.model.red import FAAS_INVOCATION_ID, FAAS_TRIGGER, Rollup, RollupRow
+from hopscope.collector.model.red import FAAS_INVOCATION_ID, FAAS_TRIGGER, Rollup, RollupRow, SpanRole
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import ERROR_STATUS_NAMES, KIND_BY_NAME, kind_names
@@ -21,11 +21,12 @@ from hopscope.collector.store.clickhouse.spans import ERROR_STATUS_NAMES, KIND_B
 BUCKET_NS = 60 * 1_000_000_000
 _BIN = clickhouse_graph.bin_sql("Duration")
 _ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
-# model/red.py's is_per_record_span, in SQL.
-_PER_RECORD = (
+# model/red.py's span_role, in SQL.
+_ROLE = (
+    f"multiIf(NOT mapContains(SpanAttributes, '{FAAS_INVOCATION_ID}'), {SpanRole.ENTRY:d}, "
     "SpanKind IN ('" + "', '".join(kind_names(Span.SpanKind.SPAN_KIND_CONSUMER)) + "') "
-    f"AND mapContains(SpanAttributes, '{FAAS_INVOCATION_ID}') "
-    f"AND NOT mapContains(SpanAttributes, '{FAAS_TRIGGER}')"
+    f"AND NOT mapContains(SpanAttributes, '{FAAS_TRIGGER}'), {SpanRole.PER_RECORD:d}, "
+    f"{SpanRole.INVOCATION:d})"
 )
 
 
@@ -61,9 +62,9 @@ def read_rollups(
         f"{clickhouse_graph.bin_floors_sql()} SELECT ServiceName, SpanName, SpanKind, "
         f"intDiv(toUnixTimestamp64Nano(Timestamp), {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
         f"count(), countIf({_ERROR}), sum(Duration), sumMap([{_BIN}], [toUInt64(1)]), "
-        f"{_PER_RECORD} AS per_record "
+        f"{_ROLE} AS role "
         f"FROM {client.database}.otel_traces WHERE {' AND '.join(where)} "
-        "GROUP BY ServiceName, SpanName, SpanKind, bucket, per_record",
+        "GROUP BY ServiceName, SpanName, SpanKind, bucket, role",
         params,
     )
     return [
@@ -73,9 +74,9 @@ def read_rollups(
             KIND_BY_NAME.get(kind, 0),
             int(bucket),
             Rollup(int(count), int(errors), int(total), _counter(histogram)),
-            per_record=bool(per_record),
+            SpanRole(int(role)),
         )
-        for service_name, operation_name, kind, bucket, count, errors, total, histogram, per_record in rows
+        for service_name, operation_name, kind, bucket, count, errors, total, histogram, role in rows
     ]
 
 

@@ -1,10 +1,10 @@
 """RED rollups in SQLite: per service, operation, span kind and minute, kept up to date while stitching.
 
-Queries over hours or days read a few rows per minute instead of every span. Per-record spans
-(``model/red.py``: messages of a hop, not invocations) have rows of their own, told apart in the ``kind``
-column by ``PER_RECORD_KIND`` added to their span kind, so that no migration was needed: an invocation
-span and its per-record spans share a name, kind and service (``process orders``, CONSUMER) and would
-otherwise fold into one row. Rows folded before this rule hold both and count record spans as invocations.
+Queries over hours or days read a few rows per minute instead of every span. Spans of each role
+(``model/red.py``: invocation, per-record, other entry) have rows of their own, told apart in the ``kind``
+column, which holds the span kind plus ``ROLE_STEP`` times the role, so that no migration was needed: an
+invocation span and its per-record spans share a name, kind and service (``process orders``, CONSUMER)
+and would otherwise fold into one row. Rows folded before this rule have the ENTRY role.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections.abc import Iterable
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import Rollup, RollupRow, is_per_record_span
+from hopscope.collector.model.red import Rollup, RollupRow, SpanRole, span_role
 from hopscope.collector.stitch.guard import saturating_add
 
 BUCKET_NS = 60 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
-# Added to the span kind in the ``kind`` column of a per-record span's rows (OTLP kinds are 0 to 5).
-PER_RECORD_KIND = 256
+# The ``kind`` column holds kind + ROLE_STEP * role (OTLP kinds are 0 to 5).
+ROLE_STEP = 256
 
 RollupKey = tuple[str, str, int, int]  # service, operation, kind, bucket start
 
@@ -35,10 +35,8 @@ class RedRollups:
 
     def add(self, span: Span, service_name: str) -> None:
         start = span.start_time_unix_nano
-        kind: int = span.kind
-        if kind == _CONSUMER and is_per_record_span(True, {kv.key for kv in span.attributes}):
-            kind += PER_RECORD_KIND
-        key = (service_name, span.name, kind, start - start % BUCKET_NS)
+        role = span_role(span.kind == _CONSUMER, {kv.key for kv in span.attributes})
+        key = (service_name, span.name, span.kind + ROLE_STEP * role, start - start % BUCKET_NS)
         rollup = self.rollups.get(key)
         if rollup is None:
             rollup = self.rollups[key] = Rollup()
@@ -85,8 +83,8 @@ def read_rollups(
     operation: str | None = None,
     kinds: Iterable[int] = (),
 ) -> list[RollupRow]:
-    """Rollup rows whose minute starts in [since, until), filtered (``kinds`` takes per-record rows of those
-    kinds too: the row says ``per_record``)."""
+    """Rollup rows whose minute starts in [since, until), filtered (``kinds`` takes their rows of every
+    role: each row says its ``role``)."""
     where = ["bucket_start_unix_nano >= ?", "bucket_start_unix_nano < ?"]
     params: list[object] = [since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano]
     if service is not None:
@@ -95,7 +93,7 @@ def read_rollups(
     if operation is not None:
         where.append("operation = ?")
         params.append(operation)
-    kind_list = [stored for kind in kinds for stored in (kind, kind + PER_RECORD_KIND)]
+    kind_list = [kind + ROLE_STEP * role for kind in kinds for role in SpanRole]
     if kind_list:
         where.append(f"kind IN ({','.join('?' * len(kind_list))})")
         params.extend(kind_list)
@@ -107,10 +105,10 @@ def read_rollups(
         RollupRow(
             s,
             o,
-            k % PER_RECORD_KIND,
+            k % ROLE_STEP,
             b,
             Rollup(count, errors, total, latency_histogram.decode(histogram)),
-            per_record=k >= PER_RECORD_KIND,
+            SpanRole(k // ROLE_STEP),
         )
         for s, o, k, b, count, errors, total, histogram in conn.execute(query, params)
     ]
