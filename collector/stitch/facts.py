@@ -20,6 +20,7 @@ _KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_P
 _COUNT_TEXT = re.compile(r"[0-9]{1,18}")
 _MESSAGING_KINDS = frozenset({Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER})
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
+_LINK_MESSAGE_ID = conventions.MESSAGE_ID.encode()
 
 # A flow's entry is its smallest candidate (rank, start, service, operation): a min() that gives the same
 # answer whatever order the spans arrive in, and can be kept up to date a batch at a time.
@@ -64,6 +65,10 @@ class TraceFacts:
     correlation_ids: set[str] = field(default_factory=set)
     linked_traces: set[bytes] = field(default_factory=set)
     message_keys: set[tuple[str, str]] = field(default_factory=set)  # (message id, destination)
+    # Message ids that a consumer span's links carry (vanilla OpenTelemetry puts them there, one per record):
+    # (message id, destination, the linked trace). Each names the message of the LINKED trace, so a batch
+    # span's keys find each message's own flow, never the batch's.
+    link_keys: set[tuple[str, str, bytes]] = field(default_factory=set)
 
 
 class FlowFacts:
@@ -107,14 +112,19 @@ class FlowFacts:
         kind: int,
         linked_trace_ids: Sequence[bytes],
         attributes: Mapping[str, str],
+        link_message_ids: Sequence[str] = (),
     ) -> None:
-        """Fold in a span read back from a table that keeps attribute values as text (ClickHouse's)."""
+        """Fold in a span read back from a table that keeps attribute values as text (ClickHouse's).
+
+        ``link_message_ids`` holds each link's ``messaging.message.id`` ("" for none), in the order of
+        ``linked_trace_ids``.
+        """
         rank = entry_rank(not root, kind == _CONSUMER, len(linked_trace_ids) > 0)
         facts = self._fold(trace_id, start, end, error, rank, service_name, name)
         for linked in linked_trace_ids:
             if linked != trace_id:
                 facts.linked_traces.add(linked)
-        if not attributes:
+        if not attributes and not any(link_message_ids):
             return
         receive_count = attributes.get(conventions.RECEIVE_COUNT)
         # text of any length or any digit set (isdigit() takes "²") never reaches int()
@@ -124,8 +134,13 @@ class FlowFacts:
             if attributes.get(key):
                 facts.correlation_ids.add(attributes[key])
         message_id = attributes.get(conventions.MESSAGE_ID, "")
+        destination = attributes.get(conventions.DESTINATION_NAME, "")
         if message_id and kind in _MESSAGING_KINDS:
-            facts.message_keys.add((message_id, attributes.get(conventions.DESTINATION_NAME, "")))
+            facts.message_keys.add((message_id, destination))
+        if kind == _CONSUMER:
+            for linked, linked_message in zip(linked_trace_ids, link_message_ids, strict=False):
+                if linked_message and linked != trace_id:
+                    _add_link_key(facts, linked_message, destination, linked)
 
     def add(
         self, span: Span, service_name: str, serialized: bytes, times: tuple[int, int] | None = None
@@ -170,6 +185,26 @@ class FlowFacts:
                 facts.correlation_ids.add(value.string_value)
         if message_id and span.kind in _MESSAGING_KINDS:
             facts.message_keys.add((message_id, destination))
+        if span.kind == _CONSUMER and span.links and _LINK_MESSAGE_ID in serialized:
+            for link in span.links:
+                if link.trace_id == trace_id:
+                    continue
+                for attribute in link.attributes:
+                    if attribute.key == conventions.MESSAGE_ID:
+                        value = attribute.value
+                        linked_message = _text(value.string_value, value.int_value)
+                        if linked_message:
+                            _add_link_key(facts, linked_message, destination, link.trace_id)
+                        break
+
+
+def _add_link_key(facts: TraceFacts, message_id: str, destination: str, linked_trace: bytes) -> None:
+    """Index a message id that a consumer span's link carries, as the linked trace's message.
+
+    A key the span carries itself is not repeated (hopscope's consumer spans carry both).
+    """
+    if (message_id, destination) not in facts.message_keys:
+        facts.link_keys.add((message_id, destination, linked_trace))
 
 
 def _text(string_value: str, int_value: int) -> str:

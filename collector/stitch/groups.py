@@ -7,7 +7,7 @@ how each group meets the flows already stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from typing import TypeVar
 
 from hopscope.collector.stitch.facts import TraceFacts, earlier_entry
@@ -48,10 +48,34 @@ def fold(into: TraceFacts, facts: TraceFacts) -> None:
     into.correlation_ids |= facts.correlation_ids
     into.linked_traces |= facts.linked_traces
     into.message_keys |= facts.message_keys
+    into.link_keys |= facts.link_keys
 
 
-def connected_groups(batch: dict[bytes, TraceFacts]) -> list[list[bytes]]:
-    """Trace ids joined within the batch by links or shared message keys (linked ids included)."""
+def is_batch(facts: TraceFacts) -> bool:
+    """True for a trace that links to several traces: it is shared by their flows, it joins none."""
+    return len(facts.linked_traces) > MAX_JOINING_LINKED_TRACES
+
+
+def only_batches(members: list[bytes], batch: Mapping[bytes, TraceFacts], batches: Set[bytes]) -> bool:
+    """True when every trace of a group that brings spans is a batch trace: the group's spans are shared."""
+    return all(t in batches for t in members if t in batch and batch[t].span_count)
+
+
+def link_keys_by_trace(batch: Mapping[bytes, TraceFacts]) -> dict[bytes, set[tuple[str, str]]]:
+    """The message keys that links name, by the trace they name (see TraceFacts.link_keys)."""
+    keys: dict[bytes, set[tuple[str, str]]] = {}
+    for facts in batch.values():
+        for message_id, destination, linked in facts.link_keys:
+            keys.setdefault(linked, set()).add((message_id, destination))
+    return keys
+
+
+def connected_groups(batch: dict[bytes, TraceFacts], batches: Set[bytes] = frozenset()) -> list[list[bytes]]:
+    """Trace ids joined within the batch by links or shared message keys (linked ids included).
+
+    The links of a batch trace (``batches``: those of the batch and those stored as batch traces before)
+    join nothing. A key that a link carries joins the linked trace, not the trace of the span carrying it.
+    """
     parent: dict[object, object] = {}
 
     def find(node: object) -> object:
@@ -67,11 +91,13 @@ def connected_groups(batch: dict[bytes, TraceFacts]) -> list[list[bytes]]:
 
     for trace_id, facts in batch.items():
         find(trace_id)
-        if len(facts.linked_traces) <= MAX_JOINING_LINKED_TRACES:
+        if trace_id not in batches and len(facts.linked_traces) <= MAX_JOINING_LINKED_TRACES:
             for linked in facts.linked_traces:
                 join(trace_id, linked)
         for key in facts.message_keys:
             join(trace_id, key)
+        for message_id, destination, linked in facts.link_keys:
+            join(linked, (message_id, destination))
     groups: dict[object, list[bytes]] = {}
     for node in parent:
         if isinstance(node, bytes):
@@ -85,16 +111,22 @@ def meet_stored_flows(
     known: Mapping[bytes, tuple[int, ...]],
     key_flows: Mapping[tuple[str, str], Iterable[int]],
     standing: Callable[[int], int],
+    *,
+    link_keys: Mapping[bytes, set[tuple[str, str]]] | None = None,
 ) -> tuple[TraceFacts, int, set[int]]:
     """One connected group against the stored flows: the group's facts folded into one, how many of its
     traces bring their first spans, and the standing flows it touches (through its traces or message keys).
 
     ``known`` maps a stored trace to (its flow, its span count, ...); ``standing`` resolves a flow id that
-    this batch may already have merged away.
+    this batch may already have merged away; ``link_keys`` (link_keys_by_trace) the keys links name.
     """
     total = TraceFacts(b"")
     new_with_spans = 0
     touched = {standing(known[t][0]) for t in members if t in known}
+    if link_keys:
+        for trace_id in members:
+            for key in link_keys.get(trace_id, ()):
+                touched.update(standing(flow_id) for flow_id in key_flows.get(key, ()))
     for facts in (batch[t] for t in members if t in batch):
         fold(total, facts)
         previous = known.get(facts.trace_id)

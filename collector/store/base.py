@@ -203,6 +203,10 @@ class FlowReader(Protocol):
     def flow_trace_ids(self, flow_id: int) -> list[bytes]:
         """The traces of a standing flow that have spans stored."""
 
+    def flow_shared_traces(self, flow_id: int) -> dict[bytes, list[int]]:
+        """The batch traces a standing flow shares (not its own), each with every standing flow sharing it
+        (this one included), in flow id order."""
+
     def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
         """Summaries of standing flows with spans, in the order given."""
 

@@ -319,6 +319,8 @@ def assert_same_answers(
         assert sqlite == clickhouse, f"resolve_flow({flow_id})"
         sqlite, clickhouse = stores.both("flow_trace_ids", flow_id)
         assert sqlite == clickhouse, f"flow_trace_ids({flow_id})"
+        sqlite, clickhouse = stores.both("flow_shared_traces", flow_id)
+        assert sqlite == clickhouse, f"flow_shared_traces({flow_id})"
     sqlite, clickhouse = stores.both("flow_summaries", [*flow_ids, *flow_ids[:2]])
     assert sqlite == clickhouse
     for message_id in [*message_ids, "no-such-message"]:

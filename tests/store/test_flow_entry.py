@@ -247,14 +247,14 @@ def test_a_clickhouse_flows_table_without_the_rank_gets_it_and_keeps_its_entries
     from hopscope.collector.store.clickhouse.store import ClickHouseStore
     from hopscope.collector.store.url import open_clickhouse_client, open_store, parse_store_url
 
-    # GIVEN a database whose flows table has no EntryRank, and a flow in it with a root as entry
+    # GIVEN a database whose flows table has no EntryRank (nor SharedOnly), and a flow in it with a root as entry
     services = Services()
     late = span(services.tracer("orders-api"), "GET /late", 0, parent=outside_context(), kind=SpanKind.SERVER)
     trace_hex = format(late.get_span_context().trace_id, "032x")
     client = open_clickhouse_client(parse_store_url(chdb_url))
     db = client.database
     client.command(_CLICKHOUSE_FLOWS_BEFORE_RANK.format(db=db))
-    columns = [column for column in clickhouse_flows._FLOW_COLUMNS if column != "EntryRank"]
+    columns = [c for c in clickhouse_flows._FLOW_COLUMNS if c not in {"EntryRank", "SharedOnly"}]
     start, end = T0 + 50 * MS, T0 + 60 * MS
     entry = (start, "orders-api", "POST /orders")
     row: tuple[object, ...] = (1, 0, start, end, 1, 1, 0, 0, *entry, ["orders-api"], ["POST /orders"], [], 1)

@@ -27,7 +27,15 @@ from typing import Any
 
 from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
 from hopscope.collector.stitch.facts import Entry, TraceFacts, earlier_entry
-from hopscope.collector.stitch.groups import MAX_NS, combine, connected_groups, meet_stored_flows
+from hopscope.collector.stitch.groups import (
+    MAX_NS,
+    combine,
+    connected_groups,
+    is_batch,
+    link_keys_by_trace,
+    meet_stored_flows,
+    only_batches,
+)
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 
 _MIN_NS = -(2**63)
@@ -48,6 +56,7 @@ _FLOW_COLUMNS = (
     "OperationNames",
     "CorrelationIds",
     "EntryRank",
+    "SharedOnly",
     "Version",
 )
 _SELECT_FLOW = ", ".join(_FLOW_COLUMNS)
@@ -74,6 +83,7 @@ class _Flow:
     correlation_ids: set[str] = field(default_factory=set)
     stored_operations: frozenset[tuple[str, str]] = frozenset()
     stored_correlation_ids: frozenset[str] = frozenset()
+    shared_only: bool = False
     version: int = 0
     changed: bool = False
 
@@ -95,11 +105,13 @@ class _Flow:
             correlation_ids=correlation_ids,
             stored_operations=frozenset(operations),
             stored_correlation_ids=frozenset(correlation_ids),
-            version=int(row[15]),
+            shared_only=bool(row[15]),
+            version=int(row[16]),
         )
 
-    def grow(self, total: TraceFacts, traces: int) -> None:
+    def grow(self, total: TraceFacts, traces: int, shared: bool) -> None:
         """sqlite/flows.py FlowStitcher._grow: fold new spans (or a whole absorbed flow) into the summary."""
+        self.shared_only = shared if self.span_count == 0 else self.shared_only and shared
         self.start = min(self.start, total.start_unix_nano)
         self.end = max(self.end, total.end_unix_nano)
         self.span_count += total.span_count
@@ -121,7 +133,7 @@ class _Flow:
                 max_receive_count=gone.max_receive_count,
                 entry=gone.entry,
             )
-            self.grow(absorbed, gone.trace_count)
+            self.grow(absorbed, gone.trace_count, gone.shared_only)
         self.add_keys(gone.operations, gone.correlation_ids)
         gone.merged_into = self.flow_id
         gone.span_count = gone.trace_count = gone.error_count = 0
@@ -152,6 +164,7 @@ class _Flow:
             [operation for _, operation in operations],
             sorted(self.correlation_ids),
             entry_rank,
+            int(self.shared_only),
             version,
         )
 
@@ -164,6 +177,7 @@ class _Batch:
         self.absorbed: dict[int, int] = {}  # a flow merged away by this batch -> the flow that took it
         self.traces: dict[bytes, tuple[int, int]] = {}  # trace -> (flow, spans): its row to write
         self.message_keys: list[tuple[str, str, str]] = []
+        self.shared_links: list[tuple[str, str]] = []  # (linked trace, batch trace), hex
 
     def standing(self, flow_id: int) -> int:
         """The standing flow of a flow read at the start (merged_into is one step) or made by this batch."""
@@ -180,9 +194,11 @@ class _Batch:
         members: list[bytes],
         batch: dict[bytes, TraceFacts],
         known: dict[bytes, tuple[int, int, int]],
+        link_keys: dict[bytes, set[tuple[str, str]]],
     ) -> None:
         """The trace rows of a group: a trace keeps the flow it first joined, a new one joins ``flow_id``."""
         for trace_id in members:
+            self.message_keys.extend((m, d, trace_id.hex()) for m, d in link_keys.get(trace_id, ()))
             facts = batch.get(trace_id)
             previous = known.get(trace_id)
             if facts is None:  # only known from a link
@@ -228,33 +244,41 @@ class ClickHouseFlowStitcher:
         batch = combine(traces)
         if not batch:
             return
+        link_keys = link_keys_by_trace(batch)
         linked = {linked for facts in batch.values() for linked in facts.linked_traces}
-        known = self._known_traces([*batch, *(linked - batch.keys())])
+        known = self._known_traces([*batch, *((linked | link_keys.keys()) - batch.keys())])
         keys = {key for facts in batch.values() for key in facts.message_keys}
+        keys.update(key for trace_keys in link_keys.values() for key in trace_keys)
         key_flows = self._flows_of_message_keys(keys)
+        batches = {trace_id for trace_id, facts in batch.items() if is_batch(facts)}
+        batches |= self._stored_batches([t for t in batch if t in known and t not in batches])
         first_flows = {flow_id for flow_id, _, _ in known.values()}
         first_flows.update(flow_id for flow_ids in key_flows.values() for flow_id in flow_ids)
         batch_state = _Batch(self._load_flows(first_flows))
         flows = batch_state.flows
         last_flow_id = self._last_flow_id()
-        for members in connected_groups(batch):
+        for members in connected_groups(batch, batches):
             total, new_with_spans, touched = meet_stored_flows(
-                members, batch, known, key_flows, batch_state.standing
+                members, batch, known, key_flows, batch_state.standing, link_keys=link_keys
             )
+            shared = only_batches(members, batch, batches)
             if touched:
                 flow_id = min(touched)
                 for other in sorted(touched - {flow_id}):
                     flows[flow_id].absorb(flows[other])
                     batch_state.absorbed[other] = flow_id
                 if total.span_count:
-                    flows[flow_id].grow(total, new_with_spans)
+                    flows[flow_id].grow(total, new_with_spans, shared)
             else:  # ids handed out here; the single writer makes that safe
                 last_flow_id += 1
                 flow_id = last_flow_id
                 flows[flow_id] = _Flow(flow_id, changed=True)
-                flows[flow_id].grow(total, new_with_spans)
+                flows[flow_id].grow(total, new_with_spans, shared and total.span_count > 0)
             flows[flow_id].add_keys(total.operations, total.correlation_ids)
-            batch_state.add_traces(flow_id, members, batch, known)
+            batch_state.add_traces(flow_id, members, batch, known, link_keys)
+        batch_state.shared_links = [
+            (linked.hex(), b.hex()) for b in batches if b in batch for linked in batch[b].linked_traces
+        ]
         if batch_state.absorbed:
             # Flows that pointed at an absorbed flow point at the standing one now: chains stay one step.
             for flow in self._merged_into(sorted(batch_state.absorbed)):
@@ -286,6 +310,7 @@ class ClickHouseFlowStitcher:
         )
         insert(self._table("hopscope_flow_operations"), ("ServiceName", "Operation", "FlowId"), operations)
         insert(self._table("hopscope_flow_correlations"), ("CorrelationId", "FlowId"), correlations)
+        insert(self._table("hopscope_shared_links"), ("LinkedTraceId", "TraceId"), batch.shared_links)
         insert(self._table("hopscope_flows"), _FLOW_COLUMNS, [flow.row(version) for flow in changed])
         insert(self._table("hopscope_trace_flows"), ("TraceId", "FlowId", "SpanCount", "Version"), traces)
 
@@ -299,6 +324,17 @@ class ClickHouseFlowStitcher:
             {"ids": [trace_id.hex() for trace_id in trace_ids]},
         )
         return {bytes.fromhex(row[0]): (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    def _stored_batches(self, trace_ids: list[bytes]) -> set[bytes]:
+        """The traces among these that an earlier call recorded as batch traces."""
+        if not trace_ids:
+            return set()
+        rows = self._client.query(
+            f"SELECT DISTINCT TraceId FROM {self._table('hopscope_shared_links')} "
+            "WHERE TraceId IN {ids:Array(String)}",
+            {"ids": [trace_id.hex() for trace_id in trace_ids]},
+        )
+        return {bytes.fromhex(row[0]) for row in rows}
 
     def _flows_of_message_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
         """(message id, destination) -> the flows (as first joined) of the stored traces with that key."""
@@ -422,15 +458,17 @@ def flow_trace_ids(client: ClickHouseClient, flow_id: int) -> list[bytes]:
 
 
 def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSummary]:
-    """Summaries of standing flows, in the order of ``flow_ids``."""
+    """Summaries of standing flows, in the order of ``flow_ids`` (sqlite/flows.py flow_summaries: a flow
+    counts the batch traces it shares)."""
     wanted = sorted({flow_id for flow_id in flow_ids if _is_flow_id(flow_id)})
     if not wanted:
         return []
+    sharing = shared_flows(client, wanted)
     rows = client.query(
         "SELECT FlowId, StartUnixNano, EndUnixNano, SpanCount, TraceCount, ErrorCount, MaxReceiveCount, "
         "EntryService, EntryOperation, OperationServices, CorrelationIds "
         f"FROM {client.database}.hopscope_flows FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
-        {"ids": wanted},
+        {"ids": sorted({*wanted, *(h for hs in sharing.values() for h in hs)})},
     )
     by_id = {int(row[0]): row for row in rows}
     summaries = []
@@ -441,23 +479,127 @@ def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSu
         _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation, services, ids = (
             row
         )
+        start, end, spans, traces, errors = int(start), int(end), int(spans), int(traces), int(errors)
+        receive_count = int(receive_count)
+        flow_services, flow_ids_seen = set(services), set(ids)
+        for shared_id in sharing.get(flow_id, ()):
+            shared = by_id.get(shared_id)
+            if shared is None or not shared[3]:
+                continue
+            start, end = min(start, int(shared[1])), max(end, int(shared[2]))
+            spans, traces, errors = spans + int(shared[3]), traces + int(shared[4]), errors + int(shared[5])
+            receive_count = max(receive_count, int(shared[6]))
+            flow_services.update(shared[9])
+            flow_ids_seen.update(shared[10])
         summaries.append(
             FlowSummary(
                 flow_id=flow_id,
-                start_unix_nano=int(start),
-                end_unix_nano=int(end),
-                duration_ms=(int(end) - int(start)) / 1e6,
-                span_count=int(spans),
-                trace_count=int(traces),
-                error_count=int(errors),
-                max_receive_count=int(receive_count),
+                start_unix_nano=start,
+                end_unix_nano=end,
+                duration_ms=(end - start) / 1e6,
+                span_count=spans,
+                trace_count=traces,
+                error_count=errors,
+                max_receive_count=receive_count,
                 entry_service=entry_service,
                 entry_operation=entry_operation,
-                services=sorted(set(services)),
-                correlation_ids=sorted(ids),
+                services=sorted(flow_services),
+                correlation_ids=sorted(flow_ids_seen),
             )
         )
     return summaries
+
+
+def _traces_of_flows(client: ClickHouseClient, flow_ids: list[int]) -> dict[str, int]:
+    """trace (hex) -> standing flow, for the traces of these standing flows (with spans or only linked to:
+    a batch that links to a trace shares its flow before the trace arrives)."""
+    db = client.database
+    merged = client.query(
+        f"SELECT FlowId, MergedInto FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+        f"(SELECT FlowId FROM {db}.hopscope_flows WHERE MergedInto IN {{ids:Array(UInt64)}})",
+        {"ids": flow_ids},
+    )
+    standing = {flow_id: flow_id for flow_id in flow_ids}
+    wanted = set(flow_ids)
+    standing.update((int(f), int(m)) for f, m in merged if int(m) in wanted)
+    rows = client.query(
+        f"SELECT FlowId, TraceId FROM {db}.hopscope_flow_traces FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
+        {"ids": sorted(standing)},
+    )
+    return {trace: standing[int(flow)] for flow, trace in rows}
+
+
+def _standing_flows_of_traces(client: ClickHouseClient, traces: list[str]) -> dict[str, tuple[int, bool]]:
+    """trace (hex) -> (its standing flow, whether that flow is shared-only), for traces with spans."""
+    if not traces:
+        return {}
+    db = client.database
+    rows = client.query(
+        f"SELECT TraceId, FlowId, SpanCount FROM {db}.hopscope_trace_flows FINAL "
+        "WHERE TraceId IN {ids:Array(String)}",
+        {"ids": traces},
+    )
+    first = {trace: int(flow) for trace, flow, spans in rows if int(spans) > 0}
+    if not first:
+        return {}
+    flows = client.query(
+        f"SELECT FlowId, {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
+        {"ids": sorted(set(first.values()))},
+    )
+    resolved = {int(flow): int(standing) for flow, standing in flows}
+    shared = client.query(
+        f"SELECT FlowId, SharedOnly FROM {db}.hopscope_flows FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
+        {"ids": sorted(set(resolved.values()))},
+    )
+    shared_only = {int(flow): bool(flag) for flow, flag in shared}
+    return {
+        trace: (resolved[flow], shared_only.get(resolved[flow], False))
+        for trace, flow in first.items()
+        if flow in resolved
+    }
+
+
+def _shared_links(client: ClickHouseClient, column: str, traces: list[str]) -> list[tuple[str, str]]:
+    """(linked trace, batch trace) rows whose ``column`` is one of ``traces``."""
+    if not traces:
+        return []
+    rows = client.query(
+        f"SELECT DISTINCT LinkedTraceId, TraceId FROM {client.database}.hopscope_shared_links "
+        f"WHERE {column} IN {{ids:Array(String)}}",
+        {"ids": traces},
+    )
+    return [(str(linked), str(trace)) for linked, trace in rows]
+
+
+def shared_flows(client: ClickHouseClient, flow_ids: list[int]) -> dict[int, list[int]]:
+    """sqlite/flows.py shared_flows: flow -> the shared-only flows it shares."""
+    traces = _traces_of_flows(client, flow_ids)
+    links = _shared_links(client, "LinkedTraceId", sorted(traces))
+    batch_flows = _standing_flows_of_traces(client, sorted({batch for _, batch in links}))
+    found: dict[int, set[int]] = {}
+    for linked, batch in links:
+        flow_id = traces[linked]
+        shared_id, shared_only = batch_flows.get(batch, (0, False))
+        if shared_only and shared_id != flow_id:
+            found.setdefault(flow_id, set()).add(shared_id)
+    return {flow_id: sorted(shared) for flow_id, shared in found.items()}
+
+
+def flow_shared_traces(client: ClickHouseClient, flow_id: int) -> dict[bytes, list[int]]:
+    """sqlite/flows.py flow_shared_traces (none for a merged or unknown id)."""
+    if resolve_flow(client, flow_id) != flow_id:
+        return {}
+    traces = _traces_of_flows(client, [flow_id])
+    links = _shared_links(client, "LinkedTraceId", sorted(traces))
+    batch_flows = _standing_flows_of_traces(client, sorted({batch for _, batch in links}))
+    batches = sorted(batch for batch, (flow, _) in batch_flows.items() if flow != flow_id)
+    all_links = _shared_links(client, "TraceId", batches)
+    linked_flows = _standing_flows_of_traces(client, sorted({linked for linked, _ in all_links}))
+    sharing: dict[str, set[int]] = {batch: {flow_id} for batch in batches}
+    for linked, batch in all_links:
+        if linked in linked_flows:
+            sharing[batch].add(linked_flows[linked][0])
+    return {bytes.fromhex(batch): sorted(flows) for batch, flows in sorted(sharing.items())}
 
 
 def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
@@ -469,7 +611,7 @@ def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, 
     """
     db = client.database
     candidates: list[str] = []
-    where = ["merged_into = 0", "span_count > 0"]
+    where = ["merged_into = 0", "span_count > 0", "shared_only = 0"]
     params: dict[str, object] = {}
     key_lookup = ""  # narrows the key tables' rows to the flows of the time window, when one is given
     if criteria.since_unix_nano is not None or criteria.until_unix_nano is not None:
@@ -486,21 +628,27 @@ def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, 
             params["until"] = _nanos(criteria.until_unix_nano)
         candidates.append(f"SELECT FlowId FROM {db}.hopscope_flows WHERE {' AND '.join(window)}")
     if criteria.errors_only:
-        where.append("error_count > 0")
+        errors = (
+            f"SELECT FlowId FROM {db}.hopscope_flows GROUP BY FlowId HAVING argMax(ErrorCount, Version) > 0"
+        )
+        where.append(f"(error_count > 0 OR FlowId IN ({_sharing(db, errors)}))")
     if criteria.min_duration_ms is not None:
         where.append("flow_end - flow_start >= {min_duration:Int64}")
         params["min_duration"] = _nanos(int(criteria.min_duration_ms * 1e6))
     operations = f"SELECT FlowId FROM {db}.hopscope_flow_operations WHERE"
     if criteria.service is not None:
-        candidates.append(f"{operations} ServiceName = {{service:String}}{key_lookup}")
+        candidates.append(_or_shared(db, f"{operations} ServiceName = {{service:String}}{key_lookup}"))
         params["service"] = criteria.service
     if criteria.operation is not None:
-        candidates.append(f"{operations} Operation = {{operation:String}}{key_lookup}")
+        candidates.append(_or_shared(db, f"{operations} Operation = {{operation:String}}{key_lookup}"))
         params["operation"] = criteria.operation
     if criteria.correlation_id is not None:
         candidates.append(
-            f"SELECT FlowId FROM {db}.hopscope_flow_correlations "
-            f"WHERE CorrelationId = {{correlation:String}}{key_lookup}"
+            _or_shared(
+                db,
+                f"SELECT FlowId FROM {db}.hopscope_flow_correlations "
+                f"WHERE CorrelationId = {{correlation:String}}{key_lookup}",
+            )
         )
         params["correlation"] = criteria.correlation_id
     if criteria.message_id is not None:
@@ -522,8 +670,30 @@ def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, 
     query = (
         "SELECT FlowId FROM (SELECT FlowId, argMax(MergedInto, Version) AS merged_into, "
         "argMax(SpanCount, Version) AS span_count, argMax(StartUnixNano, Version) AS flow_start, "
-        "argMax(EndUnixNano, Version) AS flow_end, argMax(ErrorCount, Version) AS error_count "
+        "argMax(EndUnixNano, Version) AS flow_end, argMax(ErrorCount, Version) AS error_count, "
+        "argMax(SharedOnly, Version) AS shared_only "
         f"FROM {db}.hopscope_flows {'WHERE ' + prefilter if prefilter else ''} GROUP BY FlowId) "
         f"WHERE {' AND '.join(where)} ORDER BY {duration or 'flow_start DESC, '}FlowId DESC{page}"
     )
     return [int(row[0]) for row in client.query(query, params)]
+
+
+def _sharing(db: str, matching: str) -> str:
+    """The standing flows that share a batch trace of a shared-only flow in ``matching`` (sqlite/flows.py
+    _or_shared): the batch flow's traces, the traces they link to, and those traces' flows."""
+    shared_only = (
+        f"SELECT FlowId FROM {db}.hopscope_flows WHERE FlowId IN ({matching}) "
+        "GROUP BY FlowId HAVING argMax(SharedOnly, Version) = 1 AND argMax(MergedInto, Version) = 0"
+    )
+    return (
+        f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+        f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId IN "
+        f"(SELECT LinkedTraceId FROM {db}.hopscope_shared_links WHERE TraceId IN "
+        f"(SELECT TraceId FROM {db}.hopscope_flow_traces WHERE SpanCount > 0 AND (FlowId IN ({shared_only}) "
+        f"OR FlowId IN (SELECT FlowId FROM {db}.hopscope_flows WHERE MergedInto IN ({shared_only}))))))"
+    )
+
+
+def _or_shared(db: str, matching: str) -> str:
+    """The flows in ``matching`` and those sharing a batch trace of a shared-only flow in it."""
+    return f"SELECT FlowId FROM ({matching}) UNION ALL {_sharing(db, matching)}"

@@ -104,7 +104,10 @@ FEED_COLUMNS = (
     "TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode, "
     f"mapFilter((k, v) -> k IN ({_FLOW_KEYS}), SpanAttributes) AS FlowAttributes, "
     "arrayFilter((t, s) -> length(s) = 16 AND s != repeat('0', 16), Links.TraceId, Links.SpanId) "
-    "AS LinkedTraceIds"  # a link with no valid span id joins no flow: stitch/guard.py
+    "AS LinkedTraceIds, "  # a link with no valid span id joins no flow: stitch/guard.py
+    # each kept link's messaging.message.id ("" for none), in the order of LinkedTraceIds
+    f"arrayFilter((m, s) -> length(s) = 16 AND s != repeat('0', 16), "
+    f"arrayMap(a -> a['{conventions.MESSAGE_ID}'], Links.Attributes), Links.SpanId) AS LinkMessageIds"
 )
 _FEED = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_span_feed (
@@ -119,7 +122,8 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_span_feed (
     Duration UInt64,
     StatusCode LowCardinality(String),
     FlowAttributes Map(LowCardinality(String), String),
-    LinkedTraceIds Array(String)
+    LinkedTraceIds Array(String),
+    LinkMessageIds Array(String)
 ) ENGINE = MergeTree()
 PARTITION BY toDate(Arrived)
 ORDER BY Arrived
@@ -312,3 +316,7 @@ def create(client: ClickHouseClient) -> None:
         client.command(_FEED.format(db=db))
         client.command(_FEED_MV.format(db=db))
         client.command(_FEED_BACKFILL.format(db=db))
+    else:  # a feed made before links' message ids were read: they stay empty until its view is made again
+        client.command(
+            f"ALTER TABLE {db}.hopscope_span_feed ADD COLUMN IF NOT EXISTS LinkMessageIds Array(String)"
+        )

@@ -204,7 +204,7 @@ class ClickHouseStore:
         rows = self.client.query(
             "SELECT toUnixTimestamp64Nano(Arrived), TraceId, SpanId, ParentSpanId = '', SpanName, SpanKind, "
             "ServiceName, toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, FlowAttributes, "
-            "LinkedTraceIds "
+            "LinkedTraceIds, LinkMessageIds "
             f"FROM {self._table('hopscope_span_feed')} WHERE {self._feed_window()} "
             "ORDER BY Arrived LIMIT {limit:UInt32} WITH TIES",
             {"after": self._watermark, "settle": self._settle_ms, "limit": max_spans},
@@ -257,12 +257,14 @@ class ClickHouseStore:
             status,
             attributes,
             links,
+            link_message_ids,
         ) in rows:
             start = int(start_ns)
             end = start + int(duration)
             if not usable_times(start, end):
                 start = end = int(arrived)
                 unusable += 1
+            linked_traces, linked_messages = _joinable_links(links, link_message_ids)
             facts.add_row(
                 bytes.fromhex(trace),
                 start,
@@ -272,8 +274,9 @@ class ClickHouseStore:
                 service,
                 name,
                 KIND_BY_NAME.get(kind, 0),
-                [linked for linked in map(bytes.fromhex, links) if joinable_trace_id(linked)],
+                linked_traces,
                 attributes,
+                linked_messages,
             )
         clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
         clickhouse_fate.record_deliveries(self.client, rows)
@@ -316,6 +319,9 @@ class ClickHouseStore:
 
     def flow_trace_ids(self, flow_id: int) -> list[bytes]:
         return clickhouse_flows.flow_trace_ids(self.client, flow_id)
+
+    def flow_shared_traces(self, flow_id: int) -> dict[bytes, list[int]]:
+        return clickhouse_flows.flow_shared_traces(self.client, flow_id)
 
     def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
         return clickhouse_flows.flow_summaries(self.client, flow_ids)
@@ -445,3 +451,15 @@ def _in_process(client: ClickHouseClient) -> bool:
     from hopscope.collector.store.clickhouse.client import ChdbClient  # noqa: PLC0415
 
     return isinstance(client, ChdbClient)
+
+
+def _joinable_links(trace_ids: Sequence[str], message_ids: Sequence[str]) -> tuple[list[bytes], list[str]]:
+    """The links (trace id, message id) whose trace id can join a flow (stitch/guard.py)."""
+    kept = [
+        (linked, message)
+        for linked, message in zip(
+            map(bytes.fromhex, trace_ids), message_ids or [""] * len(trace_ids), strict=False
+        )
+        if joinable_trace_id(linked)
+    ]
+    return [linked for linked, _ in kept], [message for _, message in kept]

@@ -1,6 +1,9 @@
 """Flow stitching in SQLite: a union-find over traces, updated inside the writer's transaction.
 
 Traces join through links (except a batch trace's, see MAX_JOINING_LINKED_TRACES) and shared message ids.
+A batch trace (a consumer invocation for the messages of several traces) joins none of the traces it links
+to: ``shared_links`` records them, and each of their flows shows the batch as shared when read. A flow made
+only of batch traces is ``shared_only``: not a message flow of its own, left out of searches.
 
 Every trace belongs to exactly one standing flow (``trace_flows``). A link to a trace that has not arrived
 yet creates that trace's entry (with no spans) so that it joins the same flow when it does. When two flows
@@ -16,7 +19,16 @@ from collections.abc import Iterable
 from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
 from hopscope.collector.stitch import groups as flow_groups
 from hopscope.collector.stitch.facts import TraceFacts
-from hopscope.collector.stitch.groups import MAX_NS, chunks, combine, connected_groups, meet_stored_flows
+from hopscope.collector.stitch.groups import (
+    MAX_NS,
+    chunks,
+    combine,
+    connected_groups,
+    is_batch,
+    link_keys_by_trace,
+    meet_stored_flows,
+    only_batches,
+)
 
 # Kept importable from here; stitch/groups.py owns it.
 MAX_JOINING_LINKED_TRACES = flow_groups.MAX_JOINING_LINKED_TRACES
@@ -45,27 +57,44 @@ class FlowStitcher:
         batch = combine(traces)
         if not batch:
             return
+        link_keys = link_keys_by_trace(batch)
         linked = {linked for facts in batch.values() for linked in facts.linked_traces}
-        known = self._known_traces([*batch, *(linked - batch.keys())])
+        known = self._known_traces([*batch, *((linked | link_keys.keys()) - batch.keys())])
         keys = {key for facts in batch.values() for key in facts.message_keys}
+        keys.update(key for trace_keys in link_keys.values() for key in trace_keys)
         key_flows = self._flows_of_message_keys(keys)
+        batches = {trace_id for trace_id, facts in batch.items() if is_batch(facts)}
+        batches |= self._stored_batches([t for t in batch if t in known and t not in batches])
         rows = _Rows()
         (last_flow_id,) = self._conn.execute("SELECT coalesce(max(flow_id), 0) FROM flows").fetchone()
-        for members in connected_groups(batch):
-            total, new_with_spans, flows = meet_stored_flows(members, batch, known, key_flows, rows.standing)
+        for members in connected_groups(batch, batches):
+            total, new_with_spans, flows = meet_stored_flows(
+                members, batch, known, key_flows, rows.standing, link_keys=link_keys
+            )
+            shared = only_batches(members, batch, batches)
             if flows:
                 flow_id = min(flows)
                 for other in sorted(flows - {flow_id}):
                     self._absorb(flow_id, other)
                     rows.absorbed[other] = flow_id
                 if total.span_count:
-                    self._grow(flow_id, total, new_with_spans)
+                    self._grow(flow_id, total, new_with_spans, shared)
             else:  # ids handed out here; the single writer makes that safe
                 last_flow_id += 1
                 flow_id = last_flow_id
-                rows.flows.append(_flow_row(flow_id, total, new_with_spans))
-            rows.add_group(flow_id, members, batch, known, total)
+                rows.flows.append(_flow_row(flow_id, total, new_with_spans, shared))
+            rows.add_group(flow_id, members, batch, known, total, link_keys=link_keys)
+        rows.shared_links = [(linked, b) for b in batches if b in batch for linked in batch[b].linked_traces]
         rows.insert(self._conn)
+
+    def _stored_batches(self, trace_ids: list[bytes]) -> set[bytes]:
+        """The traces among these that an earlier batch recorded as batch traces."""
+        found: set[bytes] = set()
+        for chunk in chunks(trace_ids):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT DISTINCT trace_id FROM shared_links WHERE trace_id IN ({marks})"
+            found.update(row[0] for row in self._conn.execute(query, chunk))
+        return found
 
     def _known_traces(self, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int]]:
         """trace id -> (standing flow, spans stored) for the traces already known."""
@@ -91,8 +120,9 @@ class FlowStitcher:
                     found.setdefault((message_id, destination), set()).add(flow_id)
         return found
 
-    def _grow(self, flow_id: int, total: TraceFacts, traces: int) -> None:
-        """Fold new spans (or a whole absorbed flow) into a flow's summary."""
+    def _grow(self, flow_id: int, total: TraceFacts, traces: int, shared: bool) -> None:
+        """Fold new spans (or a whole absorbed flow) into a flow's summary; ``shared``: they are all spans of
+        batch traces (or of a shared-only flow)."""
         entry_rank, entry_start, entry_service, entry_operation = total.entry or (None, MAX_NS, None, None)
         self._conn.execute(
             f"""
@@ -103,6 +133,7 @@ class FlowStitcher:
                 trace_count = trace_count + :traces,
                 error_count = error_count + :errors,
                 max_receive_count = max(max_receive_count, :receive_count),
+                shared_only = CASE WHEN span_count = 0 THEN :shared ELSE (shared_only AND :shared) END,
                 entry_rank = CASE WHEN {_EARLIER_ENTRY} THEN :entry_rank ELSE entry_rank END,
                 entry_start_unix_nano = CASE WHEN {_EARLIER_ENTRY}
                     THEN :entry_start ELSE entry_start_unix_nano END,
@@ -119,6 +150,7 @@ class FlowStitcher:
                 "traces": traces,
                 "errors": total.error_count,
                 "receive_count": total.max_receive_count,
+                "shared": int(shared),
                 "entry_rank": entry_rank,
                 "entry_start": entry_start,
                 "entry_service": entry_service,
@@ -131,10 +163,11 @@ class FlowStitcher:
         conn = self._conn
         row = conn.execute(
             "SELECT start_unix_nano, end_unix_nano, span_count, trace_count, error_count, max_receive_count, "
-            "entry_rank, entry_start_unix_nano, entry_service, entry_operation FROM flows WHERE flow_id = ?",
+            "shared_only, entry_rank, entry_start_unix_nano, entry_service, entry_operation "
+            "FROM flows WHERE flow_id = ?",
             (gone,),
         ).fetchone()
-        start, end, spans, traces, errors, receive_count, *entry = row
+        start, end, spans, traces, errors, receive_count, shared, *entry = row
         if spans:
             absorbed = TraceFacts(
                 b"",
@@ -145,7 +178,7 @@ class FlowStitcher:
                 max_receive_count=receive_count,
                 entry=(entry[0], entry[1], entry[2], entry[3]) if entry[2] is not None else None,
             )
-            self._grow(keep, absorbed, traces)
+            self._grow(keep, absorbed, traces, bool(shared))
         conn.execute("UPDATE trace_flows SET flow_id = ? WHERE flow_id = ?", (keep, gone))
         for table in ("flow_operations", "flow_correlations"):
             conn.execute(f"UPDATE OR IGNORE {table} SET flow_id = ? WHERE flow_id = ?", (keep, gone))
@@ -169,6 +202,7 @@ class _Rows:
         self.message_keys: list[tuple[str, str, bytes]] = []
         self.operations: list[tuple[str, str, int]] = []
         self.correlations: list[tuple[str, int]] = []
+        self.shared_links: list[tuple[bytes, bytes]] = []  # (linked trace, batch trace)
         # Flows that an earlier group of this batch merged away: the flows read before the batch (and the
         # rows above) may still name them.
         self.absorbed: dict[int, int] = {}
@@ -185,8 +219,11 @@ class _Rows:
         batch: dict[bytes, TraceFacts],
         known: dict[bytes, tuple[int, int]],
         total: TraceFacts,
+        *,
+        link_keys: dict[bytes, set[tuple[str, str]]],
     ) -> None:
         for trace_id in members:
+            self.message_keys.extend((m, d, trace_id) for m, d in link_keys.get(trace_id, ()))
             facts = batch.get(trace_id)
             if facts is None:  # only known from a link
                 if trace_id not in known:
@@ -204,8 +241,8 @@ class _Rows:
         conn.executemany(
             "INSERT INTO flows (flow_id, start_unix_nano, end_unix_nano, span_count, trace_count, "
             "error_count, max_receive_count, entry_rank, entry_start_unix_nano, entry_service, "
-            "entry_operation) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "entry_operation, shared_only) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.flows,
         )
         standing = self.standing
@@ -228,9 +265,12 @@ class _Rows:
             "INSERT OR IGNORE INTO flow_correlations (correlation_id, flow_id) VALUES (?, ?)",
             [(correlation_id, standing(flow_id)) for correlation_id, flow_id in self.correlations],
         )
+        conn.executemany(
+            "INSERT OR IGNORE INTO shared_links (linked_trace_id, trace_id) VALUES (?, ?)", self.shared_links
+        )
 
 
-def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...]:
+def _flow_row(flow_id: int, total: TraceFacts, traces: int, shared: bool) -> tuple[object, ...]:
     entry_rank, entry_start, entry_service, entry_operation = total.entry or (None, MAX_NS, None, None)
     has_spans = total.span_count > 0
     return (
@@ -245,6 +285,7 @@ def _flow_row(flow_id: int, total: TraceFacts, traces: int) -> tuple[object, ...
         entry_start,
         entry_service,
         entry_operation,
+        int(shared and has_spans),
     )
 
 
@@ -295,19 +336,25 @@ def flow_trace_ids(conn: sqlite3.Connection, flow_id: int) -> list[bytes]:
 
 
 def flow_summaries(conn: sqlite3.Connection, flow_ids: list[int]) -> list[FlowSummary]:
-    """Summaries of standing flows, in the order of ``flow_ids``."""
+    """Summaries of standing flows, in the order of ``flow_ids``.
+
+    A flow counts the batch traces it shares (see :func:`shared_flows`): their spans, errors, time and
+    services are the flow's too.
+    """
     if not flow_ids:
         return []
-    marks = ",".join("?" * len(flow_ids))
-    rows = conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM flows WHERE flow_id IN ({marks})", flow_ids)
+    sharing = shared_flows(conn, flow_ids)
+    wanted = sorted({*flow_ids, *(h for hs in sharing.values() for h in hs)})
+    marks = ",".join("?" * len(wanted))
+    rows = conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM flows WHERE flow_id IN ({marks})", wanted)
     by_id = {row[0]: row for row in rows}
     services = _grouped(
         conn,
         f"SELECT DISTINCT flow_id, service_name FROM flow_operations WHERE flow_id IN ({marks})",
-        flow_ids,
+        wanted,
     )
     correlations = _grouped(
-        conn, f"SELECT flow_id, correlation_id FROM flow_correlations WHERE flow_id IN ({marks})", flow_ids
+        conn, f"SELECT flow_id, correlation_id FROM flow_correlations WHERE flow_id IN ({marks})", wanted
     )
     summaries = []
     for flow_id in flow_ids:
@@ -315,6 +362,17 @@ def flow_summaries(conn: sqlite3.Connection, flow_ids: list[int]) -> list[FlowSu
         if row is None or not row[3]:
             continue
         _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation = row
+        flow_services = set(services.get(flow_id, ()))
+        flow_correlations = set(correlations.get(flow_id, ()))
+        for shared_id in sharing.get(flow_id, ()):
+            shared = by_id.get(shared_id)
+            if shared is None or not shared[3]:
+                continue
+            start, end = min(start, shared[1]), max(end, shared[2])
+            spans, traces, errors = spans + shared[3], traces + shared[4], errors + shared[5]
+            receive_count = max(receive_count, shared[6])
+            flow_services.update(services.get(shared_id, ()))
+            flow_correlations.update(correlations.get(shared_id, ()))
         summaries.append(
             FlowSummary(
                 flow_id=flow_id,
@@ -327,11 +385,54 @@ def flow_summaries(conn: sqlite3.Connection, flow_ids: list[int]) -> list[FlowSu
                 max_receive_count=receive_count,
                 entry_service=entry_service,
                 entry_operation=entry_operation,
-                services=sorted(services.get(flow_id, ())),
-                correlation_ids=sorted(correlations.get(flow_id, ())),
+                services=sorted(flow_services),
+                correlation_ids=sorted(flow_correlations),
             )
         )
     return summaries
+
+
+# The standing flows that share a batch trace with flow ``f.flow_id``... : from a flow's traces, through the
+# links batch traces made to them, to the batch traces' own flows.
+_SHARING = (
+    "SELECT DISTINCT t.flow_id AS flow_id, b.flow_id AS shared_flow_id FROM trace_flows t "
+    "JOIN shared_links s ON s.linked_trace_id = t.trace_id "
+    "JOIN trace_flows b ON b.trace_id = s.trace_id AND b.span_count > 0 "
+    "JOIN flows f ON f.flow_id = b.flow_id AND f.shared_only = 1 "
+)
+
+
+def shared_flows(conn: sqlite3.Connection, flow_ids: list[int]) -> dict[int, list[int]]:
+    """flow -> the shared-only flows (batch traces) it shares, whose counts it takes in."""
+    found: dict[int, list[int]] = {}
+    for chunk in chunks(flow_ids):
+        marks = ",".join("?" * len(chunk))
+        query = f"{_SHARING} WHERE t.flow_id IN ({marks}) AND b.flow_id != t.flow_id"
+        for flow_id, shared_id in conn.execute(query, chunk):
+            found.setdefault(flow_id, []).append(shared_id)
+    return found
+
+
+def flow_shared_traces(conn: sqlite3.Connection, flow_id: int) -> dict[bytes, list[int]]:
+    """The batch traces shared by a standing flow (and not its own), each with every standing flow that
+    shares it (this one included), in flow id order."""
+    rows = conn.execute(
+        "SELECT DISTINCT s.trace_id FROM trace_flows t JOIN shared_links s ON s.linked_trace_id = t.trace_id "
+        "JOIN trace_flows b ON b.trace_id = s.trace_id AND b.span_count > 0 AND b.flow_id != t.flow_id "
+        "WHERE t.flow_id = ?",
+        (flow_id,),
+    ).fetchall()
+    batch_ids = [row[0] for row in rows]
+    sharing: dict[bytes, set[int]] = {trace_id: {flow_id} for trace_id in batch_ids}
+    for chunk in chunks(batch_ids):
+        marks = ",".join("?" * len(chunk))
+        query = (
+            "SELECT s.trace_id, t.flow_id FROM shared_links s JOIN trace_flows t ON t.trace_id = "
+            f"s.linked_trace_id WHERE s.trace_id IN ({marks}) AND t.span_count > 0"
+        )
+        for trace_id, other in conn.execute(query, chunk):
+            sharing[trace_id].add(other)
+    return {trace_id: sorted(flows) for trace_id, flows in sorted(sharing.items())}
 
 
 def _grouped(conn: sqlite3.Connection, query: str, params: list[int]) -> dict[int, list[str]]:
@@ -342,8 +443,12 @@ def _grouped(conn: sqlite3.Connection, query: str, params: list[int]) -> dict[in
 
 
 def search_flow_ids(conn: sqlite3.Connection, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
-    """Standing flows that match every criterion but span attributes, best first."""
-    where = ["merged_into IS NULL", "span_count > 0"]
+    """Standing message flows that match every criterion but span attributes, best first.
+
+    A flow made only of batch traces is no message flow: it is never listed. What a batch trace carries
+    (its services, span names, correlation ids, errors) matches the flows that share it.
+    """
+    where = ["merged_into IS NULL", "span_count > 0", "shared_only = 0"]
     params: list[object] = []
     if criteria.since_unix_nano is not None:
         where.append("start_unix_nano >= ?")
@@ -352,19 +457,22 @@ def search_flow_ids(conn: sqlite3.Connection, criteria: FlowFilter, limit: int, 
         where.append("start_unix_nano < ?")
         params.append(criteria.until_unix_nano)
     if criteria.errors_only:
-        where.append("error_count > 0")
+        where.append(_or_shared("error_count > 0", "SELECT flow_id FROM flows WHERE error_count > 0"))
     if criteria.min_duration_ms is not None:
         where.append("end_unix_nano - start_unix_nano >= ?")
         params.append(int(criteria.min_duration_ms * 1e6))
     if criteria.service is not None:
-        where.append("flow_id IN (SELECT flow_id FROM flow_operations WHERE service_name = ?)")
-        params.append(criteria.service)
+        key = "SELECT flow_id FROM flow_operations WHERE service_name = ?"
+        where.append(_or_shared(f"flow_id IN ({key})", key))
+        params.extend([criteria.service] * 2)
     if criteria.operation is not None:
-        where.append("flow_id IN (SELECT flow_id FROM flow_operations WHERE operation = ?)")
-        params.append(criteria.operation)
+        key = "SELECT flow_id FROM flow_operations WHERE operation = ?"
+        where.append(_or_shared(f"flow_id IN ({key})", key))
+        params.extend([criteria.operation] * 2)
     if criteria.correlation_id is not None:
-        where.append("flow_id IN (SELECT flow_id FROM flow_correlations WHERE correlation_id = ?)")
-        params.append(criteria.correlation_id)
+        key = "SELECT flow_id FROM flow_correlations WHERE correlation_id = ?"
+        where.append(_or_shared(f"flow_id IN ({key})", key))
+        params.extend([criteria.correlation_id] * 2)
     if criteria.message_id is not None:
         where.append(
             "flow_id IN (SELECT t.flow_id FROM message_keys m JOIN trace_flows t USING (trace_id) "
@@ -378,3 +486,13 @@ def search_flow_ids(conn: sqlite3.Connection, criteria: FlowFilter, limit: int, 
     )
     query = f"SELECT flow_id FROM flows WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
     return [row[0] for row in conn.execute(query, [*params, limit, offset])]
+
+
+def _or_shared(own: str, matching: str) -> str:
+    """The flow matches by ``own``, or it shares a batch trace whose (shared-only) flow is in ``matching``."""
+    return (
+        f"({own} OR flow_id IN (SELECT t.flow_id FROM trace_flows b "
+        "JOIN flows f ON f.flow_id = b.flow_id AND f.shared_only = 1 "
+        "JOIN shared_links s ON s.trace_id = b.trace_id "
+        f"JOIN trace_flows t ON t.trace_id = s.linked_trace_id WHERE b.flow_id IN ({matching})))"
+    )

@@ -354,6 +354,9 @@ class SQLiteStore:
     def flow_trace_ids(self, flow_id: int) -> list[bytes]:
         return sqlite_flows.flow_trace_ids(self._reader(), flow_id)
 
+    def flow_shared_traces(self, flow_id: int) -> dict[bytes, list[int]]:
+        return sqlite_flows.flow_shared_traces(self._reader(), flow_id)
+
     def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
         return sqlite_flows.flow_summaries(self._reader(), flow_ids)
 
