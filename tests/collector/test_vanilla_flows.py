@@ -6,8 +6,8 @@ Three small systems share one moto server and one collector (module fixtures):
 - vanilla: ``AwsLambdaInstrumentor`` + ``BotocoreInstrumentor``. The producer (two invocations, two traces)
   publishes orders v-1 and v-2 to SNS; the queue's subscription is raw, so botocore's injected
   ``traceparent`` arrives as an SQS message attribute; the consumer takes both records in ONE Lambda event.
-- mixed: a vanilla producer (m-1, m-2), SNS envelope delivery (raw off), and a hopscope consumer
-  (``@traced_handler`` + ``process_batch``) taking both records in one event.
+- mixed: a vanilla producer (m-1, m-2, m-3), SNS envelope delivery (raw off), and a hopscope consumer
+  (``@traced_handler`` + ``process_batch``): one invocation with m-1 and m-2, one with m-3 alone.
 - hopscope: ``instrument_boto3()`` on the producer (h-1, h-2, h-3, raw delivery), ``@traced_handler`` +
   ``process_batch`` on the consumer: one invocation with h-1 and h-2, one with h-3 alone.
 
@@ -38,7 +38,7 @@ from tests.helpers.vanilla_lambda import (
 )
 
 VANILLA_ORDERS = ("v-1", "v-2")
-MIXED_ORDERS = ("m-1", "m-2")
+MIXED_ORDERS = ("m-1", "m-2", "m-3")
 HOPSCOPE_ORDERS = ("h-1", "h-2", "h-3")
 
 # service names: one per function
@@ -75,8 +75,9 @@ class World:
 
     def flow_of(self, order_id: str) -> int:
         """The flow of an order: the one listed flow holding its producer span."""
-        (flow_id,) = self.flows_with(self.orders[order_id].publish.ref)
-        return flow_id
+        found = self.flows_with(self.orders[order_id].publish.ref)
+        assert len(found) == 1, f"{order_id}: its producer span is in the listed flows {found}"
+        return found[0]
 
     def refs_in(self, flow_id: int) -> set[Ref]:
         return {(s["trace_id"], s["span_id"]) for s in self.flows[flow_id]["spans"]}
@@ -137,7 +138,9 @@ class System:
 
 SYSTEMS = (
     System("vanilla-orders", VANILLA_API, VANILLA_CONSUMER, "vanilla", "vanilla", True, (VANILLA_ORDERS,)),
-    System("mixed-orders", MIXED_API, MIXED_CONSUMER, "vanilla", "hopscope", False, (MIXED_ORDERS,)),
+    System(
+        "mixed-orders", MIXED_API, MIXED_CONSUMER, "vanilla", "hopscope", False, (("m-1", "m-2"), ("m-3",))
+    ),
     System(
         "hop-orders",
         HOPSCOPE_API,
@@ -359,7 +362,7 @@ def test_sns_envelope_from_a_vanilla_producer_to_a_hopscope_consumer_is_stitched
         flows.add(flow_id)
         assert by_message[order.message_id].ref in world.refs_in(flow_id), order_id
         assert {MIXED_API, MIXED_CONSUMER} <= set(world.flows[flow_id]["summary"]["services"])
-    assert len(flows) == 2
+    assert len(flows) == 3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -400,8 +403,9 @@ def test_hopscope_orders_keep_distinct_flows_with_their_record_spans(world: Worl
 
 
 def test_hopscope_one_hop_per_delivery(world: World) -> None:
-    # GIVEN h-1 and h-2 delivered in one batch, h-3 alone: one delivery each
-    for order_id in HOPSCOPE_ORDERS:
+    # GIVEN hopscope consumers that took two orders in one batch and a third alone (raw delivery for the
+    # h- orders, SNS envelopes for the m- orders): one delivery each
+    for order_id in HOPSCOPE_ORDERS + MIXED_ORDERS:
         publish = world.orders[order_id].publish
         hops = [
             (h["consumer"]["trace_id"], h["consumer"]["span_id"])
@@ -413,22 +417,26 @@ def test_hopscope_one_hop_per_delivery(world: World) -> None:
 
 
 def test_hopscope_red_counts_each_invocation_once(world: World) -> None:
-    # GIVEN the consumer invoked twice (3 records), the producer three times
+    # GIVEN each hopscope consumer invoked twice (3 records), the producer three times
     # THEN a service's RED counts invocations, not its invocation spans plus its record spans
     assert _red_span_count(world, HOPSCOPE_CONSUMER) == 2
+    assert _red_span_count(world, MIXED_CONSUMER) == 2
     assert _red_span_count(world, HOPSCOPE_API) == 3
 
 
 def test_hopscope_hop_red_counts_each_message_once(world: World) -> None:
-    # THEN a hop's RED counts messages: three published, three consumed
+    # THEN a hop's RED counts messages: three published, three consumed, by each hopscope consumer
     edges = world.http.get("/api/graph").json()["edges"]
-    consumed = [e for e in edges if e["kind"] == "consume" and e["target"] == f"service:{HOPSCOPE_CONSUMER}"]
-    published = [e for e in edges if e["kind"] == "publish" and e["source"] == f"service:{HOPSCOPE_API}"]
-    assert [e["red"]["span_count"] for e in consumed] == [3], consumed
-    assert [e["red"]["span_count"] for e in published] == [3], published
+    for producer, consumer in ((HOPSCOPE_API, HOPSCOPE_CONSUMER), (MIXED_API, MIXED_CONSUMER)):
+        consumed = [e for e in edges if e["kind"] == "consume" and e["target"] == f"service:{consumer}"]
+        published = [e for e in edges if e["kind"] == "publish" and e["source"] == f"service:{producer}"]
+        assert [e["red"]["span_count"] for e in consumed] == [3], consumed
+        assert [e["red"]["span_count"] for e in published] == [3], published
 
 
 def test_hopscope_correlation_id_finds_the_orders_flow_not_the_batch(world: World) -> None:
-    for order_id in HOPSCOPE_ORDERS:
+    # GIVEN process_batch's correlation_id_path: each record span carries its order id
+    for order_id in HOPSCOPE_ORDERS + MIXED_ORDERS:
+        # THEN searching by it finds the order's flow alone (not a batch's flow beside it)
         answer = world.http.get("/api/flows", params={"correlation_id": order_id}).json()["flows"]
         assert [f["flow_id"] for f in answer] == [world.flow_of(order_id)], order_id
