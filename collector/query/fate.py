@@ -79,10 +79,13 @@ def message_fates(
         if consumer is not None and message is not None:
             message.deliveries.append(consumer)
             delivered.add((consumer["trace_id"], consumer["span_id"]))
+    # Consumers of messages whose producer is not in the flow (a consumer span of a delivery already
+    # counted, such as an invocation span beside its per-record span, carries a known message id).
+    claimed = {message_id for message in messages.values() for message_id in message.ids()}
     orphans: dict[tuple[str, str], _Message] = {}
-    for span in spans:  # consumers of messages whose producer is not in the flow
+    for span in spans:
         message_id = _message_id(span)
-        if span["kind"] != "CONSUMER" or message_id is None:
+        if span["kind"] != "CONSUMER" or message_id is None or message_id in claimed:
             continue
         if (span["trace_id"], span["span_id"]) in delivered:
             continue

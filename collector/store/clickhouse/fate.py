@@ -159,8 +159,11 @@ def record_dead_letters(
         ],
     )  # fmt: skip
     if keep_after_unix_nano is not None:
+        # Every version of such a message, or FINAL would find an older one, still present.
+        table = f"{client.database}.hopscope_dead_letters"
         client.command(
-            f"DELETE FROM {client.database}.hopscope_dead_letters WHERE Gone < {{keep:Int64}}",
+            f"DELETE FROM {table} WHERE (QueueName, MessageId) IN "
+            f"(SELECT QueueName, MessageId FROM {table} FINAL WHERE Gone < {{keep:Int64}})",
             {"keep": keep_after_unix_nano},
         )
 
