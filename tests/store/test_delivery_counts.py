@@ -18,6 +18,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hopscope.collector.model.flows import AsyncHop
+from hopscope.collector.model.red import SpanRole
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.instrumentation import process_batch, traced_handler
 from tests.helpers.flow_chains import Services, SpanKind, post
@@ -187,12 +188,29 @@ def test_a_retried_delivery_is_a_second_hop_and_a_second_invocation(
     assert consume_edge_count(layer) == 2
 
 
-@pytest.mark.parametrize("faas", [True, False], ids=["with-faas-attributes", "without"])
+LAMBDA_SPAN: dict[str, str | bool] = {
+    "faas.trigger": "pubsub",
+    "faas.invocation_id": "request-1",
+    "faas.coldstart": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected_roles"),
+    [
+        # vanilla's Lambda span is the CONSUMER span, with the FaaS attributes
+        ("consumer-invocation", [("process orders", SpanRole.INVOCATION)]),
+        # opentelemetry-instrumentation-aws-lambda 0.66: a SERVER invocation span, the batch CONSUMER beneath
+        ("server-invocation", [("process orders", SpanRole.ENTRY), ("shipping", SpanRole.INVOCATION)]),
+        # no Lambda at all: a worker's consumer span
+        ("no-lambda", [("process orders", SpanRole.ENTRY)]),
+    ],
+)
 def test_a_vanilla_consumer_span_linking_its_records_is_one_invocation(
-    shop: Shop, new_store: Callable[..., Any], faas: bool
+    shop: Shop, new_store: Callable[..., Any], shape: str, expected_roles: list[tuple[str, SpanRole]]
 ) -> None:
-    # GIVEN vanilla OpenTelemetry's shape: one CONSUMER span per invocation, a link per record, no
-    # per-record spans (with the FaaS attributes of a Lambda span, or without, as a nested batch span)
+    # GIVEN vanilla OpenTelemetry's shape: one CONSUMER span per invocation with a link per record and no
+    # per-record spans, as the Lambda span itself or beneath it, or in a service outside Lambda
     messages = [shop.send(f"v-{index}") for index in range(3)]
     vanilla = shop.producers.tracer("vanilla-shipping")
     attributes: dict[str, Any] = {
@@ -201,23 +219,25 @@ def test_a_vanilla_consumer_span_linking_its_records_is_one_invocation(
         "messaging.operation.type": "process",
         "messaging.batch.message_count": 3,
     }
-    if faas:
-        attributes.update({"faas.trigger": "pubsub", "faas.invocation_id": "request-1"})
+    parent = context.Context()
+    if shape == "consumer-invocation":
+        attributes.update(LAMBDA_SPAN)
+    elif shape == "server-invocation":
+        invocation = vanilla.start_span("shipping", parent, SpanKind.SERVER, LAMBDA_SPAN)
+        parent = trace.set_span_in_context(invocation)
     links = [trace.Link(shop.sent[message["MessageId"]].context) for message in messages]
     with vanilla.start_as_current_span(
-        f"process {QUEUE}",
-        context=context.Context(),
-        kind=SpanKind.CONSUMER,
-        links=links,
-        attributes=attributes,
+        f"process {QUEUE}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
     ):
         pass
+    if shape == "server-invocation":
+        invocation.end()
     store = new_store("vanilla")
     layer = shop.store_all(store)
-    # THEN the span is an invocation, not a per-record span, and the service counts one
+    # THEN no span is a per-record span, and the service counts one invocation
     since, until = window()
     rows = store.red_rollups(since, until, service="vanilla-shipping")
-    assert [(row.rollup.span_count, row.per_record) for row in rows] == [(1, False)]
+    assert sorted((row.operation, row.role) for row in rows) == expected_roles
     services = {service.service: service for service in layer.services(since, until)}
     assert services["vanilla-shipping"].red.span_count == 1
 
@@ -233,6 +253,6 @@ def test_per_record_spans_count_when_their_invocation_spans_never_arrived(
     # THEN they are per-record rows, and the service, having nothing else, counts its 3 messages
     since, until = window()
     rows = store.red_rollups(since, until, service=CONSUMER)
-    assert sum(row.rollup.span_count for row in rows if row.per_record) == 3
+    assert sum(row.rollup.span_count for row in rows if row.role is SpanRole.PER_RECORD) == 3
     services = {service.service: service for service in QueryLayer(store).services(since, until)}
     assert services[CONSUMER].red.span_count == 3
