@@ -278,8 +278,10 @@ def test_vanilla_each_orders_flow_contains_the_batch_consumer_span(world: World)
     for order_id in VANILLA_ORDERS:
         # WHEN the order's flow is found by its producer's span in /api/flows
         flow_id = world.flow_of(order_id)
-        # THEN it holds the batch's consumer span
+        # THEN it holds the batch's consumer span, and its summary counts the spans it lists
         assert batch.ref in world.refs_in(flow_id), f"{order_id}: batch span not in flow {flow_id}"
+        detail = world.flows[flow_id]
+        assert detail["summary"]["span_count"] == len(detail["spans"]), order_id
 
 
 def test_vanilla_orders_of_one_batch_stay_in_distinct_flows(world: World) -> None:
@@ -386,7 +388,10 @@ def test_hopscope_no_flow_is_only_a_batch_invocation_span(world: World) -> None:
 def test_hopscope_batch_invocation_span_is_in_each_orders_flow(world: World) -> None:
     (invocation,) = [s for s in _hopscope_batch_invocations(world) if s.service == HOPSCOPE_CONSUMER]
     for order_id in ("h-1", "h-2"):
-        assert invocation.ref in world.refs_in(world.flow_of(order_id)), order_id
+        flow_id = world.flow_of(order_id)
+        assert invocation.ref in world.refs_in(flow_id), f"{order_id}: batch span not in flow {flow_id}"
+        detail = world.flows[flow_id]
+        assert detail["summary"]["span_count"] == len(detail["spans"]), order_id
     assert invocation.ref not in world.refs_in(world.flow_of("h-3"))
 
 
