@@ -19,6 +19,7 @@ from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.query.openapi import OPENAPI
 from hopscope.collector.query.params import (
     ParamError,
+    parse_fate_filters,
     parse_flow_filter,
     parse_flow_id,
     parse_latency_query,
@@ -82,7 +83,8 @@ class QueryApi:
 
     async def _get_flows(self, request: Request) -> JSONResponse:
         criteria = parse_flow_filter(request.query_params, request.query_params.getlist("attr"))
-        flows = await run_in_threadpool(self._queries.search_flows, criteria)
+        fates = parse_fate_filters(request.query_params)
+        flows = await run_in_threadpool(self._queries.search_flows, criteria, fates)
         return JSONResponse(
             {
                 "flows": [dataclasses.asdict(flow) for flow in flows],
@@ -96,7 +98,9 @@ class QueryApi:
         detail = await run_in_threadpool(self._queries.flow, flow_id)
         if detail is None:
             return error_response(404, f"no flow {flow_id}")
-        return JSONResponse(dataclasses.asdict(detail))
+        body = dataclasses.asdict(detail)
+        body["messages"] = await run_in_threadpool(self._queries.message_fates, detail)
+        return JSONResponse(body)
 
     async def _get_flow_otlp(self, request: Request) -> JSONResponse:
         flow_id = parse_flow_id(request.path_params["flow_id"])

@@ -233,6 +233,8 @@ _API_SCHEMAS: dict[str, Any] = {
             "entry_operation",
             "services",
             "correlation_ids",
+            "dead_lettered",
+            "duplicate_deliveries",
         ],
         {
             "flow_id": {"type": "integer", "minimum": 1},
@@ -252,7 +254,74 @@ _API_SCHEMAS: dict[str, Any] = {
             "entry_operation": {**_nullable("string"), "description": "the entry span's name"},
             "services": _array({"type": "string"}),
             "correlation_ids": _array({"type": "string"}),
+            "dead_lettered": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "messages of the flow in a dead-letter queue now (as the SQS poller's last "
+                "peek of each dead-letter queue saw them)",
+            },
+            "duplicate_deliveries": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "successful processings of a message by a consumer service after its first "
+                "(at-least-once delivery: a visibility timeout that ran out during processing)",
+            },
         },
+    ),
+    "MessageFate": _object(
+        [
+            "message_id",
+            "destination",
+            "producer",
+            "producer_service",
+            "fate",
+            "summary",
+            "deliveries",
+            "failed_deliveries",
+            "retries",
+            "duplicate_deliveries",
+            "consumers",
+            "dead_letter_queue",
+            "dead_lettered_since_unix_nano",
+            "left_dead_letter_queue_unix_nano",
+            "redriven_to",
+            "redrive_spans",
+            "retry_spans",
+        ],
+        {
+            "message_id": _nullable("string"),
+            "destination": {"type": "string"},
+            "producer": {"oneOf": [_SPAN_REF, {"type": "null"}]},
+            "producer_service": _nullable("string"),
+            "fate": {
+                "type": "string",
+                "enum": [
+                    "dead_lettered",
+                    "redriven",
+                    "duplicate_delivery",
+                    "retried",
+                    "processed",
+                    "failed",
+                    "no_processing",
+                ],
+            },
+            "summary": {"type": "string", "description": "the fate in one plain sentence"},
+            "deliveries": {"type": "integer", "minimum": 0},
+            "failed_deliveries": {"type": "integer", "minimum": 0},
+            "retries": {"type": "integer", "minimum": 0, "description": "deliveries after the first"},
+            "duplicate_deliveries": {"type": "integer", "minimum": 0},
+            "consumers": _array({"type": "string"}),
+            "dead_letter_queue": {
+                **_nullable("string"),
+                "description": "the dead-letter queue it is in now, or was in",
+            },
+            "dead_lettered_since_unix_nano": {"oneOf": [_UNIX_NANO, {"type": "null"}]},
+            "left_dead_letter_queue_unix_nano": {"oneOf": [_UNIX_NANO, {"type": "null"}]},
+            "redriven_to": _nullable("string"),
+            "redrive_spans": _array(_SPAN_REF),
+            "retry_spans": _array(_SPAN_REF),
+        },
+        "what became of one message of the flow",
     ),
     "FlowSpan": _object(
         [
@@ -336,8 +405,9 @@ _API_SCHEMAS: dict[str, Any] = {
         "a producer -> destination -> consumer hop of the flow",
     ),
     "FlowDetail": _object(
-        ["summary", "spans", "hops", "truncated", "entry_called_from_outside"],
+        ["summary", "spans", "hops", "truncated", "entry_called_from_outside", "messages"],
         {
+            "messages": _array(_schema("MessageFate")),
             "summary": _schema("FlowSummary"),
             "spans": _array(_schema("FlowSpan")),
             "hops": _array(_schema("AsyncHop")),
@@ -639,6 +709,17 @@ OPENAPI: dict[str, Any] = {
                     ),
                     _query("correlation_id", {"type": "string"}, "flows that carry this correlation id"),
                     _query("message_id", {"type": "string"}, "flows that carried this messaging.message.id"),
+                    _query(
+                        "dead_lettered",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "true: flows with a message in a dead-letter queue now",
+                    ),
+                    _query(
+                        "duplicates",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "true: flows with a duplicate delivery (a message processed successfully more "
+                        "than once by the same consumer)",
+                    ),
                     {
                         **_query(
                             "attr",

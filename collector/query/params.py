@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hopscope.collector.model.fate import FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSort
 
 MAX_LIMIT = 1_000
@@ -88,7 +89,7 @@ def parse_flow_filter(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFi
     """The filter of ``GET /api/flows`` (``attrs`` holds every ``attr=key:value`` given)."""
     known = {
         "since", "until", "service", "operation", "status", "min_duration_ms", "correlation_id",
-        "message_id", "attr", "sort", "limit", "offset",
+        "message_id", "attr", "sort", "limit", "offset", *FATE_PARAMS,
     }  # fmt: skip
     for name in params:
         if name not in known:
@@ -123,6 +124,29 @@ def parse_flow_filter(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFi
         limit=parse_int("limit", params.get("limit", "50"), low=1, high=MAX_LIMIT),
         offset=parse_int("offset", params.get("offset", "0"), low=0, high=MAX_OFFSET),
     )
+
+
+# ``GET /api/flows``'s fate filters: ``dead_lettered=true`` (a message of the flow is in a dead-letter queue
+# now), ``duplicates=true`` (a message was processed successfully more than once by the same consumer).
+FATE_PARAMS = {"dead_lettered": FateFilter.DEAD_LETTERED, "duplicates": FateFilter.DUPLICATES}
+
+
+def parse_fate_filters(params: Mapping[str, str]) -> frozenset[FateFilter]:
+    """The fate filters asked for (``true``); ``false`` is the same as leaving the parameter out."""
+    fates = set()
+    for name, fate in FATE_PARAMS.items():
+        value = params.get(name)
+        if value is None or value == "false":
+            continue
+        if value != "true":
+            raise ParamError(name, f"expected 'true' or 'false', got {shown(value)!r}")
+        fates.add(fate)
+    return frozenset(fates)
+
+
+def parse_fate_filters_leniently(params: Mapping[str, str]) -> frozenset[FateFilter]:
+    """:func:`parse_fate_filters` with each value it would refuse left out (for a dashboard URL)."""
+    return frozenset(fate for name, fate in FATE_PARAMS.items() if params.get(name) == "true")
 
 
 def parse_flow_filter_leniently(params: Mapping[str, str], attrs: Sequence[str]) -> FlowFilter:

@@ -59,7 +59,7 @@ def deliver(
     producer) and process_batch's per-record span (a trace of its own, linked), both with the message id
     and the receive count."""
     billing = services.tracer("billing")
-    attributes = {
+    attributes: dict[str, str | int] = {
         "messaging.system": "aws_sqs",
         "messaging.destination.name": "orders",
         "messaging.message.id": f"m-{order}",
