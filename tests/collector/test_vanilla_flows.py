@@ -30,6 +30,7 @@ from tests.helpers.lambda_shapes import fixture, sqs_event
 from tests.helpers.moto_server import MotoServer
 from tests.helpers.servers import CollectorProcess
 from tests.helpers.vanilla_lambda import (
+    FunctionProcess,
     FunctionRun,
     Instrumentation,
     RecordedSpan,
@@ -169,6 +170,7 @@ def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFact
         sns.subscribe(TopicArn=topics[system.topic], Protocol="sqs", Endpoint=arn, Attributes=raw)
 
     collector = CollectorProcess(db=tmp_path_factory.mktemp("vanilla") / "hopscope.db", args=[]).start()
+    started: list[FunctionProcess] = []
     try:
         # WHEN the producers run, each function in its own process, one invocation (one trace) per order
         processes = [
@@ -183,16 +185,16 @@ def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFact
             )
             for s in SYSTEMS
         ]
+        started += processes
         runs = {p.service: p.result() for p in processes}
 
         # and Lambda's poller hands each consumer what SQS really delivered, several records in one event
         received: dict[str, dict[str, dict[str, Any]]] = {}  # consumer -> order -> SQS message
-        processes = []
         for s in SYSTEMS:
             url, arn = queues[s.consumer]
             received[s.consumer] = _by_order(_receive(sqs, url, len(s.orders)))
             events = [sqs_event([received[s.consumer][o] for o in batch], arn) for batch in s.batches]
-            processes.append(
+            started.append(
                 start_function(
                     s.consumer_instrumentation,
                     "consumer",
@@ -202,7 +204,7 @@ def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFact
                     collector_url=collector.url,
                 )
             )
-        runs |= {p.service: p.result() for p in processes}
+        runs |= {p.service: p.result() for p in started[len(SYSTEMS) :]}
 
         orders: dict[str, Order] = {}
         for s in SYSTEMS:
@@ -223,6 +225,8 @@ def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFact
         yield World(http, orders, runs, flows)
         http.close()
     finally:
+        for process in started:
+            process.kill()
         collector.stop()
 
 

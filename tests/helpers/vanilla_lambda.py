@@ -254,6 +254,13 @@ class FunctionProcess:
             )
         return self._run
 
+    def kill(self) -> None:
+        """Stop the process if it still runs (a test that failed before reading its result)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        self.events_file.unlink(missing_ok=True)
+
 
 def start_function(
     instrumentation: Instrumentation,
