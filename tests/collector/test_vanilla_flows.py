@@ -1,7 +1,7 @@
 """Issue 15's end-to-end acceptance: Lambda functions, each in its own process, on a moto server over HTTP,
 export through the real OTLP/HTTP exporter to a real collector; the flows it builds hold what the issue says.
 
-Three small systems share one moto server and one collector (module fixtures):
+Three small systems share one moto server and one collector (module fixtures), once on each store:
 
 - vanilla: ``AwsLambdaInstrumentor`` + ``BotocoreInstrumentor``. The producer (two invocations, two traces)
   publishes orders v-1 and v-2 to SNS; the queue's subscription is raw, so botocore's injected
@@ -28,7 +28,7 @@ import pytest
 from tests.helpers.dead_letters import wait_for_flows
 from tests.helpers.lambda_shapes import fixture, sqs_event
 from tests.helpers.moto_server import MotoServer
-from tests.helpers.servers import CollectorProcess
+from tests.helpers.servers import STORE_BACKENDS, CollectorProcess
 from tests.helpers.vanilla_lambda import (
     FunctionProcess,
     FunctionRun,
@@ -154,8 +154,11 @@ SYSTEMS = (
 )
 
 
-@pytest.fixture(scope="module")
-def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def world(
+    request: pytest.FixtureRequest, moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """The three systems run once per store (SQLite, and ClickHouse's engine in the collector's process)."""
     moto = moto_session_server
     moto.reset()
     sqs, sns = moto.client("sqs"), moto.client("sns")
@@ -169,7 +172,9 @@ def world(moto_session_server: MotoServer, tmp_path_factory: pytest.TempPathFact
         raw = {"RawMessageDelivery": "true" if system.raw_delivery else "false"}
         sns.subscribe(TopicArn=topics[system.topic], Protocol="sqs", Endpoint=arn, Attributes=raw)
 
-    collector = CollectorProcess(db=tmp_path_factory.mktemp("vanilla") / "hopscope.db", args=[]).start()
+    folder = tmp_path_factory.mktemp("vanilla")
+    store = [] if request.param == "sqlite" else ["--store", f"chdb://{folder / 'chdb'}?database=vanilla"]
+    collector = CollectorProcess(db=folder / "hopscope.db", args=store).start()
     started: list[FunctionProcess] = []
     try:
         # WHEN the producers run, each function in its own process, one invocation (one trace) per order
