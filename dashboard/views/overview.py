@@ -20,7 +20,11 @@ def overview() -> None:
     waiting = sum(q.latest.visible for q in dead_letter_queues if q.latest is not None)
     totals = st.columns(4)
     totals[0].metric("Services", len(services))
-    totals[1].metric("Spans in range", int(services["spans"].sum()) if len(services) else 0)
+    totals[1].metric(
+        "Requests in range",
+        int(services["spans"].sum()) if len(services) else 0,
+        help="server and consumer spans, each Lambda invocation once; a batch's messages count on its queue",
+    )
     totals[2].metric("Errors in range", int(services["errors"].sum()) if len(services) else 0)
     totals[3].metric(
         "Dead letters waiting", waiting, help=f"in {len(dead_letter_queues)} dead-letter queue(s)"
@@ -49,7 +53,7 @@ def overview() -> None:
                 "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.1f"),
                 "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.1f"),
                 "p99_ms": st.column_config.NumberColumn("p99 ms", format="%.1f"),
-                "spans": st.column_config.NumberColumn("Spans"),
+                "spans": st.column_config.NumberColumn("Requests"),
                 "errors": st.column_config.NumberColumn("Errors"),
                 "p95_trend": st.column_config.LineChartColumn("p95 over the range"),
             },
