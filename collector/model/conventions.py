@@ -8,6 +8,7 @@ reader); this module adds the sets the collector groups them in.
 
 from __future__ import annotations
 
+from hopscope.collector.model.destinations import DESTINATION_KEYS
 from hopscope.instrumentation.conventions import (
     BATCH_MESSAGE_COUNT,
     CONVERSATION_ID,
@@ -34,7 +35,9 @@ __all__ = [
 ]
 
 CORRELATION_ATTRIBUTES = frozenset({CORRELATION_ID, CONVERSATION_ID})
-FLOW_ATTRIBUTES = frozenset({MESSAGE_ID, DESTINATION_NAME, RECEIVE_COUNT, *CORRELATION_ATTRIBUTES})
+# Destinations are named from any of their forms (model/destinations.py): a queue URL, an ARN, older keys.
+FLOW_ATTRIBUTES = frozenset({MESSAGE_ID, RECEIVE_COUNT, *CORRELATION_ATTRIBUTES, *DESTINATION_KEYS})
 
-# stitch/facts.py skips spans whose encoding holds none of these prefixes: keep them in step with the names.
+# stitch/facts.py skips spans whose encoding holds none of these prefixes: keep them in step with the names
+# (the destination keys outside them, aws.*, come with messaging.system on every span that writes them).
 FLOW_ATTRIBUTE_PREFIXES = ("messaging.", "hopscope.")

@@ -125,6 +125,16 @@ class AsyncHop(TypedDict):
     receive_count: AttributeValue  # the consumer's attribute, whatever its type
 
 
+class SharedTrace(TypedDict):
+    """A batch trace the flow shares: one invocation that processed this flow's message with others."""
+
+    trace_id: str
+    # How many other messages the batch processed (its links to traces outside this flow).
+    other_messages: int
+    # The other standing flows that share it (their messages were in the same batch), by id.
+    other_flow_ids: list[int]
+
+
 @dataclass(frozen=True)
 class FlowDetail:
     """A flow's summary, its spans (sorted by start time) and its async hops."""
@@ -138,3 +148,5 @@ class FlowDetail:
     # True when the entry span's parent is none of the flow's spans: the flow's API was called with a trace
     # context (a ``traceparent``) from outside.
     entry_called_from_outside: bool = False
+    # The batch traces among ``spans`` that the flow shares with other flows (not its own traces).
+    shared_traces: list[SharedTrace] = field(default_factory=list)

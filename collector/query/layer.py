@@ -24,6 +24,7 @@ from hopscope.collector.model.flows import (
     FlowFilter,
     FlowSpan,
     FlowSummary,
+    SharedTrace,
 )
 from hopscope.collector.model.graph import GraphEdge, GraphNode, HopRollup, ServiceGraph, node_type
 from hopscope.collector.model.queues import DepthSample, QueueSummary
@@ -217,7 +218,8 @@ class QueryLayer:
         if summary is None:
             return None
         budget = answer_budget()
-        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
+        shared = self._store.flow_shared_traces(summary.flow_id)
+        traces = self._store.get_traces([*self._store.flow_trace_ids(summary.flow_id), *shared], budget)
         return OtlpAnswer(traces, budget.truncated)
 
     def flow_otlp(self, flow_id: int) -> TracesData | None:
@@ -344,7 +346,9 @@ class QueryLayer:
         if summary is None:
             return None
         budget = answer_budget()
-        traces = self._store.get_traces(self._store.flow_trace_ids(summary.flow_id), budget)
+        own = self._store.flow_trace_ids(summary.flow_id)
+        shared = self._store.flow_shared_traces(summary.flow_id)
+        traces = self._store.get_traces([*own, *shared], budget)
         spans = flatten_spans(traces)
         del traces
         return FlowDetail(
@@ -353,10 +357,33 @@ class QueryLayer:
             hops=async_hops(spans),
             truncated=budget.truncated,
             entry_called_from_outside=called_from_outside(summary, spans),
+            shared_traces=shared_traces(summary.flow_id, own, shared, spans),
         )
 
 
 ENTRY_KINDS = (Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CONSUMER)
+
+
+def shared_traces(
+    flow_id: int, own: list[bytes], shared: dict[bytes, list[int]], spans: list[FlowSpan]
+) -> list[SharedTrace]:
+    """What the flow detail says of each batch trace it shares: how many other messages the batch
+    processed (its links to traces outside the flow) and which flows they are in."""
+    own_hex = {trace_id.hex() for trace_id in own}
+    other_messages = {trace_id.hex(): 0 for trace_id in shared}
+    for span in spans:
+        if span["trace_id"] in other_messages:
+            other_messages[span["trace_id"]] += sum(
+                1 for link in span["links"] if link["trace_id"] not in own_hex
+            )
+    return [
+        SharedTrace(
+            trace_id=trace_id.hex(),
+            other_messages=other_messages[trace_id.hex()],
+            other_flow_ids=[other for other in flows if other != flow_id],
+        )
+        for trace_id, flows in shared.items()
+    ]
 
 
 def red_stats(rollups: list[Rollup], seconds: float) -> RedStats:

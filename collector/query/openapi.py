@@ -405,8 +405,24 @@ _API_SCHEMAS: dict[str, Any] = {
         "a producer -> destination -> consumer hop of the flow",
     ),
     "FlowDetail": _object(
-        ["summary", "spans", "hops", "truncated", "entry_called_from_outside", "messages"],
+        ["summary", "spans", "hops", "truncated", "entry_called_from_outside", "shared_traces", "messages"],
         {
+            "shared_traces": _array(
+                _object(
+                    ["trace_id", "other_messages", "other_flow_ids"],
+                    {
+                        "trace_id": {"type": "string"},
+                        "other_messages": {
+                            "type": "integer",
+                            "description": "how many other messages the batch processed (its links to "
+                            "traces outside this flow)",
+                        },
+                        "other_flow_ids": _array({"type": "integer"}),
+                    },
+                    "a batch trace among spans that the flow shares: one invocation processed this flow's "
+                    "message with messages of other flows; its spans are counted in each of them",
+                )
+            ),
             "messages": _array(_schema("MessageFate")),
             "summary": _schema("FlowSummary"),
             "spans": _array(_schema("FlowSpan")),

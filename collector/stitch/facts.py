@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
+from hopscope.collector.model.destinations import DESTINATION_KEYS, destination_name
 
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_PREFIXES)
 # A receive count is a small number; longer text (or a 64-bit integer's overflow) is not one.
 _COUNT_TEXT = re.compile(r"[0-9]{1,18}")
-_MESSAGING_KINDS = frozenset({Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER})
+# Spans whose messaging.message.id names a message they sent or received. CLIENT: vanilla botocore makes
+# SQS SendMessage a CLIENT span (with the message id), so a vanilla producer stitches to any consumer that
+# reports the id (hopscope's, or links carrying it).
+_MESSAGING_KINDS = frozenset(
+    {Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER, Span.SpanKind.SPAN_KIND_CLIENT}
+)
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
 _LINK_MESSAGE_ID = conventions.MESSAGE_ID.encode()
 
@@ -134,7 +140,7 @@ class FlowFacts:
             if attributes.get(key):
                 facts.correlation_ids.add(attributes[key])
         message_id = attributes.get(conventions.MESSAGE_ID, "")
-        destination = attributes.get(conventions.DESTINATION_NAME, "")
+        destination = destination_name(attributes) or ""
         if message_id and kind in _MESSAGING_KINDS:
             facts.message_keys.add((message_id, destination))
         if kind == _CONSUMER:
@@ -170,6 +176,7 @@ class FlowFacts:
         if _KEY_PREFIXES[0] not in serialized and _KEY_PREFIXES[1] not in serialized:
             return
         message_id = destination = ""
+        named: dict[str, object] | None = None  # destination attributes other than the plain name
         for attribute in span.attributes:
             key = attribute.key
             if key not in conventions.FLOW_ATTRIBUTES:
@@ -179,10 +186,16 @@ class FlowFacts:
                 message_id = _text(value.string_value, value.int_value)
             elif key == conventions.DESTINATION_NAME:
                 destination = value.string_value
+            elif key in DESTINATION_KEYS:
+                if named is None:
+                    named = {}
+                named[key] = value.string_value
             elif key == conventions.RECEIVE_COUNT:
                 facts.max_receive_count = max(facts.max_receive_count, 0, value.int_value)
             elif value.string_value:  # a correlation attribute
                 facts.correlation_ids.add(value.string_value)
+        if named is not None or ":" in destination or "/" in destination:  # an ARN, a URL, an older key
+            destination = destination_name({**(named or {}), conventions.DESTINATION_NAME: destination}) or ""
         if message_id and span.kind in _MESSAGING_KINDS:
             facts.message_keys.add((message_id, destination))
         if span.kind == _CONSUMER and span.links and _LINK_MESSAGE_ID in serialized:
