@@ -1,8 +1,10 @@
 """The SQS poller: finds queues, reads their depth and redrive policy, and records both in the store.
 
 Each poll costs one ListQueues page per 1,000 queues, one GetQueueAttributes per queue, one CloudWatch
-GetMetricData per 500 queues, and, for a dead-letter queue where CloudWatch has no age, one ReceiveMessage:
-API calls grow with the number of queues, never with messages.
+GetMetricData per 500 queues, and, for each dead-letter queue holding messages, one ReceiveMessage (a peek
+of up to 10 messages, left visible): API calls grow with the number of queues, never with messages.
+The peek tells which messages sit in the dead-letter queue now (their ids and trace context, recorded for
+each message's fate in its flow: model/fate.py), and the oldest one's age where CloudWatch has none.
 A queue that fails (deleted, forbidden, throttled) has its error recorded; the others are still polled.
 What fails for the whole poll (the endpoint, ListQueues, CloudWatch, the store) is logged once per distinct
 failure, with its traceback, and once when it works again: never once per poll.
@@ -21,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hopscope.collector.aws.clients import aws_client
+from hopscope.collector.aws.dlq import dead_letter
 from hopscope.collector.aws.errors import AwsErrorKind, classify
+from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterSighting
 from hopscope.collector.model.queues import DepthSample, QueueState
 from hopscope.collector.stitch.failures import Failures
-from hopscope.collector.store.base import QueueRecorder
+from hopscope.collector.store.base import FateRecorder, QueueRecorder
 
 log = logging.getLogger("hopscope.collector.sqs")
 
@@ -57,11 +61,16 @@ class PollTarget(Protocol):
     def interval_seconds(self) -> float: ...
 
 
+class PollStore(QueueRecorder, FateRecorder, Protocol):
+    """Where a poll goes: the queues and their depth, and what each dead-letter queue's peek saw."""
+
+
 @dataclass
 class PollResult:
     queues: list[QueueState] = field(default_factory=list)
     samples: list[DepthSample] = field(default_factory=list)
     api_calls: int = 0
+    dead_letters: list[DeadLetterPeek] = field(default_factory=list)
 
 
 def queue_name_of(url_or_arn: str) -> str:
@@ -73,7 +82,7 @@ class QueuePoller:
 
     def __init__(
         self,
-        store: QueueRecorder,
+        store: PollStore,
         settings: PollTarget,
         *,
         retention_seconds: int | None = None,
@@ -146,13 +155,17 @@ class QueuePoller:
             result.queues.append(state)
             if sample is not None:
                 result.samples.append(sample)
-        result.samples = self._with_oldest_age(result.samples, {q.name: q for q in result.queues})
+        states = {q.name: q for q in result.queues}
+        peeked = self._peek_dead_letter_queues(result.samples, states)
+        result.samples = self._with_oldest_age(result.samples, states, peeked)
+        result.dead_letters = self._dead_letter_peeks(result.samples, states, peeked)
         for name in sorted(self._missing):
             result.queues.append(
                 QueueState(name, "", error="QueueDoesNotExist: seen in spans, not found by GetQueueUrl")
             )
         keep_after = now - self._retention_seconds * 1_000_000_000
         self._store.record_queue_poll(now, result.queues, result.samples, keep_after)
+        self._store.record_dead_letters(now, result.dead_letters, keep_after)
         result.api_calls = self._calls - calls_before
         return result
 
@@ -233,24 +246,95 @@ class QueuePoller:
         )
         return state, sample
 
-    # -- the oldest message's age ------------------------------------------------------------------------
+    # -- dead-letter queues: a peek, and the oldest message's age ----------------------------------------
+
+    @staticmethod
+    def _peekable(states: dict[str, QueueState]) -> set[str]:
+        """Dead-letter queues without a redrive policy of their own: a peek raises ApproximateReceiveCount,
+        which there can neither send a message on to another DLQ nor pass for a retry of a consumer (a DLQ
+        has none). Working queues are never peeked."""
+        dead_letter_queues = {state.dlq_name for state in states.values() if state.dlq_name}
+        return {
+            name
+            for name in dead_letter_queues
+            if name in states and states[name].dlq_name is None and not states[name].error
+        }
+
+    def _peek_dead_letter_queues(
+        self, samples: list[DepthSample], states: dict[str, QueueState]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Queue name -> up to 10 of its messages, for each peekable dead-letter queue holding visible
+        ones; a queue whose peek failed is left out."""
+        peekable = self._peekable(states)
+        names = [s.queue_name for s in samples if s.visible and s.queue_name in peekable]
+        peeks = zip(names, self._pool.map(lambda name: self._peek(states[name].url), names), strict=True)
+        return {name: messages for name, messages in peeks if messages is not None}
+
+    def _peek(self, url: str) -> list[dict[str, Any]] | None:
+        """Up to 10 messages with every attribute, received without hiding them (visibility 0)."""
+        try:
+            answer = self._sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=0,
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except Exception as exc:
+            log.debug("SQS peek of a dead-letter queue failed: %s", classify(exc).code)
+            return None
+        return list(answer.get("Messages") or [])
+
+    def _dead_letter_peeks(
+        self,
+        samples: list[DepthSample],
+        states: dict[str, QueueState],
+        peeked: dict[str, list[dict[str, Any]]],
+    ) -> list[DeadLetterPeek]:
+        """What each peekable dead-letter queue holds now: complete when the peek saw as many messages as
+        the queue counts (an empty queue: nothing), so that those seen before and not now are gone."""
+        peekable = self._peekable(states)
+        peeks = []
+        for sample in samples:
+            if sample.queue_name not in peekable:
+                continue
+            held = sample.visible + sample.in_flight
+            if sample.queue_name not in peeked:
+                if held == 0:
+                    peeks.append(DeadLetterPeek(sample.queue_name, (), complete=True))
+                continue
+            sightings: dict[str, DeadLetterSighting] = {}
+            for message in peeked[sample.queue_name]:
+                try:
+                    letter = dead_letter(message)
+                except (KeyError, TypeError, ValueError):  # a message without an id: nothing to record
+                    continue
+                sightings[letter.message_id] = DeadLetterSighting(
+                    letter.message_id, letter.trace_id, letter.sns_message_id, letter.receive_count
+                )
+            peeks.append(
+                DeadLetterPeek(sample.queue_name, tuple(sightings.values()), complete=len(sightings) >= held)
+            )
+        return peeks
 
     def _with_oldest_age(
-        self, samples: list[DepthSample], states: dict[str, QueueState]
+        self,
+        samples: list[DepthSample],
+        states: dict[str, QueueState],
+        peeked: dict[str, list[dict[str, Any]]],
     ) -> list[DepthSample]:
         ages = self._cloudwatch_ages([s.queue_name for s in samples if s.visible])
-        dead_letter_queues = {state.dlq_name for state in states.values() if state.dlq_name}
 
         def aged(sample: DepthSample) -> DepthSample:
             age, source = ages.get(sample.queue_name), "cloudwatch"
-            peekable = sample.queue_name in dead_letter_queues and states[sample.queue_name].dlq_name is None
-            if age is None and sample.visible and peekable:
-                age, source = self._estimated_age(states[sample.queue_name].url), "estimate"
+            if age is None and sample.queue_name in peeked:
+                age, source = _oldest_age(peeked[sample.queue_name]), "estimate"
             if age is None:
                 return sample
             return dataclasses.replace(sample, oldest_age_seconds=age, age_source=source)
 
-        return list(self._pool.map(aged, samples))
+        return [aged(sample) for sample in samples]
 
     def _cloudwatch_ages(self, names: list[str]) -> dict[str, float]:
         """ApproximateAgeOfOldestMessage (Maximum over the last 5 minutes) where CloudWatch has it."""
@@ -290,27 +374,14 @@ class QueuePoller:
             self._cloudwatch_failures.succeeded("CloudWatch GetMetricData works again")
         return ages
 
-    def _estimated_age(self, url: str) -> float | None:
-        """Seconds since the oldest SentTimestamp among up to 10 messages, peeked without hiding them.
 
-        Only on dead-letter queues without a redrive policy of their own: a peek raises
-        ApproximateReceiveCount, which there can neither send a message on to another DLQ nor pass for a
-        retry of a consumer (a DLQ has none).
-        """
-        try:
-            answer = self._sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                VisibilityTimeout=0,
-                WaitTimeSeconds=0,
-                MessageSystemAttributeNames=["SentTimestamp"],
-            )
-        except Exception as exc:
-            log.debug("SQS peek for the oldest age failed: %s", classify(exc).code)
-            return None
-        sent = [
-            int(m["Attributes"]["SentTimestamp"]) for m in answer.get("Messages", []) if "Attributes" in m
-        ]
-        if not sent:
-            return None
-        return max(0.0, time.time() - min(sent) / 1000)
+def _oldest_age(messages: list[dict[str, Any]]) -> float | None:
+    """Seconds since the oldest SentTimestamp among peeked messages."""
+    sent = [
+        int(m["Attributes"]["SentTimestamp"])
+        for m in messages
+        if str((m.get("Attributes") or {}).get("SentTimestamp", "")).isdigit()
+    ]
+    if not sent:
+        return None
+    return max(0.0, time.time() - min(sent) / 1000)
