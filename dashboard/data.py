@@ -13,6 +13,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from hopscope.collector.model.fate import FateFilter, MessageFate
 from hopscope.collector.model.flows import FlowDetail, FlowFilter, FlowSort
 from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
@@ -120,13 +121,13 @@ def graph(db: str, since: int, until: int, kinds: tuple[str, ...] | None = None)
 
 FLOW_COLUMNS = [
     "flow_id", "start", "duration_ms", "entry", "services", "spans", "traces", "errors",
-    "max_receive_count", "correlation_ids",
+    "max_receive_count", "correlation_ids", "dead_lettered", "duplicate_deliveries",
 ]  # fmt: skip
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def flows_frame(db: str, criteria: FlowFilter) -> pd.DataFrame:
-    """Flow summaries matching ``criteria``, one row each."""
+def flows_frame(db: str, criteria: FlowFilter, fates: frozenset[FateFilter] = frozenset()) -> pd.DataFrame:
+    """Flow summaries matching ``criteria`` (and ``fates``: model/fate.py), one row each."""
     rows = [
         {
             "flow_id": flow.flow_id,
@@ -139,8 +140,10 @@ def flows_frame(db: str, criteria: FlowFilter) -> pd.DataFrame:
             "errors": flow.error_count,
             "max_receive_count": flow.max_receive_count,
             "correlation_ids": ", ".join(flow.correlation_ids),
+            "dead_lettered": flow.dead_lettered,
+            "duplicate_deliveries": flow.duplicate_deliveries,
         }
-        for flow in _layer(db).search_flows(criteria)
+        for flow in _layer(db).search_flows(criteria, fates)
     ]
     frame = pd.DataFrame(rows, columns=FLOW_COLUMNS)
     frame["start"] = to_datetime(frame["start"])
@@ -158,6 +161,30 @@ def failing_flows(db: str, since: int, until: int, limit: int = 10) -> pd.DataFr
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def flow_detail(db: str, flow_id: int) -> FlowDetail | None:
     return _layer(db).flow(flow_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def message_fates(db: str, flow_id: int) -> list[MessageFate]:
+    """What became of each message of the flow (the flow detail's ``messages``)."""
+    detail = flow_detail(db, flow_id)
+    return [] if detail is None else _layer(db).message_fates(detail)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def duplicate_rates_frame(db: str, since: int) -> pd.DataFrame:
+    """Per queue and consumer service since then: messages processed, duplicate deliveries, their rate."""
+    rows = [
+        {
+            "queue": rate.destination,
+            "consumer": rate.consumer_service,
+            "messages": rate.messages,
+            "duplicate_deliveries": rate.duplicate_deliveries,
+            "duplicate_rate": rate.rate,
+        }
+        for rate in _layer(db).duplicate_rates(since)
+    ]
+    columns = ["queue", "consumer", "messages", "duplicate_deliveries", "duplicate_rate"]
+    return pd.DataFrame(rows, columns=columns)  # type: ignore[no-any-return, unused-ignore]
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
