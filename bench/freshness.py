@@ -4,8 +4,8 @@ Four paced connections send the small shop's spans to a ``hopscope collector`` s
 (default 10,000 spans/s for 60 s, batches of 500). For one request in every ``--sample``, the script takes a
 message id from the body and, from the moment the collector acknowledges the request, asks
 ``GET /api/flows?message_id=`` until the message's flow is listed: that wait is the ack-to-visible lag of
-flows. Every 50 ms it asks about the oldest samples still waiting only (flows follow the spans in arrival
-order), so a large lag does not load the collector with more questions.
+flows. Every 50 ms it asks about the 8 oldest samples still waiting (flows follow the spans in arrival
+order) and 8 others in turn, so a large lag does not load the collector with more questions.
 
 RED and the graph are totals, so their lag is measured on the totals: every 200 ms the script reads the
 span count of ``GET /api/services`` and the hop count of ``GET /api/graph`` over the run; at the end, once
@@ -41,9 +41,10 @@ from ingest import Collector, in_work_directory, percentile, row, target
 
 TARGET_P99_SECONDS = 2.0
 POLL_SECONDS = 0.05
-# The oldest samples still waiting asked about per poll, and how many unseen ones end a poll's questions.
-POLL_OLDEST = 16
-POLL_MISSES = 2
+# Per poll, the oldest samples still waiting are asked about, and as many others in turn (so that one whose
+# flow is never listed holds up no other).
+POLL_OLDEST = 8
+POLL_ROTATING = 8
 TOTALS_POLL_SECONDS = 0.2
 GIVE_UP_SECONDS = 300.0
 
@@ -172,6 +173,8 @@ def watch(address: tuple[str, int], run: Run, sending: threading.Thread, since_n
     conn = http.client.HTTPConnection(*address, timeout=30)
     deadline: float | None = None
     next_totals = 0.0
+    turn = 0
+    settled = False  # the last /healthz, read after sending ended, said every span is stitched
     while True:
         with run.lock:
             pending = [s for s in run.samples if s.visible_after is None]
@@ -181,19 +184,23 @@ def watch(address: tuple[str, int], run: Run, sending: threading.Thread, since_n
             deadline = deadline or time.perf_counter() + GIVE_UP_SECONDS
             if time.perf_counter() > deadline:
                 break
-        misses = 0
-        for sample in pending[:POLL_OLDEST]:
+        rest = pending[POLL_OLDEST:]
+        turn = turn % len(rest) if rest else 0
+        asked = pending[:POLL_OLDEST] + (rest[turn:] + rest[:turn])[:POLL_ROTATING]
+        turn += POLL_ROTATING
+        asked_after_settling = settled
+        for sample in asked:
             flows = get_json(conn, f"/api/flows?limit=1&message_id={quote(sample.message_id)}")["flows"]
             if flows:
                 sample.visible_after = time.perf_counter() - sample.acknowledged_at
-                continue
-            misses += 1
-            if misses >= POLL_MISSES:
-                break
         if time.perf_counter() >= next_totals:
             next_totals = time.perf_counter() + TOTALS_POLL_SECONDS
             run.totals.append((time.perf_counter(), *read_totals(conn, since_ns)))
-            run.health_lags.append(float(get_json(conn, "/healthz")["flows_lag_seconds"]))
+            health = get_json(conn, "/healthz")
+            run.health_lags.append(float(health["flows_lag_seconds"]))
+            settled = not sending.is_alive() and not health["flows_pending"]
+        if asked_after_settling and len(asked) == len(pending):
+            break  # every sample still waiting was asked about once more after everything was stitched
         time.sleep(POLL_SECONDS)
     while get_json(conn, "/healthz")["flows_pending"]:
         time.sleep(POLL_SECONDS)
