@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from hopscope.collector.model.fate import Fate, MessageFate
 from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.format import format_ms
@@ -85,6 +86,49 @@ def summary(detail: FlowDetail) -> None:
             "answer holds. The summary above counts them all; the download holds the same first spans.",
             icon=":material/content_cut:",
         )
+
+
+_FATE_ICONS = {
+    Fate.DEAD_LETTERED.value: ":material/report:",
+    Fate.REDRIVEN.value: ":material/replay:",
+    Fate.DUPLICATE.value: ":material/content_copy:",
+    Fate.RETRIED.value: ":material/autorenew:",
+    Fate.PROCESSED.value: ":material/check_circle:",
+    Fate.FAILED.value: ":material/error:",
+    Fate.NO_PROCESSING.value: ":material/help:",
+}
+
+
+def _fate_line(message: MessageFate) -> str:
+    """One message's fate as one line of plain text: its id, its destination, what became of it."""
+    name = message["message_id"] or "a message without an id"
+    where = f" to {message['destination']}" if message["destination"] else ""
+    return f"{name}{where}: {message['summary']}"
+
+
+def message_fates(flow_id: int) -> None:
+    """What became of each message of the flow (model/fate.py), each as a line of text; span data and queue
+    names are shown as the characters they hold."""
+    messages = data.message_fates(context.db, flow_id)
+    if not messages:
+        return
+    st.subheader(
+        "Messages",
+        anchor=False,
+        help="What became of each message the flow sent: processed, retried, in a dead-letter queue now, "
+        "redriven, delivered twice, or gone without a trace of processing.",
+    )
+    for message in messages:
+        icon = _FATE_ICONS.get(message["fate"], "")
+        st.markdown(f"{icon} {markdown_text(_fate_line(message))}")
+        details = []
+        if message["retries"]:
+            details.append(f"retried {message['retries']} time(s)")
+        if message["redrive_spans"]:
+            spans = ", ".join(ref["span_id"] for ref in message["retry_spans"]) or "none yet"
+            details.append(f"the retry's spans: {spans}")
+        if details:
+            st.caption(markdown_text("; ".join(details)))
 
 
 def span_table(detail: FlowDetail) -> None:
@@ -193,6 +237,7 @@ def flow_page(flow_id: int) -> None:
         st.warning(f"No flow {flow_id} is stored.", icon=":material/search_off:")
         return
     summary(detail)
+    message_fates(flow_id)
     otlp = data.flow_otlp_json(context.db, flow_id)
     if otlp is not None:
         st.download_button(
