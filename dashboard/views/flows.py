@@ -10,8 +10,14 @@ import dataclasses
 
 import streamlit as st
 
+from hopscope.collector.model.fate import FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSort
-from hopscope.collector.query.params import MAX_LIMIT, parse_flow_filter_leniently
+from hopscope.collector.query.params import (
+    FATE_PARAMS,
+    MAX_LIMIT,
+    parse_fate_filters_leniently,
+    parse_flow_filter_leniently,
+)
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label
@@ -37,7 +43,12 @@ def criteria_from_url(since: int, until: int) -> FlowFilter:
     return dataclasses.replace(criteria, since_unix_nano=since, until_unix_nano=until)
 
 
-def search_form(criteria: FlowFilter, services: list[str]) -> None:
+def fates_from_url() -> frozenset[FateFilter]:
+    """The fate filters of the URL (``?dead_lettered=true&duplicates=true``, as ``GET /api/flows``)."""
+    return parse_fate_filters_leniently({name: url_state.text(name) for name in FATE_PARAMS})
+
+
+def search_form(criteria: FlowFilter, services: list[str], fates: frozenset[FateFilter]) -> None:
     """The form mirrors the FlowFilter; submitting writes it to the URL (and the page searches again)."""
     with st.form("flow_search", border=True):
         first = st.columns(4)
@@ -65,7 +76,18 @@ def search_form(criteria: FlowFilter, services: list[str]) -> None:
             "Sort", list(SORTS), index=list(SORTS).index(criteria.sort.value), format_func=SORTS.__getitem__
         )
         limit = second[3].number_input("Limit", min_value=1, max_value=MAX_LIMIT, value=criteria.limit)
-        errors_only = st.toggle("Errors only", value=criteria.errors_only)
+        toggles = st.columns(3)
+        errors_only = toggles[0].toggle("Errors only", value=criteria.errors_only)
+        dead_lettered = toggles[1].toggle(
+            "In a dead-letter queue",
+            value=FateFilter.DEAD_LETTERED in fates,
+            help="Flows with a message in a dead-letter queue now (as the SQS poller last saw it).",
+        )
+        duplicates = toggles[2].toggle(
+            "Delivered twice",
+            value=FateFilter.DUPLICATES in fates,
+            help="Flows with a message processed successfully more than once by the same consumer.",
+        )
         if st.form_submit_button("Search", icon=":material/search:", type="primary"):
             url_state.put_all(
                 {
@@ -78,12 +100,14 @@ def search_form(criteria: FlowFilter, services: list[str]) -> None:
                     "attr": [pair.strip() for pair in attribute.split(",") if ":" in pair],
                     "sort": FlowSort.DURATION.value if sort == FlowSort.DURATION.value else None,
                     "limit": str(limit) if limit != DEFAULT_LIMIT else None,
+                    "dead_lettered": "true" if dead_lettered else None,
+                    "duplicates": "true" if duplicates else None,
                 }
             )
             st.rerun()
 
 
-def describe(criteria: FlowFilter) -> str:
+def describe(criteria: FlowFilter, fates: frozenset[FateFilter] = frozenset()) -> str:
     """The active search in words, under the form: what the table is the answer to. Its values come from
     the URL (a shared link) or from span data: Markdown-escaped."""
     parts = [
@@ -101,6 +125,10 @@ def describe(criteria: FlowFilter) -> str:
         parts.append(f"lasting {criteria.min_duration_ms:g} ms or more")
     if criteria.errors_only:
         parts.append("with errors")
+    if FateFilter.DEAD_LETTERED in fates:
+        parts.append("with a message in a dead-letter queue")
+    if FateFilter.DUPLICATES in fates:
+        parts.append("with a duplicate delivery")
     return " " + ", ".join(parts) if parts else ""
 
 
@@ -116,18 +144,19 @@ def flows() -> None:
     since, until = context.time_range.since_unix_nano, context.time_range.until_unix_nano
     criteria = criteria_from_url(since, until)
     services = data.services_frame(context.db, since, until)["service"].tolist()
-    search_form(criteria, services)
-    found = data.flows_frame(context.db, criteria)
+    fates = fates_from_url()
+    search_form(criteria, services, fates)
+    found = data.flows_frame(context.db, criteria, fates)
     if found.empty:
         st.caption("No flows match in this time range.")
         return
     more = " (the limit: there may be more)" if len(found) == criteria.limit else ""
-    st.caption(f"{len(found)} flow(s){describe(criteria)}{more}. Choose a row to open the flow.")
+    st.caption(f"{len(found)} flow(s){describe(criteria, fates)}{more}. Choose a row to open the flow.")
     table = found.assign(link=[url_state.flow_link(flow_id) for flow_id in found["flow_id"]])
     longest = float(found["duration_ms"].max()) or 1.0
     event = st.dataframe(
         table[["link", "start", "duration_ms", "entry", "services", "spans", "traces", "errors",
-               "max_receive_count", "correlation_ids"]],
+               "max_receive_count", "dead_lettered", "duplicate_deliveries", "correlation_ids"]],
         hide_index=True,
         width="stretch",
         key="flows_table",
@@ -145,6 +174,12 @@ def flows() -> None:
             "traces": st.column_config.NumberColumn("Traces"),
             "errors": st.column_config.NumberColumn("Errors"),
             "max_receive_count": st.column_config.NumberColumn("Max receives"),
+            "dead_lettered": st.column_config.NumberColumn(
+                "In DLQ", help="messages of the flow in a dead-letter queue now"
+            ),
+            "duplicate_deliveries": st.column_config.NumberColumn(
+                "Duplicates", help="successful deliveries after a message's first, to the same consumer"
+            ),
             "correlation_ids": st.column_config.TextColumn("Correlation ids"),
         },
     )  # fmt: skip

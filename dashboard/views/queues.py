@@ -1,5 +1,6 @@
 """Queues: each polled queue's depth over time (visible, in flight, delayed, oldest age), its latest counts,
 its last poll error, and its dead-letter queue beside it. The chosen queue is kept in the URL (``?queue=``).
+Below, each consumer's duplicate-delivery rate per queue (from the spans: model/fate.py).
 """
 
 from __future__ import annotations
@@ -108,6 +109,34 @@ def all_queues(queues: list[QueueSummary]) -> None:
     )
 
 
+def duplicate_rates() -> None:
+    """Per queue and consumer service: the messages it processed in the page's time range, and how many
+    were processed successfully again (SQS delivers at least once: a visibility timeout that ran out while
+    a message was being processed hands it to another invocation)."""
+    rates = data.duplicate_rates_frame(context.db, context.time_range.since_unix_nano)
+    st.subheader(
+        "Duplicate deliveries",
+        anchor=False,
+        help="A duplicate delivery is a message processed successfully more than once by the same consumer: "
+        "the idempotency SQS asks of every handler, made visible.",
+    )
+    if rates.empty:
+        st.caption("No consumer processed a message with a message id in this time range.")
+        return
+    st.dataframe(
+        rates,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "queue": st.column_config.TextColumn("Queue"),
+            "consumer": st.column_config.TextColumn("Consumer"),
+            "messages": st.column_config.NumberColumn("Messages processed"),
+            "duplicate_deliveries": st.column_config.NumberColumn("Duplicate deliveries"),
+            "duplicate_rate": st.column_config.NumberColumn("Duplicate rate", format="percent"),
+        },
+    )
+
+
 @st.fragment(run_every=refresh_interval())
 def queues_page() -> None:
     summaries = data.queues(context.db)
@@ -116,6 +145,7 @@ def queues_page() -> None:
             "No queue has been polled yet. Run the collector with `--sqs` to record queue depth.",
             icon=":material/stacks:",
         )
+        duplicate_rates()
         return
     queues = {queue.name: queue for queue in summaries}
     chosen = choose_queue(queues)
@@ -145,6 +175,7 @@ def queues_page() -> None:
         st.caption(f"Also the dead-letter queue of {markdown_names(chosen.sources[1:])}.")
     st.subheader("All queues")
     all_queues(summaries)
+    duplicate_rates()
 
 
 queues_page()
