@@ -44,7 +44,8 @@ class SpanRole(enum.IntEnum):
 
 
 def span_role(is_consumer: bool, attribute_names: Container[str]) -> SpanRole:
-    """The role of a span, from its kind and the names of its attributes.
+    """The role of a server or consumer span, from its kind and the names of its attributes (the stores
+    give spans of other kinds, never requests, the ENTRY role without asking).
 
     PER_RECORD: a CONSUMER span with ``faas.invocation_id`` and no ``faas.trigger`` (hopscope's
     ``process_batch``). INVOCATION: any other span with ``faas.invocation_id``. ENTRY: the rest.

@@ -22,9 +22,12 @@ BUCKET_NS = 60 * 1_000_000_000
 _BIN = clickhouse_graph.bin_sql("Duration")
 _ERROR = "StatusCode IN ('" + "', '".join(ERROR_STATUS_NAMES) + "')"
 # model/red.py's span_role, in SQL.
+_CONSUMER_SQL = "SpanKind IN ('" + "', '".join(kind_names(Span.SpanKind.SPAN_KIND_CONSUMER)) + "')"
+_SERVER_SQL = "SpanKind IN ('" + "', '".join(kind_names(Span.SpanKind.SPAN_KIND_SERVER)) + "')"
 _ROLE = (
-    f"multiIf(NOT mapContains(SpanAttributes, '{FAAS_INVOCATION_ID}'), {SpanRole.ENTRY:d}, "
-    "SpanKind IN ('" + "', '".join(kind_names(Span.SpanKind.SPAN_KIND_CONSUMER)) + "') "
+    f"multiIf(NOT ({_CONSUMER_SQL} OR {_SERVER_SQL}) "
+    f"OR NOT mapContains(SpanAttributes, '{FAAS_INVOCATION_ID}'), {SpanRole.ENTRY:d}, "
+    f"{_CONSUMER_SQL} "
     f"AND NOT mapContains(SpanAttributes, '{FAAS_TRIGGER}'), {SpanRole.PER_RECORD:d}, "
     f"{SpanRole.INVOCATION:d})"
 )

@@ -21,6 +21,7 @@ from hopscope.collector.stitch.guard import saturating_add
 BUCKET_NS = 60 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
+_REQUEST_KINDS = frozenset({Span.SpanKind.SPAN_KIND_SERVER, _CONSUMER})  # the kinds span_role is asked about
 # The ``kind`` column holds kind + ROLE_STEP * role (OTLP kinds are 0 to 5).
 ROLE_STEP = 256
 
@@ -35,7 +36,9 @@ class RedRollups:
 
     def add(self, span: Span, service_name: str) -> None:
         start = span.start_time_unix_nano
-        role = span_role(span.kind == _CONSUMER, {kv.key for kv in span.attributes})
+        role = SpanRole.ENTRY
+        if span.kind in _REQUEST_KINDS:
+            role = span_role(span.kind == _CONSUMER, {kv.key for kv in span.attributes})
         key = (service_name, span.name, span.kind + ROLE_STEP * role, start - start % BUCKET_NS)
         rollup = self.rollups.get(key)
         if rollup is None:
