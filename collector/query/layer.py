@@ -485,8 +485,9 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
     to its record's producer only. Both carry the invocation's ``faas.invocation_id``, which names the
     attempt (a retry is another invocation, with a higher receive count), so they make one hop: the
     per-record span's, because it is the message's own processing (its duration, status and receive count
-    are that record's, where a batch invocation's are the whole batch's). Without an invocation id the
-    receive count names the attempt; a consumer with neither is a delivery of its own.
+    are that record's, where a batch invocation's are the whole batch's). Without an invocation id (outside
+    Lambda) the receive count names the attempt, and the invocation span yields by its
+    ``hopscope.batch.record_spans`` mark; a consumer with neither is a delivery of its own.
     """
     by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
     producers_by_message: dict[tuple[str, str], list[FlowSpan]] = {}
@@ -494,7 +495,7 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
         if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
             key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
             producers_by_message.setdefault(key, []).append(span)
-    kept: dict[tuple[str, ...], tuple[bool, int, AsyncHop]] = {}
+    kept: dict[tuple[str, ...], tuple[int, int, AsyncHop]] = {}
     for consumer in spans:
         if consumer["kind"] != "CONSUMER":
             continue
@@ -509,7 +510,7 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
                 (producer, {})
                 for producer in producers_by_message.get((str(message_id), _destination(consumer)), [])
             )
-        per_record = is_per_record_span(True, consumer["attributes"])
+        rank = _hop_rank(consumer)
         seen: set[str] = set()
         for producer, link_attributes in candidates:
             if producer is None or producer["kind"] != "PRODUCER" or producer["span_id"] in seen:
@@ -531,9 +532,17 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
             delivery: tuple[str, ...] = (producer["trace_id"], producer["span_id"], consumer["service"])
             delivery += _attempt(consumer, hop)
             earlier = kept.get(delivery)
-            if earlier is None or (per_record and not earlier[0]):
-                kept[delivery] = (per_record, len(kept) if earlier is None else earlier[1], hop)
+            if earlier is None or rank < earlier[0]:
+                kept[delivery] = (rank, len(kept) if earlier is None else earlier[1], hop)
     return [hop for _, _, hop in sorted(kept.values(), key=lambda entry: entry[1])]
+
+
+def _hop_rank(consumer: FlowSpan) -> int:
+    """Which of two hops of one delivery stays: the lower rank (the first of equal ones). A per-record span
+    first, an invocation span whose records have spans of their own (``process_batch`` marks it) last."""
+    if is_per_record_span(True, consumer["attributes"]):
+        return 0
+    return 2 if consumer["attributes"].get(conventions.RECORD_SPANS) else 1
 
 
 def _attempt(consumer: FlowSpan, hop: AsyncHop) -> tuple[str, ...]:
