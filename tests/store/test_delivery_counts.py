@@ -64,8 +64,9 @@ class Shop:
             "MessageAttributes": {"traceparent": {"DataType": "String", "StringValue": traceparent}},
         }
 
-    def deliver(self, messages: list[dict[str, Any]], *, fail: bool = False) -> None:
-        """One Lambda invocation of the consumer with these messages as its batch."""
+    def deliver(self, messages: list[dict[str, Any]], *, fail: bool = False, in_lambda: bool = True) -> None:
+        """One Lambda invocation of the consumer with these messages as its batch (outside Lambda: the
+        handler called without a context, so no span carries ``faas.invocation_id``)."""
 
         def record_handler(record: dict[str, Any]) -> None:
             if fail:
@@ -77,7 +78,7 @@ class Shop:
 
         handler(
             {"Records": [sqs_record(message, QUEUE_ARN) for message in messages]},
-            LambdaContext(function_name="shipping"),
+            LambdaContext(function_name="shipping") if in_lambda else None,
         )
 
     def store_all(self, store: Any) -> QueryLayer:
@@ -186,6 +187,19 @@ def test_a_retried_delivery_is_a_second_hop_and_a_second_invocation(
     services = {service.service: service for service in layer.services(since, until)}
     assert (services[CONSUMER].red.span_count, services[CONSUMER].red.error_count) == (2, 1)
     assert consume_edge_count(layer) == 2
+
+
+def test_outside_lambda_a_delivery_is_one_hop_by_its_receive_count(
+    shop: Shop, spans: GlobalSpans, new_store: Callable[..., Any]
+) -> None:
+    # GIVEN a handler called without a Lambda context: no invocation id on any span
+    shop.deliver([shop.send("local")], in_lambda=False)
+    assert not any("faas.invocation_id" in (s.attributes or {}) for s in spans.finished())
+    layer = shop.store_all(new_store("local"))
+    # THEN the delivery is still one hop (same producer, consumer and receive count), the record span's
+    (hop,) = shop.hops_of(layer, "local")
+    (record,) = record_spans(spans)
+    assert hop["consumer"]["span_id"] == f"{record.context.span_id:016x}"
 
 
 LAMBDA_SPAN: dict[str, str | bool] = {
