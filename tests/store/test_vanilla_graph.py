@@ -208,3 +208,43 @@ def test_a_vanilla_publish_and_a_hopscope_one_share_the_topics_node(
         ("service:orders-api", "aws_sqs:billing", "external"): 1,  # the ReceiveMessage above
     }
     assert edges[("aws_sqs:billing", "service:orders-api", "consume")].queue_wait_p50_ms is not None
+
+
+@pytest.mark.parametrize("consumer_first", [True, False])
+def test_a_consumer_reporting_the_message_id_waits_on_a_vanilla_send(
+    shop: Shop, vanilla: Vanilla, new_store: Callable[..., Any], consumer_first: bool
+) -> None:
+    """A direct SendMessage carries no context, but its CLIENT span has the message id: a consumer span that
+    reports the id (a root CONSUMER span with ``messaging.message.id`` and the queue, as hopscope's
+    ``@traced_handler`` makes for one record without a context) pairs with it, so the hop has its queue
+    wait, whichever is stored first."""
+    sqs = shop.moto.client("sqs")
+    with vanilla.tracer().start_as_current_span("POST /orders", kind=SpanKind.SERVER):
+        sent = sqs.send_message(QueueUrl=shop.orders_url, MessageBody="order 1")
+    producer_spans = vanilla.spans()
+    vanilla.memory.clear()
+    consumer = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+    consumer.add_span_processor(SimpleSpanProcessor(vanilla.memory))
+    with consumer.get_tracer("tests").start_as_current_span(
+        "orders process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "aws_sqs",
+            "messaging.destination.name": "orders",
+            "messaging.message.id": sent["MessageId"],
+            "faas.trigger": "pubsub",
+        },
+    ):
+        pass
+    consumer_spans = vanilla.spans()
+    store = new_store("message")
+    first, second = (consumer_spans, producer_spans) if consumer_first else (producer_spans, consumer_spans)
+    store.write([encode_spans(first)])
+    edges = graph_edges(store, second)
+    assert {key: edge.red.span_count for key, edge in edges.items()} == {
+        ("service:orders-api", "aws_sqs:orders", "publish"): 1,
+        ("aws_sqs:orders", "service:billing", "consume"): 1,
+    }
+    wait = edges[("aws_sqs:orders", "service:billing", "consume")].queue_wait_p50_ms
+    assert wait is not None and wait >= 0

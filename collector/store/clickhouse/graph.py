@@ -16,7 +16,8 @@ seen the spans at ingest, so rows that OpenTelemetry Collectors wrote are graphe
   batch span that links to its messages (``messaging.batch.message_count`` and links of a valid context:
   one with an all-zero or wrong-length id pairs nothing, see stitch/guard.py); none for such a
   batch with ``hopscope.batch.record_spans`` set, none for a consumer span whose parent is such a batch.
-  A hop's producer is the first of its links, then its parent, that is a PRODUCER span; a consumer span
+  A hop's producer is the first of its links, then its parent, that is a PRODUCER span (or a CLIENT span
+  that sends, as publish edges count them: vanilla botocore's SendMessage); a consumer span
   with neither is joined by message id and destination name to a producer in another trace (the smallest
   trace id, then span id, when several match). Queue wait = consumer start - producer end; a subscription
   hop too when the producer's destination is another.
@@ -285,11 +286,13 @@ _SENDS = (
 # a publish edge when it sends, an external one otherwise.
 _CALLS_DESTINATION = f"{_kind_is(_CLIENT)} AND ({_IS_DEPENDENCY}) AND {_destination_name()} != ''"
 
+# A consumer's producer: a PRODUCER span, or a dependency call that sends to the destination it names.
+_SENDER = f"({_kind_is(_PRODUCER)} OR ({_CALLS_DESTINATION} AND {_SENDS}))"
+
 _PUBLISH = f"""
 SELECT concat('service:', ServiceName) AS source, {_destination()} AS target, 'publish' AS kind,
     {_START} AS start, Duration AS duration, {_ERROR} AS error, {_NO_WAIT} AS wait, {_ZERO} AS receive_count
-FROM {{table}} WHERE {_IN_RANGE} AND target != ''
-    AND ({_kind_is(_PRODUCER)} OR ({_kind_is(_CLIENT)} AND ({_IS_DEPENDENCY}) AND {_SENDS}))
+FROM {{table}} WHERE {_IN_RANGE} AND target != '' AND {_SENDER}
 """
 
 _DEPENDENCY_NAME = (
@@ -333,7 +336,7 @@ FROM (
         if({_MESSAGE_ID} != '' AND {_DESTINATION_NAME} != '',
            [(p_trace, p_span), ({_message_key(_MESSAGE_ID, _DESTINATION_NAME)}, toUInt64(0))],
            [(p_trace, p_span)]) AS keys
-    FROM {{table}} WHERE {_kind_is(_PRODUCER)} AND {_IN_WINDOW} AND SpanId != ''
+    FROM {{table}} WHERE {_SENDER} AND {_IN_WINDOW} AND SpanId != ''
     UNION ALL
     SELECT p_trace, p_span, toUInt8(2) AS tag, {_ZERO} AS p_end, '' AS p_destination,
         [(p_trace, p_span)] AS keys
@@ -493,7 +496,7 @@ SELECT DISTINCT node, old FROM (
     WHERE {_kind_is(_CONSUMER)} AND {_SINCE} AND {_BATCH} AND NOT {_RECORD_SPANS}
     UNION ALL
     SELECT {_destination()} AS node, 1 AS old FROM {{table}}
-    WHERE {_kind_is(_PRODUCER)} AND Timestamp >= fromUnixTimestamp64Nano({{wlo:Int64}})
+    WHERE {_SENDER} AND Timestamp >= fromUnixTimestamp64Nano({{wlo:Int64}})
         AND Timestamp < fromUnixTimestamp64Nano({{lo:Int64}})
 )
 WHERE startsWith(node, {{prefix:String}})

@@ -9,7 +9,8 @@ calls, named from ``rpc.service``, ``db.system`` or ``server.address``). Edges:
 - ``publish``: a producer span's service -> its destination, and so does a dependency call that sends to a
   destination it names (vanilla botocore's SQS SendMessage is a CLIENT span: stitch/graph_rules.py);
 - ``consume``: a destination -> the service of a consumer span (queue wait = consumer start minus the
-  linked or parent producer's end, and the highest receive count);
+  linked, parent or same-message producer's end, a sending client span being one; and the highest receive
+  count);
 - ``subscription``: the producer's destination -> the consumer's, when they differ (SNS -> SQS);
 - ``external``: a service -> an external dependency, or -> the destination a dependency call names without
   sending to it (ReceiveMessage, DeleteMessage).
@@ -81,6 +82,17 @@ class _SpanInfo:
             and self.link_count > 0
             and (conventions.BATCH_MESSAGE_COUNT in self.attributes)
         )
+
+    @property
+    def sends(self) -> bool:
+        """A producer span, or a dependency call that sends to the destination it names (vanilla botocore's
+        SQS SendMessage is a CLIENT span): either is a consumer's producer."""
+        if self.kind == _KIND.SPAN_KIND_PRODUCER:
+            return True
+        if self.kind != _KIND.SPAN_KIND_CLIENT:
+            return False
+        edge = client_edge(self.attributes)
+        return edge is not None and edge[1] == "publish"
 
     @property
     def destination(self) -> str | None:
@@ -163,6 +175,9 @@ class GraphRollups:
                 if edge is not None:
                     self._count(f"service:{service}", *edge, info)
                 served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
+                message_key = _message_key(info) if edge is not None and edge[1] == "publish" else None
+                if message_key is not None:  # a consumer joined by message id to a vanilla SendMessage
+                    self._resolve(conn, *message_key, info)
                 address = info.attributes.get("server.address")
                 if (
                     not is_dependency
@@ -264,7 +279,7 @@ class GraphRollups:
         }
         for key in producers:
             producer = self._find(conn, key)
-            if producer is not None and producer.kind == _KIND.SPAN_KIND_PRODUCER:
+            if producer is not None and producer.sends:
                 self._count_consume(producer, hop)
                 return
         if producers and info.destination is None:  # the producer names the destination: wait for it
@@ -303,7 +318,8 @@ class GraphRollups:
     def _producer_of_message(
         self, conn: sqlite3.Connection, trace_id: bytes, info: _SpanInfo
     ) -> _SpanInfo | None:
-        """The producer span of the consumer's message id and destination, in another trace."""
+        """The producer span (or sending client span) of the consumer's message id and destination, in
+        another trace."""
         message_id = str(info.attributes[conventions.MESSAGE_ID])
         destination = destination_name(info.attributes)
         traces = conn.execute(
@@ -312,11 +328,11 @@ class GraphRollups:
         ).fetchall()
         for (other,) in traces:
             for service, blob in conn.execute(
-                "SELECT service_name, span FROM spans WHERE trace_id = ? AND kind = ?",
-                (other, _KIND.SPAN_KIND_PRODUCER),
+                "SELECT service_name, span FROM spans WHERE trace_id = ? AND kind IN (?, ?)",
+                (other, _KIND.SPAN_KIND_PRODUCER, _KIND.SPAN_KIND_CLIENT),
             ):
                 candidate = _info(Span.FromString(blob), service)
-                if _message_key(candidate) == _message_key(info):
+                if candidate.sends and _message_key(candidate) == _message_key(info):
                     return candidate
         return None
 
@@ -329,7 +345,7 @@ class GraphRollups:
             hop = json.loads(text)
             if hop["type"] == "sync":
                 self._count_sync(info, hop)
-            elif info.kind == _KIND.SPAN_KIND_PRODUCER:
+            elif info.sends:
                 self._count_consume(info, hop)
             conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
         return len(rows)
