@@ -797,7 +797,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/services": {
             "get": {
-                "summary": "RED per service: rate, error rate, p50/p95/p99 of server and consumer spans",
+                "summary": "RED per service: rate, error rate, p50/p95/p99 of its invocations (each Lambda "
+                "invocation once; a batch's messages count on its consume edge of /api/graph)",
                 "parameters": _RANGE,
                 "responses": {
                     "200": _json(_schema("Services"), "one entry per service: red, operations"),
