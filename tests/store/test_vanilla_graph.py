@@ -200,7 +200,8 @@ def test_a_vanilla_publish_and_a_hopscope_one_share_the_topics_node(
     ):
         pass
 
-    edges = graph_edges(new_store("mixed"), vanilla.spans())
+    store = new_store("mixed")
+    edges = graph_edges(store, vanilla.spans())
     assert {key: edge.red.span_count for key, edge in edges.items()} == {
         ("service:orders-api", "aws.sns:order-events", "publish"): 2,
         ("aws.sns:order-events", "aws_sqs:billing", "subscription"): 1,
@@ -208,6 +209,16 @@ def test_a_vanilla_publish_and_a_hopscope_one_share_the_topics_node(
         ("service:orders-api", "aws_sqs:billing", "external"): 1,  # the ReceiveMessage above
     }
     assert edges[("aws_sqs:billing", "service:orders-api", "consume")].queue_wait_p50_ms is not None
+    # the flow detail's hop names the topic too, not its ARN
+    vanilla_publish = vanilla.call("Publish").get_span_context()
+    assert vanilla_publish is not None
+    layer = QueryLayer(store)
+    flow_id = layer.flow_of_trace(vanilla_publish.trace_id.to_bytes(16, "big"))
+    detail = layer.flow(flow_id) if flow_id is not None else None
+    assert detail is not None
+    assert [(hop["destination"], hop["consumer_service"]) for hop in detail.hops] == [
+        ("order-events", "orders-api")
+    ]
 
 
 @pytest.mark.parametrize("consumer_first", [True, False])
