@@ -22,12 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+import streamlit as st
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.instrumentation import process_batch, set_correlation_id, traced_handler
+from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.dead_letters import Orders, aws_env, dlq_cli, export_and_settle, flow_of_order
 from tests.helpers.lambda_shapes import LambdaContext, sqs_event
 from tests.helpers.moto_server import MotoServer
@@ -43,6 +45,16 @@ def eventually(read: Callable[[], Any], done: Callable[[Any], bool], timeout: fl
             return value
         assert time.monotonic() < deadline, f"still {value!r}"
         time.sleep(0.3)
+
+
+def flow_page_text(collector: CollectorProcess, flow_id: int) -> str:
+    """The dashboard's flow page (Streamlit's AppTest on the collector's database): its Markdown and
+    captions as one text, fresh (no cached answers of an earlier run)."""
+    st.cache_data.clear()
+    with dashboard_env(collector.db):
+        page = run_page("flow_detail", {"flow": str(flow_id)})
+    assert not page.exception
+    return "\n".join([m.value for m in page.markdown] + [c.value for c in page.caption])
 
 
 def polling_collector(start_collector: Callable[..., CollectorProcess], moto: MotoServer) -> CollectorProcess:
@@ -97,6 +109,11 @@ def test_a_dead_lettered_message_shows_in_its_flow_then_as_redriven_with_the_ret
             1,
         )
         assert message["consumers"] == ["tests"] and message["redrive_spans"] == []
+        # and so does the dashboard's flow page, as plain text
+        assert (
+            f"{message['message_id']} to orders: failed 2 deliveries; in dead-letter queue orders-dlq now"
+            in (flow_page_text(collector, flow_id))
+        )
         # and the flow list finds it by that fate, and not as delivered twice
         listed = http.get("/api/flows", params={"dead_lettered": "true"}).json()["flows"]
         assert [flow["flow_id"] for flow in listed] == [flow_id]
@@ -139,6 +156,9 @@ def test_a_dead_lettered_message_shows_in_its_flow_then_as_redriven_with_the_ret
             s["span_id"] for s in detail["spans"] if "faas.trigger" in s["attributes"]
         }
         assert http.get("/api/flows", params={"dead_lettered": "true"}).json()["flows"] == []
+        page = flow_page_text(collector, flow_id)
+        assert "redriven from orders-dlq to orders; processed by tests on retry" in page
+        assert all(span_id in page for span_id in retried)  # the retry's spans, named
 
 
 def run_consumer(orders: Orders, message: dict[str, Any], seconds: float) -> None:
