@@ -3,7 +3,8 @@
 Pure (a ``FlowDetail`` in, a plotly ``Figure`` out), so that the page only draws it and a test can read it.
 One bar per span, in start order, labelled "service · name" and coloured by service; each async hop's
 queue wait is its own grey, hatched segment from the producer's end to the consumer's start; failed spans
-have a red outline and an ✕ at their end; a message received more than once says so on its bar.
+have a red outline and an ✕ at their end; a message received more than once says so on its bar; the spans
+of a batch that the flow shares with other flows are marked ⇶.
 
 Every name on the chart is span data: Plotly would render the HTML in it, so each goes through
 ``plain_text.plotly_text``; row labels and legend entries are shortened (``plain_text.shorten``) so that the
@@ -12,11 +13,13 @@ bars keep the chart's width, and the whole name is in the bar's hover box.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import plotly.graph_objects as go  # type: ignore[import-untyped, unused-ignore]
 from plotly.colors import qualitative  # type: ignore[import-untyped, unused-ignore]
 
 from hopscope.collector.model import conventions
-from hopscope.collector.model.flows import AsyncHop, FlowDetail, FlowSpan
+from hopscope.collector.model.flows import AsyncHop, FlowDetail, FlowSpan, SharedTrace
 from hopscope.dashboard.plain_text import LABEL_CHARS, plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"
@@ -26,6 +29,8 @@ QUEUE_WAIT_TRACE = "queue wait"
 ERROR_TRACE = "error"
 # A legend entry names a service in at most this many characters.
 LEGEND_CHARS = 40
+# Marks the rows of spans that a batch shares with other flows.
+SHARED_MARK = "⇶ "
 
 
 def span_label(span: FlowSpan) -> str:
@@ -72,6 +77,7 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
         return figure
     origin = min(span["start_unix_nano"] for span in spans)
     row_of = {(span["trace_id"], span["span_id"]): row for row, span in enumerate(spans)}
+    shared = {trace["trace_id"]: trace for trace in detail.shared_traces}
     colours = _service_colours([span["service"] for span in spans])
 
     for service, colour in colours.items():
@@ -95,7 +101,7 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
                         "width": [3 if is_error(span) else 0 for _, span in rows],
                     },
                 },
-                hovertext=[_hover(span) for _, span in rows],
+                hovertext=[_hover(span, shared) for _, span in rows],
                 hoverinfo="text",
             )
         )
@@ -162,11 +168,25 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
         yaxis={
             "tickmode": "array",
             "tickvals": list(range(len(spans))),
-            "ticktext": [plotly_text(shorten(span_label(span), LABEL_CHARS)) for span in spans],
+            "ticktext": [
+                (SHARED_MARK if span["trace_id"] in shared else "")
+                + plotly_text(shorten(span_label(span), LABEL_CHARS))
+                for span in spans
+            ],
             "autorange": "reversed",
         },
     )
     return figure
+
+
+def shared_text(batch: SharedTrace) -> str:
+    """What a shared batch trace is, in a sentence (numbers only: no span data)."""
+    others = batch["other_messages"]
+    flows = len(batch["other_flow_ids"])
+    return (
+        f"{SHARED_MARK}shared: processed in one batch with {others} other message{'s' * (others != 1)} "
+        f"({flows} other flow{'s' * (flows != 1)})"
+    )
 
 
 def _hop_rows(hop: AsyncHop, row_of: dict[tuple[str, str], int]) -> tuple[int, int] | None:
@@ -175,13 +195,17 @@ def _hop_rows(hop: AsyncHop, row_of: dict[tuple[str, str], int]) -> tuple[int, i
     return None if producer is None or consumer is None else (producer, consumer)
 
 
-def _hover(span: FlowSpan) -> str:
-    """The bar's hover box: the whole label (wrapped), kind, duration, trace, and the error if any."""
+def _hover(span: FlowSpan, shared: Mapping[str, SharedTrace]) -> str:
+    """The bar's hover box: the whole label (wrapped), kind, duration, trace, whether a batch shares it,
+    and the error if any."""
     lines = [
         f"<b>{plotly_hover(span_label(span))}</b>",
         f"{span['kind'].lower()} · {span['duration_ms']:.1f} ms",
         f"trace {span['trace_id']}",
     ]
+    batch = shared.get(span["trace_id"])
+    if batch is not None:
+        lines.append(shared_text(batch))
     if is_error(span):
         lines.append(plotly_hover(f"error: {span['status']['message'] or 'status ERROR'}"))
     if retry_text(span):

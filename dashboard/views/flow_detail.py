@@ -22,7 +22,14 @@ from hopscope.dashboard.plain_text import (
     whole_text,
 )
 from hopscope.dashboard.time_range import refresh_interval
-from hopscope.dashboard.waterfall import is_error, receive_count, span_label, waterfall_figure
+from hopscope.dashboard.waterfall import (
+    SHARED_MARK,
+    is_error,
+    receive_count,
+    shared_text,
+    span_label,
+    waterfall_figure,
+)
 
 context = page_context()
 st.title("Flow")
@@ -88,6 +95,35 @@ def summary(detail: FlowDetail) -> None:
         )
 
 
+# A shared batch offers buttons to at most this many of the other flows it processed messages of.
+SHARED_FLOW_BUTTONS = 8
+
+
+def shared_batches(detail: FlowDetail) -> None:
+    """Each batch this flow shares: one invocation processed its message with others, so its spans are in
+    every one of those flows (counted in each summary); the other flows can be opened from here."""
+    for batch in detail.shared_traces:
+        spans = sum(1 for span in detail.spans if span["trace_id"] == batch["trace_id"])
+        with st.container(border=True):
+            st.markdown(
+                f"{shared_text(batch)}: {spans} span{'s' * (spans != 1)} of trace `{batch['trace_id']}`",
+                help="A Lambda invocation (or any consumer span linking to several messages) processed this "
+                "flow's message together with other messages. Its spans belong to each of their flows; "
+                "they are marked ⇶ in the waterfall.",
+            )
+            others = batch["other_flow_ids"]
+            if not others:
+                continue
+            cells = st.columns(min(len(others), SHARED_FLOW_BUTTONS) + 1)
+            for cell, other in zip(cells, others[:SHARED_FLOW_BUTTONS], strict=False):
+                if cell.button(f"Flow {other}", key=f"shared_{batch['trace_id']}_{other}"):
+                    url_state.put("flow", str(other))
+                    url_state.remove("span")
+                    st.rerun()
+            if len(others) > SHARED_FLOW_BUTTONS:
+                cells[-1].caption(f"and {len(others) - SHARED_FLOW_BUTTONS} more")
+
+
 _FATE_ICONS = {
     Fate.DEAD_LETTERED.value: ":material/report:",
     Fate.REDRIVEN.value: ":material/replay:",
@@ -134,8 +170,10 @@ def message_fates(flow_id: int) -> None:
 def span_table(detail: FlowDetail) -> None:
     """Every span as a row, for searching and copying ids (the waterfall is what one looks at)."""
     origin = min(span["start_unix_nano"] for span in detail.spans)
+    shared = {batch["trace_id"] for batch in detail.shared_traces}
     rows = [
         {
+            "shared": SHARED_MARK.strip() if span["trace_id"] in shared else "",
             "service": span["service"],
             "name": span["name"],
             "kind": span["kind"],
@@ -238,6 +276,7 @@ def flow_page(flow_id: int) -> None:
         return
     summary(detail)
     message_fates(flow_id)
+    shared_batches(detail)
     otlp = data.flow_otlp_json(context.db, flow_id)
     if otlp is not None:
         st.download_button(
@@ -252,7 +291,8 @@ def flow_page(flow_id: int) -> None:
     st.plotly_chart(waterfall_figure(detail), width="stretch")
     st.caption(
         "One bar per span, coloured by service; grey hatched bars are the time a message waited in its "
-        "queue or topic; a red outline and ✕ mark an error."
+        "queue or topic; a red outline and ✕ mark an error; ⇶ marks the spans of a batch shared with other "
+        "flows."
     )
     with st.expander(f"All {len(detail.spans)} spans as a table"):
         span_table(detail)

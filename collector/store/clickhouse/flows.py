@@ -284,7 +284,40 @@ class ClickHouseFlowStitcher:
             for flow in self._merged_into(sorted(batch_state.absorbed)):
                 flows.setdefault(flow.flow_id, flow)
             batch_state.repoint()
+        self._recheck_shared_only(batch_state, [t for t in batches if t in batch and t in known], batches)
         self._write(batch_state, known)
+
+    def _recheck_shared_only(self, state: _Batch, batch_traces: list[bytes], batches: set[bytes]) -> None:
+        """sqlite/flows.py FlowStitcher._recheck_shared_only: the flow of a stored trace that became a batch
+        trace only now is shared-only if every trace of it with spans is a batch trace."""
+        touched = {state.standing(state.traces[t][0]) for t in batch_traces if t in state.traces}
+        for flow_id in sorted(touched):
+            flow = state.flows[flow_id]
+            if flow.shared_only:
+                continue
+            traces = {trace for trace, spans in self._flow_traces(flow_id).items() if spans > 0}
+            traces.update(
+                t.hex()
+                for t, (first, spans) in state.traces.items()
+                if spans > 0 and state.standing(first) == flow_id
+            )
+            batch_hex = {t.hex() for t in batches}
+            if traces and traces - batch_hex <= self._stored_batch_hex(sorted(traces - batch_hex)):
+                flow.shared_only = flow.changed = True
+
+    def _flow_traces(self, flow_id: int) -> dict[str, int]:
+        """trace (hex) -> spans stored, for the traces of a standing flow (and of the flows it absorbed)."""
+        flows_table = self._table("hopscope_flows")
+        rows = self._client.query(
+            f"SELECT TraceId, SpanCount FROM {self._table('hopscope_flow_traces')} FINAL "
+            f"WHERE FlowId = {{flow:UInt64}} OR FlowId IN (SELECT FlowId FROM {flows_table} "
+            "WHERE MergedInto = {flow:UInt64})",
+            {"flow": flow_id},
+        )
+        return {str(trace): int(spans) for trace, spans in rows}
+
+    def _stored_batch_hex(self, traces: list[str]) -> set[str]:
+        return {t.hex() for t in self._stored_batches([bytes.fromhex(t) for t in traces])}
 
     def _write(self, batch: _Batch, known: dict[bytes, tuple[int, int, int]]) -> None:
         read_versions = [flow.version for flow in batch.flows.values()]

@@ -86,6 +86,21 @@ class FlowStitcher:
             rows.add_group(flow_id, members, batch, known, total, link_keys=link_keys)
         rows.shared_links = [(linked, b) for b in batches if b in batch for linked in batch[b].linked_traces]
         rows.insert(self._conn)
+        self._recheck_shared_only([t for t in batches if t in batch and t in known])
+
+    def _recheck_shared_only(self, batch_traces: list[bytes]) -> None:
+        """A stored trace whose linking span came after its other spans became a batch trace only now: its
+        flow is shared-only if every trace of it with spans is a batch trace."""
+        for chunk in chunks(batch_traces):
+            marks = ",".join("?" * len(chunk))
+            self._conn.execute(
+                "UPDATE flows SET shared_only = NOT EXISTS (SELECT 1 FROM trace_flows t "
+                "WHERE t.flow_id = flows.flow_id AND t.span_count > 0 "
+                "AND t.trace_id NOT IN (SELECT trace_id FROM shared_links)) "
+                f"WHERE flow_id IN (SELECT flow_id FROM trace_flows WHERE trace_id IN ({marks})) "
+                "AND shared_only = 0",
+                chunk,
+            )
 
     def _stored_batches(self, trace_ids: list[bytes]) -> set[bytes]:
         """The traces among these that an earlier batch recorded as batch traces."""
