@@ -247,7 +247,7 @@ def test_a_clickhouse_flows_table_without_the_rank_gets_it_and_keeps_its_entries
     from hopscope.collector.store.clickhouse.store import ClickHouseStore
     from hopscope.collector.store.url import open_clickhouse_client, open_store, parse_store_url
 
-    # GIVEN a database whose flows table has no EntryRank (nor SharedOnly), and a flow in it with a root as entry
+    # GIVEN a database whose flows table has no EntryRank (nor SharedOnly), and a flow with a root as entry
     services = Services()
     late = span(services.tracer("orders-api"), "GET /late", 0, parent=outside_context(), kind=SpanKind.SERVER)
     trace_hex = format(late.get_span_context().trace_id, "032x")
