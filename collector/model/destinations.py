@@ -106,6 +106,8 @@ def name_of(value: str) -> str:
     """A destination's name from an ARN, a queue URL or a name: ``arn:aws:sns:eu-west-1:123:orders`` ->
     ``orders``, ``arn:aws:events:...:event-bus/shop`` -> ``shop``, ``https://sqs.eu-west-1.amazonaws.com/
     123456789012/jobs.fifo`` -> ``jobs.fifo``; anything else unchanged. Never empty for a non-empty value."""
+    if not value.startswith("arn:") and "://" not in value:
+        return value  # the common case, a plain name: no pattern can match it
     arn = _ARN.fullmatch(value)
     if arn is not None:
         service, resource = arn.groups()
