@@ -31,7 +31,7 @@ from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label
 from hopscope.dashboard.service_map_dot import service_map_dot
 from tests.helpers.dashboard_harness import dashboard_env, run_page
-from tests.helpers.flow_chains import Services, order_chain, post
+from tests.helpers.flow_chains import Services, consume_batch, order_chain, post, publish_order
 from tests.helpers.servers import ShopDatabase
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -405,3 +405,39 @@ def test_the_flow_page_says_when_its_entry_was_called_with_a_trace_context_from_
     heading, captions = shown["o-1"]
     assert heading == markdown_label("orders-api · POST /orders", heading_chars)
     assert "called with a trace context from outside" not in captions
+
+
+def test_a_batch_shared_by_two_flows_is_marked_in_each_and_opens_the_other(tmp_path: Path) -> None:
+    # GIVEN two orders processed in one batch (one consumer span linking to both producers)
+    services = Services()
+    first, second = publish_order(services, "b-1"), publish_order(services, "b-2")
+    consume_batch(services, [first, second], orders=["b-1", "b-2"])
+    db = tmp_path / "batch.db"
+    store = SQLiteStore(db)
+    post(store, services.spans())
+    flows = {
+        summary.correlation_ids[0]: summary.flow_id
+        for summary in QueryLayer(store).search_flows(FlowFilter())
+    }
+    store.close()
+    assert set(flows) == {"b-1", "b-2"}
+    with dashboard_env(db):
+        # WHEN the flow list and the first order's flow page are shown
+        listed = run_page("flows")
+        app = run_page("flow_detail", {"flow": str(flows["b-1"])})
+        assert not listed.exception and not app.exception
+        # THEN the list holds the two orders only, not the batch
+        assert sorted(_shown_flow_ids(listed)) == sorted(flows.values())
+        # ... the flow page says the batch is shared, and how many other messages it processed
+        notices = [
+            markdown.value for markdown in app.markdown if "shared: processed in one batch" in markdown.value
+        ]
+        assert len(notices) == 1 and "with 1 other message (1 other flow)" in notices[0]
+        # ... and its button opens the other order's flow
+        app.button(key=f"shared_{_batch_trace(services)}_{flows['b-2']}").click().run()
+        assert app.query_params["flow"] == str(flows["b-2"])
+
+
+def _batch_trace(services: Services) -> str:
+    (batch,) = {format(s.context.trace_id, "032x") for s in services.spans() if s.name.startswith("process ")}
+    return batch

@@ -105,3 +105,54 @@ def flows_by_trace(store: Any, spans: Sequence[ReadableSpan]) -> dict[int, set[i
         assert flow_id is not None
         flows.setdefault(flow_id, set()).add(trace_id)
     return flows
+
+
+BATCH_QUEUE = "shipping"
+
+
+def publish_order(services: Services, order: str) -> trace.Span:
+    """orders-api receives an order and publishes its message: one trace per order."""
+    api = services.tracer("orders-api")
+    with api.start_as_current_span(
+        "POST /orders", context=context.Context(), kind=SpanKind.SERVER, attributes={"order": order}
+    ):
+        with api.start_as_current_span(
+            f"{BATCH_QUEUE} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "aws_sqs",
+                "messaging.destination.name": BATCH_QUEUE,
+                "messaging.message.id": f"m-{order}",
+                "hopscope.correlation_id": order,
+            },
+        ) as span:
+            return span
+
+
+def consume_batch(
+    services: Services, producers: Sequence[trace.Span], *, orders: Sequence[str], fail: bool = False
+) -> trace.Span:
+    """One shipping invocation for these messages, as vanilla OpenTelemetry records it: one CONSUMER span
+    with a link per record carrying its message id, and a DynamoDB call beneath it."""
+    shipping = services.tracer("shipping")
+    links = [
+        trace.Link(producer.get_span_context(), {"messaging.message.id": f"m-{order}"})
+        for producer, order in zip(producers, orders, strict=True)
+    ]
+    attributes: dict[str, Any] = {"messaging.system": "aws_sqs", "messaging.destination.name": BATCH_QUEUE}
+    if len(orders) > 1:
+        attributes["messaging.batch.message_count"] = len(orders)
+        attributes["hopscope.correlation_id"] = "batch-" + "-".join(orders)
+    with shipping.start_as_current_span(
+        f"process {BATCH_QUEUE}",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes=attributes,
+    ) as span:
+        with shipping.start_as_current_span(
+            "DynamoDB.PutItem", kind=SpanKind.CLIENT, attributes={"rpc.system": "aws-api"}
+        ) as call:
+            if fail:
+                call.set_status(trace.Status(trace.StatusCode.ERROR, "throttled"))
+        return span

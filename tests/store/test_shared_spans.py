@@ -12,62 +12,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hopscope.collector.model.flows import FlowDetail, FlowFilter
 from hopscope.collector.query.layer import QueryLayer
-from tests.helpers.flow_chains import Services, SpanKind, post
-
-QUEUE = "shipping"
-
-
-def publish(services: Services, order: str) -> trace.Span:
-    """orders-api receives an order and publishes its message: one trace per order."""
-    api = services.tracer("orders-api")
-    with api.start_as_current_span(
-        "POST /orders", context=context.Context(), kind=SpanKind.SERVER, attributes={"order": order}
-    ):
-        with api.start_as_current_span(
-            f"{QUEUE} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "aws_sqs",
-                "messaging.destination.name": QUEUE,
-                "messaging.message.id": f"m-{order}",
-                "hopscope.correlation_id": order,
-            },
-        ) as span:
-            return span
-
-
-def consume(
-    services: Services, producers: Sequence[trace.Span], *, orders: Sequence[str], fail: bool = False
-) -> trace.Span:
-    """One shipping invocation for these messages, as vanilla OpenTelemetry records it: one CONSUMER span
-    with a link per record carrying its message id, and a DynamoDB call beneath it."""
-    shipping = services.tracer("shipping")
-    links = [
-        trace.Link(producer.get_span_context(), {"messaging.message.id": f"m-{order}"})
-        for producer, order in zip(producers, orders, strict=True)
-    ]
-    attributes: dict[str, Any] = {"messaging.system": "aws_sqs", "messaging.destination.name": QUEUE}
-    if len(orders) > 1:
-        attributes["messaging.batch.message_count"] = len(orders)
-        attributes["hopscope.correlation_id"] = "batch-" + "-".join(orders)
-    with shipping.start_as_current_span(
-        f"process {QUEUE}",
-        context=context.Context(),
-        kind=SpanKind.CONSUMER,
-        links=links,
-        attributes=attributes,
-    ) as span:
-        with shipping.start_as_current_span(
-            "DynamoDB.PutItem", kind=SpanKind.CLIENT, attributes={"rpc.system": "aws-api"}
-        ) as call:
-            if fail:
-                call.set_status(trace.Status(trace.StatusCode.ERROR, "throttled"))
-        return span
+from tests.helpers.flow_chains import Services, post
+from tests.helpers.flow_chains import consume_batch as consume
+from tests.helpers.flow_chains import publish_order as publish
 
 
 def trace_bytes(span: trace.Span | ReadableSpan) -> bytes:
