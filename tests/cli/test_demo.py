@@ -92,6 +92,22 @@ def test_flows_reach_every_function_with_one_correlation_id(api: httpx.Client) -
         assert len(flow["correlation_ids"]) == 1
 
 
+def test_the_flow_list_holds_only_order_flows_and_shares_each_batch(api: httpx.Client) -> None:
+    # every listed flow is an order's (no batch invocation span listed as a flow of its own)
+    flows = api.get("/api/flows", params={"since": "0", "limit": 1000}).json()["flows"]
+    assert flows
+    assert {(f["entry_service"], f["entry_operation"]) for f in flows} == {("orders-api", "POST /orders")}
+    # a billing batch of several orders is in each of their flows, marked as shared
+    billed = api.get("/api/flows", params={"since": "0", "service": "billing", "limit": 200}).json()["flows"]
+    shared = []
+    for flow in billed:
+        detail = api.get(f"/api/flows/{flow['flow_id']}").json()
+        shared.extend(detail["shared_traces"])
+        assert len(detail["spans"]) == detail["summary"]["span_count"] or detail["truncated"]
+    assert shared, "no billing batch of several orders in 200 flows"
+    assert all(batch["other_flow_ids"] and batch["other_messages"] >= 1 for batch in shared)
+
+
 def test_shipping_dlq_holds_messages_linked_to_their_flows(demo: dict[str, Any], api: httpx.Client) -> None:
     assert demo["dead"], "nothing in shipping-dlq near the end of the run"
     for dead in demo["dead"]:
