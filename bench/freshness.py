@@ -189,6 +189,8 @@ def watch(address: tuple[str, int], run: Run, sending: threading.Thread, since_n
         asked = pending[:POLL_OLDEST] + (rest[turn:] + rest[:turn])[:POLL_ROTATING]
         turn += POLL_ROTATING
         asked_after_settling = settled
+        if settled:  # a last question for every sample still waiting
+            asked = pending
         for sample in asked:
             flows = get_json(conn, f"/api/flows?limit=1&message_id={quote(sample.message_id)}")["flows"]
             if flows:
@@ -199,7 +201,7 @@ def watch(address: tuple[str, int], run: Run, sending: threading.Thread, since_n
             health = get_json(conn, "/healthz")
             run.health_lags.append(float(health["flows_lag_seconds"]))
             settled = not sending.is_alive() and not health["flows_pending"]
-        if asked_after_settling and len(asked) == len(pending):
+        if asked_after_settling:
             break  # every sample still waiting was asked about once more after everything was stitched
         time.sleep(POLL_SECONDS)
     while get_json(conn, "/healthz")["flows_pending"]:
