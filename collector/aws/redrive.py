@@ -30,6 +30,7 @@ from hopscope.collector.aws.dlq import (
     source_queues,
 )
 from hopscope.collector.aws.errors import AwsErrorKind, classify
+from hopscope.collector.model.fate import REDRIVE_SOURCE
 from hopscope.instrumentation.conventions import AWS_TRACE_HEADER, MESSAGE_ID
 
 # How long a batch in flight stays hidden in the dead-letter queue: after a crash it reappears this late.
@@ -411,7 +412,7 @@ class _ClientSideMove:
                     "messaging.operation.name": "redrive",
                     "messaging.destination.name": self.target.name,
                     MESSAGE_ID: str(message["MessageId"]),
-                    "hopscope.redrive.source": self.dlq.name,
+                    REDRIVE_SOURCE: self.dlq.name,  # how a flow tells a redrive (model/fate.py)
                 },
                 links=links,
                 start_time=started,
