@@ -26,7 +26,10 @@ import streamlit as st
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from hopscope.collector.aws.poller import QueuePoller
+from hopscope.collector.model.fate import DeadLetterPeek
 from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.settings import SqsSettings
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.instrumentation import process_batch, set_correlation_id, traced_handler
 from tests.helpers.dashboard_harness import dashboard_env, run_page
@@ -255,3 +258,41 @@ def test_the_fate_filters_are_checked_like_every_other_parameter(
         assert bad.status_code == 400
         assert bad.json()["message"] == "parameter 'duplicates': expected 'true' or 'false', got 'yes'"
         assert http.get("/api/flows", params={"dead_lettered": "false"}).json()["flows"] == []
+
+
+@pytest.mark.usefixtures("aws_credentials")
+def test_the_poller_records_each_dead_letter_peek_and_judges_gone_only_after_a_complete_one(
+    moto: MotoServer, tmp_path: Any
+) -> None:
+    # GIVEN orders-dlq holding 12 messages (more than one peek sees) and orders holding one
+    orders = Orders(moto)
+    for number in range(12):
+        orders.sqs.send_message(QueueUrl=orders.dlq_url, MessageBody=str(number))
+    orders.sqs.send_message(QueueUrl=orders.url, MessageBody="working")
+    store = SQLiteStore(tmp_path / "hopscope.db")
+    poller = QueuePoller(store, SqsSettings(endpoint_url=moto.url))
+    try:
+        # WHEN the poller polls
+        (peek,) = poller.poll_once().dead_letters
+
+        # THEN it saw 10 of them, says the peek is not complete, and stored them as present
+        assert (peek.queue_name, len(peek.sightings), peek.complete) == ("orders-dlq", 10, False)
+        seen = [sighting.message_id for sighting in peek.sightings]
+        assert all(record.present for record in store.dead_letters_of(seen, []))
+        # and never peeked at the working queue (a peek there would pass for a retry)
+        (working,) = orders.sqs.receive_message(
+            QueueUrl=orders.url, MessageSystemAttributeNames=["ApproximateReceiveCount"]
+        )["Messages"]
+        assert working["Attributes"]["ApproximateReceiveCount"] == "1"
+
+        # WHEN the dead-letter queue is purged and polled again
+        orders.sqs.purge_queue(QueueUrl=orders.dlq_url)
+        (peek,) = poller.poll_once().dead_letters
+
+        # THEN the empty queue is a complete peek of nothing, and every message it held is gone
+        assert peek == DeadLetterPeek("orders-dlq", (), complete=True)
+        records = store.dead_letters_of(seen, [])
+        assert len(records) == 10 and not any(record.present for record in records)
+    finally:
+        poller.stop()
+        store.close()
