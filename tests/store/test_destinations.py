@@ -10,6 +10,7 @@ hopscope's publishers (``aws.sqs.queue.url``), and the older registered values (
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -233,11 +234,10 @@ attribute_maps = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseClient]:
-    client = open_clickhouse_client(
-        parse_store_url(f"chdb://{tmp_path_factory.mktemp('chdb')}/d?database=twin")
-    )
-    client.command("CREATE DATABASE IF NOT EXISTS twin")
+def chdb_client(chdb_path: Path) -> Iterator[ClickHouseClient]:
+    """On the session's chdb data path: chdb opens one per process."""
+    client = open_clickhouse_client(parse_store_url(f"chdb://{chdb_path}?database=destinations_twin"))
+    client.command("CREATE DATABASE IF NOT EXISTS destinations_twin")
     yield client
     client.close()
 
