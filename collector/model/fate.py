@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from hopscope.collector.model import conventions
+from hopscope.collector.model.destinations import destination_name
 from hopscope.collector.model.flows import SpanRef
 
 # The span attribute ``hopscope dlq redrive`` writes on each ``redrive {dlq}`` span (aws/redrive.py).
@@ -157,7 +158,7 @@ def delivery_of(  # noqa: PLR0917 - the stores call it per span with what their 
     attempt = f"receive:{count}" if _COUNT_TEXT.fullmatch(count) else f"span:{span_id.hex()}"
     return Delivery(
         message_id,
-        attributes.get(conventions.DESTINATION_NAME, ""),
+        destination_name(attributes) or "",  # whatever form the span names it in, as flows and the graph
         service_name,
         attempt,
         trace_id,

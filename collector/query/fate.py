@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hopscope.collector.model import conventions
+from hopscope.collector.model.destinations import destination_name
 from hopscope.collector.model.fate import REDRIVE_SOURCE, DeadLetterRecord, Fate, MessageFate
 from hopscope.collector.model.flows import AsyncHop, FlowSpan, SpanRef
 
@@ -41,7 +42,8 @@ def _message_id(span: FlowSpan) -> str | None:
 
 
 def _destination(span: FlowSpan) -> str:
-    return str(span["attributes"].get(conventions.DESTINATION_NAME, ""))
+    """The destination's name whatever form the span gives it, as the flow's hops name it."""
+    return destination_name(span["attributes"]) or ""
 
 
 @dataclass
@@ -184,11 +186,7 @@ def _fate(message: _Message) -> MessageFate:
     last_redrive = max((span["start_unix_nano"] for span in message.redrives), default=None)
     in_queue = [r for r in present if last_redrive is None or r.last_seen_unix_nano > last_redrive]
     latest_record = max(message.records, key=lambda r: r.last_seen_unix_nano, default=None)
-    redriven_to = (
-        str(message.redrives[-1]["attributes"].get(conventions.DESTINATION_NAME, "")) or None
-        if message.redrives
-        else None
-    )
+    redriven_to = _destination(message.redrives[-1]) or None if message.redrives else None
     failures = f"failed {_times(len(failed), 'delivery')}" if failed else ""
     by = f" by {', '.join(consumers)}" if consumers else ""
     if in_queue:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
+from hopscope.collector.model.destinations import DESTINATION_KEYS
 from hopscope.collector.model.fate import (
     DeadLetterPeek,
     DeadLetterRecord,
@@ -62,7 +63,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_trace ON dead_letters (trace_id);
 _MESSAGE_ID = conventions.MESSAGE_ID.encode()
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
-_DELIVERY_KEYS = frozenset({conventions.MESSAGE_ID, conventions.DESTINATION_NAME, conventions.RECEIVE_COUNT})
+_DELIVERY_KEYS = frozenset({conventions.MESSAGE_ID, conventions.RECEIVE_COUNT, *DESTINATION_KEYS})
 
 
 # -- while stitching ---------------------------------------------------------------------------------------
