@@ -31,6 +31,7 @@ SECOND = 10**9
 # Ten minutes ago, on a whole minute: every span ended long before the external grace period.
 BASE = (time.time_ns() - 10 * 60 * SECOND) // BUCKET_NS * BUCKET_NS
 FLOWS = 8
+ACCOUNT = "123456789012"
 
 
 @dataclass
@@ -137,6 +138,21 @@ def dataset() -> Spans:
         notify = s.producer("billing", billing_trace, t + 35 * MS, 2 * MS, parent=consume, attributes=message)
         s.consumer("notifier", notify_trace, t + (40 + 3000 * i) * MS, 5 * MS,
                    attributes={**message, "hopscope.receive_count": 2})  # fmt: skip
+        # billing sends to the invoices queue through vanilla botocore 0.66b1: a CLIENT span with the older
+        # attribute names and no context in the message; accounting's consumer reports the message id, and
+        # its ReceiveMessage call (the first message's id on it too) is a call on the queue, not a producer
+        vanilla = {"rpc.system": "aws-api", "rpc.service": "SQS", "messaging.system": "aws.sqs",
+                   "aws.queue_url": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/invoices",
+                   "messaging.destination": "invoices", "messaging.message.id": f"v-{i}"}  # fmt: skip
+        s.client("billing", billing_trace, t + 36 * MS, 3 * MS, parent=consume,
+                 attributes={**vanilla, "rpc.method": "SendMessage"})  # fmt: skip
+        list_queues = {"rpc.system": "aws-api", "rpc.service": "SQS", "rpc.method": "ListQueues"}
+        s.client("billing", billing_trace, t + 37 * MS, MS, parent=consume, attributes=list_queues)
+        accounting_trace = s.trace()
+        s.client("accounting", accounting_trace, t + (45 + i) * MS, MS,
+                 attributes={**vanilla, "rpc.method": "ReceiveMessage"})  # fmt: skip
+        s.consumer("accounting", accounting_trace, t + (47 + i) * MS, 2 * MS,
+                   attributes=sqs("invoices", **{"messaging.message.id": f"v-{i}"}))  # fmt: skip
         # ... and one more consumer of it, in the producer's own trace: not joined by message id
         audit = s.consumer("audit", billing_trace, t + 5 * SECOND, 3 * MS, attributes=message)
         s.arrives_after.append((audit, notify))
@@ -152,7 +168,14 @@ def dataset() -> Spans:
             links = [
                 sent[0],
                 (*sent[1][:2], {"hopscope.receive_count": 3}),
-                (*sent[2][:2], sqs("reports-archive")),
+                # the link names the queue by its ARN and the deprecated system spelling
+                (
+                    *sent[2][:2],
+                    {
+                        "messaging.system": "aws.sqs",
+                        "messaging.destination.name": f"arn:aws:sqs:us-east-1:{ACCOUNT}:reports-archive",
+                    },
+                ),
             ]
             batch = s.consumer("reports", batch_trace, t + 2 * SECOND, 60 * MS, links=links, error=i == 4,
                                attributes=sqs("reports", **{"messaging.batch.message_count": 3}))  # fmt: skip
@@ -203,6 +226,11 @@ def dataset() -> Spans:
     # a consumer whose clock is behind its producer's: it starts before the producer ends, waiting 0
     skewed = s.producer("orders-api", orphans, BASE + 4 * SECOND, 10 * MS, attributes=sqs("skewed"))
     s.consumer("shipping", s.trace(), BASE + 4 * SECOND + 5 * MS, MS, links=[(orphans, skewed)])
+    # vanilla botocore's SNS publish: the older system spelling's node, named by the topic's ARN
+    topic_arn = f"arn:aws:sns:us-east-1:{ACCOUNT}:order-events"
+    s.producer("orders-api", orphans, BASE + 5 * SECOND, 2 * MS,
+               attributes={"messaging.system": "aws.sns", "aws.sns.topic.arn": topic_arn,
+                           "messaging.destination.name": topic_arn})  # fmt: skip
     # a call within one service is no edge
     call = s.client("web", orphans, BASE + 8 * SECOND, 9 * MS, attributes={"server.address": "web"})
     s.server("web", orphans, BASE + 8 * SECOND + MS, 5 * MS, parent=call)
@@ -335,8 +363,12 @@ def test_the_graph_has_every_edge_kind(stores: tuple[SQLiteStore, ClickHouseClie
     assert counts == {
         ("service:web", "service:orders-api", "sync"): FLOWS,
         ("service:billing", "service:payments", "sync"): FLOWS,
-        ("service:orders-api", "aws.sns:order-events", "publish"): FLOWS,
+        ("service:orders-api", "aws.sns:order-events", "publish"): FLOWS + 1,
         ("service:orders-api", "aws_sqs:reports", "publish"): 3 * FLOWS,
+        ("service:billing", "aws_sqs:invoices", "publish"): FLOWS,  # vanilla SendMessage
+        ("aws_sqs:invoices", "service:accounting", "consume"): FLOWS,
+        ("service:accounting", "aws_sqs:invoices", "external"): FLOWS,  # ReceiveMessage
+        ("service:billing", "external:SQS", "external"): FLOWS,  # ListQueues names no queue
         ("service:billing", "aws_sqs:notify", "publish"): FLOWS,
         ("aws_sqs:billing", "service:billing", "consume"): FLOWS,
         ("aws_sqs:shipping", "service:shipping", "consume"): FLOWS + 2,
@@ -374,6 +406,10 @@ def test_the_graph_has_every_edge_kind(stores: tuple[SQLiteStore, ClickHouseClie
         latency_histogram.bin_of(4 * SECOND - 6 * MS): FLOWS
     }
     assert edges[("service:billing", "external:S3", "external")].error_count == 1
+    # accounting's consumer starts 47 + i ms into the flow, the vanilla SendMessage ends 39 ms into it
+    assert edges[("aws_sqs:invoices", "service:accounting", "consume")].waits == latency_histogram.merge(
+        [{latency_histogram.bin_of((8 + i) * MS): 1} for i in range(FLOWS)]
+    )
     assert edges[("aws_sqs:skewed", "service:shipping", "consume")].waits == {0: 1}
     assert edges[("aws_sqs:resend", "service:notifier", "consume")].waits == {
         latency_histogram.bin_of(997 * MS): 1
@@ -402,7 +438,8 @@ def test_destinations_seen_equals_sqlite(stores: tuple[SQLiteStore, ClickHouseCl
     }
     # THEN they are SQLite's, including a queue whose only later spans are consumers naming no destination
     assert seen == {since: sqlite.queue_destinations_seen(since) for since in seen}
-    every = ["backlog", "billing", "drained", "notify", "reports", "reports-archive", "resend", "shipping"]
+    every = ["backlog", "billing", "drained", "invoices", "notify", "reports", "reports-archive", "resend",
+             "shipping"]  # fmt: skip
     assert seen[BASE - BUCKET_NS] == [*every, "skewed"]
     assert "backlog" in seen[BASE + 3 * BUCKET_NS + 1] and "drained" not in seen[BASE + 3 * BUCKET_NS + 1]
     assert seen[BASE + 60 * BUCKET_NS] == []
