@@ -125,6 +125,14 @@ def test_vanilla_aws_calls_land_on_the_destinations_they_name(
         events.put_events(
             Entries=[{"EventBusName": "shop", "Source": "orders", "DetailType": "placed", "Detail": "{}"}]
         )
+        # an AWS SDK span that does name the bus (another instrumentation's PutEvents): on the bus's node
+        with vanilla.tracer().start_as_current_span(
+            "EventBridge.PutEvents",
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "aws-api", "rpc.service": "EventBridge", "rpc.method": "PutEvents",
+                        "messaging.destination.name": "arn:aws:events:us-east-1:123456789012:event-bus/shop"},
+        ):  # fmt: skip
+            pass
 
     # what the spans are: the rules below rely on it
     send, publish = vanilla.call("SendMessage"), vanilla.call("Publish")
@@ -145,6 +153,7 @@ def test_vanilla_aws_calls_land_on_the_destinations_they_name(
         ("service:orders-api", "aws_sqs:orders", "external"): 1,  # GetQueueAttributes names the queue
         ("service:orders-api", "external:SQS", "external"): 1,  # ListQueues names none
         ("service:orders-api", "external:EventBridge", "external"): 1,  # botocore 0.66b1 names no bus
+        ("service:orders-api", "aws.eventbridge:shop", "publish"): 1,
     }
 
 
