@@ -42,6 +42,7 @@ from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.query.fate import lookup_keys, message_fates
 from hopscope.collector.stitch.facts import entry_rank
+from hopscope.collector.stitch.graph_rules import client_edge
 from hopscope.collector.store.base import ReadBudget, ReadSide
 
 # Flows whose spans are read at most to answer one search with attribute filters.
@@ -476,6 +477,17 @@ def called_from_outside(summary: FlowSummary, spans: list[FlowSpan]) -> bool:
     )
 
 
+def _sends(span: FlowSpan) -> bool:
+    """A producer span, or a client call that sends a message (vanilla botocore's SQS SendMessage is a
+    CLIENT span; stitch/graph_rules.py client_edge)."""
+    if span["kind"] == "PRODUCER":
+        return True
+    if span["kind"] != "CLIENT":
+        return False
+    edge = client_edge(span["attributes"])
+    return edge is not None and edge[1] == "publish"
+
+
 def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
     """Producer -> consumer pairs in a flow, joined by a link, a parent or a shared message id: one per
     delivery, that is per (producer span, consumer service, delivery attempt).
@@ -492,7 +504,7 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
     by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
     producers_by_message: dict[tuple[str, str], list[FlowSpan]] = {}
     for span in spans:
-        if span["kind"] == "PRODUCER" and conventions.MESSAGE_ID in span["attributes"]:
+        if _sends(span) and conventions.MESSAGE_ID in span["attributes"]:
             key = (str(span["attributes"][conventions.MESSAGE_ID]), _destination(span))
             producers_by_message.setdefault(key, []).append(span)
     kept: dict[tuple[str, ...], tuple[int, int, AsyncHop]] = {}
@@ -513,7 +525,7 @@ def async_hops(spans: list[FlowSpan]) -> list[AsyncHop]:
         rank = _hop_rank(consumer)
         seen: set[str] = set()
         for producer, link_attributes in candidates:
-            if producer is None or producer["kind"] != "PRODUCER" or producer["span_id"] in seen:
+            if producer is None or not _sends(producer) or producer["span_id"] in seen:
                 continue
             seen.add(producer["span_id"])
             receive_count = consumer["attributes"].get(

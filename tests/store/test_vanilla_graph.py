@@ -268,3 +268,14 @@ def test_a_consumer_reporting_the_message_id_waits_on_a_vanilla_send(
     }
     wait = edges[("aws_sqs:orders", "service:billing", "consume")].queue_wait_p50_ms
     assert wait is not None and wait >= 0
+    # ... and the flow (one, stitched by the message id) shows the send as the delivery's producer
+    layer = QueryLayer(store)
+    send_span = next(span for span in producer_spans if span.kind == SpanKind.CLIENT)
+    flow_id = store.flow_of_trace(send_span.context.trace_id.to_bytes(16, "big"))
+    assert flow_id is not None
+    assert flow_id == store.flow_of_trace(consumer_spans[0].context.trace_id.to_bytes(16, "big"))
+    detail = layer.flow(flow_id)
+    assert detail is not None
+    assert [
+        (hop["producer"]["span_id"], hop["destination"], hop["consumer_service"]) for hop in detail.hops
+    ] == [(format(send_span.context.span_id, "016x"), "orders", "billing")]
