@@ -4,15 +4,15 @@ Four paced connections send the small shop's spans to a ``hopscope collector`` s
 (default 10,000 spans/s for 60 s, batches of 500). For one request in every ``--sample``, the script takes a
 message id from the body and, from the moment the collector acknowledges the request, asks
 ``GET /api/flows?message_id=`` until the message's flow is listed: that wait is the ack-to-visible lag of
-flows. Every 50 ms it asks about the 8 oldest samples still waiting (flows follow the spans in arrival
-order) and 8 others in turn, so a large lag does not load the collector with more questions.
+flows. Every 100 ms it asks about the 4 oldest samples still waiting (flows follow the spans in arrival
+order) and 4 others in turn, so a large lag does not load the collector with more questions.
 
-RED and the graph are totals, so their lag is measured on the totals: every 200 ms the script reads the
+RED and the graph are totals, so their lag is measured on the totals: every 250 ms the script reads the
 span count of ``GET /api/services`` and the hop count of ``GET /api/graph`` over the run; at the end, once
 everything is stitched, their final values. A sample counts in RED (the graph) once the total reaches the
 share of its final value that the spans acknowledged up to the sample make (exact for a steady mix of the
 same flows, as the small shop sends). On SQLite flows, RED and graph of a chunk commit in one transaction
-(store/sqlite/store.py ``_fold_chunk``), so the three lags should agree within the 200 ms between reads.
+(store/sqlite/store.py ``_fold_chunk``), so the three lags should agree within the 250 ms between reads.
 The ingest figures of the same run are printed beside them. See bench/README.md.
 
     .venv/bin/python bench/freshness.py [--rate 10000] [--seconds 60] [--clients 4] [--batch 500] [--sample 5]
@@ -41,12 +41,12 @@ import workload
 from ingest import Collector, in_work_directory, percentile, row, target
 
 TARGET_P99_SECONDS = 2.0
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.1
 # Per poll, the oldest samples still waiting are asked about, and as many others in turn (so that one whose
 # flow is never listed holds up no other).
-POLL_OLDEST = 8
-POLL_ROTATING = 8
-TOTALS_POLL_SECONDS = 0.2
+POLL_OLDEST = 4
+POLL_ROTATING = 4
+TOTALS_POLL_SECONDS = 0.25
 GIVE_UP_SECONDS = 300.0
 
 
