@@ -204,7 +204,7 @@ class MessageFate(TypedDict):
     summary: str  # the fate in one plain sentence
     deliveries: int  # deliveries seen (attempts), retries included
     failed_deliveries: int
-    retries: int  # deliveries after the first
+    retries: int  # deliveries after each consumer's first
     duplicate_deliveries: int
     consumers: list[str]
     dead_letter_queue: str | None  # where it is now, or was

@@ -10,6 +10,7 @@ message id); the deliveries that start after it are the retry's.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -233,7 +234,11 @@ def _fate(message: _Message) -> MessageFate:
         "summary": text,
         "deliveries": len(message.deliveries),
         "failed_deliveries": len(failed),
-        "retries": max(0, len(message.deliveries) - 1),
+        # a fan-out (SNS to several queues) delivers once to each consumer: only a consumer's later
+        # deliveries are retries
+        "retries": sum(
+            count - 1 for count in Counter(span["service"] for span in message.deliveries).values()
+        ),
         "duplicate_deliveries": duplicates,
         "consumers": consumers,
         "dead_letter_queue": latest_record.queue_name if latest_record is not None else None,

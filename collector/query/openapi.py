@@ -308,7 +308,11 @@ _API_SCHEMAS: dict[str, Any] = {
             "summary": {"type": "string", "description": "the fate in one plain sentence"},
             "deliveries": {"type": "integer", "minimum": 0},
             "failed_deliveries": {"type": "integer", "minimum": 0},
-            "retries": {"type": "integer", "minimum": 0, "description": "deliveries after the first"},
+            "retries": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "deliveries after each consumer's first (a fan-out is no retry)",
+            },
             "duplicate_deliveries": {"type": "integer", "minimum": 0},
             "consumers": _array({"type": "string"}),
             "dead_letter_queue": {

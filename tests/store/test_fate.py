@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hopscope.collector.model.fate import (
@@ -202,3 +203,38 @@ def test_merge_peek_keeps_first_sightings_and_marks_gone_only_after_a_complete_p
     assert (partial["c"].first_seen_unix_nano, partial["c"].gone_unix_nano) == (5, None)
     complete = {r.message_id: r for r in merge_peek(known, DeadLetterPeek("q", seen, complete=True), 5)}
     assert complete["b"].gone_unix_nano == 5 and not complete["b"].present
+
+
+def test_a_fan_out_to_several_consumers_is_no_retry(new_store: Callable[..., Any]) -> None:
+    # GIVEN one SNS message delivered once to each of two subscribers
+    services = Services()
+    api = services.tracer("orders-api")
+    topic = {"messaging.system": "aws.sns", "messaging.destination.name": "order-events"}
+    with api.start_as_current_span(
+        "publish order-events", kind=SpanKind.PRODUCER, attributes={**topic, "messaging.message.id": "sns-1"}
+    ) as producer:
+        pass
+    for consumer in ("billing", "audit"):
+        with services.tracer(consumer).start_as_current_span(
+            "process order-events",
+            context=context.Context(),
+            kind=SpanKind.CONSUMER,
+            links=[trace.Link(producer.get_span_context())],
+            attributes={**topic, "messaging.message.id": "sns-1", "hopscope.receive_count": 1},
+        ):
+            pass
+    store = new_store()
+    post(store, services.spans())
+    layer = QueryLayer(store)
+    flow_id = store.flow_of_trace(producer.get_span_context().trace_id.to_bytes(16, "big"))
+    detail = layer.flow(flow_id)
+    assert detail is not None
+    # THEN the message was processed by both, with no retry and no duplicate
+    (message,) = layer.message_fates(detail)
+    assert (message["fate"], message["deliveries"], message["retries"], message["duplicate_deliveries"]) == (
+        "processed",
+        2,
+        0,
+        0,
+    )
+    assert message["consumers"] == ["audit", "billing"]
