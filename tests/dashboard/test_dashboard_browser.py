@@ -1,6 +1,7 @@
 """The whole dashboard in a real browser: ``hopscope dashboard`` on the shop's database, every page visited in
 headless Chromium (Debian's, at /usr/bin/chromium: .ci/run installs it), a key element checked on each, and
-a PNG of each page saved (the README's pictures come from here: HOPSCOPE_SCREENSHOTS=docs/screenshots).
+a PNG of each page saved (HOPSCOPE_SCREENSHOTS=DIR keeps them; the README's pictures come from a demo run,
+docs/screenshots/take.py).
 """
 
 from __future__ import annotations
