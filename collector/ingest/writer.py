@@ -30,8 +30,8 @@ MAX_GROUP_SPANS = 16_384
 # - a burst (keeping up would cost more): one chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS
 #   after the last, a bounded share, so ingest keeps its speed (bench/ingest.py) and flows catch up later;
 # - idle (nothing committed for INGEST_IDLE_SECONDS): chunk after chunk.
-STITCH_KEEP_UP_GAP_SECONDS = 0.5
-STITCH_KEEP_UP_SHARE = 0.7
+STITCH_KEEP_UP_GAP_SECONDS = 0.25
+STITCH_KEEP_UP_SHARE = 0.8
 STITCH_BUSY_CHUNK_SPANS = 8_000
 STITCH_BUSY_GAP_SECONDS = 1.0
 STITCH_IDLE_CHUNK_SPANS = 10_000

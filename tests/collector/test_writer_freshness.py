@@ -1,8 +1,8 @@
 """The writer's stitching budget and the lag it reports, on a real SQLite file (issue 15: fresh flows).
 
-Steady ingest gets a chunk every half second of up to a share of the writer, so flows keep up; a burst (when
-keeping up would take more) gets the bounded share; the lag in health() is the age of the oldest stored span
-not yet stitched, from the store's own stitching position.
+Steady ingest gets a chunk every quarter second of up to a share of the writer, so flows keep up; a burst
+(when keeping up would take more) gets the bounded share; the lag in health() is the age of the oldest stored
+span not yet stitched, from the store's own stitching position.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_steady_ingest_stitches_every_half_second_and_a_burst_gets_the_bounded_s
         # WHEN a stitched span costs 50 us (keeping up takes 5% of the writer)
         writer.stitch_cost_seconds = 50e-6
         chunk, gap, from_start = writer.stitch_budget(now)
-        # THEN a chunk every half second, counted from its start, of up to the keep-up share
+        # THEN a chunk every quarter second, counted from its start, of up to the keep-up share
         assert (gap, from_start) == (writer_module.STITCH_KEEP_UP_GAP_SECONDS, True)
         assert chunk == int(writer_module.STITCH_KEEP_UP_SHARE * gap / 50e-6)
         assert chunk / gap > 10 * writer.ingest_rate(now)  # room to drain a backlog too
