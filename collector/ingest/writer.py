@@ -23,15 +23,22 @@ log = logging.getLogger(__name__)
 # Spans committed in one transaction at most; larger groups only delay the first acknowledgement.
 MAX_GROUP_SPANS = 16_384
 # Spans are stitched into flows by the writer between commits, in chunks, on one of three budgets:
-# - steady ingest (keeping up would cost at most STITCH_KEEP_UP_SHARE of the writer thread's CPU, at the
-#   ingest rate of the last INGEST_RATE_WINDOW_SECONDS and the measured CPU cost of a stitched span): a chunk
-#   every STITCH_KEEP_UP_GAP_SECONDS (counted from its start) of whatever waits, up to that share, so flows,
-#   RED and the graph trail the spans by about the gap (bench/freshness.py);
-# - a burst (keeping up would cost more): one chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS
-#   after the last, a bounded share, so ingest keeps its speed (bench/ingest.py) and flows catch up later;
+# - steady ingest (the spans arrive at a rate that keeping up with costs at most STITCH_KEEP_UP_SHARE of the
+#   writer thread's CPU, at the measured CPU cost of a stitched span): a chunk every
+#   STITCH_KEEP_UP_GAP_SECONDS (counted from its start) of whatever waits, up to that share, so flows, RED
+#   and the graph trail the spans by about the gap (bench/freshness.py);
+# - a burst (they arrive faster): one chunk of STITCH_BUSY_CHUNK_SPANS per STITCH_BUSY_GAP_SECONDS after the
+#   last, a bounded share, so ingest keeps its speed (bench/ingest.py) and flows catch up later;
 # - idle (nothing committed for INGEST_IDLE_SECONDS): chunk after chunk.
+# The rate at which spans arrive is only seen while stitching takes little of the writer: keeping up slows
+# the commits, and clients that wait for their answers (most exporters) then send slower too, so a burst
+# would look steady. Hence ingest that starts is a burst until INGEST_RATE_WINDOW_SECONDS of the bounded
+# share have measured its rate, and steady ingest pauses stitching for STITCH_PROBE_SECONDS every
+# STITCH_PROBE_INTERVAL_SECONDS to measure the rate again.
 STITCH_KEEP_UP_GAP_SECONDS = 0.25
 STITCH_KEEP_UP_SHARE = 0.8
+STITCH_PROBE_SECONDS = 0.5
+STITCH_PROBE_INTERVAL_SECONDS = 10.0
 STITCH_BUSY_CHUNK_SPANS = 8_000
 STITCH_BUSY_GAP_SECONDS = 1.0
 STITCH_IDLE_CHUNK_SPANS = 10_000
@@ -125,6 +132,11 @@ class SpanWriter:
         # Spans committed recently, as (monotonic time, spans): the ingest rate the stitching budget follows.
         self._recent_commits: deque[tuple[float, int]] = deque()
         self._recent_spans = 0
+        self._committed_spans = 0  # in all, for a probe's rate
+        self._active_since = float("-inf")  # when ingest last started after an idle spell
+        self.steady = False  # whether ingest counts as steady (else a burst): see STITCH_PROBE_SECONDS
+        self._probe: tuple[float, int] | None = None  # a probe's start and the spans committed by then
+        self._next_probe = 0.0
         self.stitch_cost_seconds = STITCH_COST_DEFAULT_SECONDS
         self._note_stitched()  # spans a previous run left unstitched already count in the lag
         # Each distinct failure logged once with its traceback; the backoff keeps a broken disk or server
@@ -227,17 +239,36 @@ class SpanWriter:
         """The next chunk: (spans at most, seconds to the chunk after, whether counted from its start).
 
         Steady ingest gets a chunk per STITCH_KEEP_UP_GAP_SECONDS of up to STITCH_KEEP_UP_SHARE of the
-        writer's CPU, which is more than the ingest rate needs, so flows keep up and a backlog drains; a
-        burst, which keeping up would take more of the writer than that, gets the bounded share, and idle
-        time everything.
+        writer's CPU, more than its rate needs, so flows keep up and a backlog drains; a burst, which keeping
+        up with would take more than that share, gets the bounded share; idle time everything. A chunk of 0
+        spans is a probe: no stitching until the next, to measure the rate at which spans arrive.
         """
         if not self._ingest_active(now):
+            self.steady, self._probe = False, None
             return STITCH_IDLE_CHUNK_SPANS, 0.0, False
         cost = self.stitch_cost_seconds
-        if self.ingest_rate(now) * cost <= STITCH_KEEP_UP_SHARE:
+        if self._probe is not None:  # the probe ends: its rate is the rate at which spans arrive
+            started, committed = self._probe
+            self._probe = None
+            self._set_steady((self._committed_spans - committed) / max(now - started, 1e-3) * cost, now)
+            self._next_probe = now + STITCH_PROBE_INTERVAL_SECONDS
+        elif not self.steady:  # the bounded share leaves commits their speed: the rate is the arrival rate
+            if now - self._active_since >= INGEST_RATE_WINDOW_SECONDS:
+                self._set_steady(self.ingest_rate(now) * cost, now)
+        elif now >= self._next_probe:
+            self._probe = (now, self._committed_spans)
+            return 0, STITCH_PROBE_SECONDS, True
+        if self.steady:
             spans = int(STITCH_KEEP_UP_SHARE * STITCH_KEEP_UP_GAP_SECONDS / cost)
             return max(STITCH_COST_MIN_SPANS, spans), STITCH_KEEP_UP_GAP_SECONDS, True
         return STITCH_BUSY_CHUNK_SPANS, STITCH_BUSY_GAP_SECONDS, False
+
+    def _set_steady(self, need: float, now: float) -> None:
+        """Steady while keeping up needs at most the keep-up share of the writer (``need``: CPU s/s)."""
+        steady = need <= STITCH_KEEP_UP_SHARE
+        if steady and not self.steady:
+            self._next_probe = now + STITCH_PROBE_INTERVAL_SECONDS
+        self.steady = steady
 
     def _stitch_chunk(self) -> None:
         """Flows follow the spans a chunk at a time, on the budget of :meth:`stitch_budget`.
@@ -248,6 +279,9 @@ class SpanWriter:
         """
         started = time.monotonic()
         chunk, gap, from_start = self.stitch_budget(started)
+        if not chunk:  # a probe
+            self._next_stitch = started + gap
+            return
         cpu = time.thread_time()
         try:
             stitched = self._store.stitch_flows(chunk)
@@ -258,10 +292,10 @@ class SpanWriter:
             self._next_stitch = time.monotonic() + self._stitch_failures.backoff
             return
         cpu = time.thread_time() - cpu
-        self.spans_stitched += stitched
         if stitched >= STITCH_COST_MIN_SPANS:
             weight = STITCH_COST_WEIGHT
             self.stitch_cost_seconds = (1 - weight) * self.stitch_cost_seconds + weight * cpu / stitched
+        self.spans_stitched += stitched
         self._stitch_failures.succeeded("stitching flows works again")
         self._next_stitch = (started if from_start else time.monotonic()) + gap
         self._note_stitched()
@@ -281,6 +315,7 @@ class SpanWriter:
         now = time.monotonic()
         self._recent_commits.append((now, spans))
         self._recent_spans += spans
+        self._committed_spans += spans
         self._forget_commits(now)
         if self._unstitched_since is None and self._store.flows_pending:
             self._unstitched_since = received_unix_nano
@@ -295,7 +330,10 @@ class SpanWriter:
         return group
 
     def _commit(self, group: list[_Job]) -> None:
-        self._last_commit = time.monotonic()
+        now = time.monotonic()
+        if not self._ingest_active(now):
+            self._active_since = now
+        self._last_commit = now
         try:
             self.spans_written += self._store.write_prepared([job.prepared for job in group])
             outcomes: list[BaseException | None] = [None] * len(group)
