@@ -34,9 +34,12 @@ MAX_GROUP_SPANS = 16_384
 # the commits, and clients that wait for their answers (most exporters) then send slower too, so a burst
 # would look steady. Hence ingest that starts is a burst until INGEST_RATE_WINDOW_SECONDS of the bounded
 # share have measured its rate, and steady ingest pauses stitching for STITCH_PROBE_SECONDS every
-# STITCH_PROBE_INTERVAL_SECONDS to measure the rate again.
+# STITCH_PROBE_INTERVAL_SECONDS to measure the rate again; a probe finds a burst only when keeping up would
+# take more than STITCH_BURST_NEED of the writer (the requests that waited during the last chunk arrive in
+# the probe too, so its rate runs high).
 STITCH_KEEP_UP_GAP_SECONDS = 0.25
 STITCH_KEEP_UP_SHARE = 0.8
+STITCH_BURST_NEED = 1.0
 STITCH_PROBE_SECONDS = 0.5
 STITCH_PROBE_INTERVAL_SECONDS = 10.0
 STITCH_BUSY_CHUNK_SPANS = 8_000
@@ -250,11 +253,12 @@ class SpanWriter:
         if self._probe is not None:  # the probe ends: its rate is the rate at which spans arrive
             started, committed = self._probe
             self._probe = None
-            self._set_steady((self._committed_spans - committed) / max(now - started, 1e-3) * cost, now)
+            rate = (self._committed_spans - committed) / max(now - started, 1e-3)
+            self._set_steady(rate * cost <= STITCH_BURST_NEED, now)
             self._next_probe = now + STITCH_PROBE_INTERVAL_SECONDS
         elif not self.steady:  # the bounded share leaves commits their speed: the rate is the arrival rate
             if now - self._active_since >= INGEST_RATE_WINDOW_SECONDS:
-                self._set_steady(self.ingest_rate(now) * cost, now)
+                self._set_steady(self.ingest_rate(now) * cost <= STITCH_KEEP_UP_SHARE, now)
         elif now >= self._next_probe:
             self._probe = (now, self._committed_spans)
             return 0, STITCH_PROBE_SECONDS, True
@@ -263,9 +267,7 @@ class SpanWriter:
             return max(STITCH_COST_MIN_SPANS, spans), STITCH_KEEP_UP_GAP_SECONDS, True
         return STITCH_BUSY_CHUNK_SPANS, STITCH_BUSY_GAP_SECONDS, False
 
-    def _set_steady(self, need: float, now: float) -> None:
-        """Steady while keeping up needs at most the keep-up share of the writer (``need``: CPU s/s)."""
-        steady = need <= STITCH_KEEP_UP_SHARE
+    def _set_steady(self, steady: bool, now: float) -> None:
         if steady and not self.steady:
             self._next_probe = now + STITCH_PROBE_INTERVAL_SECONDS
         self.steady = steady
