@@ -59,7 +59,7 @@ def test_ingest_starts_as_a_burst_and_turns_steady_when_its_rate_allows(
         budget = writer.stitch_budget(time.monotonic())
         assert budget == (writer_module.STITCH_BUSY_CHUNK_SPANS, writer_module.STITCH_BUSY_GAP_SECONDS, False)
         # WHEN it goes on at 1,000 spans/s, which keeping up with takes a few % of the writer
-        _steady_ingest(writer, store, 1.0)
+        _steady_ingest(writer, store, 2.0)  # the bounded share's next chunk, a second on, measures the rate
         # THEN it is steady (a chunk every quarter second), and flows keep up, probes included
         assert writer.steady
         assert _steady_ingest(writer, store, 2.0) < 1.5
