@@ -327,7 +327,7 @@ def run_queries(api: Api, plan: FlowPlan, repeat: int, seed: int) -> list[QueryR
         f"{sum(edges.values())} edges"
     )
     known = {f"service:{s}" for s in LARGE_SHOP_SERVICES} | {f"aws_sqs:{q}" for q in QUEUES}
-    known |= {f"aws_sns:{t}" for t in TOPICS} | {f"external:{e}" for e, _ in EXTERNAL_CALLS}
+    known |= {f"aws.sns:{t}" for t in TOPICS} | {f"external:{e}" for e, _ in EXTERNAL_CALLS}
     result.wrong += [f"unknown graph node {node['id']}" for node in body["nodes"] if node["id"] not in known]
     results.append(result)
 
