@@ -66,7 +66,7 @@ def test_ingest_starts_as_a_burst_and_turns_steady_when_its_rate_allows(
         assert writer.steady
         # WHEN the same rate would take more than the whole writer (as a burst's does)
         monkeypatch.setattr(writer_module, "STITCH_BURST_NEED", 1e-9)
-        monkeypatch.setattr(writer_module, "STITCH_KEEP_UP_SHARE", 1e-9)
+        monkeypatch.setattr(writer_module, "STITCH_STEADY_NEED", 1e-9)
         # THEN the next probe (no stitching for a moment, to see the rate spans arrive at) finds a burst
         _steady_ingest(writer, store, 2.0)
         assert not writer.steady
