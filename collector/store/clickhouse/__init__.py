@@ -10,5 +10,6 @@ Module for module as ``store/sqlite/``, plus ``client``:
 - ``red``: RED rollups per minute, aggregated from the spans at query time;
 - ``graph``: service-graph hop rollups computed at query time, the queue names seen, and the latency
   histogram's bins in SQL (which ``red`` uses too);
-- ``queues``: the SQS poller's queues and depth samples.
+- ``queues``: the SQS poller's queues and depth samples;
+- ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks.
 """

@@ -8,5 +8,6 @@ Module for module as ``store/clickhouse/`` (which adds ``client``):
 - ``flows``: the flow stitcher (a union-find over traces) and the flow readers;
 - ``red``: RED rollups per minute, updated while stitching, and their reader;
 - ``graph``: service-graph hop rollups, updated while stitching, their reader and the queue names seen;
-- ``queues``: the SQS poller's queues and depth samples.
+- ``queues``: the SQS poller's queues and depth samples;
+- ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks.
 """
