@@ -106,6 +106,28 @@ def test_a_batch_span_is_in_the_flow_of_each_message_it_processed(new_store: Cal
     assert batch_spans <= exported_ids
 
 
+def test_a_message_the_batch_sent_is_found_in_the_flows_sharing_it(new_store: Callable[..., Any]) -> None:
+    store = new_store()
+    layer = QueryLayer(store)
+    services = Services()
+    # GIVEN two orders processed in one batch, which sends one shipment message while it runs
+    one, two = publish(services, "s1"), publish(services, "s2")
+    batch = consume(services, [one, two], orders=["s1", "s2"])
+    with services.tracer("shipping").start_as_current_span(
+        "shipment-events publish",
+        context=trace.set_span_in_context(batch),
+        kind=trace.SpanKind.PRODUCER,
+        attributes={"messaging.system": "aws.sns", "messaging.destination.name": "shipment-events",
+                    "messaging.message.id": "shipment-1"},
+    ):  # fmt: skip
+        pass
+    post(store, services.spans())
+    # WHEN its message id is searched
+    found = {summary.flow_id for summary in layer.search_flows(FlowFilter(message_id="shipment-1"))}
+    # THEN the orders' flows come back (the batch's own flow is none to list)
+    assert found == {flow_of(store, one), flow_of(store, two)}
+
+
 def test_a_batch_that_arrives_before_its_producers_is_shared_when_they_come(
     new_store: Callable[..., Any],
 ) -> None:

@@ -686,9 +686,12 @@ def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, 
         params["correlation"] = criteria.correlation_id
     if criteria.message_id is not None:
         candidates.append(
-            f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
-            f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId IN "
-            f"(SELECT TraceId FROM {db}.hopscope_message_keys WHERE MessageId = {{message:String}}))"
+            _or_shared(
+                db,
+                f"SELECT {_RESOLVED} FROM {db}.hopscope_flows FINAL WHERE FlowId IN "
+                f"(SELECT FlowId FROM {db}.hopscope_trace_flows WHERE TraceId IN "
+                f"(SELECT TraceId FROM {db}.hopscope_message_keys WHERE MessageId = {{message:String}}))",
+            )
         )
         params["message"] = criteria.message_id
     prefilter = " AND ".join(f"FlowId IN ({query})" for query in candidates)
@@ -729,4 +732,4 @@ def _sharing(db: str, matching: str) -> str:
 
 def _or_shared(db: str, matching: str) -> str:
     """The flows in ``matching`` and those sharing a batch trace of a shared-only flow in it."""
-    return f"SELECT FlowId FROM ({matching}) UNION ALL {_sharing(db, matching)}"
+    return f"{matching} UNION ALL {_sharing(db, matching)}"

@@ -489,11 +489,12 @@ def search_flow_ids(conn: sqlite3.Connection, criteria: FlowFilter, limit: int, 
         where.append(_or_shared(f"flow_id IN ({key})", key))
         params.extend([criteria.correlation_id] * 2)
     if criteria.message_id is not None:
-        where.append(
-            "flow_id IN (SELECT t.flow_id FROM message_keys m JOIN trace_flows t USING (trace_id) "
-            "WHERE m.message_id = ?)"
+        # a message sent while a batch was processed is in the flows that share the batch
+        key = (
+            "SELECT t.flow_id FROM message_keys m JOIN trace_flows t USING (trace_id) WHERE m.message_id = ?"
         )
-        params.append(criteria.message_id)
+        where.append(_or_shared(f"flow_id IN ({key})", key))
+        params.extend([criteria.message_id] * 2)
     order = (
         "start_unix_nano DESC, flow_id DESC"
         if criteria.sort is FlowSort.START
