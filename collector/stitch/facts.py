@@ -7,15 +7,19 @@ per span, and never by rescanning stored spans (stitching stays incremental).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model.destinations import DESTINATION_KEYS, destination_name
 
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
+# An attribute picked out of a span, (key, value): the store reads each span's attributes once for flows, RED
+# and the graph (each protobuf field read makes a new Python object).
+Attribute = tuple[str, AnyValue]
 _KEY_PREFIXES = tuple(prefix.encode() for prefix in conventions.FLOW_ATTRIBUTE_PREFIXES)
 # A receive count is a small number; longer text (or a 64-bit integer's overflow) is not one.
 _COUNT_TEXT = re.compile(r"[0-9]{1,18}")
@@ -149,13 +153,20 @@ class FlowFacts:
                     _add_link_key(facts, linked_message, destination, linked)
 
     def add(
-        self, span: Span, service_name: str, serialized: bytes, times: tuple[int, int] | None = None
+        self,
+        span: Span,
+        service_name: str,
+        serialized: bytes,
+        times: tuple[int, int] | None = None,
+        attributes: Iterable[Attribute] | None = None,
     ) -> None:
         """Fold one span in; ``serialized`` is the span's own encoding, used to skip attribute scans.
 
         Looking for a key in the encoded bytes (in C) is much cheaper than walking the attributes in
         Python, and most spans carry none of the keys that stitching reads. ``times`` replaces the span's
-        own (start, end) when those are unusable (see stitch/guard.py).
+        own (start, end) when those are unusable (see stitch/guard.py). ``attributes``: the span's
+        attributes as (key, value), or any part of them that holds all of ``FLOW_ATTRIBUTES`` (in their
+        order), when the caller has already picked them out.
         """
         trace_id = span.trace_id
         start, end = times or (span.start_time_unix_nano, span.end_time_unix_nano)
@@ -173,15 +184,16 @@ class FlowFacts:
             for link in span.links:
                 if link.trace_id != trace_id:
                     facts.linked_traces.add(link.trace_id)
-        if _KEY_PREFIXES[0] not in serialized and _KEY_PREFIXES[1] not in serialized:
-            return
+        if attributes is None and _KEY_PREFIXES[0] not in serialized and _KEY_PREFIXES[1] not in serialized:
+            return  # (picked attributes are few: walking them costs less than the two searches)
         message_id = destination = ""
         named: dict[str, object] | None = None  # destination attributes other than the plain name
-        for attribute in span.attributes:
-            key = attribute.key
-            if key not in conventions.FLOW_ATTRIBUTES:
+        flow_keys = conventions.FLOW_ATTRIBUTES
+        if attributes is None:
+            attributes = ((kv.key, kv.value) for kv in span.attributes if kv.key in flow_keys)
+        for key, value in attributes:
+            if key not in flow_keys:
                 continue
-            value = attribute.value
             if key == conventions.MESSAGE_ID:
                 message_id = _text(value.string_value, value.int_value)
             elif key == conventions.DESTINATION_NAME:

@@ -26,16 +26,20 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import conventions
 from hopscope.collector.model import histogram as latency_histogram
 from hopscope.collector.model.destinations import destination_name, destination_node
 from hopscope.collector.model.graph import HopRollup
+from hopscope.collector.model.red import FAAS_INVOCATION_ID, FAAS_TRIGGER
 from hopscope.collector.otlp.values import any_value
+from hopscope.collector.stitch.facts import Attribute
 from hopscope.collector.stitch.graph_rules import (
     BUCKET_NS,
     CLIENT_EDGE_KEYS,
@@ -49,6 +53,7 @@ from hopscope.collector.stitch.guard import joinable_link
 
 _EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})  # any_value: as they are
 
 
 class _KIND:
@@ -72,7 +77,41 @@ _GRAPH_KEYS = frozenset(
     }
 )
 
+# Every attribute that stitching into SQLite reads (flows, RED's span roles, the graph): the store picks these
+# out of each span once, and each part reads its own among them.
+STITCH_KEYS = frozenset({*_GRAPH_KEYS, *conventions.FLOW_ATTRIBUTES, FAAS_INVOCATION_ID, FAAS_TRIGGER})
+
 EdgeKey = tuple[str, str, str, int]  # source, target, edge kind, bucket start
+
+# Keys per statement of a chunk's look-ups (two parameters each: under SQLite's oldest limit of 999).
+_LOOKUP_KEYS = 400
+_Key = TypeVar("_Key")
+
+
+def _batches(keys: Iterable[_Key]) -> list[list[_Key]]:
+    listed = list(keys)
+    return [listed[i : i + _LOOKUP_KEYS] for i in range(0, len(listed), _LOOKUP_KEYS)]
+
+
+def _pairs(keys: list[tuple[bytes, bytes]]) -> tuple[str, list[bytes]]:
+    """A VALUES list of (trace id, span id) pairs and its parameters: joined to an index, one search each."""
+    return ",".join(["(?, ?)"] * len(keys)), [part for key in keys for part in key]
+
+
+_Value = TypeVar("_Value")
+
+
+class _once(Generic[_Value]):
+    """``functools.cached_property`` without the lock it takes on each first read in Python 3.11: computed
+    on the first read, then a plain attribute of the instance (a non-data descriptor is shadowed by it)."""
+
+    def __init__(self, compute: Callable[[Any], _Value]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> _Value:
+        value = instance.__dict__[self._name] = self._compute(instance)
+        return value
 
 
 @dataclass
@@ -94,7 +133,7 @@ class _SpanInfo:
             and (conventions.BATCH_MESSAGE_COUNT in self.attributes)
         )
 
-    @property
+    @_once  # each is read again for every hop waiting for the span
     def sends(self) -> bool:
         """A producer span, or a dependency call that sends to the destination it names (vanilla botocore's
         SQS SendMessage is a CLIENT span): either is a consumer's producer."""
@@ -105,32 +144,54 @@ class _SpanInfo:
         edge = client_edge(self.attributes)
         return edge is not None and edge[1] == "publish"
 
-    @property
+    @_once
     def destination(self) -> str | None:
         """The destination's node, named by its name whatever form the span gives (model/destinations.py)."""
         return destination_node(self.attributes, DEFAULT_MESSAGING_SYSTEM)
 
+    @_once
+    def message_key(self) -> tuple[bytes, bytes] | None:
+        """Where a consumer joined by message id alone waits in ``pending_hops`` for its producer."""
+        message_id = self.attributes.get(conventions.MESSAGE_ID)
+        if message_id is None:
+            return None
+        destination = destination_name(self.attributes)
+        if not destination:
+            return None
+        digest = hashlib.blake2b(f"{message_id}\0{destination}".encode(), digest_size=16).digest()
+        return digest, b"message\0"
+
 
 def _message_key(info: _SpanInfo) -> tuple[bytes, bytes] | None:
-    """Where a consumer joined by message id alone waits in ``pending_hops`` for its producer."""
-    message_id = info.attributes.get(conventions.MESSAGE_ID)
-    destination = destination_name(info.attributes)
-    if message_id is None or not destination:
-        return None
-    digest = hashlib.blake2b(f"{message_id}\0{destination}".encode(), digest_size=16).digest()
-    return digest, b"message\0"
+    return info.message_key
 
 
-def _info(span: Span, service: str) -> _SpanInfo:
+def _info(span: Span, service: str, attributes: Sequence[Attribute] | None = None) -> _SpanInfo:
+    """What the graph reads of a span; ``attributes``: its attributes as (key, value), or any part of them
+    that holds every one of ``_GRAPH_KEYS`` (in their order), when the caller has them at hand."""
+    kind = span.kind
     return _SpanInfo(
-        service=service,
-        kind=span.kind,
-        start=span.start_time_unix_nano,
-        end=span.end_time_unix_nano,
-        error=span.status.code == _ERROR,
-        attributes=_graph_attributes(span.attributes),
-        link_count=sum(joinable_link(link.trace_id, link.span_id) for link in span.links),
+        service,
+        kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code == _ERROR,
+        # the graph reads no attribute of a server span, nor its links
+        {}
+        if kind == _KIND.SPAN_KIND_SERVER
+        else _graph_attributes(span.attributes)
+        if attributes is None
+        else {key: _value(value) for key, value in attributes if key in _GRAPH_KEYS},
+        sum(joinable_link(link.trace_id, link.span_id) for link in span.links)
+        if kind == _KIND.SPAN_KIND_CONSUMER and span.links
+        else 0,
     )
+
+
+def _may_be_external(info: _SpanInfo) -> bool:
+    """A client span that calls no dependency and names a server address: maybe an uninstrumented server."""
+    attributes = info.attributes
+    return bool(attributes.get("server.address")) and not any(k in attributes for k in DEPENDENCY_KEYS)
 
 
 def _receive_count(value: Any) -> int:
@@ -150,29 +211,50 @@ def _joinable_links(span: Span) -> list[Span.Link]:
     return [link for link in span.links if joinable_link(link.trace_id, link.span_id)]
 
 
-def _graph_attributes(attributes: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in attributes if kv.key in _GRAPH_KEYS}
+def _graph_attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in attributes if kv.key in _GRAPH_KEYS}
+
+
+def _value(value: AnyValue) -> Any:
+    """``any_value``, the common case (a scalar) without a second call."""
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind in _SCALARS else any_value(value)
 
 
 class GraphRollups:
     """One stitching chunk's hops, folded into ``hop_rollups`` by :meth:`apply`."""
 
     def __init__(self) -> None:
-        self._chunk: dict[tuple[bytes, bytes], tuple[Span, str]] = {}
+        self._chunk: dict[tuple[bytes, bytes], tuple[Span, str, Sequence[Attribute] | None]] = {}
         self.rollups: dict[EdgeKey, HopRollup] = {}
         self._pending: list[tuple[bytes, bytes, str]] = []
         # Client spans of this chunk that a server span beneath them has already been paired with: when the
         # server comes first in the chunk, the client must not then wait to become an external call.
         self._served: set[tuple[bytes, bytes]] = set()
+        # Read once per chunk (one statement per _LOOKUP_KEYS keys, not one per span): the span infos asked
+        # for (chunk-local or stored), the stored spans a chunk span may pair with, the hops waiting for the
+        # chunk's clients and producers, and the client calls that have a stored server span beneath them.
+        self._infos: dict[tuple[bytes, bytes], _SpanInfo] = {}
+        self._stored: dict[tuple[bytes, bytes], tuple[str, bytes] | None] = {}
+        self._waiting: dict[tuple[bytes, bytes], list[tuple[int, str]]] = {}
+        self._resolved_rowids: list[tuple[int]] = []
+        self._served_externals: list[tuple[bytes, bytes, str]] = []
+        self._awaited: set[tuple[bytes, bytes]] = set()
+        self._with_server: set[tuple[bytes, bytes]] | None = None
 
-    def add(self, span: Span, service: str) -> None:
+    def add(self, span: Span, service: str, attributes: Sequence[Attribute] | None = None) -> None:
+        """Take a span of the chunk (``attributes``: as :func:`_info` takes them)."""
         if span.kind in (_KIND.SPAN_KIND_SERVER, _KIND.SPAN_KIND_CONSUMER, _KIND.SPAN_KIND_PRODUCER,
                          _KIND.SPAN_KIND_CLIENT):  # fmt: skip
-            self._chunk[(span.trace_id, span.span_id)] = (span, service)
+            self._chunk[(span.trace_id, span.span_id)] = (span, service, attributes)
 
     def apply(self, conn: sqlite3.Connection) -> None:
-        for (trace_id, span_id), (span, service) in self._chunk.items():
-            info = _info(span, service)
+        self._prefetch(conn)
+        for key, (span, service, attributes) in self._chunk.items():
+            trace_id, span_id = key
+            info = self._infos.get(key)
+            if info is None:
+                info = self._infos[key] = _info(span, service, attributes)
             if span.kind == _KIND.SPAN_KIND_PRODUCER:
                 if info.destination:
                     self._count(f"service:{service}", info.destination, "publish", info)
@@ -182,51 +264,126 @@ class GraphRollups:
                     self._resolve(conn, *message_key, info)
             elif span.kind == _KIND.SPAN_KIND_CLIENT:
                 edge = client_edge(info.attributes)
-                is_dependency = any(k in info.attributes for k in DEPENDENCY_KEYS)
                 if edge is not None:
                     self._count(f"service:{service}", *edge, info)
                 served = self._resolve(conn, trace_id, span_id, info) or (trace_id, span_id) in self._served
                 message_key = _message_key(info) if edge is not None and edge[1] == "publish" else None
                 if message_key is not None:  # a consumer joined by message id to a vanilla SendMessage
                     self._resolve(conn, *message_key, info)
-                address = info.attributes.get("server.address")
-                if (
-                    not is_dependency
-                    and not served
-                    and address
-                    and not self._has_server(conn, trace_id, span_id)
-                ):
+                if not served and _may_be_external(info) and not self._has_server(conn, trace_id, span_id):
                     # maybe an uninstrumented server
-                    candidate = {"type": "external", "service": service, "target": str(address),
+                    address = str(info.attributes["server.address"])
+                    candidate = {"type": "external", "service": service, "target": address,
                                  "start": info.start, "end": info.end, "error": info.error}  # fmt: skip
                     self._pending.append((trace_id, span_id, json.dumps(candidate)))
             elif span.kind == _KIND.SPAN_KIND_SERVER and span.parent_span_id:
                 self._server(conn, (trace_id, span.parent_span_id), info)
             elif span.kind == _KIND.SPAN_KIND_CONSUMER:
                 self._consumer(conn, span, info)
+        conn.executemany("DELETE FROM pending_hops WHERE rowid = ?", self._resolved_rowids)
+        conn.executemany(
+            "DELETE FROM pending_hops WHERE trace_id = ? AND span_id = ? AND hop LIKE ?",
+            self._served_externals,
+        )
         self._expire_external_candidates(conn)
         self._write(conn)
 
     # -- pairing -----------------------------------------------------------------------------------------
 
+    def _prefetch(self, conn: sqlite3.Connection) -> None:
+        """Read what the chunk's spans will ask the store about, a few statements for the whole chunk."""
+        chunk = self._chunk
+        parents: dict[tuple[bytes, bytes], None] = {}  # the stored spans a chunk span may pair with
+        awaited: dict[tuple[bytes, bytes], None] = {}  # the chunk's spans that hops may wait for
+        for key, (span, service, attributes) in chunk.items():
+            kind = span.kind
+            if kind == _KIND.SPAN_KIND_SERVER:
+                if span.parent_span_id:
+                    parents[(key[0], span.parent_span_id)] = None
+            elif kind == _KIND.SPAN_KIND_CONSUMER:
+                if span.parent_span_id:
+                    parents[(key[0], span.parent_span_id)] = None
+                for link in span.links:
+                    parents[(link.trace_id, link.span_id)] = None
+            else:  # a producer or a client: hops wait for it, by its id or its message
+                awaited[key] = None
+                info = self._infos[key] = _info(span, service, attributes)
+                message_key = _message_key(info)
+                if message_key is not None:
+                    awaited[message_key] = None
+        stored = self._stored
+        for key in parents:
+            if key not in chunk:
+                stored[key] = None
+        for batch in _batches(stored):
+            values, parameters = _pairs(batch)
+            for trace_id, span_id, service, blob in conn.execute(
+                f"WITH k(t, s) AS (VALUES {values}) SELECT p.trace_id, p.span_id, p.service_name, p.span "
+                "FROM k CROSS JOIN spans p ON p.trace_id = k.t AND p.span_id = k.s",
+                parameters,
+            ):
+                stored[(trace_id, span_id)] = (service, blob)
+        self._awaited = set(awaited)
+        waiting = self._waiting
+        for batch in _batches(awaited):
+            values, parameters = _pairs(batch)
+            for rowid, trace_id, span_id, hop in conn.execute(
+                f"WITH k(t, s) AS (VALUES {values}) SELECT p.rowid, p.trace_id, p.span_id, p.hop "
+                "FROM k CROSS JOIN pending_hops p ON p.trace_id = k.t AND p.span_id = k.s",
+                parameters,
+            ):
+                waiting.setdefault((trace_id, span_id), []).append((rowid, hop))
+        for rows in waiting.values():
+            rows.sort()
+
     def _find(self, conn: sqlite3.Connection, key: tuple[bytes, bytes]) -> _SpanInfo | None:
+        info = self._infos.get(key)
+        if info is not None:
+            return info
         local = self._chunk.get(key)
         if local is not None:
-            return _info(*local)
-        row = conn.execute(
-            "SELECT service_name, span FROM spans WHERE trace_id = ? AND span_id = ?", key
-        ).fetchone()
-        return None if row is None else _info(Span.FromString(row[1]), row[0])
+            info = _info(*local)
+        else:
+            if key in self._stored:
+                row = self._stored[key]
+            else:  # not asked for in advance
+                row = conn.execute(
+                    "SELECT service_name, span FROM spans WHERE trace_id = ? AND span_id = ?", key
+                ).fetchone()
+                self._stored[key] = row
+            if row is None:
+                return None
+            info = _info(Span.FromString(row[1]), row[0])
+        self._infos[key] = info
+        return info
 
-    @staticmethod
-    def _has_server(conn: sqlite3.Connection, trace_id: bytes, span_id: bytes) -> bool:
+    def _has_server(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes) -> bool:
         """Whether a server span beneath this client is stored, stitched or not: a server stitched before
         its client (or stored, and stitched after) has already counted, or will count, the sync hop."""
-        row = conn.execute(
-            "SELECT 1 FROM spans WHERE trace_id = ? AND parent_span_id = ? AND kind = ? LIMIT 1",
-            (trace_id, span_id, _KIND.SPAN_KIND_SERVER),
-        ).fetchone()
-        return row is not None
+        if self._with_server is None:  # the servers beneath any of the chunk's calls that may ask, in one go
+            server = _KIND.SPAN_KIND_SERVER
+            # a server of this chunk is stored too: the calls it is beneath need not be looked up
+            self._with_server = {
+                (key[0], span.parent_span_id)
+                for key, (span, _, _) in self._chunk.items()
+                if span.kind == server
+            }
+            calls = {
+                key[0]
+                for key, (span, _, _) in self._chunk.items()
+                if span.kind == _KIND.SPAN_KIND_CLIENT
+                and key not in self._with_server
+                and _may_be_external(self._infos[key])
+            }
+            for batch in _batches(calls):
+                self._with_server.update(
+                    conn.execute(
+                        f"SELECT trace_id, parent_span_id FROM spans WHERE kind = ? AND trace_id IN "
+                        f"({','.join('?' * len(batch))})",
+                        (_KIND.SPAN_KIND_SERVER, *batch),
+                    )
+                )
+        return (trace_id, span_id) in self._with_server
 
     def _server(self, conn: sqlite3.Connection, parent_key: tuple[bytes, bytes], info: _SpanInfo) -> None:
         parent = self._find(conn, parent_key)
@@ -241,13 +398,16 @@ class GraphRollups:
             self._pending.append((*parent_key, json.dumps(hop)))
             return
         self._count_sync(parent, hop)
+        # the parent has a server beneath it after all: it is not an external call (a candidate of this
+        # chunk is left out by _write, a stored one deleted by apply)
         self._served.add(parent_key)
-        # the parent has a server beneath it after all: it is not an external call
-        self._pending = [p for p in self._pending if not (p[:2] == parent_key and p[2].startswith(_EXTERNAL))]
-        conn.execute(
-            "DELETE FROM pending_hops WHERE trace_id = ? AND span_id = ? AND hop LIKE ?",
-            (*parent_key, _EXTERNAL + "%"),
-        )
+        if parent_key not in self._awaited:  # a call stitched before: its candidate may be stored
+            self._served_externals.append((*parent_key, _EXTERNAL + "%"))
+            return
+        waiting = self._waiting.get(parent_key)  # read in advance, unless resolved already
+        if waiting:
+            self._resolved_rowids.extend((rowid,) for rowid, hop in waiting if hop.startswith(_EXTERNAL))
+            waiting[:] = [row for row in waiting if not row[1].startswith(_EXTERNAL)]
 
     def _count_sync(self, parent: _SpanInfo, hop: dict[str, Any]) -> None:
         if parent.kind == _KIND.SPAN_KIND_CLIENT and parent.service != hop["service"]:
@@ -349,16 +509,21 @@ class GraphRollups:
 
     def _resolve(self, conn: sqlite3.Connection, trace_id: bytes, span_id: bytes, info: _SpanInfo) -> int:
         """Count the hops that were waiting for this (client or producer) span; returns how many."""
-        rows = conn.execute(
-            "SELECT rowid, hop FROM pending_hops WHERE trace_id = ? AND span_id = ?", (trace_id, span_id)
-        ).fetchall()
+        key = (trace_id, span_id)
+        rows = self._waiting.pop(key, None)
+        if rows is None:
+            if key in self._awaited:  # read in advance: nothing waits (any more)
+                return 0
+            rows = conn.execute(
+                "SELECT rowid, hop FROM pending_hops WHERE trace_id = ? AND span_id = ?", key
+            ).fetchall()
         for rowid, text in rows:
             hop = json.loads(text)
             if hop["type"] == "sync":
                 self._count_sync(info, hop)
             elif info.sends:
                 self._count_consume(info, hop)
-            conn.execute("DELETE FROM pending_hops WHERE rowid = ?", (rowid,))
+            self._resolved_rowids.append((rowid,))
         return len(rows)
 
     def _expire_external_candidates(self, conn: sqlite3.Connection) -> None:
@@ -403,9 +568,14 @@ class GraphRollups:
 
     def _write(self, conn: sqlite3.Connection) -> None:
         now = time.time_ns()
+        served = self._served
         conn.executemany(
             "INSERT INTO pending_hops (trace_id, span_id, hop, waiting_since_unix_nano) VALUES (?, ?, ?, ?)",
-            [(*pending, now) for pending in self._pending],
+            [
+                (*pending, now)
+                for pending in self._pending
+                if not (pending[:2] in served and pending[2].startswith(_EXTERNAL))
+            ],
         )
         conn.execute(
             "DELETE FROM pending_hops WHERE waiting_since_unix_nano < ?", (now - PENDING_HOP_TTL_NS,)

@@ -15,13 +15,14 @@ from collections.abc import Iterable
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from hopscope.collector.model import histogram as latency_histogram
-from hopscope.collector.model.red import Rollup, RollupRow, SpanRole, span_role
+from hopscope.collector.model.red import FAAS_INVOCATION_ID, Rollup, RollupRow, SpanRole, span_role
+from hopscope.collector.stitch.facts import Attribute
 from hopscope.collector.stitch.guard import saturating_add
 
 BUCKET_NS = 60 * 1_000_000_000
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
-_REQUEST_KINDS = frozenset({Span.SpanKind.SPAN_KIND_SERVER, _CONSUMER})  # the kinds span_role is asked about
+_SERVER = Span.SpanKind.SPAN_KIND_SERVER  # span_role is asked about these two kinds
 # The ``kind`` column holds kind + ROLE_STEP * role (OTLP kinds are 0 to 5).
 ROLE_STEP = 256
 
@@ -34,12 +35,26 @@ class RedRollups:
     def __init__(self) -> None:
         self.rollups: dict[RollupKey, Rollup] = {}
 
-    def add(self, span: Span, service_name: str) -> None:
+    def add(self, span: Span, service_name: str, attributes: Iterable[Attribute] | None = None) -> None:
+        """Count a span; ``attributes``: its attributes as (key, value), or any part of them holding those
+        that ``span_role`` reads, when the caller has them at hand."""
         start = span.start_time_unix_nano
+        kind = span.kind
         role = SpanRole.ENTRY
-        if span.kind in _REQUEST_KINDS:
-            role = span_role(span.kind == _CONSUMER, {kv.key for kv in span.attributes})
-        key = (service_name, span.name, span.kind + ROLE_STEP * role, start - start % BUCKET_NS)
+        if kind == _CONSUMER:
+            if attributes is None:
+                names = {kv.key for kv in span.attributes}
+            else:
+                names = {name for name, _ in attributes}
+            role = span_role(True, names)
+        elif kind == _SERVER:  # span_role reads only FAAS_INVOCATION_ID of a server span: stop at it
+            for name in (
+                (kv.key for kv in span.attributes) if attributes is None else (a[0] for a in attributes)
+            ):
+                if name == FAAS_INVOCATION_ID:
+                    role = span_role(False, (FAAS_INVOCATION_ID,))
+                    break
+        key = (service_name, span.name, kind + ROLE_STEP * role, start - start % BUCKET_NS)
         rollup = self.rollups.get(key)
         if rollup is None:
             rollup = self.rollups[key] = Rollup()
