@@ -241,6 +241,8 @@ class GraphRollups:
         self._served_externals: list[tuple[bytes, bytes, str]] = []
         self._awaited: set[tuple[bytes, bytes]] = set()
         self._with_server: set[tuple[bytes, bytes]] | None = None
+        self._local_servers: set[tuple[bytes, bytes]] = set()  # (trace id, parent span id) of chunk servers
+        self._maybe_external: list[tuple[bytes, bytes]] = []  # chunk calls that may need _has_server
 
     def add(self, span: Span, service: str, attributes: Sequence[Attribute] | None = None) -> None:
         """Take a span of the chunk (``attributes``: as :func:`_info` takes them)."""
@@ -295,11 +297,14 @@ class GraphRollups:
         chunk = self._chunk
         parents: dict[tuple[bytes, bytes], None] = {}  # the stored spans a chunk span may pair with
         awaited: dict[tuple[bytes, bytes], None] = {}  # the chunk's spans that hops may wait for
+        local_servers = self._local_servers
         for key, (span, service, attributes) in chunk.items():
             kind = span.kind
             if kind == _KIND.SPAN_KIND_SERVER:
+                parent_key = (key[0], span.parent_span_id)
+                local_servers.add(parent_key)
                 if span.parent_span_id:
-                    parents[(key[0], span.parent_span_id)] = None
+                    parents[parent_key] = None
             elif kind == _KIND.SPAN_KIND_CONSUMER:
                 if span.parent_span_id:
                     parents[(key[0], span.parent_span_id)] = None
@@ -311,6 +316,8 @@ class GraphRollups:
                 message_key = _message_key(info)
                 if message_key is not None:
                     awaited[message_key] = None
+                if kind == _KIND.SPAN_KIND_CLIENT and _may_be_external(info):
+                    self._maybe_external.append(key)
         stored = self._stored
         for key in parents:
             if key not in chunk:
@@ -361,20 +368,9 @@ class GraphRollups:
         """Whether a server span beneath this client is stored, stitched or not: a server stitched before
         its client (or stored, and stitched after) has already counted, or will count, the sync hop."""
         if self._with_server is None:  # the servers beneath any of the chunk's calls that may ask, in one go
-            server = _KIND.SPAN_KIND_SERVER
             # a server of this chunk is stored too: the calls it is beneath need not be looked up
-            self._with_server = {
-                (key[0], span.parent_span_id)
-                for key, (span, _, _) in self._chunk.items()
-                if span.kind == server
-            }
-            calls = {
-                key[0]
-                for key, (span, _, _) in self._chunk.items()
-                if span.kind == _KIND.SPAN_KIND_CLIENT
-                and key not in self._with_server
-                and _may_be_external(self._infos[key])
-            }
+            self._with_server = self._local_servers
+            calls = {key[0] for key in self._maybe_external if key not in self._with_server}
             for batch in _batches(calls):
                 self._with_server.update(
                     conn.execute(
