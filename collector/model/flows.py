@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import TypeAlias, TypedDict
 
 
@@ -48,6 +49,34 @@ class FlowSummary:
     # to the same consumer (model/fate.py): filled by the query layer.
     dead_lettered: int = 0
     duplicate_deliveries: int = 0
+
+
+def with_shared(summary: FlowSummary, shared: Iterable[FlowSummary]) -> FlowSummary:
+    """A flow's summary counting the batch traces it shares (their own flows' summaries): their spans,
+    traces, errors, time, services and correlation ids are the flow's too; the entry stays the flow's."""
+    start, end = summary.start_unix_nano, summary.end_unix_nano
+    spans, traces, errors = summary.span_count, summary.trace_count, summary.error_count
+    receive_count = summary.max_receive_count
+    services, correlation_ids = set(summary.services), set(summary.correlation_ids)
+    for batch in shared:
+        start, end = min(start, batch.start_unix_nano), max(end, batch.end_unix_nano)
+        spans, traces = spans + batch.span_count, traces + batch.trace_count
+        errors += batch.error_count
+        receive_count = max(receive_count, batch.max_receive_count)
+        services.update(batch.services)
+        correlation_ids.update(batch.correlation_ids)
+    return replace(
+        summary,
+        start_unix_nano=start,
+        end_unix_nano=end,
+        duration_ms=(end - start) / 1e6,
+        span_count=spans,
+        trace_count=traces,
+        error_count=errors,
+        max_receive_count=receive_count,
+        services=sorted(services),
+        correlation_ids=sorted(correlation_ids),
+    )
 
 
 # A span attribute's value as JSON carries it: strings, numbers and booleans as they are, bytes as base64

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
+from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary, with_shared
 from hopscope.collector.stitch.facts import Entry, TraceFacts, earlier_entry
 from hopscope.collector.stitch.groups import (
     MAX_NS,
@@ -503,44 +503,32 @@ def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSu
         f"FROM {client.database}.hopscope_flows FINAL WHERE FlowId IN {{ids:Array(UInt64)}}",
         {"ids": sorted({*wanted, *(h for hs in sharing.values() for h in hs)})},
     )
-    by_id = {int(row[0]): row for row in rows}
-    summaries = []
-    for flow_id in flow_ids:
-        row = by_id.get(flow_id)
-        if row is None or not row[3]:
-            continue
+    summaries: dict[int, FlowSummary] = {}
+    for row in rows:
         _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation, services, ids = (
             row
         )
-        start, end, spans, traces, errors = int(start), int(end), int(spans), int(traces), int(errors)
-        receive_count = int(receive_count)
-        flow_services, flow_ids_seen = set(services), set(ids)
-        for shared_id in sharing.get(flow_id, ()):
-            shared = by_id.get(shared_id)
-            if shared is None or not shared[3]:
-                continue
-            start, end = min(start, int(shared[1])), max(end, int(shared[2]))
-            spans, traces, errors = spans + int(shared[3]), traces + int(shared[4]), errors + int(shared[5])
-            receive_count = max(receive_count, int(shared[6]))
-            flow_services.update(shared[9])
-            flow_ids_seen.update(shared[10])
-        summaries.append(
-            FlowSummary(
-                flow_id=flow_id,
-                start_unix_nano=start,
-                end_unix_nano=end,
-                duration_ms=(end - start) / 1e6,
-                span_count=spans,
-                trace_count=traces,
-                error_count=errors,
-                max_receive_count=receive_count,
-                entry_service=entry_service,
-                entry_operation=entry_operation,
-                services=sorted(flow_services),
-                correlation_ids=sorted(flow_ids_seen),
-            )
+        if not spans:
+            continue
+        summaries[int(row[0])] = FlowSummary(
+            flow_id=int(row[0]),
+            start_unix_nano=int(start),
+            end_unix_nano=int(end),
+            duration_ms=(int(end) - int(start)) / 1e6,
+            span_count=int(spans),
+            trace_count=int(traces),
+            error_count=int(errors),
+            max_receive_count=int(receive_count),
+            entry_service=entry_service,
+            entry_operation=entry_operation,
+            services=sorted(set(services)),
+            correlation_ids=sorted(ids),
         )
-    return summaries
+    return [
+        with_shared(summaries[flow_id], [summaries[h] for h in sharing.get(flow_id, ()) if h in summaries])
+        for flow_id in flow_ids
+        if flow_id in summaries
+    ]
 
 
 def _traces_of_flows(client: ClickHouseClient, flow_ids: list[int]) -> dict[str, int]:

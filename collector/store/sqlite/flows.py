@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary
+from hopscope.collector.model.flows import FlowFilter, FlowSort, FlowSummary, with_shared
 from hopscope.collector.stitch import groups as flow_groups
 from hopscope.collector.stitch.facts import TraceFacts
 from hopscope.collector.stitch.groups import (
@@ -371,40 +371,30 @@ def flow_summaries(conn: sqlite3.Connection, flow_ids: list[int]) -> list[FlowSu
     correlations = _grouped(
         conn, f"SELECT flow_id, correlation_id FROM flow_correlations WHERE flow_id IN ({marks})", wanted
     )
-    summaries = []
-    for flow_id in flow_ids:
-        row = by_id.get(flow_id)
-        if row is None or not row[3]:
+    summaries: dict[int, FlowSummary] = {}
+    for flow_id, row in by_id.items():
+        if not row[3]:
             continue
         _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation = row
-        flow_services = set(services.get(flow_id, ()))
-        flow_correlations = set(correlations.get(flow_id, ()))
-        for shared_id in sharing.get(flow_id, ()):
-            shared = by_id.get(shared_id)
-            if shared is None or not shared[3]:
-                continue
-            start, end = min(start, shared[1]), max(end, shared[2])
-            spans, traces, errors = spans + shared[3], traces + shared[4], errors + shared[5]
-            receive_count = max(receive_count, shared[6])
-            flow_services.update(services.get(shared_id, ()))
-            flow_correlations.update(correlations.get(shared_id, ()))
-        summaries.append(
-            FlowSummary(
-                flow_id=flow_id,
-                start_unix_nano=start,
-                end_unix_nano=end,
-                duration_ms=(end - start) / 1e6,
-                span_count=spans,
-                trace_count=traces,
-                error_count=errors,
-                max_receive_count=receive_count,
-                entry_service=entry_service,
-                entry_operation=entry_operation,
-                services=sorted(flow_services),
-                correlation_ids=sorted(flow_correlations),
-            )
+        summaries[flow_id] = FlowSummary(
+            flow_id=flow_id,
+            start_unix_nano=start,
+            end_unix_nano=end,
+            duration_ms=(end - start) / 1e6,
+            span_count=spans,
+            trace_count=traces,
+            error_count=errors,
+            max_receive_count=receive_count,
+            entry_service=entry_service,
+            entry_operation=entry_operation,
+            services=sorted(services.get(flow_id, ())),
+            correlation_ids=sorted(correlations.get(flow_id, ())),
         )
-    return summaries
+    return [
+        with_shared(summaries[flow_id], [summaries[h] for h in sharing.get(flow_id, ()) if h in summaries])
+        for flow_id in flow_ids
+        if flow_id in summaries
+    ]
 
 
 # The standing flows that share a batch trace with flow ``f.flow_id``... : from a flow's traces, through the
