@@ -421,13 +421,19 @@ class SQLiteStore:
         samples: list[DepthSample],
         keep_after_unix_nano: int | None = None,
     ) -> None:
+        with self._queue_transaction() as conn:
+            sqlite_queues.record_poll(conn, polled_unix_nano, queues, samples, keep_after_unix_nano)
+
+    @contextlib.contextmanager
+    def _queue_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction on the poller's own connection (the writer thread keeps its own)."""
         self._writer_conn()  # read-only stores refuse here
         with self._queue_writer_lock:
             if self._queue_writer is None:
                 self._queue_writer = self._connect_rw()
             conn = self._queue_writer
             with self._transaction(conn):
-                sqlite_queues.record_poll(conn, polled_unix_nano, queues, samples, keep_after_unix_nano)
+                yield conn
 
     def queue_summaries(self) -> list[QueueSummary]:
         return sqlite_queues.queue_summaries(self._reader())
@@ -445,13 +451,8 @@ class SQLiteStore:
     def record_dead_letters(
         self, polled_unix_nano: int, peeks: Sequence[DeadLetterPeek], keep_after_unix_nano: int | None = None
     ) -> None:
-        self._writer_conn()  # read-only stores refuse here
-        with self._queue_writer_lock:
-            if self._queue_writer is None:
-                self._queue_writer = self._connect_rw()
-            conn = self._queue_writer
-            with self._transaction(conn):
-                sqlite_fate.record_dead_letters(conn, polled_unix_nano, peeks, keep_after_unix_nano)
+        with self._queue_transaction() as conn:
+            sqlite_fate.record_dead_letters(conn, polled_unix_nano, peeks, keep_after_unix_nano)
 
     def fate_counts(self, flow_ids: list[int]) -> dict[int, tuple[int, int]]:
         return sqlite_fate.fate_counts(self._reader(), flow_ids)
