@@ -17,7 +17,12 @@ same flows, as the small shop sends). On SQLite flows, RED and graph of a chunk 
 (store/sqlite/store.py ``_fold_chunk``), so the three lags should agree within the 250 ms between reads.
 The ingest figures of the same run are printed beside them. See bench/README.md.
 
+The collector runs twice on the same spans: as shipped (stitching in a process of its own,
+ingest/stitcher.py), then with ``--stitch-in-writer`` (stitching on the writer thread), the baseline of the
+printed p99 ratio.
+
     .venv/bin/python bench/freshness.py [--rate 10000] [--seconds 60] [--clients 4] [--batch 500] [--sample 5]
+        [--no-baseline]
 """
 
 from __future__ import annotations
@@ -239,17 +244,33 @@ def total_lags(run: Run, column: int) -> list[float]:
     return lags
 
 
-def run_once(args: argparse.Namespace, directory: Path) -> int:
+@dataclass(frozen=True)
+class Outcome:
+    p99_seconds: float  # the largest of the three p99s
+    exit_code: int
+
+
+def build_bodies(args: argparse.Namespace) -> list[tuple[bytes, int, str | None]]:
     spans = int(args.rate * args.seconds)
     print(f"building {spans:,} spans ...", flush=True)
     shop = workload.small_shop(seed=2026)
-    bodies = [
+    return [
         (body, count, message_id_of(body) if number % args.sample == 0 else None)
         for number, (body, count) in enumerate(shop.take(spans, args.batch))
     ]
-    collector = Collector(directory / "freshness.db")
+
+
+def run_once(
+    args: argparse.Namespace,
+    directory: Path,
+    bodies: list[tuple[bytes, int, str | None]],
+    label: str,
+    extra_args: Sequence[str] = (),
+) -> Outcome:
+    collector = Collector(directory / f"freshness-{len(extra_args)}.db", extra_args)
     run = Run()
-    since_ns = time.time_ns() - 3_600_000_000_000
+    # the small shop's spans start an hour before they are built; the baseline run sends the same ones later
+    since_ns = time.time_ns() - 3 * 3_600_000_000_000
     with collector.killed_on_error():
         sending = threading.Thread(
             target=send_all, args=(collector.address, bodies, args.rate, args.clients, run)
@@ -263,7 +284,7 @@ def run_once(args: argparse.Namespace, directory: Path) -> int:
     red_lags = total_lags(run, 1)
     graph_lags = total_lags(run, 2)
     p99 = max(percentile(values, 0.99) if values else float("inf") for values in (lags, red_lags, graph_lags))
-    print(f"hopscope freshness benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs)")
+    print(f"hopscope freshness benchmark, {label} ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs)")
     print(row("offered rate", f"{args.rate:,.0f} spans/s for {args.seconds} s, batches of {args.batch}"))
     print(
         row(
@@ -292,7 +313,26 @@ def run_once(args: argparse.Namespace, directory: Path) -> int:
             f"{p99:.2f} s",
         )
     )
-    return 1 if exit_code != 0 else 0
+    return Outcome(p99, exit_code)
+
+
+def compare(args: argparse.Namespace, directory: Path) -> int:
+    """The collector as shipped (stitching in a process of its own), then, unless ``--no-baseline``, the
+    same spans with ``--stitch-in-writer`` (one core, as before issue 15's last change): their p99 ratio."""
+    bodies = build_bodies(args)
+    shipped = run_once(args, directory, bodies, "stitcher process (default)")
+    print(flush=True)
+    if not args.baseline:
+        return shipped.exit_code
+    baseline = run_once(args, directory, bodies, "baseline: --stitch-in-writer", ["--stitch-in-writer"])
+    ratio = shipped.p99_seconds / baseline.p99_seconds if baseline.p99_seconds else float("inf")
+    print(
+        row(
+            "p99 ratio process / writer",
+            f"{ratio:.2f} ({shipped.p99_seconds:.2f} / {baseline.p99_seconds:.2f} s)",
+        )
+    )
+    return shipped.exit_code or baseline.exit_code
 
 
 def spread(values: Sequence[float]) -> str:
@@ -314,9 +354,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sample", type=int, default=5, help="one request in N is timed (default: %(default)s)"
     )
-    parser.add_argument("--db", type=Path, default=None, help="keep the database in this folder")
+    parser.add_argument("--db", type=Path, default=None, help="keep the databases in this folder")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the second run with --stitch-in-writer (the baseline of the ratio)",
+    )
     args = parser.parse_args(argv)
-    return in_work_directory(args.db, lambda directory: run_once(args, directory), prefix="hopscope-fresh-")
+    return in_work_directory(args.db, lambda directory: compare(args, directory), prefix="hopscope-fresh-")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,12 @@ def _add_collector_parser(commands: Commands) -> None:
         metavar="DURATION",
         help="delete spans that started longer ago than this, e.g. 7d, 12h (default: keep everything)",
     )
+    collector.add_argument(
+        "--stitch-in-writer",
+        action="store_true",
+        help="fold spans into flows on the writer thread, not in a process of its own beside it "
+        "(SQLite; uses one core, so flows trail sooner under load; ClickHouse always does)",
+    )
     _add_forward_options(collector)
     _add_connection_options(collector)
     _add_sqs_options(collector)
@@ -390,6 +396,7 @@ def _run_collector(args: argparse.Namespace) -> int:
         ),
         auth_token=args.auth_token,
         retention_seconds=args.retention,
+        stitch_process=not args.stitch_in_writer,
         forward_urls=tuple(args.forward),
         forward_queue_bytes=args.forward_queue_bytes,
         sqs=collector_defaults.SqsSettings(

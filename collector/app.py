@@ -79,7 +79,10 @@ def create_app(
     ``connections`` are the HTTP server's counters (server.py), shown by ``/healthz``.
     """
     writer = SpanWriter(
-        store, max_pending_spans=settings.max_pending_spans, retention_seconds=settings.retention_seconds
+        store,
+        max_pending_spans=settings.max_pending_spans,
+        retention_seconds=settings.retention_seconds,
+        stitch_in_process=settings.stitch_process,
     )
     forwarder = (
         Forwarder(

@@ -81,6 +81,8 @@ class CollectorSettings:
     span_limits: SpanLimits = field(default_factory=SpanLimits)
     auth_token: str | None = None
     retention_seconds: int | None = None
+    # Stitch in a process of its own beside the writer (ingest/stitcher.py) where the store allows it.
+    stitch_process: bool = True
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     # Upstream OTLP/HTTP traces URLs that every accepted batch is re-sent to (see ingest/forward.py).

@@ -15,6 +15,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from hopscope.collector.ingest.stitcher import StitcherProcess
 from hopscope.collector.stitch.failures import Failures, describe
 from hopscope.collector.store.base import PreparedSpans, WriteSide
 
@@ -106,7 +107,9 @@ class SpanWriter:
     """Owns the store's write side; call :meth:`submit` from any thread.
 
     With ``retention_seconds`` set it also deletes expired spans, a small chunk at a time between
-    ingest commits, so retention never stalls ingest.
+    ingest commits, so retention never stalls ingest. With ``stitch_in_process`` (and a store that another
+    process can open) a stitcher process folds the spans into flows (ingest/stitcher.py); otherwise this
+    thread does, between commits, on the budget of :meth:`stitch_budget`.
     """
 
     def __init__(
@@ -116,8 +119,11 @@ class SpanWriter:
         max_pending_spans: int,
         retention_seconds: int | None = None,
         max_group_spans: int = MAX_GROUP_SPANS,
+        stitch_in_process: bool = False,
     ) -> None:
         self._store = store
+        url = store.stitcher_url if stitch_in_process else None
+        self.stitcher = StitcherProcess(url, store.skipped_spans) if url else None
         self._max_pending = max_pending_spans
         self._max_group = max_group_spans
         self._retention_ns = retention_seconds * 1_000_000_000 if retention_seconds else None
@@ -158,6 +164,8 @@ class SpanWriter:
     @property
     def flows_pending(self) -> bool:
         """True while stored spans still wait to be stitched into flows."""
+        if self.stitcher is not None:  # the stitcher process moves the position kept in the database
+            return self._store.unstitched_since_unix_nano() is not None
         return self._store.flows_pending
 
     @property
@@ -167,22 +175,38 @@ class SpanWriter:
 
     def health(self) -> WriterHealth:
         now = time.monotonic()
-        since = self._unstitched_since
+        if self.stitcher is None:
+            since = self._unstitched_since
+            pending = self._store.flows_pending
+            stitch_error = self._stitch_failures.current
+        else:  # the position is the stitcher process's, kept in the database
+            since = self._unstitched_since_in_store()
+            pending = since is not None
+            stitch_error = self.stitcher.stitch_error
         skipped = self._store.skipped_spans
         last_skip = skipped.last_monotonic
         return WriterHealth(
             pending_spans=self._pending_spans,
-            flows_pending=self.flows_pending,
+            flows_pending=pending,
             flows_lag_seconds=0.0 if since is None else max(0.0, (time.time_ns() - since) / 1e9),
             spans_skipped=skipped.total,
             spans_skipped_by_reason=dict(skipped.by_reason),
             last_skip_error=skipped.last_error,
             seconds_since_last_skip=None if last_skip is None else now - last_skip,
             write_error=self.write_error,
-            stitch_error=self._stitch_failures.current,
+            stitch_error=stitch_error,
         )
 
+    def _unstitched_since_in_store(self) -> int | None:
+        try:
+            return self._store.unstitched_since_unix_nano()
+        except Exception:  # only the lag figure is missing; the stitcher reports the store's failures
+            log.debug("cannot read the stitching position", exc_info=True)
+            return None
+
     def start(self) -> None:
+        if self.stitcher is not None:
+            self.stitcher.start()
         self._thread.start()
 
     def submit(self, prepared: PreparedSpans, spans: int) -> Future[None]:
@@ -195,6 +219,8 @@ class SpanWriter:
                 raise QueueFullError(f"{self._pending_spans} spans are waiting to be stored")
             self._pending_spans += spans
             self._jobs.append(job)
+            if self.stitcher is not None:
+                self.stitcher.writer_busy(True)
             self._cond.notify()
         return job.future
 
@@ -205,10 +231,14 @@ class SpanWriter:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self.stitcher is not None:
+            self.stitcher.close()
 
     def _run(self) -> None:
         while True:
             with self._cond:
+                if not self._jobs and self.stitcher is not None:
+                    self.stitcher.writer_busy(False)  # the stitcher may take the file meanwhile
                 if not self._jobs and not self._closing and not self._chore_due():
                     self._cond.wait(self._wait_seconds())
                 group = self._take_group()
@@ -229,6 +259,8 @@ class SpanWriter:
         return self._stitch_due() or self._retention_due()
 
     def _stitch_due(self) -> bool:
+        if self.stitcher is not None:
+            return False
         return self._store.flows_pending and time.monotonic() >= self._next_stitch
 
     def ingest_rate(self, now: float | None = None) -> float:
@@ -375,7 +407,8 @@ class SpanWriter:
 
     def _wait_seconds(self) -> float | None:
         now = time.monotonic()
-        waits = [max(0.0, self._next_stitch - now)] if self._store.flows_pending else []
+        stitching = self.stitcher is None and self._store.flows_pending
+        waits = [max(0.0, self._next_stitch - now)] if stitching else []
         poll = self._store.feed_poll_seconds
         if poll is not None:  # others write to the store too: look for their spans now and then
             waits.append(poll)

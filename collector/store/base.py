@@ -137,6 +137,11 @@ class Stitcher(Protocol):
         the environment (disk full, a lost server), with nothing moved.
         """
 
+    @property
+    def stitcher_url(self) -> str | None:
+        """Where a process of its own can open this store to stitch it beside the writer (SQLite: its file);
+        None: only the writer thread stitches it (ClickHouse, whose stitching is mostly the server's)."""
+
     def unstitched_since_unix_nano(self) -> int | None:
         """When the oldest stored span not yet folded into flows arrived (unix ns); None when none waits.
 

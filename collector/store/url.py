@@ -80,9 +80,15 @@ def open_clickhouse_client(url: StoreUrl) -> ClickHouseClient:
     return HttpClient(parts._replace(path="/" + url.database).geturl())
 
 
-def open_store(url: StoreUrl | str | Path, *, read_only: bool = False) -> SpanStore:
+def open_store(
+    url: StoreUrl | str | Path, *, read_only: bool = False, stitch_only: bool = False
+) -> SpanStore:
     """The store a URL names (a ``Path``: that SQLite file, as ``--db`` names it); StoreError (with the
-    reason) when it cannot be opened. The driver's module is imported only now."""
+    reason) when it cannot be opened. The driver's module is imported only now.
+
+    ``stitch_only``: opened by a stitcher process beside the collector's writer (ingest/stitcher.py), which
+    owns the file's upkeep (migration, checkpoints).
+    """
     from hopscope.collector.store.errors import StoreError  # noqa: PLC0415 - parse_store_url stays light
 
     if isinstance(url, Path):
@@ -96,7 +102,7 @@ def open_store(url: StoreUrl | str | Path, *, read_only: bool = False) -> SpanSt
         from hopscope.collector.store.sqlite.store import SQLiteStore  # noqa: PLC0415
 
         assert url.path is not None
-        return SQLiteStore(url.path, read_only=read_only)
+        return SQLiteStore(url.path, read_only=read_only, stitch_only=stitch_only)
     from hopscope.collector.store.clickhouse.store import ClickHouseStore  # noqa: PLC0415
     from hopscope.collector.store.errors import ClickHouseError  # noqa: PLC0415
 

@@ -129,6 +129,7 @@ def test_eight_maximum_bodies_at_once_and_a_widest_span_read_stay_under_600_mb(
         assert answer.status_code == 200
         trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
         stored = http.get(f"/api/traces/{trace_id}").json()
+        collector.wait_for_flows()
         flow = http.get("/api/flows", params={"service": "unknown_service"}).json()["flows"][0]
         detail = http.get(f"/api/flows/{flow['flow_id']}")
     # THEN it was cut to the span limit on receipt, the rest counted as dropped, and reads stay small

@@ -147,11 +147,7 @@ def export_and_settle(spans: GlobalSpans, collector: CollectorProcess) -> None:
 
 
 def wait_for_flows(collector: CollectorProcess) -> None:
-    with collector.client() as http:
-        deadline = time.monotonic() + 20
-        while http.get("/healthz").json()["flows_pending"]:
-            assert time.monotonic() < deadline, "flows still pending"
-            time.sleep(0.1)
+    collector.wait_for_flows()
 
 
 def producer_spans(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:

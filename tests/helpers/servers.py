@@ -82,6 +82,14 @@ class CollectorProcess:
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
+    def wait_for_flows(self, timeout: float = 20) -> None:
+        """Until every stored span is stitched: a 200 means stored, flows follow (ingest/stitcher.py)."""
+        with self.client() as http:
+            deadline = time.monotonic() + timeout
+            while http.get("/healthz").json()["flows_pending"]:
+                assert time.monotonic() < deadline, "flows still pending"
+                time.sleep(0.05)
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -179,6 +179,10 @@ class ClickHouseStore:
     def feed_poll_seconds(self) -> float:
         return FEED_POLL_SECONDS
 
+    @property
+    def stitcher_url(self) -> str | None:
+        return None
+
     def unstitched_since_unix_nano(self) -> int | None:
         """When the oldest span of the feed past the stitching watermark (kept in ``hopscope_meta``) arrived,
         settled or not: a read of the feed's sort key, from any process."""

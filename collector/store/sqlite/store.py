@@ -56,6 +56,8 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_CANTOPEN = 14  # the primary result code of "unable to open database file"
 _BUSY_TIMEOUT_MS = 10_000
 _CACHE_KIB = 64 * 1024
+# A stitcher process's connection (ingest/stitcher.py) reads flows' indexes, not the spans': half as much.
+_STITCH_ONLY_CACHE_KIB = 32 * 1024
 # WAL pages go back into the database file from a background thread, not inside the writer's COMMIT.
 CHECKPOINT_INTERVAL_SECONDS = 0.25
 # A backstop: SQLite checkpoints inside COMMIT only if the WAL grows past this many pages (about 80 MB).
@@ -77,7 +79,9 @@ class SQLiteStore:
     not only a killed process. Readers get their own read-only connection per thread.
     """
 
-    def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True) -> None:
+    def __init__(
+        self, path: Path | str, *, read_only: bool = False, durable: bool = True, stitch_only: bool = False
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._local = threading.local()
@@ -97,8 +101,11 @@ class SQLiteStore:
             self._choose_read_mode()
             sqlite_schema.check_version(self._reader(), self.path)
         else:
-            self._writer = self._open_writer(durable)
-            self._checkpointer = _Checkpointer(self._connect_rw())
+            # stitch_only: a stitcher process beside the collector (ingest/stitcher.py), which migrated the
+            # file and checkpoints it
+            self._writer = self._open_writer(durable, migrate=not stitch_only)
+            if not stitch_only:
+                self._checkpointer = _Checkpointer(self._connect_rw())
             self._load_stitch_position()
 
     @property
@@ -108,7 +115,7 @@ class SQLiteStore:
 
     # -- connections -----------------------------------------------------------------------------------
 
-    def _open_writer(self, durable: bool) -> sqlite3.Connection:
+    def _open_writer(self, durable: bool, *, migrate: bool = True) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect_rw()
@@ -118,11 +125,14 @@ class SQLiteStore:
         if mode != "wal":
             raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB if migrate else _STITCH_ONLY_CACHE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
-        self._migrate(conn)
+        if migrate:
+            self._migrate(conn)
+        else:
+            sqlite_schema.check_version(conn, self.path)
         return conn
 
     def _connect_rw(self) -> sqlite3.Connection:
@@ -228,6 +238,10 @@ class SQLiteStore:
     def feed_poll_seconds(self) -> float | None:
         """Only this store's writer adds spans to the file: nothing to look for."""
         return None
+
+    @property
+    def stitcher_url(self) -> str | None:
+        return None if self.read_only else str(self.path.resolve())
 
     def unstitched_since_unix_nano(self) -> int | None:
         """The receive time of the first span past the stitching position kept in ``meta`` (one statement,
