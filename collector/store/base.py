@@ -25,6 +25,7 @@ from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
+from hopscope.collector.model.storage import StorageFacts
 from hopscope.collector.stitch.guard import SkippedSpans
 from hopscope.collector.store.limits import SpanLimits
 
@@ -315,15 +316,31 @@ class FateReader(Protocol):
         duplicate deliveries among their successes."""
 
 
+class StorageReader(Protocol):
+    """What the store takes on disk: for ``/healthz``, the dashboard's overview and the free-disk warning."""
+
+    def storage_facts(self) -> StorageFacts:
+        """Size on disk, oldest span kept, free space and the recorded retention; cheap (a few stats and
+        index seeks), any thread. SQLite: its files and their filesystem; ClickHouse: the active parts of
+        ``otel_traces`` and the ``hopscope_*`` tables, and the free space of the server's disks."""
+
+
+class StorageRecorder(Protocol):
+    """Notes the collector's ``--retention`` in the store, for readers elsewhere (the dashboard)."""
+
+    def record_retention(self, retention_seconds: int | None) -> None:
+        """Record it (None: spans are kept for ever); any thread. A read-only store refuses (StoreError)."""
+
+
 class WriteSide(SpanSink, Stitcher, Retention, Protocol):
     """What the writer thread drives: commits, stitching and retention."""
 
 
-class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, FateReader, Protocol):
+class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, FateReader, StorageReader, Protocol):
     """What the query layer reads (for the HTTP query API and the dashboard)."""
 
 
-class SpanStore(WriteSide, ReadSide, QueueRecorder, FateRecorder, Protocol):
+class SpanStore(WriteSide, ReadSide, QueueRecorder, FateRecorder, StorageRecorder, Protocol):
     """Every role: what ``open_store`` returns and what SQLiteStore and ClickHouseStore implement.
 
     The write-side methods are called from one writer thread only; every other method may be called from

@@ -25,6 +25,7 @@ from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
+from hopscope.collector.model.storage import StorageFacts
 from hopscope.collector.stitch.facts import FlowFacts
 from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
@@ -42,6 +43,7 @@ from hopscope.collector.store.clickhouse import queues as clickhouse_queues
 from hopscope.collector.store.clickhouse import red as clickhouse_red
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse import spans as clickhouse_spans
+from hopscope.collector.store.clickhouse import storage as clickhouse_storage
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import (
     ERROR_STATUS_NAMES,
@@ -406,6 +408,13 @@ class ClickHouseStore:
 
     def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
         return clickhouse_fate.read_duplicate_rates(self.client, since_unix_nano)
+
+    def storage_facts(self) -> StorageFacts:
+        return clickhouse_storage.storage_facts(self.client, self.label)
+
+    def record_retention(self, retention_seconds: int | None) -> None:
+        self._writable()
+        clickhouse_storage.record_retention(self.client, retention_seconds)
 
     def count_spans(self) -> int:
         return clickhouse_spans.count_spans(self.client)

@@ -24,6 +24,7 @@ from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
+from hopscope.collector.model.storage import StorageFacts
 from hopscope.collector.stitch.facts import FlowFacts
 from hopscope.collector.stitch.failures import Failures
 from hopscope.collector.stitch.guard import (
@@ -43,6 +44,7 @@ from hopscope.collector.store.sqlite import graph as sqlite_graph
 from hopscope.collector.store.sqlite import queues as sqlite_queues
 from hopscope.collector.store.sqlite import schema as sqlite_schema
 from hopscope.collector.store.sqlite import spans as sqlite_spans
+from hopscope.collector.store.sqlite import storage as sqlite_storage
 from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
@@ -481,6 +483,13 @@ class SQLiteStore:
 
     def duplicate_rates(self, since_unix_nano: int) -> list[DuplicateRate]:
         return sqlite_fate.read_duplicate_rates(self._reader(), since_unix_nano)
+
+    def storage_facts(self) -> StorageFacts:
+        return sqlite_storage.storage_facts(self._reader(), self.path)
+
+    def record_retention(self, retention_seconds: int | None) -> None:
+        with self._queue_transaction() as conn:  # any thread: the poller's connection, not the writer's
+            sqlite_storage.record_retention(conn, retention_seconds)
 
     def count_spans(self) -> int:
         return sqlite_spans.count_spans(self._reader())
