@@ -11,11 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from hopscope.collector.auth import BearerAuthMiddleware, is_authenticated
-from hopscope.collector.health import ConnectionLimitView, health_details, readiness
+from hopscope.collector.auth import BearerAuthMiddleware
+from hopscope.collector.health import ConnectionLimitView, DiskWatch, HealthEndpoints
 from hopscope.collector.http.guard import ConnectionStats
 from hopscope.collector.http.host_check import LoopbackHostMiddleware, is_loopback_host
 from hopscope.collector.ingest.body import InflightBudget
@@ -119,21 +119,8 @@ def create_app(
         poller = QueuePoller(store, settings.sqs, retention_seconds=settings.retention_seconds)
 
     connection_view = ConnectionLimitView(connections, max_connections) if connections else None
-
-    async def healthz(request: Request) -> JSONResponse:
-        """Liveness: ``ok`` while the process serves; the details only with the token, when one is set."""
-        if not is_authenticated(request.scope):
-            return JSONResponse({"status": "ok"})
-        forwarding = forwarder.stats() if forwarder else []
-        return JSONResponse(health_details(writer.health(), forwarding, connection_view))
-
-    async def readyz(request: Request) -> JSONResponse:
-        """Readiness: ``degraded`` with reasons; 503 while spans cannot be stored."""
-        ready = readiness(writer.health(), forwarder.stats() if forwarder else [])
-        status_code = 200 if ready["accepting_spans"] else 503
-        if not is_authenticated(request.scope):
-            return JSONResponse({"status": ready["status"]}, status_code=status_code)
-        return JSONResponse(ready, status_code=status_code)
+    # /healthz and /readyz; the disk watch looks at the store's size and free space, and warns when low
+    health = HealthEndpoints(writer, forwarder, connection_view, DiskWatch(store, settings.retention_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -144,9 +131,11 @@ def create_app(
             forwarder.start()
         if poller:
             poller.start()
+        health.disk.start()
         try:
             yield
         finally:
+            health.disk.stop()
             if grpc_receiver:
                 await grpc_receiver.stop(GRPC_GRACE_SECONDS)
             if poller:
@@ -165,8 +154,8 @@ def create_app(
         routes=[
             # --no-receiver: spans come from others (OpenTelemetry Collectors writing to the store)
             *([Route("/v1/traces", receiver.export, methods=["POST"])] if settings.receiver else []),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            Route("/healthz", health.healthz, methods=["GET"]),
+            Route("/readyz", health.readyz, methods=["GET"]),
             Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),
             Route("/api/flows", query.get_flows, methods=["GET"]),
             Route("/api/flows/{flow_id}", query.get_flow, methods=["GET"]),

@@ -454,7 +454,14 @@ _API_SCHEMAS: dict[str, Any] = {
                     {
                         "check": {
                             "type": "string",
-                            "enum": ["writes", "stitching", "stitching_skips", "stitching_lag", "forwarding"],
+                            "enum": [
+                                "writes",
+                                "stitching",
+                                "stitching_skips",
+                                "stitching_lag",
+                                "forwarding",
+                                "disk",
+                            ],
                         },
                         "message": {"type": "string"},
                     },
@@ -665,13 +672,34 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {
             "get": {
-                "summary": "Liveness, spans waiting to be stored, forwarding counters",
+                "summary": "Liveness, spans waiting to be stored, forwarding counters, the store on disk",
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
                             "required": ["status"],
-                            "properties": {"status": {"type": "string"}},
+                            "properties": {
+                                "status": {"type": "string"},
+                                "storage": {
+                                    "oneOf": [
+                                        {"type": "null"},
+                                        _object(
+                                            [
+                                                "size_bytes",
+                                                "oldest_span_unix_nano",
+                                                "retention_seconds",
+                                                "free_bytes",
+                                            ],
+                                            {
+                                                "size_bytes": {"type": "integer", "minimum": 0},
+                                                "oldest_span_unix_nano": _nullable("integer"),
+                                                "retention_seconds": _nullable("integer"),
+                                                "free_bytes": _nullable("integer"),
+                                            },
+                                        ),
+                                    ]
+                                },
+                            },
                         },
                         "ok",
                     )
@@ -681,8 +709,8 @@ OPENAPI: dict[str, Any] = {
         "/readyz": {
             "get": {
                 "summary": "Readiness: ok, or degraded with a reason per failing check (writes failing, "
-                "stitching skipping spans or lagging, a --forward upstream failing); the reasons only with "
-                "the token, when one is set",
+                "stitching skipping spans or lagging, a --forward upstream failing, free disk space low); "
+                "the reasons only with the token, when one is set",
                 "responses": {
                     "200": _json(_schema("Readiness"), "spans are being stored (status ok or degraded)"),
                     "503": _json(_schema("Readiness"), "spans cannot be stored now (e.g. disk full)"),
