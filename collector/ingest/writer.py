@@ -56,6 +56,9 @@ STITCH_COST_DEFAULT_SECONDS = 50e-6
 STITCH_COST_MIN_SPANS = 500
 STITCH_COST_WEIGHT = 0.3
 RETENTION_CHUNK_SPANS = 2_000
+# Flows (with their rows), and rows of each rollup table, one expiry step deletes at most (store/base.py
+# Retention.expire_before): a step is one short transaction, like a chunk of spans.
+RETENTION_CHUNK_FLOWS = 500
 RETENTION_INTERVAL_SECONDS = 60.0
 # While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
 # costs about 13 ms, so deletion takes a bounded share of the writer however small the ingest groups are.
@@ -138,6 +141,7 @@ class SpanWriter:
         self.spans_stitched = 0
         self.spans_written = 0
         self.spans_expired = 0
+        self.rows_expired = 0  # flows, rollups and the rows that point to them (expire_before)
         self.write_error: str | None = None
         # When the oldest span not yet stitched arrived (unix ns; None: caught up), for the lag in health().
         self._unstitched_since: int | None = None
@@ -417,20 +421,28 @@ class SpanWriter:
         return min(waits, default=None)
 
     def _expire_chunk(self) -> None:
+        """A chunk of expired spans; once they are caught up, a step of what goes with them (flows, their
+        rows, rollups, orphans: the store's ``expire_before``). Either is one short transaction."""
         assert self._retention_ns is not None
         cutoff = time.time_ns() - self._retention_ns
+        more = False
+        deleted = 0
         try:
             deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
+            more = deleted >= RETENTION_CHUNK_SPANS
+            if not more:
+                expired = self._store.expire_before(cutoff, RETENTION_CHUNK_FLOWS)
+                self.rows_expired += expired
+                more = expired > 0
         except Exception as exc:
             self._retention_failures.failed(
                 exc, "deleting expired spans failed (retried later): %s", describe(exc)
             )
-            deleted = 0
         else:
             self._retention_failures.succeeded("deleting expired spans works again")
         self.spans_expired += deleted
         now = time.monotonic()
-        if deleted < RETENTION_CHUNK_SPANS:  # caught up: look again later
+        if not more:  # caught up: look again later
             self._next_retention = now + RETENTION_INTERVAL_SECONDS
         elif self._ingest_active(now):
             self._next_retention = now + RETENTION_BUSY_GAP_SECONDS

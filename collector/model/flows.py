@@ -179,3 +179,7 @@ class FlowDetail:
     entry_called_from_outside: bool = False
     # The batch traces among ``spans`` that the flow shares with other flows (not its own traces).
     shared_traces: list[SharedTrace] = field(default_factory=list)
+    # Spans the summary counts that are no longer stored (deleted by --retention: the flow is partly
+    # expired), and then the start of the earliest span kept: the spans that are gone started before it.
+    expired_span_count: int = 0
+    retained_since_unix_nano: int | None = None

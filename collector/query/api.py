@@ -97,7 +97,7 @@ class QueryApi:
         flow_id = parse_flow_id(request.path_params["flow_id"])
         detail = await run_in_threadpool(self._queries.flow, flow_id)
         if detail is None:
-            return error_response(404, f"no flow {flow_id}")
+            return error_response(404, _no_flow(flow_id))
         body = dataclasses.asdict(detail)
         body["messages"] = await run_in_threadpool(self._queries.message_fates, detail)
         return JSONResponse(body)
@@ -106,7 +106,7 @@ class QueryApi:
         flow_id = parse_flow_id(request.path_params["flow_id"])
         document = await run_in_threadpool(self._queries.flow_otlp_json, flow_id)
         if document is None:
-            return error_response(404, f"no flow {flow_id}")
+            return error_response(404, _no_flow(flow_id))
         return JSONResponse(document)
 
     async def _get_services(self, request: Request) -> JSONResponse:
@@ -166,6 +166,13 @@ class QueryApi:
                 "samples": [_sample_json(sample) for sample in samples],
             }
         )
+
+
+def _no_flow(flow_id: int) -> str:
+    return (
+        f"no flow {flow_id} is stored: no such flow, or it has expired with its spans (the collector's "
+        "--retention deletes a flow once its last span is older)"
+    )
 
 
 def _sample_json(sample: DepthSample) -> dict[str, Any]:

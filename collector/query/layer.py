@@ -214,13 +214,15 @@ class QueryLayer:
 
     def flow_otlp_answer(self, flow_id: int) -> OtlpAnswer | None:
         """Every span of every trace of the flow, as OTLP (importable into any OTLP backend), cut at the
-        read cap."""
+        read cap; None for an unknown or expired flow (see :meth:`flow`)."""
         summary = self.flow_summary(flow_id)
         if summary is None:
             return None
         budget = answer_budget()
         shared = self._store.flow_shared_traces(summary.flow_id)
         traces = self._store.get_traces([*self._store.flow_trace_ids(summary.flow_id), *shared], budget)
+        if not traces.resource_spans and not budget.truncated:  # expired: none of its spans is stored
+            return None
         return OtlpAnswer(traces, budget.truncated)
 
     def flow_otlp(self, flow_id: int) -> TracesData | None:
@@ -343,6 +345,13 @@ class QueryLayer:
         return ServiceGraph(nodes=nodes, edges=edges)
 
     def flow(self, flow_id: int) -> FlowDetail | None:
+        """A flow with its spans; None for an unknown flow and for an expired one (none of its spans is
+        stored any more: --retention deleted them, and deletes the flow soon after, see README).
+
+        A flow partly expired says how many of the spans its summary counts are gone
+        (``expired_span_count``) and from when its spans are kept (``retained_since_unix_nano``); an answer
+        cut at the read cap cannot tell, and says 0.
+        """
         summary = self.flow_summary(flow_id)
         if summary is None:
             return None
@@ -352,6 +361,9 @@ class QueryLayer:
         traces = self._store.get_traces([*own, *shared], budget)
         spans = flatten_spans(traces)
         del traces
+        if not spans and not budget.truncated:
+            return None
+        expired = 0 if budget.truncated else max(0, summary.span_count - len(spans))
         return FlowDetail(
             summary=summary,
             spans=spans,
@@ -359,6 +371,8 @@ class QueryLayer:
             truncated=budget.truncated,
             entry_called_from_outside=called_from_outside(summary, spans),
             shared_traces=shared_traces(summary.flow_id, own, shared, spans),
+            expired_span_count=expired,
+            retained_since_unix_nano=spans[0]["start_unix_nano"] if expired and spans else None,
         )
 
 

@@ -409,7 +409,17 @@ _API_SCHEMAS: dict[str, Any] = {
         "a producer -> destination -> consumer hop of the flow",
     ),
     "FlowDetail": _object(
-        ["summary", "spans", "hops", "truncated", "entry_called_from_outside", "shared_traces", "messages"],
+        [
+            "summary",
+            "spans",
+            "hops",
+            "truncated",
+            "entry_called_from_outside",
+            "shared_traces",
+            "messages",
+            "expired_span_count",
+            "retained_since_unix_nano",
+        ],
         {
             "shared_traces": _array(
                 _object(
@@ -440,6 +450,17 @@ _API_SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "true when the entry span has a parent span that is none of the flow's spans: "
                 "the entry was called with a trace context (a traceparent) from outside",
+            },
+            "expired_span_count": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "spans the summary counts that are no longer stored: the collector's "
+                "--retention deleted them (the flow is partly expired); 0 when whole, or when truncated",
+            },
+            "retained_since_unix_nano": {
+                **_nullable("integer"),
+                "description": "when partly expired: the start of the earliest span kept (the spans that "
+                "are gone started before it); else null",
             },
         },
     ),
@@ -811,7 +832,8 @@ OPENAPI: dict[str, Any] = {
         "/api/flows/{flow_id}": {
             "get": {
                 "summary": "A flow: summary, every span of every trace (cut at the read cap), async hops "
-                "with queue wait",
+                "with queue wait; 404 for an unknown flow and for an expired one (none of its spans is "
+                "stored any more)",
                 "parameters": [_FLOW_ID],
                 "responses": {
                     "200": _json(_schema("FlowDetail"), "the flow"),

@@ -157,14 +157,24 @@ class Stitcher(Protocol):
 
 
 class Retention(Protocol):
-    """Deletes old spans, a chunk at a time between commits (the writer thread)."""
+    """Deletes old spans, then what points to them, a chunk at a time between commits (the writer thread)."""
 
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Delete spans that started before the cutoff; returns how many went.
 
         SQLite deletes at most ``limit``, in one transaction. ClickHouse ignores ``limit``: one lightweight
         DELETE of every such row (ClickHouse deletes whole parts best; a TTL on the table is better at scale).
-        Flows and rollups are not deleted.
+        Flows and rollups go in :meth:`expire_before`.
+        """
+
+    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """One bounded step of expiring what goes with the spans: flows whose last span ended before the
+        cutoff with every row pointing to them, rollups of minutes before it, rows no span refers to.
+
+        Returns the rows the step deleted or examined; 0 once nothing before the cutoff is left (call it
+        again until then, between commits). SQLite: at most ``limit`` flows and rows of each table in one
+        short transaction (store/sqlite/expiry.py). ClickHouse: nothing to do here (0); its tables' TTLs
+        expire its rows.
         """
 
 

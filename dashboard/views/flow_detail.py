@@ -95,6 +95,21 @@ def summary(detail: FlowDetail) -> None:
         )
 
 
+def expired_notice(detail: FlowDetail) -> None:
+    """A flow partly expired: which part is gone (the summary above still counts it)."""
+    gone = detail.expired_span_count
+    if not gone:
+        return
+    kept = detail.retained_since_unix_nano
+    since = "" if kept is None else f" Spans are kept from {data.to_datetime(kept):%Y-%m-%d %H:%M:%S} UTC on."
+    st.info(
+        f"Partly expired: {gone} of the {detail.summary.span_count} spans this flow counts are no longer "
+        f"stored (older than the collector's --retention); the waterfall and the table show the "
+        f"{len(detail.spans)} that remain.{since}",
+        icon=":material/history_toggle_off:",
+    )
+
+
 # A shared batch offers buttons to at most this many of the other flows it processed messages of.
 SHARED_FLOW_BUTTONS = 8
 
@@ -272,9 +287,16 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
 def flow_page(flow_id: int) -> None:
     detail = data.flow_detail(context.db, flow_id)
     if detail is None:
-        st.warning(f"No flow {flow_id} is stored.", icon=":material/search_off:")
+        st.warning(
+            f"No flow {flow_id} is stored: there is no such flow, or it has expired. With the collector's "
+            "--retention, a flow is deleted with its spans once its last span is older than the retention.",
+            icon=":material/search_off:",
+        )
         return
     summary(detail)
+    expired_notice(detail)
+    if not detail.spans:  # every span stored is larger than one answer holds
+        return
     message_fates(flow_id)
     shared_batches(detail)
     otlp = data.flow_otlp_json(context.db, flow_id)

@@ -304,6 +304,10 @@ class ClickHouseStore:
         self._writable()
         return clickhouse_spans.delete_spans_started_before(self.client, cutoff_unix_nano, limit)
 
+    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """Nothing to do from the writer: flows and rollups stay (TTLs on the hopscope_* tables to come)."""
+        return 0
+
     # -- reading ---------------------------------------------------------------------------------------
 
     def get_trace(self, trace_id: bytes, budget: ReadBudget | None = None) -> TracesData | None:

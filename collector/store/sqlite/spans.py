@@ -157,9 +157,14 @@ def last_span_pk(conn: sqlite3.Connection) -> int:
 
 
 def delete_spans_started_before(conn: sqlite3.Connection, cutoff_unix_nano: int, limit: int) -> int:
-    """Delete at most ``limit`` spans that started before the cutoff (inside the caller's transaction)."""
+    """Delete at most ``limit`` spans that started before the cutoff (inside the caller's transaction).
+
+    The newest span stays, whatever its age: SQLite gives a new row the largest key plus one, and keys must
+    never go back (stitching and the expiry's sweeps follow them), which they would once the newest went.
+    """
     cursor = conn.execute(
-        "DELETE FROM spans WHERE span_pk IN (SELECT span_pk FROM spans WHERE start_unix_nano < ? LIMIT ?)",
+        "DELETE FROM spans WHERE span_pk IN (SELECT span_pk FROM spans WHERE start_unix_nano < ? "
+        "AND span_pk < (SELECT max(span_pk) FROM spans) LIMIT ?)",
         (cutoff_unix_nano, limit),
     )
     return cursor.rowcount

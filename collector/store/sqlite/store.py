@@ -45,6 +45,7 @@ from hopscope.collector.store.sqlite import queues as sqlite_queues
 from hopscope.collector.store.sqlite import schema as sqlite_schema
 from hopscope.collector.store.sqlite import spans as sqlite_spans
 from hopscope.collector.store.sqlite import storage as sqlite_storage
+from hopscope.collector.store.sqlite.expiry import Expiry
 from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
@@ -90,6 +91,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._interned = sqlite_spans.InternedIds()
+        self._expiry = Expiry(self._interned)
         self._writer: sqlite3.Connection | None = None
         # The SQS poller's own write connection: SQLite serialises it with the span writer's.
         self._queue_writer: sqlite3.Connection | None = None
@@ -372,6 +374,12 @@ class SQLiteStore:
         conn = self._writer_conn()
         with self._transaction(conn):
             return sqlite_spans.delete_spans_started_before(conn, cutoff_unix_nano, limit)
+
+    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """One step of store/sqlite/expiry.py (flows, rollups, orphans), in one short transaction."""
+        conn = self._writer_conn()
+        with self._transaction(conn):
+            return self._expiry.expire(conn, cutoff_unix_nano, limit)
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""Everything expires together on SQLite (issue 16, item 2): flows whose last span is older than the cutoff go
+with every row that points to them, rollups of old minutes, orphan resources and scopes; flows with recent
+spans, and the flows that share a batch with them, stay whole.
+
+Spans come from the real SDK (tests/helpers/flow_chains.py); the "old" ones are shifted two hours back before
+they are stored, the cutoff is one hour ago, and the store is a real SQLite file, read back with sqlite3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk.trace import ReadableSpan
+
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.flow_chains import Services, consume_batch, order_chain, publish_order
+
+HOUR_NS = 3600 * 10**9
+OLD_SHIFT_NS = 2 * HOUR_NS
+
+
+def shifted(spans: Iterable[ReadableSpan], *, old: bool) -> ExportTraceServiceRequest:
+    """The spans as an OTLP request; ``old``: two hours back, with a resource and a scope of their own (so
+    that nothing recent refers to them)."""
+    request = encode_spans(list(spans))
+    if old:
+        for resource_spans in request.resource_spans:
+            resource_spans.resource.attributes.append(
+                KeyValue(key="deployment.environment.name", value=AnyValue(string_value="old"))
+            )
+            for scope_spans in resource_spans.scope_spans:
+                scope_spans.scope.name = "old-scope"
+                for span in scope_spans.spans:
+                    span.start_time_unix_nano -= OLD_SHIFT_NS
+                    span.end_time_unix_nano -= OLD_SHIFT_NS
+                    for event in span.events:
+                        event.time_unix_nano -= OLD_SHIFT_NS
+    return request
+
+
+def trace_of(span: Any) -> bytes:
+    return int(span.get_span_context().trace_id).to_bytes(16, "big")
+
+
+def expire_all(store: SQLiteStore, cutoff: int) -> list[int]:
+    """What the writer's retention does, chunk after chunk, until caught up; returns the expiry's steps."""
+    while store.delete_spans_started_before(cutoff, 1_000):
+        pass
+    steps: list[int] = []
+    while (done := store.expire_before(cutoff, 500)) and len(steps) < 100:
+        steps.append(done)
+    assert len(steps) < 100, "the expiry never caught up"
+    return steps
+
+
+def rows(db: Path, query: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(query, list(params)).fetchall()
+    finally:
+        conn.close()
+
+
+def pointing_rows(db: Path, flow_ids: list[int], trace_ids: list[bytes]) -> dict[str, int]:
+    """Rows of every table that point to these flows or traces."""
+    f = ",".join("?" * len(flow_ids))
+    t = ",".join("?" * len(trace_ids))
+    queries: dict[str, tuple[str, list[Any]]] = {
+        "flows": (f"SELECT count(*) FROM flows WHERE flow_id IN ({f}) OR merged_into IN ({f})", flow_ids * 2),
+        "trace_flows": (f"SELECT count(*) FROM trace_flows WHERE trace_id IN ({t})", trace_ids),
+        "flow_operations": (f"SELECT count(*) FROM flow_operations WHERE flow_id IN ({f})", flow_ids),
+        "flow_correlations": (f"SELECT count(*) FROM flow_correlations WHERE flow_id IN ({f})", flow_ids),
+        "message_keys": (f"SELECT count(*) FROM message_keys WHERE trace_id IN ({t})", trace_ids),
+        "shared_links": (
+            f"SELECT count(*) FROM shared_links WHERE trace_id IN ({t}) OR linked_trace_id IN ({t})",
+            trace_ids * 2,
+        ),
+        "pending_hops": (f"SELECT count(*) FROM pending_hops WHERE trace_id IN ({t})", trace_ids),
+        "spans": (f"SELECT count(*) FROM spans WHERE trace_id IN ({t})", trace_ids),
+    }
+    return {table: rows(db, query, params)[0][0] for table, (query, params) in queries.items()}
+
+
+def write_merging(store: SQLiteStore, spans: list[ReadableSpan], *, old: bool) -> None:
+    """One order chain without links, trace by trace: API, then shipping, then billing, which joins the
+    two flows by message ids, so one flow is merged into the other."""
+    by_trace: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        assert span.context is not None
+        by_trace.setdefault(span.context.trace_id, []).append(span)
+    order = sorted(by_trace.values(), key=lambda trace: ["orders-api", "shipping", "billing"].index(
+        str(trace[0].resource.attributes["service.name"])))  # fmt: skip
+    for trace in order:
+        store.write([shifted(trace, old=old)])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "expiry.db"
+
+
+def test_an_old_flow_goes_with_every_row_that_points_to_it_and_a_recent_one_stays_whole(db: Path) -> None:
+    # GIVEN an order chain from two hours ago, stitched trace by trace (one flow merged into another), with
+    # its own resource and scope, and a recent order chain
+    store = SQLiteStore(db)
+    old, new = Services(), Services()
+    order_chain(old, "o-old", links=False)
+    write_merging(store, old.spans(), old=True)
+    order_chain(new, "o-new", fail=True)
+    store.write([shifted(new.spans(), old=False)])
+    old_traces = sorted({trace_of(s) for s in old.spans()})
+    new_traces = sorted({trace_of(s) for s in new.spans()})
+    old_flow = store.flow_of_trace(old_traces[0])
+    new_flow = store.flow_of_trace(new_traces[0])
+    assert old_flow is not None and new_flow is not None and old_flow != new_flow
+    merged = [row[0] for row in rows(db, "SELECT flow_id FROM flows WHERE merged_into = ?", [old_flow])]
+    assert merged, "the old chain was meant to leave a merged flow"
+    before_old = pointing_rows(db, [old_flow, *merged], old_traces)
+    assert all(before_old[t] for t in ("flows", "trace_flows", "flow_operations", "flow_correlations"))
+    assert before_old["message_keys"] and before_old["spans"] == 5
+    before_new = pointing_rows(db, [new_flow], new_traces)
+    layer = QueryLayer(store)
+    new_detail = layer.flow(new_flow)
+    assert new_detail is not None
+    assert len(rows(db, "SELECT * FROM resources")) == 6 and len(rows(db, "SELECT * FROM scopes")) == 2
+    # WHEN retention runs with a cutoff one hour ago
+    steps = expire_all(store, time.time_ns() - HOUR_NS)
+    # THEN it took bounded steps, and nothing points to the old flow, its merged flow or its traces
+    assert steps
+    assert pointing_rows(db, [old_flow, *merged], old_traces) == dict.fromkeys(before_old, 0)
+    assert store.resolve_flow(old_flow) is None and all(store.resolve_flow(m) is None for m in merged)
+    # ... the old resources and scope are gone, the recent ones kept
+    services = sorted(row[0] for row in rows(db, "SELECT service_name FROM resources"))
+    assert services == ["billing", "orders-api", "shipping"]
+    assert rows(db, "SELECT name FROM scopes") == [("hopscope.tests",)]
+    # ... and the recent flow is whole: every row, its detail and its place in the list
+    assert pointing_rows(db, [new_flow], new_traces) == before_new
+    assert layer.flow(new_flow) == new_detail
+    assert [s.flow_id for s in layer.search_flows(FlowFilter())] == [new_flow]
+    # AND spans of the old resource stored again afterwards are read back whole (no stale resource id)
+    again = Services()
+    order_chain(again, "o-again")
+    request = shifted(again.spans(), old=True)
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.start_time_unix_nano += OLD_SHIFT_NS
+                span.end_time_unix_nano += OLD_SHIFT_NS
+    store.write([request])
+    again_trace = store.get_trace(trace_of(again.spans()[0]))
+    assert again_trace is not None
+    assert again_trace.resource_spans[0].resource.attributes[-1].value.string_value == "old"
+    store.close()
+
+
+def test_rollups_of_old_minutes_go_and_recent_ones_stay(db: Path) -> None:
+    # GIVEN RED and hop rollups from two hours ago and from now
+    store = SQLiteStore(db)
+    old, new = Services(), Services()
+    order_chain(old, "o-old")
+    order_chain(new, "o-new")
+    store.write([shifted(old.spans(), old=True), shifted(new.spans(), old=False)])
+    cutoff = time.time_ns() - HOUR_NS
+    for table in ("red_rollups", "hop_rollups"):
+        buckets = [row[0] for row in rows(db, f"SELECT bucket_start_unix_nano FROM {table}")]
+        assert any(b < cutoff for b in buckets) and any(b > cutoff for b in buckets), table
+    kept = {
+        table: rows(db, f"SELECT * FROM {table} WHERE bucket_start_unix_nano > ?", [cutoff])
+        for table in ("red_rollups", "hop_rollups")
+    }
+    # WHEN retention runs
+    expire_all(store, cutoff)
+    # THEN only the recent minutes' rows are left, unchanged
+    for table, recent in kept.items():
+        assert rows(db, f"SELECT * FROM {table}") == recent
+    store.close()
+
+
+def test_a_minute_that_ends_after_the_cutoff_is_kept(db: Path) -> None:
+    # GIVEN rollups of one minute, and a cutoff inside that minute
+    store = SQLiteStore(db)
+    services = Services()
+    order_chain(services, "o-1")
+    store.write([shifted(services.spans(), old=True)])
+    (bucket,) = {row[0] for row in rows(db, "SELECT bucket_start_unix_nano FROM red_rollups")}
+    # WHEN retention runs with the cutoff 1 ns before the minute ends, then at its end
+    expire_all(store, bucket + 60 * 10**9 - 1)
+    assert rows(db, "SELECT count(*) FROM red_rollups")[0][0] > 0
+    expire_all(store, bucket + 60 * 10**9)
+    # THEN the minute's rows go only once all of it is older than the cutoff
+    assert rows(db, "SELECT count(*) FROM red_rollups")[0][0] == 0
+    store.close()
+
+
+def test_a_flow_sharing_a_recent_batch_stays_and_shows_what_remains(db: Path) -> None:
+    # GIVEN two orders from two hours ago processed now in one batch, and an old order processed long ago
+    store = SQLiteStore(db)
+    old, new = Services(), Services()
+    one, two, three = (publish_order(old, order) for order in ("o1", "o2", "o3"))
+    consume_batch(old, [three], orders=["o3"])
+    batch = consume_batch(new, [one, two], orders=["o1", "o2"])
+    store.write([shifted(old.spans(), old=True), shifted(new.spans(), old=False)])
+    found = [store.flow_of_trace(trace_of(span)) for span in (one, two, three, batch)]
+    flows = [flow_id for flow_id in found if flow_id is not None]
+    assert len(flows) == 4
+    batch_flow = flows.pop()
+    # WHEN retention runs with a cutoff one hour ago
+    expire_all(store, time.time_ns() - HOUR_NS)
+    # THEN the order processed long ago is gone, the two orders of the recent batch and the batch stay
+    assert store.resolve_flow(flows[2]) is None
+    assert [store.resolve_flow(f) for f in (*flows[:2], batch_flow)] == [*flows[:2], batch_flow]
+    layer = QueryLayer(store)
+    assert sorted(s.flow_id for s in layer.search_flows(FlowFilter())) == sorted(flows[:2])
+    # ... and each order's flow is partly expired: its own two spans are gone, the batch's two remain
+    batch_trace = batch.get_span_context().trace_id
+    batch_start = min(
+        s.start_time or 0 for s in new.spans() if s.context and s.context.trace_id == batch_trace
+    )
+    for flow_id in flows[:2]:
+        detail = layer.flow(flow_id)
+        assert detail is not None
+        assert (detail.summary.span_count, len(detail.spans)) == (4, 2)
+        assert detail.expired_span_count == 2
+        assert detail.retained_since_unix_nano == batch_start
+        assert {span["trace_id"] for span in detail.spans} == {trace_of(batch).hex()}
+    store.close()
+
+
+def test_when_every_flow_expires_ids_are_not_handed_out_again(db: Path) -> None:
+    # GIVEN two old order chains, the newest flow among them
+    store = SQLiteStore(db)
+    old = Services()
+    order_chain(old, "o-1")
+    order_chain(old, "o-2")
+    store.write([shifted(old.spans(), old=True)])
+    (newest,) = rows(db, "SELECT max(flow_id) FROM flows")[0]
+    # WHEN every flow expires
+    expire_all(store, time.time_ns() - HOUR_NS)
+    # THEN none is listed or resolves to a flow, and the next flow gets a new id
+    layer = QueryLayer(store)
+    assert layer.search_flows(FlowFilter()) == [] and layer.flow(newest) is None
+    assert layer.flow_summary(newest) is None and layer.flow_otlp_json(newest) is None
+    new = Services()
+    order_chain(new, "o-3")
+    store.write([shifted(new.spans(), old=False)])
+    flow_id = store.flow_of_trace(trace_of(new.spans()[0]))
+    assert flow_id is not None and flow_id > newest
+    # AND once a newer id exists, the kept empty row goes too: one row left, the new flow's
+    expire_all(store, time.time_ns() - HOUR_NS)
+    assert rows(db, "SELECT flow_id FROM flows WHERE merged_into IS NULL") == [(flow_id,)]
+    store.close()
