@@ -286,10 +286,10 @@ class DiskWatch:
         if not self._low and facts.disk_low:
             self._low = True
             log.warning(
-                "disk space is low: %s; the store takes %s, its oldest span started %s, %s",
+                "disk space is low: %s; the store takes %s, %s, %s",
                 low_disk_message(facts),
                 byte_size(facts.size_bytes),
-                _when(facts.oldest_span_unix_nano),
+                _oldest(facts.oldest_span_unix_nano),
                 "kept for ever (no --retention)"
                 if not self.retention_seconds
                 else f"kept {self.retention_seconds} s (--retention)",
@@ -303,14 +303,14 @@ class DiskWatch:
             )
 
 
-def _when(unix_nano: int | None) -> str:
+def _oldest(unix_nano: int | None) -> str:
     if unix_nano is None:
-        return "(none kept)"
+        return "no span kept"
     try:
         moment = datetime.datetime.fromtimestamp(unix_nano / 1e9, tz=datetime.timezone.utc)
     except (OverflowError, OSError, ValueError):  # a span's start time is whatever its sender said
-        return f"at {unix_nano} ns since the epoch"
-    return moment.isoformat(timespec="seconds")
+        return f"its oldest span started {unix_nano} ns after the epoch"
+    return f"its oldest span started {moment.isoformat(timespec='seconds')}"
 
 
 class HealthEndpoints:
