@@ -38,6 +38,7 @@ from hopscope.collector.model.red import (
     counted_rows,
     is_per_record_span,
 )
+from hopscope.collector.model.storage import StorageFacts
 from hopscope.collector.otlp.codec import traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.query.fate import lookup_keys, message_fates
@@ -175,6 +176,11 @@ class QueryLayer:
 
     def has_spans(self) -> bool:
         return self._store.has_spans()
+
+    def storage(self) -> StorageFacts:
+        """The store's size on disk, its oldest span, the free space beside it and the retention that the
+        collector writing it recorded (the dashboard has no --retention of its own)."""
+        return self._store.storage_facts()
 
     def flows_lag_seconds(self, now_unix_nano: int | None = None) -> float:
         """How long the oldest stored span not yet in flows (nor, on SQLite, in RED and the graph) has
