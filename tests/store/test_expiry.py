@@ -15,41 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.aged_spans import HOUR_NS, OLD_SHIFT_NS, first_start, shifted, trace_of
 from tests.helpers.flow_chains import Services, consume_batch, order_chain, publish_order
-
-HOUR_NS = 3600 * 10**9
-OLD_SHIFT_NS = 2 * HOUR_NS
-
-
-def shifted(spans: Iterable[ReadableSpan], *, old: bool) -> ExportTraceServiceRequest:
-    """The spans as an OTLP request; ``old``: two hours back, with a resource and a scope of their own (so
-    that nothing recent refers to them)."""
-    request = encode_spans(list(spans))
-    if old:
-        for resource_spans in request.resource_spans:
-            resource_spans.resource.attributes.append(
-                KeyValue(key="deployment.environment.name", value=AnyValue(string_value="old"))
-            )
-            for scope_spans in resource_spans.scope_spans:
-                scope_spans.scope.name = "old-scope"
-                for span in scope_spans.spans:
-                    span.start_time_unix_nano -= OLD_SHIFT_NS
-                    span.end_time_unix_nano -= OLD_SHIFT_NS
-                    for event in span.events:
-                        event.time_unix_nano -= OLD_SHIFT_NS
-    return request
-
-
-def trace_of(span: Any) -> bytes:
-    return int(span.get_span_context().trace_id).to_bytes(16, "big")
 
 
 def expire_all(store: SQLiteStore, cutoff: int) -> list[int]:
@@ -222,10 +194,7 @@ def test_a_flow_sharing_a_recent_batch_stays_and_shows_what_remains(db: Path) ->
     layer = QueryLayer(store)
     assert sorted(s.flow_id for s in layer.search_flows(FlowFilter())) == sorted(flows[:2])
     # ... and each order's flow is partly expired: its own two spans are gone, the batch's two remain
-    batch_trace = batch.get_span_context().trace_id
-    batch_start = min(
-        s.start_time or 0 for s in new.spans() if s.context and s.context.trace_id == batch_trace
-    )
+    batch_start = first_start(new.spans(), batch)
     for flow_id in flows[:2]:
         detail = layer.flow(flow_id)
         assert detail is not None
@@ -258,4 +227,29 @@ def test_when_every_flow_expires_ids_are_not_handed_out_again(db: Path) -> None:
     # AND once a newer id exists, the kept empty row goes too: one row left, the new flow's
     expire_all(store, time.time_ns() - HOUR_NS)
     assert rows(db, "SELECT flow_id FROM flows WHERE merged_into IS NULL") == [(flow_id,)]
+    store.close()
+
+
+def test_a_flow_whose_spans_all_started_before_the_cutoff_goes_though_one_ended_after(db: Path) -> None:
+    # GIVEN an order chain whose spans started two hours ago, one of them (the API's) ending only now
+    store = SQLiteStore(db)
+    long, new = Services(), Services()
+    order_chain(long, "o-long")
+    order_chain(new, "o-new")
+    request = shifted(long.spans(), old=True)
+    ends = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    max(
+        ends, key=lambda span: span.end_time_unix_nano - span.start_time_unix_nano
+    ).end_time_unix_nano = time.time_ns()
+    store.write([request, shifted(new.spans(), old=False)])
+    long_flow = store.flow_of_trace(trace_of(long.spans()[0]))
+    assert long_flow is not None
+    summary = QueryLayer(store).flow_summary(long_flow)
+    cutoff = time.time_ns() - HOUR_NS
+    assert summary is not None and summary.end_unix_nano > cutoff
+    # WHEN retention runs: every span of the flow started before the cutoff, so all of them go
+    expire_all(store, cutoff)
+    # THEN the flow goes too, though its last span ended after the cutoff
+    assert store.resolve_flow(long_flow) is None
+    assert [s.correlation_ids for s in QueryLayer(store).search_flows(FlowFilter())] == [["o-new"]]
     store.close()

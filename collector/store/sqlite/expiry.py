@@ -4,9 +4,9 @@ transactions, and SQLite serialises the two, so each step is consistent on its o
 
 One call does the first step that finds work, in this order:
 
-1. flows whose last span ended before the cutoff, with every row that points to them (``trace_flows``,
-   ``flow_operations``, ``flow_correlations``, ``shared_links``, ``duplicate_deliveries``, ``pending_hops``
-   of their traces, the flows merged into them). A flow that shares a batch trace with a flow that is
+1. flows whose last span ended before the cutoff (or none of whose spans is stored any more), with every
+   row that points to them (``trace_flows``, ``flow_operations``, ``flow_correlations``, ``shared_links``,
+   ``duplicate_deliveries``, ``pending_hops`` of their traces, the flows merged into them). A flow that shares a batch trace with a flow that is
    still within retention (either way round) stays: the standing flow shows the batch's spans as its own.
    The newest flow id is kept as an empty row (a tombstone, never listed), so that ids are never handed out
    twice: the stitcher numbers new flows from the largest id;
@@ -37,10 +37,14 @@ SWEEP_KEYS = 20_000
 SWEEP_SPANS = 20_000
 
 # Standing flows whose last span ended before the cutoff, oldest first (flows_by_start: a flow's start is at
-# most its end); none that shares a batch trace with a flow still within retention, whichever way round.
+# most its end), or that started before it and have no span stored any more (spans go by their start: a span
+# that ended after the cutoff may be gone); none that shares a batch trace with a flow still within
+# retention, whichever way round.
 _EXPIRED_FLOWS = """
 SELECT f.flow_id FROM flows f
-WHERE f.merged_into IS NULL AND f.start_unix_nano < :cutoff AND f.end_unix_nano < :cutoff
+WHERE f.merged_into IS NULL AND f.start_unix_nano < :cutoff
+AND (f.end_unix_nano < :cutoff OR NOT EXISTS (
+    SELECT 1 FROM trace_flows t JOIN spans s ON s.trace_id = t.trace_id WHERE t.flow_id = f.flow_id))
 AND NOT EXISTS (
     SELECT 1 FROM trace_flows t JOIN shared_links s ON s.linked_trace_id = t.trace_id
     JOIN trace_flows b ON b.trace_id = s.trace_id JOIN flows g ON g.flow_id = b.flow_id
