@@ -1,15 +1,79 @@
-"""Overview: RED per service with sparklines, the slowest and the failing flows, dead-letter totals."""
+"""Overview: RED per service with sparklines, the slowest and the failing flows, dead-letter totals, and the
+store on disk (size, oldest span kept, retention)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import streamlit as st
 
+from hopscope.collector.model.storage import StorageFacts, byte_size
+from hopscope.collector.store.errors import StoreError
 from hopscope.dashboard import data, url_state
+from hopscope.dashboard.format import format_ago
 from hopscope.dashboard.page_frame import page_context
+from hopscope.dashboard.plain_text import markdown_text
 from hopscope.dashboard.time_range import refresh_interval
 
 context = page_context()
 st.title("Overview")
+
+
+@st.cache_data(ttl=data.TTL_SECONDS, show_spinner=False)
+def storage_facts(db: str) -> StorageFacts | None:
+    """The store on disk, from the query layer (``db`` keys the cache); None when it cannot be read."""
+    layer = data.queries()
+    try:
+        return None if layer is None else layer.storage()
+    except StoreError:
+        return None
+
+
+def format_retention(seconds: int | None) -> str:
+    """The collector's --retention as it recorded it in the store: '7 d', '12 h', '30 min', '45 s'."""
+    if seconds is None:
+        return "set on the collector"
+    if seconds == 0:
+        return "kept for ever"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def storage_metrics(facts: StorageFacts) -> None:
+    """Size on disk, oldest span kept and retention, as plain metrics; a warning when free space is low."""
+    where = markdown_text(facts.location)
+    free = "unknown free space" if facts.free_bytes is None else f"{byte_size(facts.free_bytes)} free"
+    size, oldest, retention = st.columns(3)
+    size.metric(
+        "Size on disk",
+        byte_size(facts.size_bytes),
+        help=f"every file of the store {where}; {free} on its disk",
+    )
+    if facts.oldest_span_unix_nano is None:
+        oldest.metric("Oldest span kept", "none")
+    else:
+        started = datetime.fromtimestamp(facts.oldest_span_unix_nano / 1e9, tz=timezone.utc)
+        oldest.metric(
+            "Oldest span kept",
+            format_ago(facts.oldest_span_unix_nano),
+            help=f"started {started:%Y-%m-%d %H:%M:%S} UTC",
+        )
+    retention.metric(
+        "Retention",
+        format_retention(facts.retention_seconds),
+        help="the collector's --retention, as it recorded it in the store"
+        if facts.retention_seconds is not None
+        else "no hopscope collector recorded a --retention in this store (an older database, or spans "
+        "written by OpenTelemetry Collectors, whose exporter has its own ttl): see the collector's flags",
+    )
+    if facts.disk_low and facts.free_bytes is not None:
+        st.warning(
+            f"Only {byte_size(facts.free_bytes)} free on the disk holding {where}: when it is full the "
+            "collector refuses spans. Free space there, shorten --retention, or move the store.",
+            icon=":material/storage:",
+        )
 
 
 @st.fragment(run_every=refresh_interval())
@@ -29,6 +93,9 @@ def overview() -> None:
     totals[3].metric(
         "Dead letters waiting", waiting, help=f"in {len(dead_letter_queues)} dead-letter queue(s)"
     )
+    facts = storage_facts(context.db)
+    if facts is not None:
+        storage_metrics(facts)
 
     st.subheader("Services")
     if services.empty:
