@@ -39,6 +39,7 @@ from hopscope.collector.stitch.groups import (
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 
 _MIN_NS = -(2**63)
+_LAST_FLOW_ID_KEY = "last_flow_id"
 
 _FLOW_COLUMNS = (
     "FlowId",
@@ -236,6 +237,7 @@ class ClickHouseFlowStitcher:
     def __init__(self, client: ClickHouseClient) -> None:
         self._client = client
         self._db = client.database
+        self._stored_last_flow_id = 0
 
     def _table(self, name: str) -> str:
         return f"{self._db}.{name}"
@@ -256,6 +258,7 @@ class ClickHouseFlowStitcher:
         first_flows.update(flow_id for flow_ids in key_flows.values() for flow_id in flow_ids)
         batch_state = _Batch(self._load_flows(first_flows))
         flows = batch_state.flows
+        _forget_expired(flows, known, key_flows)
         last_flow_id = self._last_flow_id()
         for members in connected_groups(batch, batches):
             total, new_with_spans, touched = meet_stored_flows(
@@ -285,7 +288,7 @@ class ClickHouseFlowStitcher:
                 flows.setdefault(flow.flow_id, flow)
             batch_state.repoint()
         self._recheck_shared_only(batch_state, [t for t in batches if t in batch and t in known], batches)
-        self._write(batch_state, known)
+        self._write(batch_state, known, last_flow_id)
 
     def _recheck_shared_only(self, state: _Batch, batch_traces: list[bytes], batches: set[bytes]) -> None:
         """sqlite/flows.py FlowStitcher._recheck_shared_only: the flow of a stored trace that became a batch
@@ -319,7 +322,7 @@ class ClickHouseFlowStitcher:
     def _stored_batch_hex(self, traces: list[str]) -> set[str]:
         return {t.hex() for t in self._stored_batches([bytes.fromhex(t) for t in traces])}
 
-    def _write(self, batch: _Batch, known: dict[bytes, tuple[int, int, int]]) -> None:
+    def _write(self, batch: _Batch, known: dict[bytes, tuple[int, int, int]], last_flow_id: int) -> None:
         read_versions = [flow.version for flow in batch.flows.values()]
         read_versions.extend(version for _, _, version in known.values())
         version = max(time.time_ns(), max(read_versions, default=0) + 1)
@@ -333,19 +336,57 @@ class ClickHouseFlowStitcher:
             operations.extend((service, operation, flow.flow_id) for service, operation in new_operations)
             new_correlations = sorted(flow.correlation_ids - flow.stored_correlation_ids)
             correlations.extend((correlation_id, flow.flow_id) for correlation_id in new_correlations)
+
+        def flow_end(flow_id: int) -> int:
+            """The end of the standing flow's last span, which the row's TTL counts from (schema.py)."""
+            flow = batch.flows.get(batch.standing(flow_id))
+            return flow.end if flow is not None and flow.end > 0 else version
+
+        trace_ends = {trace_id.hex(): flow_end(flow_id) for trace_id, (flow_id, _, _) in known.items()}
+        trace_ends.update((t.hex(), flow_end(flow_id)) for t, (flow_id, _) in batch.traces.items())
         traces = [
-            (trace_id.hex(), flow_id if trace_id in known else batch.standing(flow_id), spans, version)
+            (
+                trace_id.hex(),
+                flow_id if trace_id in known else batch.standing(flow_id),
+                spans,
+                version,
+                trace_ends[trace_id.hex()],
+            )
             for trace_id, (flow_id, spans) in batch.traces.items()
         ]
         insert = self._client.insert
         insert(
-            self._table("hopscope_message_keys"), ("MessageId", "Destination", "TraceId"), batch.message_keys
+            self._table("hopscope_message_keys"),
+            ("MessageId", "Destination", "TraceId", "FlowEndUnixNano"),
+            [(*key, trace_ends.get(key[2], version)) for key in batch.message_keys],
         )
-        insert(self._table("hopscope_flow_operations"), ("ServiceName", "Operation", "FlowId"), operations)
-        insert(self._table("hopscope_flow_correlations"), ("CorrelationId", "FlowId"), correlations)
-        insert(self._table("hopscope_shared_links"), ("LinkedTraceId", "TraceId"), batch.shared_links)
+        insert(
+            self._table("hopscope_flow_operations"),
+            ("ServiceName", "Operation", "FlowId", "FlowEndUnixNano"),
+            [(*row, flow_end(row[2])) for row in operations],
+        )
+        insert(
+            self._table("hopscope_flow_correlations"),
+            ("CorrelationId", "FlowId", "FlowEndUnixNano"),
+            [(*row, flow_end(row[1])) for row in correlations],
+        )
+        insert(
+            self._table("hopscope_shared_links"),
+            ("LinkedTraceId", "TraceId", "FlowEndUnixNano"),
+            [(*row, trace_ends.get(row[1], version)) for row in batch.shared_links],
+        )
         insert(self._table("hopscope_flows"), _FLOW_COLUMNS, [flow.row(version) for flow in changed])
-        insert(self._table("hopscope_trace_flows"), ("TraceId", "FlowId", "SpanCount", "Version"), traces)
+        insert(
+            self._table("hopscope_trace_flows"),
+            ("TraceId", "FlowId", "SpanCount", "Version", "FlowEndUnixNano"),
+            traces,
+        )
+        if last_flow_id > self._stored_last_flow_id:
+            self._client.insert(
+                self._table("hopscope_meta"),
+                ("Key", "Value", "Version"),
+                [(_LAST_FLOW_ID_KEY, str(last_flow_id), version)],
+            )
 
     # -- reads of one apply ------------------------------------------------------------------------------
 
@@ -413,8 +454,32 @@ class ClickHouseFlowStitcher:
         return [_Flow.from_row(row) for row in rows]
 
     def _last_flow_id(self) -> int:
-        rows = self._client.query(f"SELECT max(FlowId) FROM {self._table('hopscope_flows')}")
-        return int(rows[0][0]) if rows else 0
+        """The highest flow id ever handed out: kept in hopscope_meta too, so that an id is never handed out
+        again once its flow expired (a link to it, or a row not yet merged away, would find another flow)."""
+        rows = self._client.query(
+            f"SELECT (SELECT max(FlowId) FROM {self._table('hopscope_flows')}), "
+            f"(SELECT toUInt64OrZero(argMax(Value, Version)) FROM {self._table('hopscope_meta')} "
+            "WHERE Key = {key:String})",
+            {"key": _LAST_FLOW_ID_KEY},
+        )
+        self._stored_last_flow_id = int(rows[0][1]) if rows else 0
+        return max(int(rows[0][0]), self._stored_last_flow_id) if rows else 0
+
+
+def _forget_expired(
+    flows: dict[int, _Flow],
+    known: dict[bytes, tuple[int, int, int]],
+    key_flows: dict[tuple[str, str], set[int]],
+) -> None:
+    """Leave out what points to a flow whose row expired (each table's TTL merge runs on its own, so a trace
+    or message-key row may outlive its flow's row for a while): such a trace is new again, in a new flow."""
+    for flow_id, flow in list(flows.items()):
+        if flow.merged_into and flow.merged_into not in flows:
+            del flows[flow_id]
+    for trace_id in [t for t, (flow_id, _, _) in known.items() if flow_id not in flows]:
+        del known[trace_id]
+    for flow_ids in key_flows.values():
+        flow_ids.intersection_update(flows)
 
 
 # -- reading ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ Every table's DDL is here (the flow tables too), as on the SQLite side (``store/
 
 from __future__ import annotations
 
+import time
+
 from hopscope.collector.model import conventions
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.fate import FATE_STATEMENTS
@@ -98,7 +100,8 @@ ORDER BY Key
 """
 
 # What the stitcher reads: every span inserted into otel_traces, in the order it arrived, with only what
-# flows need (the attributes that stitching reads, the linked trace ids). Kept a week.
+# flows need (the attributes that stitching reads, the linked trace ids). Kept a week, or the retention if
+# shorter (ttl_clauses below).
 _FLOW_KEYS = ", ".join(f"'{key}'" for key in sorted(conventions.FLOW_ATTRIBUTES))
 FEED_COLUMNS = (
     "TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode, "
@@ -144,7 +147,8 @@ _FEED_BACKFILL = (
 _STITCHED = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_stitched_spans (
     TraceId String,
-    SpanId String
+    SpanId String,
+    StartUnixNano Int64                 -- the span's start: the row expires with the span (retention)
 ) ENGINE = ReplacingMergeTree
 ORDER BY (TraceId, SpanId)
 """
@@ -215,6 +219,7 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_trace_flows (
     FlowId UInt64,                      -- the flow the trace first joined: resolve it through hopscope_flows
     SpanCount UInt64,                   -- 0 while the trace is only known from a link
     Version UInt64,
+    FlowEndUnixNano Int64,              -- see _FLOW_END
     INDEX trace_flows_by_trace TraceId TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree(Version)
 ORDER BY TraceId
@@ -227,14 +232,15 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_traces (
     FlowId UInt64,
     TraceId String,
     SpanCount UInt64,
-    Version UInt64
+    Version UInt64,
+    FlowEndUnixNano Int64
 ) ENGINE = ReplacingMergeTree(Version)
 ORDER BY (FlowId, TraceId)
 """
 
 _FLOW_TRACES_MV = """
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hopscope_flow_traces_mv TO {db}.hopscope_flow_traces
-AS SELECT FlowId, TraceId, SpanCount, Version FROM {db}.hopscope_trace_flows
+AS SELECT FlowId, TraceId, SpanCount, Version, FlowEndUnixNano FROM {db}.hopscope_trace_flows
 """
 
 # Search by service or span name: one row per pair and standing flow (rows of absorbed flows stay behind,
@@ -243,7 +249,8 @@ _FLOW_OPERATIONS = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_operations (
     ServiceName LowCardinality(String),
     Operation String,
-    FlowId UInt64
+    FlowId UInt64,
+    FlowEndUnixNano Int64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (ServiceName, Operation, FlowId)
 """
@@ -251,7 +258,8 @@ ORDER BY (ServiceName, Operation, FlowId)
 _FLOW_CORRELATIONS = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_flow_correlations (
     CorrelationId String,
-    FlowId UInt64
+    FlowId UInt64,
+    FlowEndUnixNano Int64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (CorrelationId, FlowId)
 """
@@ -261,6 +269,7 @@ CREATE TABLE IF NOT EXISTS {db}.hopscope_message_keys (
     MessageId String,
     Destination String,
     TraceId String,
+    FlowEndUnixNano Int64,
     INDEX message_keys_by_message MessageId TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 ORDER BY (MessageId, Destination, TraceId)
@@ -276,7 +285,8 @@ _FLOWS_ENTRY_RANK = (
 _SHARED_LINKS = """
 CREATE TABLE IF NOT EXISTS {db}.hopscope_shared_links (
     LinkedTraceId String,
-    TraceId String
+    TraceId String,
+    FlowEndUnixNano Int64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (LinkedTraceId, TraceId)
 """
@@ -299,6 +309,122 @@ FLOW_STATEMENTS = (
     _SHARED_LINKS,
 )
 
+# -- retention: a TTL on every hopscope_* table but hopscope_meta, following ``--retention`` --------------
+#
+# _FLOW_END: the tables that point to a flow carry the end of that flow's last span as it was when the row
+# was written (FlowEndUnixNano), and hopscope_flows its own EndUnixNano, so a flow's row and every row that
+# points to it expire together, one retention after the flow's last span ended. A flow that outlives the
+# retention loses the rows of its early traces (and their spans) first: partly expired. Every TTL below grows
+# with the row's Version, so the last version of a ReplacingMergeTree row always expires last and never lets
+# an older version through. hopscope_meta keeps the stitching position and the last flow id: no TTL.
+
+FLOW_END_TABLES = (
+    "hopscope_trace_flows",
+    "hopscope_flow_traces",
+    "hopscope_flow_operations",
+    "hopscope_flow_correlations",
+    "hopscope_message_keys",
+    "hopscope_shared_links",
+)
+# table -> the unix-nano time (an SQL expression of its columns) that its TTL counts from
+TTL_FROM: dict[str, str] = {
+    "hopscope_flows": "if(EndUnixNano > 0, EndUnixNano, toInt64(Version))",  # 0: a flow with no span yet
+    **dict.fromkeys(FLOW_END_TABLES, "FlowEndUnixNano"),
+    "hopscope_stitched_spans": "StartUnixNano",  # as otel_traces by --retention: the span's start
+    "hopscope_message_deliveries": "StartUnixNano",
+    "hopscope_duplicate_deliveries": "toInt64(Version)",
+    "hopscope_dead_letters": "greatest(LastSeen, ifNull(Gone, 0))",
+    "hopscope_queues": "toInt64(Version)",
+    "hopscope_queue_depth": "Polled",
+}
+FEED_TABLE = "hopscope_span_feed"
+FEED_DAYS = 7  # the span feed's TTL without retention: spans wait at most this long to be stitched
+_TTL_LAYOUT = 1  # bump when TTL_FROM changes, so that every start after applies the new expressions
+_TTL_KEY = "ttl_retention"
+
+
+def ttl_clauses(retention_seconds: int | None) -> dict[str, str | None]:
+    """Every hopscope_* table's TTL expression for this retention (None: no TTL)."""
+    clauses: dict[str, str | None] = {
+        table: (
+            f"toDateTime(least(intDiv(greatest({column}, 0), 1000000000), 4294967295)) "
+            f"+ toIntervalSecond({retention_seconds})"
+            if retention_seconds
+            else None
+        )
+        for table, column in TTL_FROM.items()
+    }
+    feed_seconds = min(retention_seconds or FEED_DAYS * 86400, FEED_DAYS * 86400)
+    clauses[FEED_TABLE] = f"toDateTime(Arrived) + toIntervalSecond({feed_seconds})"
+    return clauses
+
+
+def ttl_merge_seconds(retention_seconds: int) -> int:
+    """How often a table is merged to drop expired rows: ClickHouse's default (4 hours) would keep a short
+    retention's flows listed for hours, a merge per minute is the most a short retention asks."""
+    return min(max(retention_seconds // 2, 60), 4 * 3600)
+
+
+def apply_retention(client: ClickHouseClient, retention_seconds: int | None) -> list[str]:
+    """Give every hopscope_* table the TTL of this retention (or remove it); returns the tables altered.
+
+    Idempotent: a table is altered only when the retention differs from the one recorded in hopscope_meta at
+    the last start, or when its TTL is missing (or present without retention). A MODIFY TTL rewrites the
+    table's parts once (ClickHouse's materialize_ttl_after_modify): an unchanged start alters nothing.
+    otel_traces belongs to the exporter and keeps its own ``ttl``: it is never altered here.
+    """
+    db = client.database
+    created = {
+        str(name): str(query)
+        for name, query in client.query(
+            "SELECT name, create_table_query FROM system.tables "
+            "WHERE database = {db:String} AND startsWith(name, 'hopscope_')",
+            {"db": db},
+        )
+    }
+    rows = client.query(
+        f"SELECT argMax(Value, Version) FROM {db}.hopscope_meta WHERE Key = {{key:String}}", {"key": _TTL_KEY}
+    )
+    wanted = f"{_TTL_LAYOUT}:{retention_seconds or 0}"
+    recorded = str(rows[0][0]) if rows else ""
+    altered = []
+    for table, clause in ttl_clauses(retention_seconds).items():
+        if table not in created:
+            continue
+        has_ttl = " TTL " in created[table]
+        if recorded == wanted and has_ttl == (clause is not None):
+            continue
+        if clause is not None:
+            client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {clause}")
+        elif has_ttl:
+            client.command(f"ALTER TABLE {db}.{table} REMOVE TTL")
+        if retention_seconds:
+            merge = ttl_merge_seconds(retention_seconds)
+            client.command(f"ALTER TABLE {db}.{table} MODIFY SETTING merge_with_ttl_timeout = {merge}")
+        elif "merge_with_ttl_timeout" in created[table]:
+            client.command(f"ALTER TABLE {db}.{table} RESET SETTING merge_with_ttl_timeout")
+        altered.append(table)
+    if recorded != wanted:
+        client.insert(
+            f"{db}.hopscope_meta", ("Key", "Value", "Version"), [(_TTL_KEY, wanted, time.time_ns())]
+        )
+    return altered
+
+
+# Tables made before retention reached them: their rows count as written now (the column's default is the
+# time of this upgrade), so they expire one retention after it.
+def _ttl_columns(now_unix_nano: int) -> tuple[str, ...]:
+    added = [
+        f"ALTER TABLE {{db}}.{table} ADD COLUMN IF NOT EXISTS FlowEndUnixNano Int64 DEFAULT {now_unix_nano}"
+        for table in FLOW_END_TABLES
+    ]
+    added.append(
+        "ALTER TABLE {db}.hopscope_stitched_spans "
+        f"ADD COLUMN IF NOT EXISTS StartUnixNano Int64 DEFAULT {now_unix_nano}"
+    )
+    return tuple(added)
+
+
 OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)
 OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH, *FATE_STATEMENTS)  # fate: clickhouse/fate.py
 
@@ -306,8 +432,19 @@ OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH, *FATE_STATEMENTS)  # 
 def create(client: ClickHouseClient) -> None:
     """Create every table that is missing."""
     db = client.database
-    for statement in (*OTEL_STATEMENTS, *OWN_STATEMENTS, *FLOW_STATEMENTS):
+    tables = [statement for statement in FLOW_STATEMENTS if statement is not _FLOW_TRACES_MV]
+    # the time columns before the view that reads one
+    statements = (*OTEL_STATEMENTS, *OWN_STATEMENTS, *tables, *_ttl_columns(time.time_ns()), _FLOW_TRACES_MV)
+    for statement in statements:
         client.command(statement.format(db=db))
+    view = client.query(
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = {db:String} AND name = 'hopscope_flow_traces_mv'",
+        {"db": db},
+    )
+    if view and "FlowEndUnixNano" not in str(view[0][0]):  # made before retention: the one writer is here
+        client.command(f"DROP VIEW IF EXISTS {db}.hopscope_flow_traces_mv")
+        client.command(_FLOW_TRACES_MV.format(db=db))
     has_feed = client.query(
         "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'hopscope_span_feed'",
         {"db": db},

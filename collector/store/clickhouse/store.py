@@ -287,7 +287,9 @@ class ClickHouseStore:
         clickhouse_flows.ClickHouseFlowStitcher(self.client).apply(facts.traces.values())
         clickhouse_fate.record_deliveries(self.client, rows)
         self.client.insert(
-            self._table("hopscope_stitched_spans"), ("TraceId", "SpanId"), [(row[1], row[2]) for row in rows]
+            self._table("hopscope_stitched_spans"),
+            ("TraceId", "SpanId", "StartUnixNano"),
+            [(row[1], row[2], int(row[7])) for row in rows],
         )
         self.skipped_spans.add_unusable_times(unusable)
 
@@ -299,13 +301,32 @@ class ClickHouseStore:
         )
         return {(trace_id, span_id) for trace_id, span_id in rows}
 
+    def apply_retention(self, retention_seconds: int | None) -> None:
+        """Give every hopscope_* table the TTL of ``--retention``, or remove it (schema.py apply_retention);
+        the collector calls it once at start. A user without ALTER rights keeps the tables as they are: the
+        spans still go by ``delete_spans_started_before``, the rest stays (logged). Read-only: nothing."""
+        if self.read_only:
+            return
+        try:
+            altered = clickhouse_schema.apply_retention(self.client, retention_seconds)
+        except ClickHouseError as exc:
+            log.warning("cannot set the TTL of hopscope's tables in %s: %s", self.label, exc)
+            return
+        if altered:
+            log.info(
+                "TTL of %d hopscope_* tables set for %s",
+                len(altered),
+                f"a retention of {retention_seconds} s" if retention_seconds else "no retention",
+            )
+
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Everything past the cutoff at once: ``limit`` is not honoured (see spans.py)."""
         self._writable()
         return clickhouse_spans.delete_spans_started_before(self.client, cutoff_unix_nano, limit)
 
     def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
-        """Nothing to do from the writer: flows and rollups stay (TTLs on the hopscope_* tables to come)."""
+        """Nothing to do: every hopscope_* table's TTL (set by :meth:`apply_retention`) expires its rows when
+        ClickHouse merges it, at most ``schema.ttl_merge_seconds`` after they are due."""
         return 0
 
     # -- reading ---------------------------------------------------------------------------------------
