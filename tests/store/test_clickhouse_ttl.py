@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -21,6 +22,7 @@ from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse.store import ClickHouseStore
 from hopscope.collector.store.url import open_store
 from tests.helpers.flow_chains import Services, consume_batch, order_chain, publish_order
+from tests.helpers.servers import serve_in_thread
 
 pytest.importorskip("chdb")
 
@@ -224,8 +226,14 @@ def test_an_expired_flow_goes_with_every_row_that_points_to_it(store: ClickHouse
     # WHEN the collector starts with --retention 1h, deletes the old spans and ClickHouse merges
     store.apply_retention(HOUR)
     store.delete_spans_started_before(now - HOUR * NS, 0)
+    # THEN the old flows are neither listed nor summarized (merged away or not yet), here or in a reader
+    reader = ClickHouseStore(store.client, read_only=True)
+    for opened in (store, reader):
+        assert set(opened.search_flow_ids(FlowFilter(), -1, 0)) == listed - old_standing
+        assert opened.flow_summaries(sorted(old_flows)) == []
+        assert opened.flow_summaries([s.flow_id for s in new_summaries]) == new_summaries
     _merge_everything(store)
-    # THEN no row names an old trace or flow any more, and every row of the new ones is still there
+    # AND once merged no row names an old trace or flow any more, and every row of the new ones is still there
     assert _rows_pointing(store, old_traces, old_flows) == dict.fromkeys(_POINTING, 0)
     assert _rows_pointing(store, new_traces, new_flows) == kept
     depth = store.client.query(f"SELECT Polled FROM {store.client.database}.hopscope_queue_depth FINAL")
@@ -356,3 +364,62 @@ def test_tables_made_before_retention_get_their_time_columns(store: ClickHouseSt
     flow_id = reopened.flow_of_trace(trace.to_bytes(16, "big"))
     assert flow_id is not None
     assert int(end) == reopened.flow_summaries([flow_id])[0].end_unix_nano != opened_at
+
+
+def test_flows_past_their_ttl_leave_the_lists_before_the_merge(store: ClickHouseStore) -> None:
+    # GIVEN a collector keeping an hour, and a flow stitched now from spans that ended two hours ago, its
+    # rows still stored (ClickHouse drops expired rows only when it merges)
+    store.apply_retention(HOUR)
+    for table in clickhouse_schema.ttl_clauses(HOUR):  # a server merges in its own time: not yet
+        store.client.command(f"SYSTEM STOP TTL MERGES {store.client.database}.{table}")
+    old, new = _world("old"), _world("new")
+    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([encode_spans(new.spans())])
+    old_flows = _flow_ids(store, _trace_ids(old))
+    assert old_flows and _rows_pointing(store, _trace_ids(old), old_flows)["hopscope_flows"]
+    new_standing = {store.flow_of_trace(bytes.fromhex(t)) for t in _trace_ids(new)}
+    # THEN neither the writer nor a reader lists or summarizes it; the flows of now are there
+    reader = ClickHouseStore(store.client, read_only=True)
+    for opened in (store, reader):
+        listed = set(opened.search_flow_ids(FlowFilter(), -1, 0))
+        assert listed and listed <= new_standing
+        assert opened.flow_summaries(sorted(old_flows)) == []
+        assert opened.search_flow_ids(FlowFilter(correlation_id="old-1"), -1, 0) == []
+    # AND without retention they come back (nothing was deleted)
+    store.apply_retention(None)
+    assert store.flow_summaries(sorted(old_flows)) != []
+
+
+def test_the_api_answers_for_expired_and_partly_expired_flows(store: ClickHouseStore) -> None:
+    # GIVEN flows of two hours ago, of now, and one half of each, in a ClickHouse database
+    old, new = _world("old"), _world("new")
+    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([encode_spans(new.spans())])
+    half = Services()
+    order_chain(half, "half")
+    api_spans = [s for s in half.spans() if s.resource.attributes["service.name"] == "orders-api"]
+    store.write([_aged(api_spans, 2 * HOUR)])
+    store.write([encode_spans([s for s in half.spans() if s not in api_spans])])
+    old_trace = min(_trace_ids(old))
+    old_flow = store.flow_of_trace(bytes.fromhex(old_trace))
+    half_flow = store.flow_of_trace(half.spans()[-1].context.trace_id.to_bytes(16, "big"))
+    assert old_flow is not None and half_flow is not None
+    # WHEN a collector with --retention 1h serves the query API over it
+    settings = CollectorSettings(store_url="chdb://", receiver=False, retention_seconds=HOUR)
+    with serve_in_thread(settings, store) as url, httpx.Client(base_url=url, timeout=30) as http:  # type: ignore[arg-type]
+        deadline = time.monotonic() + 20
+        while http.get(f"/api/traces/{old_trace}").status_code != 404:  # the writer deletes the old spans
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # THEN the expired flow is not listed and answers 404, its OTLP export too
+        listed = {flow["flow_id"] for flow in http.get("/api/flows", params={"limit": 1000}).json()["flows"]}
+        assert half_flow in listed and old_flow not in listed
+        assert http.get(f"/api/flows/{old_flow}").status_code == 404
+        assert http.get(f"/api/flows/{old_flow}/otlp").status_code == 404
+        # AND the flow half expired answers with the spans that are left
+        detail = http.get(f"/api/flows/{half_flow}")
+        assert detail.status_code == 200
+        assert {span["name"] for span in detail.json()["spans"]} == {
+            s.name for s in half.spans() if s not in api_spans
+        }
+        assert http.get(f"/api/flows/{half_flow}/otlp").status_code == 200

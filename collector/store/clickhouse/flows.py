@@ -555,9 +555,12 @@ def flow_trace_ids(client: ClickHouseClient, flow_id: int) -> list[bytes]:
     return [bytes.fromhex(row[0]) for row in rows]
 
 
-def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSummary]:
+def flow_summaries(
+    client: ClickHouseClient, flow_ids: list[int], expired_before: int | None = None
+) -> list[FlowSummary]:
     """Summaries of standing flows, in the order of ``flow_ids`` (sqlite/flows.py flow_summaries: a flow
-    counts the batch traces it shares)."""
+    counts the batch traces it shares). A flow whose last span ended before ``expired_before`` is left out:
+    expired, though its rows wait for their TTL merge."""
     wanted = sorted({flow_id for flow_id in flow_ids if _is_flow_id(flow_id)})
     if not wanted:
         return []
@@ -573,7 +576,7 @@ def flow_summaries(client: ClickHouseClient, flow_ids: list[int]) -> list[FlowSu
         _, start, end, spans, traces, errors, receive_count, entry_service, entry_operation, services, ids = (
             row
         )
-        if not spans:
+        if not spans or (expired_before is not None and int(end) < expired_before):
             continue
         summaries[int(row[0])] = FlowSummary(
             flow_id=int(row[0]),
@@ -688,8 +691,11 @@ def flow_shared_traces(client: ClickHouseClient, flow_id: int) -> dict[bytes, li
     return {bytes.fromhex(batch): sorted(flows) for batch, flows in sorted(sharing.items())}
 
 
-def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
-    """Standing flows that match every criterion but span attributes, best first.
+def search_flow_ids(
+    client: ClickHouseClient, criteria: FlowFilter, limit: int, offset: int, expired_before: int | None = None
+) -> list[int]:
+    """Standing flows that match every criterion but span attributes, best first; none whose last span
+    ended before ``expired_before`` (expired, its rows waiting for their TTL merge).
 
     The key lookups (time range, service, span name, correlation id, message id) pick candidate flow ids
     from rows of any version; the last version of each candidate then decides. The last version is taken
@@ -699,6 +705,9 @@ def search_flow_ids(client: ClickHouseClient, criteria: FlowFilter, limit: int, 
     candidates: list[str] = []
     where = ["merged_into = 0", "span_count > 0", "shared_only = 0"]
     params: dict[str, object] = {}
+    if expired_before is not None:
+        where.append("flow_end >= {expired_before:Int64}")
+        params["expired_before"] = expired_before
     key_lookup = ""  # narrows the key tables' rows to the flows of the time window, when one is given
     if criteria.since_unix_nano is not None or criteria.until_unix_nano is not None:
         window = []

@@ -365,6 +365,17 @@ def ttl_merge_seconds(retention_seconds: int) -> int:
     return min(max(retention_seconds // 2, 60), 4 * 3600)
 
 
+def recorded_retention(client: ClickHouseClient) -> int | None:
+    """The retention (seconds) that the collector last applied to this database, None for none."""
+    rows = client.query(
+        f"SELECT argMax(Value, Version) FROM {client.database}.hopscope_meta WHERE Key = {{key:String}}",
+        {"key": _TTL_KEY},
+    )
+    value = str(rows[0][0]) if rows and rows[0][0] else ""
+    seconds = int(value.split(":", 1)[1]) if ":" in value else 0
+    return seconds or None
+
+
 def apply_retention(client: ClickHouseClient, retention_seconds: int | None) -> list[str]:
     """Give every hopscope_* table the TTL of this retention (or remove it); returns the tables altered.
 

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 FEED_POLL_SECONDS = 1.0
 # How long the queue names seen in spans are reused (the SQS poller asks every poll).
 DESTINATIONS_CACHE_SECONDS = 60.0
+# How long the retention a collector set (hopscope_meta) is reused by the flow readers.
+RETENTION_CACHE_SECONDS = 60.0
 _WATERMARK_KEY = "feed_watermark_unix_nano"
 
 
@@ -90,6 +92,7 @@ class ClickHouseStore:
         self._feed_failures = Failures(log, logging.WARNING)
         self._feed_ready = False
         self._destinations: tuple[float, list[str]] | None = None
+        self._retention: tuple[float, int | None] | None = None  # (when read, seconds): _expired_before
         # Spans left out of flows in this database (kept in hopscope_meta across restarts).
         self.skipped_spans = SkippedSpans()
         if read_only:
@@ -307,6 +310,7 @@ class ClickHouseStore:
         spans still go by ``delete_spans_started_before``, the rest stays (logged). Read-only: nothing."""
         if self.read_only:
             return
+        self._retention = None  # read again
         try:
             altered = clickhouse_schema.apply_retention(self.client, retention_seconds)
         except ClickHouseError as exc:
@@ -355,10 +359,25 @@ class ClickHouseStore:
         return clickhouse_flows.flow_shared_traces(self.client, flow_id)
 
     def flow_summaries(self, flow_ids: list[int]) -> list[FlowSummary]:
-        return clickhouse_flows.flow_summaries(self.client, flow_ids)
+        return clickhouse_flows.flow_summaries(self.client, flow_ids, self._expired_before())
 
     def search_flow_ids(self, criteria: FlowFilter, limit: int, offset: int) -> list[int]:
-        return clickhouse_flows.search_flow_ids(self.client, criteria, limit, offset)
+        return clickhouse_flows.search_flow_ids(self.client, criteria, limit, offset, self._expired_before())
+
+    def _expired_before(self) -> int | None:
+        """Unix ns before which a flow's last span ended counts as expired under the retention the
+        collector set (read from hopscope_meta, by any process, at most every RETENTION_CACHE_SECONDS);
+        None without retention. Rows past their TTL stay until ClickHouse merges their table: the readers
+        leave such flows out meanwhile."""
+        now = time.monotonic()
+        if self._retention is None or now - self._retention[0] > RETENTION_CACHE_SECONDS:
+            try:
+                seconds = clickhouse_schema.recorded_retention(self.client)
+            except ClickHouseError:  # a database no collector has opened yet: no hopscope_meta
+                seconds = None
+            self._retention = (now, seconds)
+        seconds = self._retention[1]
+        return None if seconds is None else time.time_ns() - seconds * 1_000_000_000
 
     def red_rollups(
         self,
