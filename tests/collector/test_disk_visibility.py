@@ -15,10 +15,12 @@ import pytest
 from hopscope.collector.health import DiskWatch, readiness
 from hopscope.collector.ingest.writer import WriterHealth
 from hopscope.collector.model.storage import StorageFacts, low_free_threshold
+from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_store
 from tests.collector.test_health import small_filesystem  # noqa: F401 - the fixture
 from tests.helpers.otlp_samples import full_request, spans_of
-from tests.helpers.servers import CollectorProcess
+from tests.helpers.servers import CollectorProcess, serve_in_thread
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 LOW = "disk space is low"
@@ -86,6 +88,32 @@ def test_healthz_shows_the_store_on_disk_and_the_retention_is_recorded_for_the_d
         assert facts.oldest_span_unix_nano == oldest
     finally:
         store.close()
+
+
+def test_healthz_shows_a_clickhouse_store_on_disk(tmp_path: Path, chdb_url: str) -> None:
+    # GIVEN a collector over a chdb store, keeping spans an hour
+    store = open_store(chdb_url)
+    settings = CollectorSettings(db=tmp_path / "unused.db", retention_seconds=3600)
+    with serve_in_thread(settings, store) as url, httpx.Client(base_url=url, timeout=30) as http:  # type: ignore[arg-type]
+        empty = http.get("/healthz").json()["storage"]
+        assert empty["oldest_span_unix_nano"] is None and empty["retention_seconds"] == 3600
+        assert empty["free_bytes"] > 0
+        # WHEN spans are stored
+        request = full_request(spans=200)
+        assert http.post("/v1/traces", content=request.SerializeToString(), headers=PROTOBUF).is_success
+        oldest = min(span.start_time_unix_nano for span in spans_of(request))
+
+        # THEN /healthz shows the parts' bytes and the oldest span (within the 5 s the facts are reused)
+        def updated() -> bool:
+            storage = http.get("/healthz").json()["storage"]
+            return bool(
+                storage["oldest_span_unix_nano"] == oldest and storage["size_bytes"] > empty["size_bytes"]
+            )
+
+        _wait_for(updated)
+    # AND the retention is recorded in hopscope_meta, for the dashboard
+    assert store.storage_facts().retention_seconds == 3600
+    store.close()
 
 
 def _leave_free(directory: Path, free_bytes: int, name: str = "filler") -> Path:

@@ -12,6 +12,7 @@ import time
 
 from hopscope.collector.model.storage import StorageFacts
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.errors import ClickHouseError
 
 # The hopscope_meta key of the --retention the collector writing this database runs with (seconds; 0: none).
 RETENTION_KEY = "collector_retention_seconds"
@@ -31,12 +32,15 @@ def storage_facts(client: ClickHouseClient, label: str) -> StorageFacts:
     db = client.database
     params = {"db": db}
     [[size]] = client.query(f"SELECT sum(bytes_on_disk) FROM system.parts WHERE {_OWN_PARTS}", params)
-    disks = client.query(
-        "SELECT free_space, total_space FROM system.disks WHERE name IN "
-        f"(SELECT DISTINCT disk_name FROM system.parts WHERE {_OWN_PARTS}) OR name = 'default' "
-        "ORDER BY free_space LIMIT 1",
-        params,
-    )
+    try:
+        disks = client.query(
+            "SELECT free_space, total_space FROM system.disks WHERE name IN "
+            f"(SELECT DISTINCT disk_name FROM system.parts WHERE {_OWN_PARTS}) OR name = 'default' "
+            "ORDER BY free_space LIMIT 1",
+            params,
+        )
+    except ClickHouseError:  # a user without access to system.disks: free space unknown, not an error
+        disks = []
     [[count, oldest]] = client.query(
         f"SELECT count(), toUnixTimestamp64Nano(min(Timestamp)) FROM {db}.otel_traces"
     )
