@@ -7,6 +7,7 @@ reference is the same spans written in-process by ``SQLiteStore.write`` (stitchi
 
 from __future__ import annotations
 
+import random
 import signal
 import sqlite3
 import sys
@@ -26,6 +27,7 @@ import workload  # the benchmarks' span generator
 
 # The restart backoff doubles from 0.5 s while the stitcher keeps dying: 4 kills wait 7.5 s in all.
 KILLS = 4
+KILLS_WHILE_STITCHING = 20
 PROTOBUF = {"content-type": "application/x-protobuf"}
 # What stitching made of the spans, compared whole between two databases.
 STITCHED_TABLES = {
@@ -140,3 +142,55 @@ def test_the_stitcher_never_outlives_the_collector(tmp_path: Path, sig: signal.S
     assert code == (0 if sig == signal.SIGINT else -signal.SIGKILL)
     stitcher.wait(15)  # raises psutil.TimeoutExpired if it stays
     assert not stitcher.is_running()
+
+
+def _position(db: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
+        (last,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
+        return (int(row[0]) if row else 0), int(last)
+    finally:
+        conn.close()
+
+
+def test_sigkill_at_random_moments_while_stitching_counts_every_span_once(tmp_path: Path) -> None:
+    """Issue 16, item 4: 20 times, a collector takes a part of the spans and is killed (SIGKILL, with its
+    stitcher) at a random moment while it folds them; the next one starts on the same file. In the end
+    flows, RED and the graph are a clean run's, and every acknowledged span is stored."""
+    rng = random.Random(16)
+    bodies = _bodies(40_000)
+    db = tmp_path / "spans.db"
+    parts = [bodies[i::KILLS_WHILE_STITCHING] for i in range(KILLS_WHILE_STITCHING)]
+    behind = 0  # kills that left spans unstitched: they came while there was stitching to do
+    for part in parts:
+        collector = CollectorProcess(db, []).start()
+        _stitcher_of(collector)
+        with collector.client() as client:
+            _post_all(client, part)
+        time.sleep(rng.uniform(0.0, 0.4))
+        position, last = _kill_all(collector)
+        behind += position < last
+    assert behind >= KILLS_WHILE_STITCHING // 2, f"only {behind} kills came while stitching"
+    final = CollectorProcess(db, []).start()
+    final.wait_for_flows(timeout=120)
+    assert final.stop(signal.SIGINT) == 0
+    store = SQLiteStore(db, read_only=True)
+    try:
+        assert store.count_spans() == sum(count for _, count in bodies)
+    finally:
+        store.close()
+    ordered = [body for part in parts for body in part]  # the order they were stored in
+    assert _stitched(db) == _reference(tmp_path, ordered)
+
+
+def _kill_all(collector: CollectorProcess) -> tuple[int, int]:
+    """SIGKILL the collector and its stitcher at once: the stitching position they left, the last span."""
+    assert collector.proc is not None
+    parent = psutil.Process(collector.proc.pid)
+    processes = [*parent.children(recursive=True), parent]
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=10)
+    collector.proc.wait(10)
+    return _position(collector.db)

@@ -75,6 +75,10 @@ _FIRST_UNSTITCHED = (
 )
 
 
+class _PositionMovedError(StoreError):
+    """Another stitcher moved the stitching position (see ``_check_position``): nothing was folded."""
+
+
 class SQLiteStore:
     """Owns every connection to one SQLite file: nothing else calls ``sqlite3.connect`` on it.
 
@@ -271,7 +275,12 @@ class SQLiteStore:
         if not rows:
             self._stitched_through = max(self._stitched_through, self._last_span_pk)
             return 0
-        failed = fold_isolating(rows, self._fold_chunk, is_environment_error)
+        try:
+            failed = fold_isolating(rows, self._fold_chunk, is_environment_error)
+        except _PositionMovedError as exc:
+            log.info("%s; stitching goes on from there", exc)
+            self._load_stitch_position()
+            return self.stitch_flows(max_spans)
         if failed:
             report_failed_rows(
                 self.skipped_spans,
@@ -280,6 +289,7 @@ class SQLiteStore:
             )
             through = rows[-1][0]
             with self._transaction(conn):  # past the skipped spans, which may end the chunk
+                self._check_position(conn)
                 self._save_stitch_state(conn, through)
             self._stitched_through = through
         return len(rows)
@@ -329,6 +339,7 @@ class SQLiteStore:
                 unusable += 1
         through = rows[-1][0]
         with self._transaction(conn):
+            self._check_position(conn)
             FlowStitcher(conn).apply(facts.traces.values())
             red.apply(conn)
             graph.apply(conn)
@@ -336,6 +347,25 @@ class SQLiteStore:
             self._save_stitch_state(conn, through, Counter({REASON_UNUSABLE_TIMES: unusable}))
         self._stitched_through = through
         self.skipped_spans.add_unusable_times(unusable)
+
+    def _check_position(self, conn: sqlite3.Connection) -> None:
+        """In the fold's transaction: the position is still the one the chunk was read after.
+
+        Only one process stitches a file, but a collector killed with SIGKILL leaves its stitcher to finish
+        its chunk while a new collector may already have started another (ingest/stitcher.py): whichever
+        commits second would fold the same spans again.
+        """
+        stored = self._stored_position(conn)
+        if stored != self._stitched_through:
+            raise _PositionMovedError(
+                f"{self.path}: the stitching position moved from {self._stitched_through} to {stored} "
+                "(another stitcher folded a chunk)"
+            )
+
+    @staticmethod
+    def _stored_position(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'flows_through_span_pk'").fetchone()
+        return int(row[0]) if row else 0
 
     def _save_stitch_state(
         self, conn: sqlite3.Connection, through: int, new_skips: Counter[str] | None = None
