@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +253,24 @@ def test_a_flow_whose_spans_all_started_before_the_cutoff_goes_though_one_ended_
     assert store.resolve_flow(long_flow) is None
     assert [s.correlation_ids for s in QueryLayer(store).search_flows(FlowFilter())] == [["o-new"]]
     store.close()
+
+
+def test_a_flow_whose_spans_are_gone_is_not_shown_on_either_store(new_store: Callable[..., Any]) -> None:
+    # GIVEN an old order chain and a recent one, stitched, on SQLite and on ClickHouse (chdb)
+    store = new_store()
+    old, new = Services(), Services()
+    order_chain(old, "o-old")
+    order_chain(new, "o-new")
+    store.write([shifted(old.spans(), old=True), shifted(new.spans(), old=False)])
+    old_flow = store.flow_of_trace(trace_of(old.spans()[0]))
+    new_flow = store.flow_of_trace(trace_of(new.spans()[0]))
+    layer = QueryLayer(store)
+    assert old_flow is not None and new_flow is not None and layer.flow(old_flow) is not None
+    # WHEN only the spans are deleted (the flow rows are left, as before their own expiry or TTL)
+    store.delete_spans_started_before(time.time_ns() - HOUR_NS, 1_000)
+    # THEN the old flow has no detail and no OTLP export (a 404, not "spans: []" and "{}"), the recent one
+    # is whole and says so
+    assert layer.flow(old_flow) is None and layer.flow_otlp_json(old_flow) is None
+    detail = layer.flow(new_flow)
+    assert detail is not None and len(detail.spans) == detail.summary.span_count == 5
+    assert (detail.expired_span_count, detail.retained_since_unix_nano) == (0, None)
