@@ -3,15 +3,17 @@ recorded in it (AppTest on a real SQLite file, and on chdb)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import streamlit as st
 
-from hopscope.collector.model.storage import byte_size
+from hopscope.collector.model.storage import byte_size, low_free_threshold
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.collector.store.url import open_store
 from hopscope.dashboard.format import format_ago
+from tests.collector.test_health import small_filesystem  # noqa: F401 - the fixture
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.otlp_samples import full_request, spans_of
 
@@ -93,3 +95,25 @@ def test_the_overview_shows_the_clickhouse_store_on_disk(tmp_path: Path, chdb_ur
         "Oldest span kept": format_ago(min(span.start_time_unix_nano for span in spans_of(requests[1]))),
         "Retention": "2 h",
     }
+
+
+def test_the_overview_warns_when_the_stores_disk_is_low(small_filesystem: Path) -> None:  # noqa: F811
+    # GIVEN a store on a 24 MiB tmpfs
+    db = small_filesystem / "hopscope.db"
+    store = SQLiteStore(db)
+    store.write(_requests())
+    store.close()
+    with dashboard_env(db):
+        assert not run_page(query={"range": "24h"}).warning
+        # WHEN free space falls under the threshold (5% of it)
+        threshold = low_free_threshold(shutil.disk_usage(small_filesystem).total)
+        (small_filesystem / "filler").write_bytes(
+            b"\0" * (shutil.disk_usage(small_filesystem).free - threshold // 2)
+        )
+        st.cache_data.clear()
+        app = run_page(query={"range": "24h"})
+    # THEN the overview says so, naming the store and what to do
+    assert not app.exception
+    [warning] = app.warning
+    assert "free on the disk holding" in warning.value and "shorten --retention" in warning.value
+    assert "hopscope.db" in warning.value

@@ -71,7 +71,9 @@ def test_sqlite_facts_count_every_file_of_the_store_and_nothing_else(tmp_path: P
         # AND the free space is the filesystem's that holds it
         usage = shutil.disk_usage(tmp_path)
         assert after.disk_bytes == usage.total
-        assert after.free_bytes is not None and abs(after.free_bytes - usage.free) < 64 * 1024 * 1024
+        assert (
+            after.free_bytes is not None and abs(after.free_bytes - usage.free) < 256 * 1024 * 1024
+        )  # others write too
         assert after.location == str(path.resolve())
         # AND a reader in another process sees the retention that the writer recorded
         store.record_retention(120)
