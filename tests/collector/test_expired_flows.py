@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.aged_spans import shifted, trace_of
@@ -118,3 +119,21 @@ def test_a_whole_flow_says_nothing_is_gone(expiring: Expiring, http: httpx.Clien
     body = http.get(f"/api/flows/{expiring.whole}").json()
     assert body["expired_span_count"] == 0 and body["retained_since_unix_nano"] is None
     assert len(body["spans"]) == body["summary"]["span_count"] == 5
+
+
+def test_flows_stitched_after_the_expiry_get_new_ids_and_are_whole(
+    expiring: Expiring, http: httpx.Client
+) -> None:
+    # GIVEN the collector after its retention round: WHEN a new order chain is sent over OTLP/HTTP
+    services = Services()
+    order_chain(services, "o-after")
+    exporter = OTLPSpanExporter(endpoint=f"{expiring.collector.url}/v1/traces")
+    assert exporter.export(services.spans()).name == "SUCCESS"
+    expiring.collector.wait_for_flows()
+    # THEN its flow has an id never handed out before, and every span of it
+    found = http.get("/api/flows", params={"correlation_id": "o-after"}).json()["flows"]
+    assert len(found) == 1
+    flow_id = found[0]["flow_id"]
+    assert flow_id > max(expiring.expired, *expiring.partly, expiring.whole)
+    body = http.get(f"/api/flows/{flow_id}").json()
+    assert len(body["spans"]) == 5 and body["expired_span_count"] == 0

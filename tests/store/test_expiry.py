@@ -274,3 +274,23 @@ def test_a_flow_whose_spans_are_gone_is_not_shown_on_either_store(new_store: Cal
     detail = layer.flow(new_flow)
     assert detail is not None and len(detail.spans) == detail.summary.span_count == 5
     assert (detail.expired_span_count, detail.retained_since_unix_nano) == (0, None)
+
+
+def test_each_step_deletes_at_most_its_limit_of_flows(db: Path) -> None:
+    # GIVEN 12 old order chains
+    store = SQLiteStore(db)
+    old = Services()
+    for order in range(12):
+        order_chain(old, f"o-{order}")
+    store.write([shifted(old.spans(), old=True)])
+    assert len(rows(db, "SELECT flow_id FROM flows WHERE merged_into IS NULL")) == 12
+    cutoff = time.time_ns() - HOUR_NS
+    while store.delete_spans_started_before(cutoff, 1_000):
+        pass
+    # WHEN the expiry runs with a limit of 5 flows a step
+    left = []
+    while store.expire_before(cutoff, 5):
+        left.append(rows(db, "SELECT count(*) FROM flows WHERE span_count > 0")[0][0])
+    # THEN the flows went 5, 5, then 2 at a time (the steps after are the rollups' and the sweeps')
+    assert left[:3] == [7, 2, 0]
+    store.close()
