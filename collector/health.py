@@ -227,6 +227,7 @@ class DiskWatch:
         self._low = False
         self._retention_recorded = False
         self._failures = Failures(log, logging.WARNING)
+        self._retention_failures = Failures(log, logging.WARNING)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -253,8 +254,9 @@ class DiskWatch:
         try:
             self._store.record_retention(self.retention_seconds)
         except Exception as exc:  # retried at the next look; the dashboard shows the retention as unknown
-            log.warning("cannot record --retention in the store (retried): %s", exc)
+            self._retention_failures.failed(exc, "cannot record --retention in the store (retried): %s", exc)
         else:
+            self._retention_failures.succeeded("--retention is recorded in the store")
             self._retention_recorded = True
 
     def facts(self) -> StorageFacts | None:
