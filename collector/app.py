@@ -84,8 +84,6 @@ def create_app(
         retention_seconds=settings.retention_seconds,
         stitch_in_process=settings.stitch_process,
     )
-    if (apply_retention := getattr(store, "apply_retention", None)) is not None:  # ClickHouse: TTLs
-        apply_retention(settings.retention_seconds)
     forwarder = (
         Forwarder(
             settings.forward_urls,

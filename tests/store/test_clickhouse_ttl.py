@@ -13,7 +13,6 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
-from hopscope.collector.app import create_app
 from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterSighting
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.model.queues import DepthSample, QueueState
@@ -97,16 +96,25 @@ def test_every_hopscope_table_gets_a_ttl_that_follows_the_retention(store: Click
     assert not any("merge_with_ttl_timeout" in query for query in after.values())
 
 
+def _ttl_tables(store: ClickHouseStore, seconds: int) -> set[str]:
+    return {name for name, query in _created(store).items() if f"toIntervalSecond({seconds})" in query}
+
+
 def test_the_collector_sets_the_ttl_of_its_retention_at_start(store: ClickHouseStore) -> None:
-    # GIVEN a collector's app made with --retention 2m on a ClickHouse store
-    create_app(CollectorSettings(store_url="chdb://", retention_seconds=120), store)
-    # THEN the tables follow it at once, before any span arrives
-    ttls = {name: _ttl_of(query) for name, query in _created(store).items()}
-    assert all(
-        "toIntervalSecond(120)" in (ttl or "") for name, ttl in ttls.items() if name != "hopscope_meta"
-    )
-    # AND a collector made without retention takes the TTLs away
-    create_app(CollectorSettings(store_url="chdb://"), store)
+    # GIVEN a collector started with --retention 2m on a ClickHouse store
+    every = set(clickhouse_schema.ttl_clauses(120))
+    with serve_in_thread(CollectorSettings(store_url="chdb://", retention_seconds=120), store):  # type: ignore[arg-type]
+        # THEN the tables follow it once it has recorded its retention (a moment after start)
+        deadline = time.monotonic() + 20
+        while _ttl_tables(store, 120) != every:
+            assert time.monotonic() < deadline, _ttl_tables(store, 120)
+            time.sleep(0.1)
+    # AND a collector started without retention takes the TTLs away
+    with serve_in_thread(CollectorSettings(store_url="chdb://"), store):  # type: ignore[arg-type]
+        deadline = time.monotonic() + 20
+        while _ttl_tables(store, 120):
+            assert time.monotonic() < deadline, _ttl_tables(store, 120)
+            time.sleep(0.1)
     assert {name for name, query in _created(store).items() if _ttl_of(query)} == {"hopscope_span_feed"}
 
 
@@ -408,7 +416,8 @@ def test_the_api_answers_for_expired_and_partly_expired_flows(store: ClickHouseS
     settings = CollectorSettings(store_url="chdb://", receiver=False, retention_seconds=HOUR)
     with serve_in_thread(settings, store) as url, httpx.Client(base_url=url, timeout=30) as http:  # type: ignore[arg-type]
         deadline = time.monotonic() + 20
-        while http.get(f"/api/traces/{old_trace}").status_code != 404:  # the writer deletes the old spans
+        # the writer deletes the old spans; the collector records its retention, which sets the TTLs
+        while http.get(f"/api/traces/{old_trace}").status_code != 404 or not _ttl_tables(store, HOUR):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         # THEN the expired flow is not listed and answers 404, its OTLP export too

@@ -306,8 +306,9 @@ class ClickHouseStore:
 
     def apply_retention(self, retention_seconds: int | None) -> None:
         """Give every hopscope_* table the TTL of ``--retention``, or remove it (schema.py apply_retention);
-        the collector calls it once at start. A user without ALTER rights keeps the tables as they are: the
-        spans still go by ``delete_spans_started_before``, the rest stays (logged). Read-only: nothing."""
+        :meth:`record_retention` calls it when the collector starts. A user without ALTER rights keeps the
+        tables as they are: the spans still go by ``delete_spans_started_before``, the rest stays (logged).
+        Read-only: nothing."""
         if self.read_only:
             return
         self._retention = None  # read again
@@ -457,8 +458,11 @@ class ClickHouseStore:
         return clickhouse_storage.storage_facts(self.client, self.label)
 
     def record_retention(self, retention_seconds: int | None) -> None:
+        """Note it for readers elsewhere (storage.py), and give the hopscope_* tables its TTL (once a start:
+        the collector records its retention when it starts)."""
         self._writable()
         clickhouse_storage.record_retention(self.client, retention_seconds)
+        self.apply_retention(retention_seconds)
 
     def count_spans(self) -> int:
         return clickhouse_spans.count_spans(self.client)
