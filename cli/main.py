@@ -103,7 +103,8 @@ def _add_collector_parser(commands: Commands) -> None:
         type=_duration,
         default=None,
         metavar="DURATION",
-        help="delete spans that started longer ago than this, e.g. 7d, 12h (default: keep everything)",
+        help="delete spans that started longer ago than this, with the flows, rollups and other rows that "
+        "only they kept, e.g. 7d, 12h (default: keep everything)",
     )
     collector.add_argument(
         "--stitch-in-writer",

@@ -227,9 +227,19 @@ class QueryLayer:
         budget = answer_budget()
         shared = self._store.flow_shared_traces(summary.flow_id)
         traces = self._store.get_traces([*self._store.flow_trace_ids(summary.flow_id), *shared], budget)
-        if not traces.resource_spans and not budget.truncated:  # expired: none of its spans is stored
+        if not traces.resource_spans and not budget.truncated and self._expired(summary):
             return None
         return OtlpAnswer(traces, budget.truncated)
+
+    def _expired(self, summary: FlowSummary) -> bool:
+        """A flow none of whose spans could be read: expired when the collector keeps spans for a
+        ``--retention`` (recorded in the store) and the flow started before it (spans go by their start).
+        Otherwise its spans are there but unreadable (on ClickHouse, times outside its DateTime64 range):
+        the flow answers, with no spans, as it is listed."""
+        retention = self._store.storage_facts().retention_seconds
+        if retention is None or summary.start_unix_nano is None:
+            return False
+        return summary.start_unix_nano < time.time_ns() - retention * 1_000_000_000
 
     def flow_otlp(self, flow_id: int) -> TracesData | None:
         """The spans of :meth:`flow_otlp_answer` (cut at the read cap, without saying whether)."""
@@ -367,7 +377,7 @@ class QueryLayer:
         traces = self._store.get_traces([*own, *shared], budget)
         spans = flatten_spans(traces)
         del traces
-        if not spans and not budget.truncated:
+        if not spans and not budget.truncated and self._expired(summary):
             return None
         expired = 0 if budget.truncated else max(0, summary.span_count - len(spans))
         return FlowDetail(

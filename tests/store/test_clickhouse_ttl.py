@@ -17,7 +17,7 @@ from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterSighting
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.model.queues import DepthSample, QueueState
 from hopscope.collector.settings import CollectorSettings
-from hopscope.collector.store.clickhouse import schema as clickhouse_schema
+from hopscope.collector.store.clickhouse import expiry as clickhouse_expiry
 from hopscope.collector.store.clickhouse.store import ClickHouseStore
 from hopscope.collector.store.url import open_store
 from tests.helpers.flow_chains import Services, consume_batch, order_chain, publish_order
@@ -60,7 +60,7 @@ def test_every_hopscope_table_gets_a_ttl_that_follows_the_retention(store: Click
     store.apply_retention(HOUR)
     # THEN every hopscope_* table but hopscope_meta expires its rows an hour after its time column
     tables = _created(store)
-    assert set(tables) - {"hopscope_meta"} == set(clickhouse_schema.ttl_clauses(HOUR))
+    assert set(tables) - {"hopscope_meta"} == set(clickhouse_expiry.ttl_clauses(HOUR))
     assert _ttl_of(tables["hopscope_meta"]) is None
     for name, query in tables.items():
         if name == "hopscope_meta":
@@ -69,7 +69,7 @@ def test_every_hopscope_table_gets_a_ttl_that_follows_the_retention(store: Click
         assert ttl is not None and f"toIntervalSecond({HOUR})" in ttl, name
         assert "merge_with_ttl_timeout = 1800" in query, name
     assert "EndUnixNano" in (_ttl_of(tables["hopscope_flows"]) or "")
-    for name in clickhouse_schema.FLOW_END_TABLES:
+    for name in clickhouse_expiry.FLOW_END_TABLES:
         assert "FlowEndUnixNano" in (_ttl_of(tables[name]) or ""), name
     assert "Arrived" in (_ttl_of(tables["hopscope_span_feed"]) or "")
     # AND otel_traces, the exporter's table, is left as it is
@@ -79,9 +79,9 @@ def test_every_hopscope_table_gets_a_ttl_that_follows_the_retention(store: Click
     )[0]
     assert " TTL " not in str(otel)
     # WHEN it starts again with the same retention, nothing is altered (no parts rewritten)
-    assert clickhouse_schema.apply_retention(store.client, HOUR) == []
+    assert clickhouse_expiry.apply_retention(store.client, HOUR) == []
     # WHEN it starts with another one, every table follows
-    assert len(clickhouse_schema.apply_retention(store.client, 120)) == len(tables) - 1
+    assert len(clickhouse_expiry.apply_retention(store.client, 120)) == len(tables) - 1
     assert all(
         "toIntervalSecond(120)" in (_ttl_of(query) or "")
         for name, query in _created(store).items()
@@ -102,7 +102,7 @@ def _ttl_tables(store: ClickHouseStore, seconds: int) -> set[str]:
 
 def test_the_collector_sets_the_ttl_of_its_retention_at_start(store: ClickHouseStore) -> None:
     # GIVEN a collector started with --retention 2m on a ClickHouse store
-    every = set(clickhouse_schema.ttl_clauses(120))
+    every = set(clickhouse_expiry.ttl_clauses(120))
     with serve_in_thread(CollectorSettings(store_url="chdb://", retention_seconds=120), store):  # type: ignore[arg-type]
         # THEN the tables follow it once it has recorded its retention (a moment after start)
         deadline = time.monotonic() + 20
@@ -197,7 +197,7 @@ def _rows_pointing(store: ClickHouseStore, traces: set[str], flows: set[int]) ->
 
 def _merge_everything(store: ClickHouseStore) -> None:
     """What a server's TTL merges do in their own time."""
-    for table in clickhouse_schema.ttl_clauses(HOUR):
+    for table in clickhouse_expiry.ttl_clauses(HOUR):
         store.client.command(f"OPTIMIZE TABLE {store.client.database}.{table} FINAL")
 
 
@@ -348,7 +348,7 @@ def test_tables_made_before_retention_get_their_time_columns(store: ClickHouseSt
         f"CREATE MATERIALIZED VIEW {db}.hopscope_flow_traces_mv TO {db}.hopscope_flow_traces "
         f"AS SELECT FlowId, TraceId, SpanCount, Version FROM {db}.hopscope_trace_flows"
     )
-    for table in clickhouse_schema.FLOW_END_TABLES:
+    for table in clickhouse_expiry.FLOW_END_TABLES:
         store.client.command(f"ALTER TABLE {db}.{table} DROP COLUMN FlowEndUnixNano")
     store.client.command(f"ALTER TABLE {db}.hopscope_stitched_spans DROP COLUMN StartUnixNano")
     # WHEN this version opens it with a retention of an hour
@@ -357,7 +357,7 @@ def test_tables_made_before_retention_get_their_time_columns(store: ClickHouseSt
     reopened.apply_retention(HOUR)
     # THEN the rows written before count from the upgrade: an hour from now, not at once
     _merge_everything(reopened)
-    for table in clickhouse_schema.FLOW_END_TABLES:
+    for table in clickhouse_expiry.FLOW_END_TABLES:
         (count, earliest) = store.client.query(f"SELECT count(), min(FlowEndUnixNano) FROM {db}.{table}")[0]
         assert count > 0 and int(earliest) >= opened_at, table
     # AND the view writes the new column: a trace stitched now counts from its flow's end
@@ -378,7 +378,7 @@ def test_flows_past_their_ttl_leave_the_lists_before_the_merge(store: ClickHouse
     # GIVEN a collector keeping an hour, and a flow stitched now from spans that ended two hours ago, its
     # rows still stored (ClickHouse drops expired rows only when it merges)
     store.apply_retention(HOUR)
-    for table in clickhouse_schema.ttl_clauses(HOUR):  # a server merges in its own time: not yet
+    for table in clickhouse_expiry.ttl_clauses(HOUR):  # a server merges in its own time: not yet
         store.client.command(f"SYSTEM STOP TTL MERGES {store.client.database}.{table}")
     old, new = _world("old"), _world("new")
     store.write([_aged(old.spans(), 2 * HOUR)])

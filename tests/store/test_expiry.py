@@ -266,7 +266,9 @@ def test_a_flow_whose_spans_are_gone_is_not_shown_on_either_store(new_store: Cal
     new_flow = store.flow_of_trace(trace_of(new.spans()[0]))
     layer = QueryLayer(store)
     assert old_flow is not None and new_flow is not None and layer.flow(old_flow) is not None
-    # WHEN only the spans are deleted (the flow rows are left, as before their own expiry or TTL)
+    # WHEN only the spans are deleted (the flow rows are left, as before their own expiry or TTL) by a
+    # collector that keeps them an hour (and recorded so in the store, as it does at start)
+    store.record_retention(3_600)
     store.delete_spans_started_before(time.time_ns() - HOUR_NS, 1_000)
     # THEN the old flow has no detail and no OTLP export (a 404, not "spans: []" and "{}"), the recent one
     # is whole and says so

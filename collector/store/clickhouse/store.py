@@ -36,6 +36,7 @@ from hopscope.collector.stitch.guard import (
     usable_times,
 )
 from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
+from hopscope.collector.store.clickhouse import expiry as clickhouse_expiry
 from hopscope.collector.store.clickhouse import fate as clickhouse_fate
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
@@ -305,7 +306,7 @@ class ClickHouseStore:
         return {(trace_id, span_id) for trace_id, span_id in rows}
 
     def apply_retention(self, retention_seconds: int | None) -> None:
-        """Give every hopscope_* table the TTL of ``--retention``, or remove it (schema.py apply_retention);
+        """Give every hopscope_* table the TTL of ``--retention``, or remove it (expiry.py apply_retention);
         :meth:`record_retention` calls it when the collector starts. A user without ALTER rights keeps the
         tables as they are: the spans still go by ``delete_spans_started_before``, the rest stays (logged).
         Read-only: nothing."""
@@ -313,7 +314,7 @@ class ClickHouseStore:
             return
         self._retention = None  # read again
         try:
-            altered = clickhouse_schema.apply_retention(self.client, retention_seconds)
+            altered = clickhouse_expiry.apply_retention(self.client, retention_seconds)
         except ClickHouseError as exc:
             log.warning("cannot set the TTL of hopscope's tables in %s: %s", self.label, exc)
             return
@@ -331,7 +332,7 @@ class ClickHouseStore:
 
     def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Nothing to do: every hopscope_* table's TTL (set by :meth:`apply_retention`) expires its rows when
-        ClickHouse merges it, at most ``schema.ttl_merge_seconds`` after they are due."""
+        ClickHouse merges it, at most ``expiry.ttl_merge_seconds`` after they are due."""
         return 0
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -373,7 +374,7 @@ class ClickHouseStore:
         now = time.monotonic()
         if self._retention is None or now - self._retention[0] > RETENTION_CACHE_SECONDS:
             try:
-                seconds = clickhouse_schema.recorded_retention(self.client)
+                seconds = clickhouse_expiry.recorded_retention(self.client)
             except ClickHouseError:  # a database no collector has opened yet: no hopscope_meta
                 seconds = None
             self._retention = (now, seconds)

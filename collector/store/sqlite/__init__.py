@@ -9,5 +9,8 @@ Module for module as ``store/clickhouse/`` (which adds ``client``):
 - ``red``: RED rollups per minute, updated while stitching, and their reader;
 - ``graph``: service-graph hop rollups, updated while stitching, their reader and the queue names seen;
 - ``queues``: the SQS poller's queues and depth samples;
-- ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks.
+- ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks;
+- ``expiry``: ``--retention`` beyond spans (flows and every row pointing to them, rollups, orphans), a short
+  transaction at a time;
+- ``storage``: the file's size on disk, the oldest span kept, free space and the recorded retention.
 """
