@@ -28,6 +28,9 @@ import workload  # the benchmarks' span generator
 # The restart backoff doubles from 0.5 s while the stitcher keeps dying: 4 kills wait 7.5 s in all.
 KILLS = 4
 KILLS_WHILE_STITCHING = 20
+# At most twice as many parts as kills that must come while stitching; spans of the small shop per part.
+PARTS = 2 * KILLS_WHILE_STITCHING
+PART_SPANS = 1_500
 PROTOBUF = {"content-type": "application/x-protobuf"}
 # What stitching made of the spans, compared whole between two databases.
 STITCHED_TABLES = {
@@ -155,33 +158,37 @@ def _position(db: Path) -> tuple[int, int]:
 
 
 def test_sigkill_at_random_moments_while_stitching_counts_every_span_once(tmp_path: Path) -> None:
-    """Issue 16, item 4: 20 times, a collector takes a part of the spans and is killed (SIGKILL, with its
-    stitcher) at a random moment while it folds them; the next one starts on the same file. In the end
-    flows, RED and the graph are a clean run's, and every acknowledged span is stored."""
+    """Issue 16, item 4: a collector takes a part of the spans and is killed (SIGKILL, with its stitcher) at a
+    random moment after; the next one starts on the same file. A kill that came after everything was
+    stitched does not count: parts are sent until 20 kills have come while stitching. In the end flows, RED
+    and the graph are a clean run's of the same spans, and every acknowledged span is stored."""
     rng = random.Random(16)
-    bodies = _bodies(40_000)
+    bodies = _bodies(2 * KILLS_WHILE_STITCHING * PART_SPANS)
     db = tmp_path / "spans.db"
-    parts = [bodies[i::KILLS_WHILE_STITCHING] for i in range(KILLS_WHILE_STITCHING)]
+    parts = [bodies[i::PARTS] for i in range(PARTS)]
+    sent: list[tuple[bytes, int]] = []
     behind = 0  # kills that left spans unstitched: they came while there was stitching to do
     for part in parts:
         collector = CollectorProcess(db, []).start()
         _stitcher_of(collector)
         with collector.client() as client:
             _post_all(client, part)
-        time.sleep(rng.uniform(0.0, 0.4))
+        sent.extend(part)
+        time.sleep(rng.uniform(0.0, 0.3))
         position, last = _kill_all(collector)
         behind += position < last
-    assert behind >= KILLS_WHILE_STITCHING // 2, f"only {behind} kills came while stitching"
+        if behind == KILLS_WHILE_STITCHING:
+            break
+    assert behind == KILLS_WHILE_STITCHING, f"only {behind} of {len(parts)} kills came while stitching"
     final = CollectorProcess(db, []).start()
     final.wait_for_flows(timeout=120)
     assert final.stop(signal.SIGINT) == 0
     store = SQLiteStore(db, read_only=True)
     try:
-        assert store.count_spans() == sum(count for _, count in bodies)
+        assert store.count_spans() == sum(count for _, count in sent)
     finally:
         store.close()
-    ordered = [body for part in parts for body in part]  # the order they were stored in
-    assert _stitched(db) == _reference(tmp_path, ordered)
+    assert _stitched(db) == _reference(tmp_path, sent)  # in the order they were stored
 
 
 def _kill_all(collector: CollectorProcess) -> tuple[int, int]:
