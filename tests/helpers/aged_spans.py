@@ -15,22 +15,31 @@ HOUR_NS = 3600 * 10**9
 OLD_SHIFT_NS = 2 * HOUR_NS
 
 
+def aged(spans: Iterable[ReadableSpan], shift_ns: int) -> ExportTraceServiceRequest:
+    """The spans as one OTLP request, every time (start, end, events) moved ``shift_ns`` into the past."""
+    request = encode_spans(list(spans))
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.start_time_unix_nano -= shift_ns
+                span.end_time_unix_nano -= shift_ns
+                for event in span.events:
+                    event.time_unix_nano -= shift_ns
+    return request
+
+
 def shifted(spans: Iterable[ReadableSpan], *, old: bool) -> ExportTraceServiceRequest:
     """The spans as an OTLP request; ``old``: two hours back, with a resource and a scope of their own (so
     that nothing recent refers to them)."""
-    request = encode_spans(list(spans))
-    if old:
-        for resource_spans in request.resource_spans:
-            resource_spans.resource.attributes.append(
-                KeyValue(key="deployment.environment.name", value=AnyValue(string_value="old"))
-            )
-            for scope_spans in resource_spans.scope_spans:
-                scope_spans.scope.name = "old-scope"
-                for span in scope_spans.spans:
-                    span.start_time_unix_nano -= OLD_SHIFT_NS
-                    span.end_time_unix_nano -= OLD_SHIFT_NS
-                    for event in span.events:
-                        event.time_unix_nano -= OLD_SHIFT_NS
+    if not old:
+        return encode_spans(list(spans))
+    request = aged(spans, OLD_SHIFT_NS)
+    for resource_spans in request.resource_spans:
+        resource_spans.resource.attributes.append(
+            KeyValue(key="deployment.environment.name", value=AnyValue(string_value="old"))
+        )
+        for scope_spans in resource_spans.scope_spans:
+            scope_spans.scope.name = "old-scope"
     return request
 
 

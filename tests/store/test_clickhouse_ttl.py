@@ -5,13 +5,10 @@ points to it once ClickHouse merges the tables (``OPTIMIZE ... FINAL`` here, a T
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
 
 from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterSighting
 from hopscope.collector.model.flows import FlowFilter
@@ -20,6 +17,7 @@ from hopscope.collector.settings import CollectorSettings
 from hopscope.collector.store.clickhouse import expiry as clickhouse_expiry
 from hopscope.collector.store.clickhouse.store import ClickHouseStore
 from hopscope.collector.store.url import open_store
+from tests.helpers.aged_spans import aged
 from tests.helpers.flow_chains import Services, consume_batch, order_chain, publish_order
 from tests.helpers.servers import serve_in_thread
 
@@ -124,20 +122,6 @@ def test_a_read_only_store_alters_nothing(store: ClickHouseStore, chdb_url: str)
     assert {name for name, query in _created(store).items() if _ttl_of(query)} == {"hopscope_span_feed"}
 
 
-def _aged(spans: Sequence[ReadableSpan], seconds: int) -> ExportTraceServiceRequest:
-    """The spans as one OTLP request, every time moved ``seconds`` into the past."""
-    request = encode_spans(list(spans))
-    shift = seconds * NS
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                span.start_time_unix_nano -= shift
-                span.end_time_unix_nano -= shift
-                for event in span.events:
-                    event.time_unix_nano -= shift
-    return request
-
-
 def _world(prefix: str) -> Services:
     """An order chain (API, SNS, SQS, with correlation and message ids) and a batch of two orders."""
     services = Services()
@@ -214,7 +198,7 @@ def test_an_expired_flow_goes_with_every_row_that_points_to_it(store: ClickHouse
     # both times, in a collector that keeps an hour
     now = time.time_ns()
     old, new = _world("old"), _world("new")
-    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([aged(old.spans(), 2 * HOUR * NS)])
     store.write([encode_spans(new.spans())])
     _record_queues(store, now - 2 * HOUR * NS, min(_trace_ids(old)))
     _record_queues(store, now, min(_trace_ids(new)))
@@ -269,7 +253,7 @@ def test_an_expired_flow_goes_with_every_row_that_points_to_it(store: ClickHouse
 def test_an_expired_flow_id_is_never_handed_out_again(store: ClickHouseStore) -> None:
     # GIVEN flows that all expired: hopscope_flows is empty
     old = _world("old")
-    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([aged(old.spans(), 2 * HOUR * NS)])
     old_flows = _flow_ids(store, _trace_ids(old))
     store.apply_retention(HOUR)
     _merge_everything(store)
@@ -292,7 +276,7 @@ def test_a_partly_expired_flow_keeps_what_is_left(store: ClickHouseStore) -> Non
     spans = services.spans()
     api = [s for s in spans if s.resource.attributes["service.name"] == "orders-api"]
     rest = [s for s in spans if s.resource.attributes["service.name"] != "orders-api"]
-    store.write([_aged(api, 2 * HOUR)])
+    store.write([aged(api, 2 * HOUR * NS)])
     store.write([encode_spans(rest)])
     api_trace = api[0].context.trace_id.to_bytes(16, "big")
     flow_id = store.flow_of_trace(api_trace)
@@ -381,7 +365,7 @@ def test_flows_past_their_ttl_leave_the_lists_before_the_merge(store: ClickHouse
     for table in clickhouse_expiry.ttl_clauses(HOUR):  # a server merges in its own time: not yet
         store.client.command(f"SYSTEM STOP TTL MERGES {store.client.database}.{table}")
     old, new = _world("old"), _world("new")
-    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([aged(old.spans(), 2 * HOUR * NS)])
     store.write([encode_spans(new.spans())])
     old_flows = _flow_ids(store, _trace_ids(old))
     assert old_flows and _rows_pointing(store, _trace_ids(old), old_flows)["hopscope_flows"]
@@ -401,12 +385,12 @@ def test_flows_past_their_ttl_leave_the_lists_before_the_merge(store: ClickHouse
 def test_the_api_answers_for_expired_and_partly_expired_flows(store: ClickHouseStore) -> None:
     # GIVEN flows of two hours ago, of now, and one half of each, in a ClickHouse database
     old, new = _world("old"), _world("new")
-    store.write([_aged(old.spans(), 2 * HOUR)])
+    store.write([aged(old.spans(), 2 * HOUR * NS)])
     store.write([encode_spans(new.spans())])
     half = Services()
     order_chain(half, "half")
     api_spans = [s for s in half.spans() if s.resource.attributes["service.name"] == "orders-api"]
-    store.write([_aged(api_spans, 2 * HOUR)])
+    store.write([aged(api_spans, 2 * HOUR * NS)])
     store.write([encode_spans([s for s in half.spans() if s not in api_spans])])
     old_trace = min(_trace_ids(old))
     old_flow = store.flow_of_trace(bytes.fromhex(old_trace))
