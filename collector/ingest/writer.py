@@ -61,10 +61,13 @@ RETENTION_CHUNK_SPANS = 2_000
 # 5 spans on the 2-core dev machine). A retention turn takes a chunk of spans and a step, so flows keep pace.
 RETENTION_CHUNK_FLOWS = 200
 RETENTION_INTERVAL_SECONDS = 60.0
-# While spans keep arriving, at most one chunk of expired spans is deleted per this many seconds: a chunk
-# costs about 13 ms, so deletion takes a bounded share of the writer however small the ingest groups are.
-# When nothing has arrived for INGEST_IDLE_SECONDS, deletion runs chunk after chunk.
-RETENTION_BUSY_GAP_SECONDS = 0.1
+RETENTION_LOOKS_PER_RETENTION = 48
+# While spans keep arriving, a retention turn that left work waits RETENTION_BUSY_SHARE_GAP times its own
+# length (at least RETENTION_BUSY_GAP_SECONDS) before the next: retention takes at most a quarter of the
+# writer, however small the ingest groups are, and keeps pace with flows of 20,000 spans/s (2,800 flows/s,
+# at 10-15 ms a turn of 200). When nothing has arrived for INGEST_IDLE_SECONDS, turns run one after another.
+RETENTION_BUSY_GAP_SECONDS = 0.01
+RETENTION_BUSY_SHARE_GAP = 3.0
 INGEST_IDLE_SECONDS = 1.0
 _WRITE_FAILED = "storing spans failed (answered 503): %s"
 
@@ -131,6 +134,12 @@ class SpanWriter:
         self._max_pending = max_pending_spans
         self._max_group = max_group_spans
         self._retention_ns = retention_seconds * 1_000_000_000 if retention_seconds else None
+        # caught up, retention looks again after this long: often enough that a window of spans (a twelfth
+        # of the retention on SQLite) goes soon after it is due
+        self._retention_interval = min(
+            RETENTION_INTERVAL_SECONDS, (retention_seconds or 0) / RETENTION_LOOKS_PER_RETENTION
+        )
+        store.use_retention(retention_seconds)
         self._jobs: deque[_Job] = deque()
         self._pending_spans = 0
         self._cond = threading.Condition()
@@ -426,6 +435,7 @@ class SpanWriter:
         the store's ``expire_before``), each one short transaction."""
         assert self._retention_ns is not None
         cutoff = time.time_ns() - self._retention_ns
+        began = time.monotonic()
         more = False
         deleted = 0
         try:
@@ -442,8 +452,9 @@ class SpanWriter:
         self.spans_expired += deleted
         now = time.monotonic()
         if not more:  # caught up: look again later
-            self._next_retention = now + RETENTION_INTERVAL_SECONDS
+            self._next_retention = now + self._retention_interval
         elif self._ingest_active(now):
-            self._next_retention = now + RETENTION_BUSY_GAP_SECONDS
+            gap = max(RETENTION_BUSY_GAP_SECONDS, (now - began) * RETENTION_BUSY_SHARE_GAP)
+            self._next_retention = now + gap
         else:
             self._next_retention = now

@@ -159,6 +159,11 @@ class Stitcher(Protocol):
 class Retention(Protocol):
     """Deletes old spans, then what points to them, a chunk at a time between commits (the writer thread)."""
 
+    def use_retention(self, retention_seconds: int | None) -> None:
+        """The retention the writer will keep (None: for ever), told before its first commit: SQLite lays
+        new spans out in windows of time that retention drops whole (store/sqlite/windows.py); ClickHouse
+        needs nothing here (its TTLs follow ``record_retention``)."""
+
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Delete spans that started before the cutoff; returns how many went.
 

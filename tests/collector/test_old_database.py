@@ -4,7 +4,8 @@ The fixture ``tests/fixtures/databases/hopscope-3093a40.db`` was written by a re
 3093a40 (the code before issue 16), with what that version's API answered about it beside it
 (``make_database.py`` there says how). A copy is opened by today's collector: every field the old version
 answered is the same, new spans are stitched beside the old flows, and with a ``--retention`` that the old
-spans are past, their flows expire and every page keeps answering.
+spans are past, their flows expire and every page keeps answering. Opened, the file is migrated in place
+to schema 9 (its spans table becomes ``spans_other``, store/sqlite/windows.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "databases"
 OLD_DB = FIXTURES / "hopscope-3093a40.db"
 OLD_ANSWERS = json.loads((FIXTURES / "hopscope-3093a40.answers.json").read_text())
 PROTOBUF = {"content-type": "application/x-protobuf"}
+NEW_SPANS = 500
 
 
 def _as_before(old: Any, new: Any, where: str) -> None:
@@ -51,7 +54,7 @@ def _new_spans() -> list[bytes]:
     sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
     import workload
 
-    return [body for body, _ in workload.small_shop(seed=99).take(500, 250)]
+    return [body for body, _ in workload.small_shop(seed=99).take(NEW_SPANS, 250)]
 
 
 def test_the_old_database_answers_as_it_did_and_takes_new_spans(tmp_path: Path) -> None:
@@ -78,6 +81,16 @@ def test_the_old_database_answers_as_it_did_and_takes_new_spans(tmp_path: Path) 
             assert storage["size_bytes"] > 0 and storage["retention_seconds"] is None
     finally:
         assert collector.stop(signal.SIGINT) == 0
+    # migrated in place to schema 9: the spans table became spans_other (store/sqlite/windows.py), which
+    # holds the new spans too, there being no --retention
+    conn = sqlite3.connect(collector.db)
+    try:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        (other,) = conn.execute("SELECT count(*) FROM spans_other").fetchone()
+        (windows,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE name GLOB 'spans_w*'").fetchone()
+    finally:
+        conn.close()
+    assert (int(version), other, windows) == (9, 600 + NEW_SPANS, 0)
 
 
 def test_with_a_retention_the_old_flows_expire_and_every_page_answers(tmp_path: Path) -> None:
@@ -101,8 +114,6 @@ def test_with_a_retention_the_old_flows_expire_and_every_page_answers(tmp_path: 
 
 def test_the_fixture_is_the_old_version_s_file() -> None:
     """The file in the repository is the one written by 3093a40 (schema 8), never migrated in place."""
-    import sqlite3
-
     conn = sqlite3.connect(f"{OLD_DB.resolve().as_uri()}?mode=ro", uri=True)
     try:
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -2,7 +2,8 @@
 
 SQLite hands a new row the largest key + 1: once retention had deleted the newest spans, new spans got keys
 at or below the stitching position and were never stitched (found in issue 16's work; retention now keeps
-the newest span, store/sqlite/spans.py). Real SQLite files.
+the newest span; since spans live in windows, store/sqlite/windows.py, keys go on from the largest ever noted
+in ``meta``, whether rows went one by one or in a dropped window). Real SQLite files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hopscope.collector.store.sqlite.store import SQLiteStore
@@ -44,19 +46,34 @@ def _new_traces_in_flows(db: Path, requests: list[ExportTraceServiceRequest]) ->
     return len(ids & found)
 
 
+def _window_tables(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name GLOB 'spans_w*_*'")]
+    finally:
+        conn.close()
+
+
 def _expire_everything(store: SQLiteStore) -> None:
     while store.delete_spans_started_before(FUTURE, 10_000):
         pass
-    assert store.count_spans() == 1  # the newest, whatever its age: keys never go back
+    assert store.count_spans() == 0
 
 
-def test_spans_after_retention_emptied_the_store_are_stitched(tmp_path: Path) -> None:
+@pytest.mark.parametrize("retention", [None, 3_600], ids=["spans_other", "windows"])
+def test_spans_after_retention_emptied_the_store_are_stitched(tmp_path: Path, retention: int | None) -> None:
     store = SQLiteStore(tmp_path / "spans.db")
+    store.use_retention(retention)  # with one, the workload's spans (of the last hour) go to windows
     try:
         store.write(_requests(1, 2_000))
+        assert bool(_window_tables(tmp_path / "spans.db")) == bool(retention)
         _expire_everything(store)
+    finally:
+        store.close()
+    store = SQLiteStore(tmp_path / "spans.db")  # a restart finds no span: the key goes on from meta
+    try:
         later = _requests(2, 1_000)
-        store.write(later)  # keys from 2001 on (they were 1..1000 before the newest span was kept)
+        store.write(later)  # keys from 2001 on (they were 1..1000 before keys were kept in meta)
         assert not store.flows_pending
     finally:
         store.close()

@@ -325,6 +325,9 @@ class ClickHouseStore:
                 f"a retention of {retention_seconds} s" if retention_seconds else "no retention",
             )
 
+    def use_retention(self, retention_seconds: int | None) -> None:
+        """Nothing to lay out: the tables' TTLs follow :meth:`record_retention`."""
+
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Everything past the cutoff at once: ``limit`` is not honoured (see spans.py)."""
         self._writable()

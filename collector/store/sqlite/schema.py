@@ -13,7 +13,7 @@ from pathlib import Path
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.sqlite.fate import FATE_SCHEMA
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -189,6 +189,14 @@ CREATE INDEX IF NOT EXISTS shared_links_by_trace ON shared_links (trace_id);
 ALTER TABLE flows ADD COLUMN shared_only INTEGER NOT NULL DEFAULT 0;
 """
 
+# Schema version 9: spans in time windows (sqlite/windows.py). The spans table becomes ``spans_other``, the
+# table of spans that no window takes (all of them without --retention), and ``spans`` a view over every span
+# table, so that a file of version 8 is read as it was and its spans expire row by row.
+WINDOWS_SCHEMA = """
+ALTER TABLE spans RENAME TO spans_other;
+CREATE VIEW spans AS SELECT * FROM spans_other;
+"""
+
 # MIGRATIONS[n] takes a database from version n - 1 to version n.
 MIGRATIONS: dict[int, str] = {
     2: FLOWS_SCHEMA,
@@ -198,14 +206,16 @@ MIGRATIONS: dict[int, str] = {
     6: ENTRY_RANK_SCHEMA,
     7: SHARED_SCHEMA,
     8: FATE_SCHEMA,  # a message's fate: successful deliveries and dead letters (sqlite/fate.py)
+    9: WINDOWS_SCHEMA,
 }
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Create version 1 where nothing is, then apply every migration the file lacks; call it inside one
     write transaction, so that a file is never left half-migrated."""
-    for statement in _statements(SCHEMA):
-        conn.execute(statement)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        for statement in _statements(SCHEMA):
+            conn.execute(statement)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 1  # a new file has just been given version 1
     if version > SCHEMA_VERSION:

@@ -22,15 +22,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from hopscope.collector.store.base import PreparedSpans, ReadBudget
 from hopscope.collector.store.limits import SpanLimits, limit_span
-
-_INSERT_SPAN = """
-INSERT OR IGNORE INTO spans (
-    trace_id, span_id, parent_span_id, name, kind, start_unix_nano, end_unix_nano, status_code,
-    service_name, received_unix_nano, span, resource_id, scope_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+from hopscope.collector.store.sqlite.windows import OTHER, SPAN_PK_HIGH_KEY, SpanWindows, largest_span_pk
 
 _UNKNOWN_SERVICE = "unknown_service"
+# Rows of spans_other that a retention step looks at for their arrival time (the first are the oldest).
+_ARRIVALS_PER_STEP = 256
 # Span keys bound in one ``IN (...)`` of a budgeted read.
 _IDS_PER_QUERY = 500
 
@@ -136,8 +132,15 @@ class InternedIds:
         return cached
 
 
-def insert_spans(conn: sqlite3.Connection, batches: Iterable[PreparedScopes], ids: InternedIds) -> int:
-    """Insert the spans of ``batches`` (inside the caller's transaction); returns how many were given.
+def insert_spans(
+    conn: sqlite3.Connection,
+    batches: Iterable[PreparedScopes],
+    ids: InternedIds,
+    windows: SpanWindows,
+    now_unix_nano: int | None = None,
+) -> int:
+    """Insert the spans of ``batches`` into their windows' tables (inside the caller's transaction);
+    returns how many were given.
 
     A span already stored (same trace and span id) is ignored, so a re-sent span is stored once.
     """
@@ -146,28 +149,35 @@ def insert_spans(conn: sqlite3.Connection, batches: Iterable[PreparedScopes], id
         for group in batch.scopes:
             group_ids = (ids.resource_id(conn, group), ids.scope_id(conn, group))
             rows.extend(row + group_ids for row in group.rows)
-    conn.executemany(_INSERT_SPAN, rows)
+    if rows:
+        windows.insert(conn, rows, time.time_ns() if now_unix_nano is None else now_unix_nano)
     return len(rows)
 
 
 def last_span_pk(conn: sqlite3.Connection) -> int:
     """The key of the newest span stored (spans are stitched in key order); 0 for none."""
-    (span_pk,) = conn.execute("SELECT coalesce(max(span_pk), 0) FROM spans").fetchone()
-    return int(span_pk)
+    return largest_span_pk(conn)
 
 
-def delete_spans_started_before(conn: sqlite3.Connection, cutoff_unix_nano: int, limit: int) -> int:
-    """Delete at most ``limit`` spans that started before the cutoff (inside the caller's transaction).
-
-    The newest span stays, whatever its age: SQLite gives a new row the largest key plus one, and keys must
-    never go back (stitching and the expiry's sweeps follow them), which they would once the newest went.
+def delete_other_spans_before(conn: sqlite3.Connection, cutoff_unix_nano: int, limit: int) -> int:
+    """Delete at most ``limit`` rows of ``spans_other`` (windows.py) that started, or arrived, before the
+    cutoff (inside the caller's transaction). Keys never go back: the largest is noted in ``meta`` first.
     """
-    cursor = conn.execute(
-        "DELETE FROM spans WHERE span_pk IN (SELECT span_pk FROM spans WHERE start_unix_nano < ? "
-        "AND span_pk < (SELECT max(span_pk) FROM spans) LIMIT ?)",
+    high = str(largest_span_pk(conn))
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (SPAN_PK_HIGH_KEY, high))
+    deleted = conn.execute(
+        f"DELETE FROM {OTHER} WHERE span_pk IN "
+        f"(SELECT span_pk FROM {OTHER} WHERE start_unix_nano < ? LIMIT ?)",
         (cutoff_unix_nano, limit),
-    )
-    return cursor.rowcount
+    ).rowcount
+    # rows from the future go by their arrival, which follows the keys: the first ones by key are the oldest
+    arrived = conn.execute(
+        f"SELECT span_pk, received_unix_nano FROM {OTHER} ORDER BY span_pk LIMIT ?",
+        (min(_ARRIVALS_PER_STEP, max(0, limit - deleted)),),
+    ).fetchall()
+    old = [(span_pk,) for span_pk, received in arrived if received < cutoff_unix_nano]
+    conn.executemany(f"DELETE FROM {OTHER} WHERE span_pk = ?", old)
+    return deleted + len(old)
 
 
 # -- reading -------------------------------------------------------------------------------------------

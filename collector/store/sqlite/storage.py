@@ -1,7 +1,7 @@
 """What the SQLite store takes on disk (``StorageReader``), and the retention the collector records.
 
-Cheap enough for a health check: a few ``stat`` calls, one ``statvfs``, the first key of ``spans_by_start``
-and one ``meta`` row.
+Cheap enough for a health check: a few ``stat`` calls, one ``statvfs``, the first start time of each span
+table and one ``meta`` row.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from hopscope.collector.model.storage import StorageFacts
+from hopscope.collector.store.sqlite.windows import oldest_start
 
 # The meta key of the --retention the collector writing this file runs with (seconds; 0: kept for ever).
 RETENTION_KEY = "collector_retention_seconds"
@@ -37,9 +38,9 @@ def _size(path: Path) -> int:
 
 
 def storage_facts(conn: sqlite3.Connection, path: Path) -> StorageFacts:
-    """The store's files' size, its oldest span (``min`` over ``spans_by_start``: one index seek), the
+    """The store's files' size, its oldest span (one index seek per span table), the
     free space of the filesystem holding it and the recorded retention."""
-    oldest = conn.execute("SELECT min(start_unix_nano) FROM spans").fetchone()[0]
+    oldest = oldest_start(conn)
     recorded = conn.execute("SELECT value FROM meta WHERE key = ?", (RETENTION_KEY,)).fetchone()
     free: int | None
     disk: int | None

@@ -50,6 +50,7 @@ from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
 from hopscope.collector.store.sqlite.spans import PreparedScopes
+from hopscope.collector.store.sqlite.windows import SpanWindows
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,9 @@ _AUTOCHECKPOINT_PAGES = 20_000
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
-# The receive time of the first span past the stitching position (which the fold commits in ``meta``).
-_FIRST_UNSTITCHED = (
-    "SELECT received_unix_nano FROM spans WHERE span_pk > coalesce((SELECT CAST(value AS INTEGER) FROM meta "
-    "WHERE key = 'flows_through_span_pk'), 0) ORDER BY span_pk LIMIT 1"
-)
+# The receive time of the first span past the stitching position (which the fold commits in ``meta``); the
+# position is a parameter, so that SQLite merges each span table's keys from it (a subquery would scan them).
+_FIRST_UNSTITCHED = "SELECT received_unix_nano FROM spans WHERE span_pk > ? ORDER BY span_pk LIMIT 1"
 
 
 class _PositionMovedError(StoreError):
@@ -95,6 +94,7 @@ class SQLiteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._interned = sqlite_spans.InternedIds()
+        self._windows = SpanWindows()
         self._expiry = Expiry(self._interned)
         self._writer: sqlite3.Connection | None = None
         # The SQS poller's own write connection: SQLite serialises it with the span writer's.
@@ -146,6 +146,9 @@ class SQLiteStore:
     def _connect_rw(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        # freed pages are not overwritten (Debian builds SQLite with SECURE_DELETE on): dropping a window of
+        # spans then writes a few pages, not all of them (store/sqlite/windows.py)
+        conn.execute("PRAGMA secure_delete = FAST")
         return conn
 
     # How readers open the file: read-only, or immutable (see _choose_read_mode).
@@ -225,7 +228,7 @@ class SQLiteStore:
         own = prepared_by(PreparedScopes, batches)
         conn = self._writer_conn()
         with self._transaction(conn):
-            written = sqlite_spans.insert_spans(conn, own, self._interned)
+            written = sqlite_spans.insert_spans(conn, own, self._interned, self._windows)
             last_span_pk = sqlite_spans.last_span_pk(conn)
         self._last_span_pk = last_span_pk
         return written
@@ -254,7 +257,13 @@ class SQLiteStore:
     def unstitched_since_unix_nano(self) -> int | None:
         """The receive time of the first span past the stitching position kept in ``meta`` (one statement,
         so one snapshot; a key lookup, cheap from any thread or process)."""
-        row = self._reader().execute(_FIRST_UNSTITCHED).fetchone()
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for both statements
+        try:
+            position = self._stored_position(conn)
+            row = conn.execute(_FIRST_UNSTITCHED, (position,)).fetchone()
+        finally:
+            conn.execute("COMMIT")
         return None if row is None else int(row[0])
 
     def stitch_flows(self, max_spans: int) -> int:
@@ -395,15 +404,26 @@ class SQLiteStore:
             raise
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
-        # Ids cached during the failed transaction may point at rows that no longer exist.
+        # Ids cached during the failed transaction may point at rows that no longer exist, and windows at
+        # tables.
         self._interned.clear()
+        self._windows.forget()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
+    def use_retention(self, retention_seconds: int | None) -> None:
+        """Spans go to windows a twelfth of the retention wide (store/sqlite/windows.py); none without."""
+        self._windows.use_retention(retention_seconds)
+
     def delete_spans_started_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """Drop the earliest window that is past the cutoff whole, if one is, else delete up to ``limit``
+        rows of ``spans_other``: one short transaction either way."""
         conn = self._writer_conn()
         with self._transaction(conn):
-            return sqlite_spans.delete_spans_started_before(conn, cutoff_unix_nano, limit)
+            window = self._windows.expired(conn, cutoff_unix_nano)
+            if window is not None:
+                return self._windows.drop(conn, window)
+            return sqlite_spans.delete_other_spans_before(conn, cutoff_unix_nano, limit)
 
     def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """One step of store/sqlite/expiry.py (flows, rollups, orphans), in one short transaction."""
