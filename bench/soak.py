@@ -5,11 +5,12 @@ collector`` subprocess as fast as it takes them, for ``--minutes``, twice: first
 baseline), then with ``--retention`` (default 2m). The spans are made while the run goes (a generator
 thread a few requests ahead), their times at the moment they are made, so that retention finds them old
 after its period as it would in production. Every 10 s the script sums the size of the store's files (the
-database and its ``-wal`` and ``-shm``), and prints the series.
+database and its ``-wal`` and ``-shm``), and prints the series with the number of span windows.
 
 Checks (issue 16):
 - the size plateaus: the samples at the end of each of the last 3 minutes within +-10% of each other;
-- no span older than the retention plus one minute (the retention's pass interval) is kept at the end;
+- no span older than the retention plus one span window (a twelfth of the retention, store/sqlite/windows.py)
+  is kept at the end, give or take the retention's pass interval (a 48th of it);
 - ingest with retention >= 0.9x ingest without it (the same machine, minutes apart);
 - 0 acknowledged spans lost: every acknowledged span that started after ``stop - retention + 30 s`` (which
   no retention pass can have reached) is stored.
@@ -34,6 +35,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import workload
 from ingest import Client, Collector, in_work_directory, row, target
 
+from hopscope.collector.ingest.stitcher import retention_look_seconds
+from hopscope.collector.store.sqlite.storage import store_files
+from hopscope.collector.store.sqlite.windows import oldest_start, read_windows, window_seconds
+
 SAMPLE_SECONDS = 10.0
 PLATEAU_MINUTES = 3
 PLATEAU_TOLERANCE = 0.10
@@ -43,7 +48,6 @@ TARGET_RATIO = 0.9
 SLOT_SPANS = 4_096
 AHEAD_REQUESTS = 32
 LOSS_MARGIN_NS = 30 * 1_000_000_000
-RETENTION_PASS_SECONDS = 60  # collector/ingest/writer.py RETENTION_INTERVAL_SECONDS
 
 
 def parse_duration(text: str) -> int:
@@ -87,7 +91,19 @@ def fresh_bodies(batch: int, sent: Sent) -> Iterator[tuple[bytes, int]]:
 
 
 def store_bytes(db: Path) -> int:
-    return sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+    return sum(path.stat().st_size for path in store_files(db) if path.exists())
+
+
+def window_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return len(read_windows(conn))
+    except sqlite3.Error:  # not created yet
+        return 0
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,8 @@ class Outcome:
     spans_per_second: float
     sizes: list[tuple[float, int]]  # (seconds since the start, bytes)
     oldest_age_seconds: float | None
+    oldest_flow_age_seconds: float | None  # the end of the earliest standing flow with spans
+    oldest_rollup_age_seconds: float | None  # the start of the earliest RED rollup's minute
     lost: int
     exit_code: int
 
@@ -121,7 +139,7 @@ def soak(args: argparse.Namespace, db: Path, retention_seconds: int | None) -> O
             sent_spans = sum(count for _, count in sent.requests)
             print(
                 f"  {sizes[-1][0]:6.0f} s  {sizes[-1][1] / 1e6:9.1f} MB (WAL {wal_mb:7.1f} MB), "
-                f"{sent_spans:>11,} spans sent",
+                f"{window_count(db):3} windows, {sent_spans:>11,} spans sent",
                 flush=True,
             )
         sent.stop.set()
@@ -136,7 +154,11 @@ def soak(args: argparse.Namespace, db: Path, retention_seconds: int | None) -> O
     acknowledged = sum(c.stats.acknowledged for c in clients)
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        oldest = conn.execute("SELECT min(start_unix_nano) FROM spans").fetchone()[0]
+        oldest = oldest_start(conn)
+        (flow_end,) = conn.execute(
+            "SELECT min(end_unix_nano) FROM flows WHERE merged_into IS NULL AND span_count > 0"
+        ).fetchone()
+        (bucket,) = conn.execute("SELECT min(bucket_start_unix_nano) FROM red_rollups").fetchone()
         lost = 0
         if retention_seconds:
             safe_after = stopped_ns - retention_seconds * 1_000_000_000 + LOSS_MARGIN_NS
@@ -154,6 +176,8 @@ def soak(args: argparse.Namespace, db: Path, retention_seconds: int | None) -> O
         spans_per_second=acknowledged / elapsed,
         sizes=sizes,
         oldest_age_seconds=None if oldest is None else (stopped_ns - oldest) / 1e9,
+        oldest_flow_age_seconds=None if flow_end is None else (stopped_ns - flow_end) / 1e9,
+        oldest_rollup_age_seconds=None if bucket is None else (stopped_ns - bucket) / 1e9,
         lost=lost,
         exit_code=exit_code,
     )
@@ -179,7 +203,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     print(f"with --retention {retention}s", flush=True)
     kept = soak(args, directory / "retention.db", retention)
     ok_plateau, picks = plateau(kept.sizes)
-    window = retention + RETENTION_PASS_SECONDS
+    window = retention + window_seconds(retention) + retention_look_seconds(retention)
     print("results")
     if baseline is not None:
         print(row("ingest, no retention", f"{baseline.spans_per_second:,.0f} spans/s"))
@@ -187,7 +211,11 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     print(row("ingest, with retention", f"{kept.spans_per_second:,.0f} spans/s"))
     print(row("last 3 minutes' sizes", " / ".join(f"{p / 1e6:,.1f} MB" for p in picks)))
     age = "-" if kept.oldest_age_seconds is None else f"{kept.oldest_age_seconds:.0f} s"
-    print(row("oldest span kept", f"{age} old (limit {window} s)"))
+    limit = f"limit {window:.1f} s: retention, a window of {window_seconds(retention)} s, a pass interval"
+    print(row("oldest span kept", f"{age} old ({limit})"))
+    flow_age = "-" if kept.oldest_flow_age_seconds is None else f"{kept.oldest_flow_age_seconds:.0f} s"
+    rollup_age = "-" if kept.oldest_rollup_age_seconds is None else f"{kept.oldest_rollup_age_seconds:.0f} s"
+    print(row("oldest flow's end / RED minute", f"{flow_age} / {rollup_age} old (retention {retention} s)"))
     print(row("acknowledged spans lost", f"{kept.lost} (baseline {baseline.lost if baseline else '-'})"))
     print("targets")
     print(

@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 # gap under steady ingest; a backlog is folded chunk after chunk.
 GAP_SECONDS = 0.2
 CHUNK_SPANS = 4_000
+# Flows one expiry step takes at most (about 40 ms on the 2-core dev machine): with a step after each chunk,
+# expiry keeps pace with the flows of 20,000 spans/s (2,800 flows/s) while stitching keeps up.
+EXPIRY_CHUNK_FLOWS = 1_000
+# Caught up, retention (the writer's of spans, the stitcher's of flows) looks again after a 48th of the
+# retention, at most a minute: soon after each window of spans (a twelfth, store/sqlite/windows.py) is due.
+RETENTION_LOOKS_PER_RETENTION = 48
+RETENTION_LOOK_MAX_SECONDS = 60.0
+
+
+def retention_look_seconds(retention_seconds: int | None) -> float:
+    return min(RETENTION_LOOK_MAX_SECONDS, (retention_seconds or 0) / RETENTION_LOOKS_PER_RETENTION)
+
+
 # While the writer has spans to commit the child waits, looking every POLL seconds, but at most this long:
 # during a long burst flows still move, a chunk per this many seconds (as the writer's own budget does).
 YIELD_MAX_SECONDS = 1.0
@@ -76,8 +89,9 @@ class StitcherProcess:
     ``skipped`` is the collector's record of skipped spans (the store's), kept current from the reports.
     """
 
-    def __init__(self, url: str, skipped: SkippedSpans) -> None:
+    def __init__(self, url: str, skipped: SkippedSpans, retention_seconds: int | None = None) -> None:
         self._url = url
+        self._retention_seconds = retention_seconds or 0
         self._skipped = skipped
         self._flags_file = tempfile.TemporaryFile(prefix="hopscope-stitcher-")  # noqa: SIM115 - until close
         self._flags_file.truncate(_FLAGS_BYTES)
@@ -103,7 +117,8 @@ class StitcherProcess:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, "--store", self._url, "--flags-fd", str(flags),
-                 "--report-fd", str(send), "--parent", str(os.getpid())],
+                 "--report-fd", str(send), "--parent", str(os.getpid()),
+                 "--retention", str(self._retention_seconds)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(flags, send),
@@ -176,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--flags-fd", type=int, required=True)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--retention", type=int, default=0, help="seconds; 0: flows are kept for ever")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -189,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.exception("the stitcher cannot open %s", args.store)
         raise SystemExit(2) from None
     try:
-        _ChildLoop(store, reports, flags, args.parent).run()
+        _ChildLoop(store, reports, flags, args.parent, args.retention).run()
     finally:
         with contextlib.suppress(Exception):
             store.close()
@@ -198,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 class _ChildLoop:
-    def __init__(self, store: Any, reports: IO[str], flags: mmap.mmap, parent_pid: int) -> None:
+    def __init__(
+        self, store: Any, reports: IO[str], flags: mmap.mmap, parent_pid: int, retention_seconds: int = 0
+    ) -> None:
         self._store = store
         self._reports = reports
         self._flags = flags
@@ -206,30 +224,56 @@ class _ChildLoop:
         self._failures = Failures(log)
         self._sent: StitchReport | None = None
         self._orphaned = False
+        self._retention_ns = retention_seconds * 1_000_000_000
+        self._expiry_interval = retention_look_seconds(retention_seconds)
+        self._next_expiry = 0.0
+        self._expiry_failures = Failures(log)
 
     def _done(self) -> bool:
         return self._orphaned or bool(self._flags[STOP]) or os.getppid() != self._parent_pid
 
     def run(self) -> None:
+        """A chunk when one is due, and with ``--retention`` an expiry step after it when one is due."""
         next_chunk = 0.0
         while not self._done():
             now = time.monotonic()
-            if now < next_chunk:
-                time.sleep(min(next_chunk - now, 0.05))
+            expiry_due = self._retention_ns > 0 and now >= self._next_expiry
+            if now < next_chunk and not expiry_due:
+                wake = min(next_chunk, self._next_expiry) if self._retention_ns else next_chunk
+                time.sleep(min(wake - now, 0.05))
                 continue
             self._yield_to_writer()
-            started = time.monotonic()
-            try:
-                stitched = self._store.stitch_flows(CHUNK_SPANS)
-            except Exception as exc:  # the environment: the same chunk again after a backoff
-                self._failures.failed(exc, "stitching flows failed (retried with backoff): %s", describe(exc))
-                next_chunk = time.monotonic() + self._failures.backoff
-                self._report()
-                continue
-            self._failures.succeeded("stitching flows works again")
+            if now >= next_chunk:
+                next_chunk = self._stitch_chunk()
+            if expiry_due:
+                self._expire_step()
+
+    def _stitch_chunk(self) -> float:
+        """Fold a chunk; returns when the next one is due."""
+        started = time.monotonic()
+        try:
+            stitched = self._store.stitch_flows(CHUNK_SPANS)
+        except Exception as exc:  # the environment: the same chunk again after a backoff
+            self._failures.failed(exc, "stitching flows failed (retried with backoff): %s", describe(exc))
             self._report()
-            # a full chunk: more wait, go on at once; else the next one a gap after this one started
-            next_chunk = started if stitched >= CHUNK_SPANS else started + GAP_SECONDS
+            return time.monotonic() + self._failures.backoff
+        self._failures.succeeded("stitching flows works again")
+        self._report()
+        # a full chunk: more wait, go on at once; else the next one a gap after this one started
+        return started if stitched >= CHUNK_SPANS else started + GAP_SECONDS
+
+    def _expire_step(self) -> None:
+        """One step of flows' and rollups' expiry (store/sqlite/expiry.py): this process writes flows, so
+        the step never waits for their lock; again at once while it finds work."""
+        cutoff = time.time_ns() - self._retention_ns
+        try:
+            found = self._store.expire_before(cutoff, EXPIRY_CHUNK_FLOWS, orphans=False)
+        except Exception as exc:
+            self._expiry_failures.failed(exc, "expiring flows failed (retried later): %s", describe(exc))
+            self._next_expiry = time.monotonic() + self._expiry_failures.backoff
+            return
+        self._expiry_failures.succeeded("expiring flows works again")
+        self._next_expiry = time.monotonic() + (0.0 if found else self._expiry_interval)
 
     def _yield_to_writer(self) -> None:
         deadline = time.monotonic() + YIELD_MAX_SECONDS

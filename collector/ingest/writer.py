@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from hopscope.collector.ingest.stitcher import StitcherProcess
+from hopscope.collector.ingest.stitcher import StitcherProcess, retention_look_seconds
 from hopscope.collector.stitch.failures import Failures, describe
 from hopscope.collector.store.base import PreparedSpans, WriteSide
 
@@ -57,15 +57,14 @@ STITCH_COST_MIN_SPANS = 500
 STITCH_COST_WEIGHT = 0.3
 RETENTION_CHUNK_SPANS = 2_000
 # Flows (with their rows), and rows of each rollup table, one expiry step deletes at most (store/base.py
-# Retention.expire_before): a step is one short transaction, like a chunk of spans (10-15 ms for 200 flows of
-# 5 spans on the 2-core dev machine). A retention turn takes a chunk of spans and a step, so flows keep pace.
+# Retention.expire_before) when this thread stitches (--stitch-in-writer; a stitcher process expires flows
+# itself, ingest/stitcher.py): a step is one short transaction (8-15 ms for 200 flows on the 2-core dev
+# machine). A retention turn drops a window of spans (or deletes a chunk of them) and takes a step.
 RETENTION_CHUNK_FLOWS = 200
-RETENTION_INTERVAL_SECONDS = 60.0
-RETENTION_LOOKS_PER_RETENTION = 48
 # While spans keep arriving, a retention turn that left work waits RETENTION_BUSY_SHARE_GAP times its own
 # length (at least RETENTION_BUSY_GAP_SECONDS) before the next: retention takes at most a quarter of the
-# writer, however small the ingest groups are, and keeps pace with flows of 20,000 spans/s (2,800 flows/s,
-# at 10-15 ms a turn of 200). When nothing has arrived for INGEST_IDLE_SECONDS, turns run one after another.
+# writer, however small the ingest groups are. When nothing has arrived for INGEST_IDLE_SECONDS, turns run
+# one after another.
 RETENTION_BUSY_GAP_SECONDS = 0.01
 RETENTION_BUSY_SHARE_GAP = 3.0
 INGEST_IDLE_SECONDS = 1.0
@@ -130,15 +129,11 @@ class SpanWriter:
     ) -> None:
         self._store = store
         url = store.stitcher_url if stitch_in_process else None
-        self.stitcher = StitcherProcess(url, store.skipped_spans) if url else None
+        self.stitcher = StitcherProcess(url, store.skipped_spans, retention_seconds) if url else None
         self._max_pending = max_pending_spans
         self._max_group = max_group_spans
         self._retention_ns = retention_seconds * 1_000_000_000 if retention_seconds else None
-        # caught up, retention looks again after this long: often enough that a window of spans (a twelfth
-        # of the retention on SQLite) goes soon after it is due
-        self._retention_interval = min(
-            RETENTION_INTERVAL_SECONDS, (retention_seconds or 0) / RETENTION_LOOKS_PER_RETENTION
-        )
+        self._retention_interval = retention_look_seconds(retention_seconds)
         store.use_retention(retention_seconds)
         self._jobs: deque[_Job] = deque()
         self._pending_spans = 0
@@ -440,7 +435,8 @@ class SpanWriter:
         deleted = 0
         try:
             deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
-            expired = self._store.expire_before(cutoff, RETENTION_CHUNK_FLOWS)
+            # a stitcher process expires flows and rollups itself (ingest/stitcher.py): only orphans here
+            expired = self._store.expire_before(cutoff, RETENTION_CHUNK_FLOWS, flows=self.stitcher is None)
             self.rows_expired += expired
             more = deleted >= RETENTION_CHUNK_SPANS or expired > 0
         except Exception as exc:

@@ -172,9 +172,12 @@ class Retention(Protocol):
         Flows and rollups go in :meth:`expire_before`.
         """
 
-    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
+    def expire_before(
+        self, cutoff_unix_nano: int, limit: int, *, flows: bool = True, orphans: bool = True
+    ) -> int:
         """One bounded step of expiring what goes with the spans: flows whose last span ended before the
-        cutoff with every row pointing to them, rollups of minutes before it, rows no span refers to.
+        cutoff with every row pointing to them, rollups of minutes before it (``flows``: the stitcher's
+        part), resources and scopes no span refers to (``orphans``: the span writer's part).
 
         Returns the rows the step deleted or examined; 0 once nothing before the cutoff is left (call it
         again until then, between commits). SQLite: at most ``limit`` flows and rows of each table in one

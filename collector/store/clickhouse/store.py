@@ -333,7 +333,9 @@ class ClickHouseStore:
         self._writable()
         return clickhouse_spans.delete_spans_started_before(self.client, cutoff_unix_nano, limit)
 
-    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
+    def expire_before(
+        self, cutoff_unix_nano: int, limit: int, *, flows: bool = True, orphans: bool = True
+    ) -> int:
         """Nothing to do: every hopscope_* table's TTL (set by :meth:`apply_retention`) expires its rows when
         ClickHouse merges it, at most ``expiry.ttl_merge_seconds`` after they are due."""
         return 0

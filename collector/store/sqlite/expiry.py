@@ -1,6 +1,7 @@
 """Retention beyond spans on SQLite: what points to expired spans goes with them, a short transaction at a
-time (the writer thread calls it between commits; the stitcher process writes the same flow tables in its own
-transactions, and SQLite serialises the two, so each step is consistent on its own).
+time. The process that stitches (ingest/stitcher.py, or the writer thread with ``--stitch-in-writer``) does
+steps 1-4 between its chunks: it is the one that writes flows, so no step waits for its lock; the writer
+thread does step 5, since it keeps the ids of the resources and scopes it stores.
 
 One call does the first step that finds work, in this order:
 
@@ -83,21 +84,36 @@ class Expiry:
         self._max_resource = 0
         self._max_scope = 0
 
-    def expire(self, conn: sqlite3.Connection, cutoff_unix_nano: int, limit: int) -> int:
+    def expire(
+        self,
+        conn: sqlite3.Connection,
+        cutoff_unix_nano: int,
+        limit: int,
+        *,
+        flows: bool = True,
+        orphans: bool = True,
+    ) -> int:
         """One step inside the caller's transaction; returns the rows it deleted or examined, 0 once
-        everything before the cutoff is gone and both sweeps have made their pass."""
+        everything before the cutoff is gone and both sweeps have made their pass.
+
+        ``flows``: steps 1-4 (what the stitcher writes); ``orphans``: step 5, resources and scopes, which
+        only the process that stores spans may do (its cache of their ids is cleared with them).
+        """
         if self._resting and time.monotonic() - self._swept_at >= SWEEP_INTERVAL_SECONDS:
             self._swept_at = time.monotonic()
-            self._keys_after, self._keys_done = None, False
-            self._start_span_sweep(conn)
+            if flows:
+                self._keys_after, self._keys_done = None, False
+            if orphans:
+                self._start_span_sweep(conn)
         self._resting = False
-        for step in (expire_flows, expire_rollups, expire_waiting):
-            done = step(conn, cutoff_unix_nano, limit)
-            if done:
-                return done
-        if not self._keys_done:
-            return self._sweep_message_keys(conn)
-        if not self._spans_done:
+        if flows:
+            for step in (expire_flows, expire_rollups, expire_waiting):
+                done = step(conn, cutoff_unix_nano, limit)
+                if done:
+                    return done
+            if not self._keys_done:
+                return self._sweep_message_keys(conn)
+        if orphans and not self._spans_done:
             return self._sweep_spans(conn)
         self._resting = True
         return 0
@@ -133,7 +149,7 @@ class Expiry:
     def _sweep_spans(self, conn: sqlite3.Connection) -> int:
         """A chunk of the pass through the spans, in key order; at its end (in the same transaction as the
         last chunk, so no span comes in between) the resources and scopes no span of the pass used are
-        deleted. Spans stored meanwhile have larger keys (spans.py keeps the newest span), so the pass sees
+        deleted. Spans stored meanwhile have larger keys (keys never go back: windows.py), so the pass sees
         them."""
         rows = conn.execute(
             "SELECT span_pk, resource_id, scope_id FROM spans WHERE span_pk > ? ORDER BY span_pk LIMIT ?",

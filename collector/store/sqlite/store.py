@@ -425,11 +425,14 @@ class SQLiteStore:
                 return self._windows.drop(conn, window)
             return sqlite_spans.delete_other_spans_before(conn, cutoff_unix_nano, limit)
 
-    def expire_before(self, cutoff_unix_nano: int, limit: int) -> int:
-        """One step of store/sqlite/expiry.py (flows, rollups, orphans), in one short transaction."""
+    def expire_before(
+        self, cutoff_unix_nano: int, limit: int, *, flows: bool = True, orphans: bool = True
+    ) -> int:
+        """One step of store/sqlite/expiry.py (flows and rollups, orphan resources and scopes), in one short
+        transaction."""
         conn = self._writer_conn()
         with self._transaction(conn):
-            return self._expiry.expire(conn, cutoff_unix_nano, limit)
+            return self._expiry.expire(conn, cutoff_unix_nano, limit, flows=flows, orphans=orphans)
 
     # -- reading ---------------------------------------------------------------------------------------
 
