@@ -119,6 +119,8 @@ class Outcome:
 
 def soak(args: argparse.Namespace, db: Path, retention_seconds: int | None) -> Outcome:
     extra = ["--retention", f"{retention_seconds}s"] if retention_seconds else []
+    for old in store_files(db):  # a --db folder kept from an earlier run: each run starts empty
+        old.unlink()
     collector = Collector(db, extra)
     sent = Sent()
     work = fresh_bodies(args.batch, sent)

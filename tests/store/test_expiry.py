@@ -296,3 +296,25 @@ def test_each_step_deletes_at_most_its_limit_of_flows(db: Path) -> None:
     # THEN the flows went 5, 5, then 2 at a time (the steps after are the rollups' and the sweeps')
     assert left[:3] == [7, 2, 0]
     store.close()
+
+
+def test_rollups_go_while_flows_still_wait_their_turn(db: Path) -> None:
+    # GIVEN 12 old order chains, with their rollups of two hours ago (a stitcher far behind keeps making
+    # flows that are already past the retention: the flows' step always finds more)
+    store = SQLiteStore(db)
+    old = Services()
+    for order in range(12):
+        order_chain(old, f"o-{order}")
+    store.write([shifted(old.spans(), old=True)])
+    cutoff = time.time_ns() - HOUR_NS
+    old_rollups = "SELECT count(*) FROM {} WHERE bucket_start_unix_nano < ?"
+    before = {t: rows(db, old_rollups.format(t), [cutoff])[0][0] for t in ("red_rollups", "hop_rollups")}
+    assert all(before.values()), before
+    # WHEN one step runs, with room for 2 flows
+    store.expire_before(cutoff, 2)
+    # THEN it took 2 flows, and old rollups too (2 rows of each table at most), not only the flows
+    assert rows(db, "SELECT count(*) FROM flows WHERE span_count > 0")[0][0] == 10
+    for table, count in before.items():
+        after = rows(db, old_rollups.format(table), [cutoff])[0][0]
+        assert count - 2 <= after < count, (table, count, after)
+    store.close()

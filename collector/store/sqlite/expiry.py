@@ -3,7 +3,9 @@ time. The process that stitches (ingest/stitcher.py, or the writer thread with `
 steps 1-4 between its chunks: it is the one that writes flows, so no step waits for its lock; the writer
 thread does step 5, since it keeps the ids of the resources and scopes it stores.
 
-One call does the first step that finds work, in this order:
+One call does a bounded part of each step (at most ``limit`` flows, rows of each rollup table and waiting
+rows, a chunk of each sweep), so that no step waits for another to run out of work: while the stitcher
+makes flows that are already past the retention (it fell that far behind), rollups and keys still go.
 
 1. flows whose last span ended before the cutoff (or none of whose spans is stored any more), with every
    row that points to them (``trace_flows``, ``flow_operations``, ``flow_correlations``, ``shared_links``,
@@ -18,9 +20,9 @@ One call does the first step that finds work, in this order:
    trace has no flow any more;
 5. a sweep through the spans (a cursor, a chunk per call) for the resources and scopes no span refers to.
 
-Sweeps 4 and 5 make one pass when the expiry is called after it caught up, at most every
-SWEEP_INTERVAL_SECONDS. Queue-depth samples and gone dead letters follow the same clock already: the SQS
-poller prunes them with ``--retention`` (aws/poller.py).
+Sweeps 4 and 5 start a new pass once the last one ended, at most every SWEEP_INTERVAL_SECONDS.
+Queue-depth samples and gone dead letters follow the same clock already: the SQS poller prunes them with
+``--retention`` (aws/poller.py).
 """
 
 from __future__ import annotations
@@ -73,7 +75,6 @@ class Expiry:
 
     def __init__(self, interned: InternedIds) -> None:
         self._interned = interned
-        self._resting = True  # the last call found nothing to do: the next one may start new sweeps
         self._swept_at = float("-inf")  # when the last sweeps started (monotonic)
         self._keys_after: tuple[str, str, bytes] | None = None
         self._keys_done = True
@@ -99,24 +100,22 @@ class Expiry:
         ``flows``: steps 1-4 (what the stitcher writes); ``orphans``: step 5, resources and scopes, which
         only the process that stores spans may do (its cache of their ids is cleared with them).
         """
-        if self._resting and time.monotonic() - self._swept_at >= SWEEP_INTERVAL_SECONDS:
-            self._swept_at = time.monotonic()
+        now = time.monotonic()
+        if self._keys_done and self._spans_done and now - self._swept_at >= SWEEP_INTERVAL_SECONDS:
+            self._swept_at = now
             if flows:
                 self._keys_after, self._keys_done = None, False
             if orphans:
                 self._start_span_sweep(conn)
-        self._resting = False
+        done = 0
         if flows:
             for step in (expire_flows, expire_rollups, expire_waiting):
-                done = step(conn, cutoff_unix_nano, limit)
-                if done:
-                    return done
+                done += step(conn, cutoff_unix_nano, limit)
             if not self._keys_done:
-                return self._sweep_message_keys(conn)
+                done += self._sweep_message_keys(conn)
         if orphans and not self._spans_done:
-            return self._sweep_spans(conn)
-        self._resting = True
-        return 0
+            done += self._sweep_spans(conn)
+        return done
 
     def _sweep_message_keys(self, conn: sqlite3.Connection) -> int:
         after = self._keys_after
