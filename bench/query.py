@@ -3,11 +3,13 @@
 A generated shop of 20 services on AWS Lambda, 4 SNS topics and 6 SQS queues sends about 100,000 flows
 (synchronous calls, DynamoDB and S3 calls, topics fanning out to 2-3 consumers that each start a linked
 trace; 1% of spans fail) to a ``hopscope collector`` subprocess over OTLP/HTTP. Spans start over the last
-20 hours. Three ``--window``s of spans are timed (into the empty store, with one window stored, and the
-last one): the last one's ingest speed over the early ones (same run, same collector) says whether ingest
-slows down as the store grows. An in-process store without stitching gets the same spans and windows first,
-as the baseline. Then each query of the issue's list is repeated with different ids or parameters; medians
-and p90 are printed against the targets. See bench/README.md.
+20 hours; the collector runs with ``--retention 24h``, so SQLite keeps them in about ten span windows of
+2 hours (store/sqlite/windows.py) that every query reads across. Three ``--window``s of spans are timed
+(into the empty store, with one window stored, and the last one): the last one's ingest speed over the
+early ones (same run, same collector) says whether ingest slows down as the store grows. An in-process
+store without stitching gets the same spans and windows first, as the baseline. Then each query of the
+issue's list is repeated with different ids or parameters; medians and p90 are printed against the targets.
+See bench/README.md.
 
     .venv/bin/python bench/query.py [--spans 1000000] [--window 100000] [--clients 4] [--repeat 21]
 """
@@ -38,10 +40,12 @@ import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.sqlite.windows import read_windows
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ingest
 import workload
+from soak import parse_duration
 from workload import (
     BATCH,
     DETAIL_SPANS,
@@ -195,6 +199,7 @@ def measure_baseline(args: argparse.Namespace, now_ns: int, db: Path) -> StoreBa
     started = time.perf_counter()
     bodies = workload.large_shop(args.seed, args.spans, now_ns)
     store = SQLiteStore(db)
+    store.use_retention(parse_duration(args.retention))  # the collector's windows
     rates = []
     try:
         position = 0
@@ -375,6 +380,7 @@ class StoreFacts:
     traces: int
     error_spans: int
     db_bytes: int
+    span_windows: int = 0  # SQLite's span tables by time (store/sqlite/windows.py)
 
 
 CLICKHOUSE_FLOW_COUNT = "SELECT count() FROM {db}.hopscope_flows FINAL WHERE MergedInto = 0 AND SpanCount > 0"
@@ -413,10 +419,11 @@ def store_facts(db: Path) -> StoreFacts:
         ).fetchone()
         (traces,) = conn.execute("SELECT count(*) FROM trace_flows WHERE span_count > 0").fetchone()
         (errors,) = conn.execute("SELECT count(*) FROM spans WHERE status_code = 2").fetchone()
+        windows = len(read_windows(conn))
     finally:
         conn.close()
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
-    return StoreFacts(spans, flows, traces, errors, size)
+    return StoreFacts(spans, flows, traces, errors, size, windows)
 
 
 def window_row(label: str, values: list[str], ratios: Sequence[str] = ()) -> str:
@@ -487,6 +494,7 @@ def report(
             f"{len(LARGE_SHOP_SERVICES)} / {len(TOPICS)} SNS topics + {len(QUEUES)} SQS queues",
         ),
         row("store", args.store),
+        row("retention / span windows", f"{args.retention} / {facts.span_windows}"),
         row(
             "database",
             f"{facts.db_bytes / 1e6:,.0f} MB ({'active parts' if args.store == 'chdb' else 'file + WAL'})",
@@ -563,6 +571,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
         log(f"baseline: {rates} spans/s ({baseline.seconds:.0f} s)")
     bodies = workload.large_shop(args.seed, args.spans, now_ns)
     store_args = ["--store", f"chdb://{directory / 'clickhouse'}"] if args.store == "chdb" else []
+    store_args += ["--retention", args.retention]
     collector = ingest.Collector(db, store_args)
     with collector.killed_on_error():
         ingested = ingest_all(collector, bodies, args.spans, args.window, args.clients)
@@ -599,6 +608,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the in-process store baseline (saves about 40 s)"
+    )
+    parser.add_argument(
+        "--retention",
+        default="24h",
+        help="the collector's --retention: the spans (of the last 20 h) lie in a dozen SQLite windows of 2 h "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--hold", action="store_true", help="keep the collector running after the queries, until Enter"
