@@ -278,13 +278,19 @@ def test_a_flow_whose_spans_are_gone_is_not_shown_on_either_store(new_store: Cal
     assert (detail.expired_span_count, detail.retained_since_unix_nano) == (0, None)
 
 
-def test_each_step_deletes_at_most_its_limit_of_flows(db: Path) -> None:
-    # GIVEN 12 old order chains
+def twelve_old_chains(db: Path) -> SQLiteStore:
+    """A store with 12 order chains of two hours ago (12 flows), their rollups with them."""
     store = SQLiteStore(db)
     old = Services()
     for order in range(12):
         order_chain(old, f"o-{order}")
     store.write([shifted(old.spans(), old=True)])
+    return store
+
+
+def test_each_step_deletes_at_most_its_limit_of_flows(db: Path) -> None:
+    # GIVEN 12 old order chains
+    store = twelve_old_chains(db)
     assert len(rows(db, "SELECT flow_id FROM flows WHERE merged_into IS NULL")) == 12
     cutoff = time.time_ns() - HOUR_NS
     while store.delete_spans_started_before(cutoff, 1_000):
@@ -301,11 +307,7 @@ def test_each_step_deletes_at_most_its_limit_of_flows(db: Path) -> None:
 def test_rollups_go_while_flows_still_wait_their_turn(db: Path) -> None:
     # GIVEN 12 old order chains, with their rollups of two hours ago (a stitcher far behind keeps making
     # flows that are already past the retention: the flows' step always finds more)
-    store = SQLiteStore(db)
-    old = Services()
-    for order in range(12):
-        order_chain(old, f"o-{order}")
-    store.write([shifted(old.spans(), old=True)])
+    store = twelve_old_chains(db)
     cutoff = time.time_ns() - HOUR_NS
     old_rollups = "SELECT count(*) FROM {} WHERE bucket_start_unix_nano < ?"
     before = {t: rows(db, old_rollups.format(t), [cutoff])[0][0] for t in ("red_rollups", "hop_rollups")}

@@ -255,8 +255,8 @@ class SQLiteStore:
         return None if self.read_only else str(self.path.resolve())
 
     def unstitched_since_unix_nano(self) -> int | None:
-        """The receive time of the first span past the stitching position kept in ``meta`` (one statement,
-        so one snapshot; a key lookup, cheap from any thread or process)."""
+        """The receive time of the first span past the stitching position kept in ``meta`` (two key lookups
+        in one read transaction, so one snapshot; cheap from any thread or process)."""
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for both statements
         try:

@@ -153,10 +153,6 @@ class SpanWindows:
         else:
             self._retention_ns = self._width_ns = None
 
-    @property
-    def width_seconds(self) -> float | None:
-        return None if self._width_ns is None else self._width_ns / _NS
-
     def forget(self) -> None:
         """Read the windows again next time (the store calls it when a transaction rolls back)."""
         self._schema_version = None
