@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DB_ENV = "HOPSCOPE_DASHBOARD_DB"
@@ -12,6 +13,8 @@ READ_ONLY_ENV = "HOPSCOPE_DASHBOARD_READ_ONLY"
 COLLECTOR_ENV = "HOPSCOPE_DASHBOARD_COLLECTOR_URL"
 AWS_ENDPOINT_ENV = "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL"
 REGION_ENV = "HOPSCOPE_DASHBOARD_REGION"
+# The shared password: set by the operator, or by ``hopscope dashboard --password-file`` (never in argv).
+PASSWORD_ENV = "HOPSCOPE_DASHBOARD_PASSWORD"  # noqa: S105 - a variable's name, not a password
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:4318"
 
 
@@ -24,6 +27,8 @@ class DashboardConfig:
     collector_url: str
     aws_endpoint_url: str | None
     region: str | None
+    # With a password every viewer logs in first (dashboard/access.py); kept out of repr and logs.
+    password: str | None = field(default=None, repr=False)
 
 
 def load_config() -> DashboardConfig:
@@ -35,7 +40,24 @@ def load_config() -> DashboardConfig:
         collector_url=env.get(COLLECTOR_ENV) or DEFAULT_COLLECTOR_URL,
         aws_endpoint_url=env.get(AWS_ENDPOINT_ENV) or None,
         region=env.get(REGION_ENV) or None,
+        password=env.get(PASSWORD_ENV) or None,
     )
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ``::1``); False for anything else,
+    including no address at all (Streamlit then listens on every interface).
+
+    The collector has the same test (collector/http/host_check.py), in a room the dashboard may not import.
+    """
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def store_label(config: DashboardConfig) -> str:

@@ -1,5 +1,6 @@
 """Dead letters: each dead-letter queue's messages, each linked to its flow; redrive a queue to its source
-or delete one message, each after a typed confirmation. A read-only dashboard has no such buttons at all.
+or delete one message, each after a typed confirmation. A read-only dashboard, or a viewer who has not
+logged in (dashboard/access.py), has no such buttons at all.
 
 The queues come from the collector's polls (stored) and from SQS itself (live); the messages from a peek,
 which SQS only allows by receiving them: a peek makes them visible again at once but raises their
@@ -17,7 +18,7 @@ import streamlit as st
 from hopscope.collector.aws.dlq import delete_message
 from hopscope.collector.aws.redrive import RedriveProgress, redrive
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.dashboard import data, url_state
+from hopscope.dashboard import access, data, url_state
 from hopscope.dashboard.format import format_ago
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label, markdown_names, markdown_text, shorten, whole_text
@@ -141,7 +142,7 @@ def run_delete(action: Action) -> None:
 def run_confirmed() -> None:
     """The action confirmed in the previous step, before the queues are drawn, so they show its effect."""
     action = stored_action(CONFIRMED, pop=True)
-    if action is None:
+    if action is None or not access.may_act(context.config):
         return
     try:
         (run_redrive if action.kind == "redrive" else run_delete)(action)
@@ -242,7 +243,7 @@ def dead_letter_queue(name: str, stored: QueueSummary | None, live: dict[str, An
         else:
             st.caption(f"The first {PEEK_LIMIT} messages at most, each linked to its flow.")
             messages_table(letters)
-        if not context.config.read_only:
+        if access.may_act(context.config):
             actions(name, live["url"], sources, letters)
 
 
@@ -261,8 +262,9 @@ def dead_letters() -> None:
         )
     else:
         live = {str(row["name"]): {str(k): v for k, v in row.items()} for row in listing.to_dict("records")}
-    if context.config.read_only:
-        st.caption(":material/lock: Read-only dashboard: redrive and delete are off.")
+    reason = access.read_only_reason(context.config)
+    if reason is not None:
+        st.caption(f":material/lock: {markdown_text(reason)}")
     names = sorted(set(stored) | set(live))
     if not names:
         st.info("No dead-letter queue found: no queue has a RedrivePolicy.", icon=":material/check_circle:")

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 import hopscope.dashboard
@@ -22,23 +23,34 @@ TIMEOUT_SECONDS = 30
 
 @contextmanager
 def dashboard_env(
-    db: Path, *, read_only: bool = False, aws_endpoint_url: str | None = None, store: str | None = None
+    db: Path,
+    *,
+    read_only: bool = False,
+    aws_endpoint_url: str | None = None,
+    store: str | None = None,
+    host: str = "127.0.0.1",
+    password: str | None = None,
 ) -> Iterator[None]:
-    """The variables ``hopscope dashboard`` sets for the Streamlit process, for the duration of a test."""
+    """The variables ``hopscope dashboard`` sets for the Streamlit process, and the address it passes as
+    ``--server.address`` (what dashboard/access.py judges), for the duration of a test."""
     values = {
         "HOPSCOPE_DASHBOARD_DB": str(db),
         "HOPSCOPE_DASHBOARD_STORE": store or "",
         "HOPSCOPE_DASHBOARD_READ_ONLY": "true" if read_only else "",
         "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": aws_endpoint_url or "",
         "HOPSCOPE_DASHBOARD_REGION": "us-east-1",
+        "HOPSCOPE_DASHBOARD_PASSWORD": password or "",
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
     }
     saved = {key: os.environ.get(key) for key in values}
+    saved_host = streamlit_config.get_option("server.address")
     os.environ.update(values)
+    streamlit_config.set_option("server.address", host)
     try:
         yield
     finally:
+        streamlit_config.set_option("server.address", saved_host)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
