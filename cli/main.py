@@ -285,6 +285,14 @@ def _add_dashboard_parser(commands: Commands) -> None:
         help="no redrive or delete buttons on the dead-letter page (viewing only)",
     )
     dashboard.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="every viewer logs in with the password in this file (default: $HOPSCOPE_DASHBOARD_PASSWORD, "
+        "else none: full access on a loopback --host, read-only on any other)",
+    )
+    dashboard.add_argument(
         "--collector",
         metavar="URL",
         default=None,
@@ -444,6 +452,25 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     spec = importlib.util.find_spec("hopscope.dashboard")
     assert spec is not None and spec.origin is not None
     app = Path(spec.origin).with_name("app.py")
+    from hopscope.dashboard.config import PASSWORD_ENV, is_loopback_host  # noqa: PLC0415
+
+    password = os.environ.get(PASSWORD_ENV) or None
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n") or None
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"hopscope dashboard: cannot read --password-file: {exc}", file=sys.stderr)
+            return 2
+        if password is None:
+            print(f"hopscope dashboard: --password-file {args.password_file} is empty", file=sys.stderr)
+            return 2
+    if password is None and not is_loopback_host(args.host):
+        print(
+            f"hopscope dashboard: listening on {args.host} without a password: read-only, no dead-letter "
+            f"actions (set --password-file or ${PASSWORD_ENV} to log in and act)",
+            file=sys.stderr,
+            flush=True,
+        )
     env = {
         **os.environ,
         "HOPSCOPE_DASHBOARD_DB": str(args.db.resolve()),
@@ -453,6 +480,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         "HOPSCOPE_DASHBOARD_AWS_ENDPOINT_URL": args.aws_endpoint_url
         or os.environ.get("AWS_ENDPOINT_URL", ""),
         "HOPSCOPE_DASHBOARD_REGION": args.region or "",
+        # in the environment, never in argv: ps shows every process's arguments to every user
+        PASSWORD_ENV: password or "",
     }
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),

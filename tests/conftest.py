@@ -88,6 +88,23 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopDatabase]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """Chromium for every browser test, wherever this machine has it (tests/helpers/chromium.py). None:
+    the test is skipped with the reason in the summary, or fails with HOPSCOPE_REQUIRE_BROWSER=1 (CI)."""
+    from tests.helpers.chromium import MISSING, ChromiumNotFound, find_chromium, require_browser
+
+    try:
+        path = find_chromium()
+    except ChromiumNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if path is None:
+        if require_browser():
+            pytest.fail(MISSING, pytrace=False)
+        pytest.skip(MISSING)
+    return path
+
+
 @pytest.fixture(scope="module")
 def api(shop: ShopDatabase) -> Iterator[httpx.Client]:
     """The real query API over the shop's database, served by uvicorn in a thread."""

@@ -1,5 +1,6 @@
 """The whole dashboard in a real browser: ``hopscope dashboard`` on the shop's database, every page visited in
-headless Chromium (Debian's, at /usr/bin/chromium: .ci/run installs it), a key element checked on each, and
+headless Chromium (wherever it is: the ``chromium_path`` fixture; .ci/run installs Debian's), a key element
+checked on each, and
 a PNG of each page saved (HOPSCOPE_SCREENSHOTS=DIR keeps them; the README's pictures come from a demo run,
 docs/screenshots/take.py).
 """
@@ -16,7 +17,7 @@ from playwright.sync_api import Page, sync_playwright
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
-from tests.helpers.dashboard_harness import CHROMIUM, CHROMIUM_ARGS, running_dashboard
+from tests.helpers.dashboard_harness import CHROMIUM_ARGS, running_dashboard
 from tests.helpers.servers import ShopDatabase
 
 # path -> text that only that page shows once it has rendered its data
@@ -31,7 +32,7 @@ PAGES = {
 
 
 @pytest.fixture
-def dashboard(shop: ShopDatabase) -> Iterator[str]:
+def dashboard(chromium_path: Path, shop: ShopDatabase) -> Iterator[str]:
     with running_dashboard(shop.db, aws_endpoint_url=shop.moto.url) as url:
         yield url
 
@@ -44,15 +45,16 @@ def visit(page: Page, url: str, text: str, screenshot: Path) -> None:
     page.screenshot(path=str(screenshot), full_page=True)
 
 
-def test_every_page_renders_in_headless_chromium(dashboard: str, shop: ShopDatabase, tmp_path: Path) -> None:
-    assert CHROMIUM.exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+def test_every_page_renders_in_headless_chromium(
+    chromium_path: Path, dashboard: str, shop: ShopDatabase, tmp_path: Path
+) -> None:
     out = Path(os.environ.get("HOPSCOPE_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(shop.db, read_only=True)
     (o3,) = QueryLayer(store).search_flows(FlowFilter(correlation_id="o-3"))
     store.close()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         for path, text in PAGES.items():
             visit(page, f"{dashboard}/{path}?range=24h", text, out / f"{path or 'overview'}.png")

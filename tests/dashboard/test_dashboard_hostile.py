@@ -22,7 +22,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
-from tests.helpers.dashboard_harness import CHROMIUM, CHROMIUM_ARGS, running_dashboard
+from tests.helpers.dashboard_harness import CHROMIUM_ARGS, running_dashboard
 from tests.helpers.hostile_spans import (
     MARKERS,
     HostileNames,
@@ -113,7 +113,7 @@ def visit(page: Page, url: str, ready: str, wait_for: str | None = None) -> str:
 
 
 def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
-    hostile_setup: Hostile, tmp_path: Path
+    chromium_path: Path, hostile_setup: Hostile, tmp_path: Path
 ) -> None:
     # GIVEN the hostile database and dead-letter queue, and the real dashboard over them
     setup = hostile_setup
@@ -154,8 +154,7 @@ def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
     ]
     websockets: list[str] = []
     with running_dashboard(setup.db, aws_endpoint_url=setup.moto_url) as url, sync_playwright() as playwright:
-        assert CHROMIUM.exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
         def record_request(request: Request) -> None:

@@ -15,7 +15,10 @@ from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 import hopscope.dashboard
+from tests.helpers.chromium import CHROMIUM_ARGS
 from tests.helpers.servers import HOPSCOPE, free_port
+
+__all__ = ["CHROMIUM_ARGS", "dashboard_env", "run_page", "running_dashboard"]
 
 APP = Path(hopscope.dashboard.__file__).parent / "app.py"
 TIMEOUT_SECONDS = 30
@@ -69,31 +72,28 @@ def run_page(page: str | None = None, query: dict[str, str] | None = None) -> Ap
     return app
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The probe's flags for Chromium in this sandbox: no sandbox as root, and no background network calls.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 @contextmanager
-def running_dashboard(db: Path, *, aws_endpoint_url: str | None = None) -> Iterator[str]:
-    """``hopscope dashboard --db db`` on a free port of 127.0.0.1, until it answers; yields its URL."""
+def running_dashboard(
+    db: Path,
+    *,
+    aws_endpoint_url: str | None = None,
+    host: str = "127.0.0.1",
+    password_file: Path | None = None,
+) -> Iterator[str]:
+    """``hopscope dashboard --db db`` on a free port of ``host``, until it answers; yields its URL (through
+    127.0.0.1 when ``host`` is every interface, 0.0.0.0)."""
     port = free_port()
     aws = ["--aws-endpoint-url", aws_endpoint_url, "--region", "us-east-1"] if aws_endpoint_url else []
+    password = ["--password-file", str(password_file)] if password_file is not None else []
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env.pop("HOPSCOPE_DASHBOARD_PASSWORD", None)  # only the test's own
     proc = subprocess.Popen(
-        [HOPSCOPE, "dashboard", "--db", str(db), "--port", str(port), *aws],
-        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        [HOPSCOPE, "dashboard", "--db", str(db), "--host", host, "--port", str(port), *aws, *password],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     try:
         deadline = time.monotonic() + 60
         while not _healthy(url):
