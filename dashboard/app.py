@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from hopscope.dashboard.access import require_access
+from hopscope.dashboard.find_flow import find_flow_box
 from hopscope.dashboard.time_range import sidebar_controls
 
 # Not "pages/": Streamlit would take that folder for its own page list on a first deep link.
@@ -42,4 +43,5 @@ navigation = st.navigation(
 st.sidebar.title("hopscope")
 require_access()  # the login form and nothing else until this session has logged in; the read-only line
 sidebar_controls()
+find_flow_box()
 navigation.run()
