@@ -133,7 +133,7 @@ def _tooltip(text: str) -> str:
     return text if len(text) <= TOOLTIP_CHARS else text[: TOOLTIP_CHARS - 1] + "…"
 
 
-def _node_error_rates(edges: Iterable[GraphEdge]) -> dict[str, float]:
+def node_error_rates(edges: Iterable[GraphEdge]) -> dict[str, float]:
     """A node's health is that of the hops entering it: its own server or consumer spans."""
     counts: dict[str, list[int]] = {}
     for edge in edges:
@@ -143,7 +143,7 @@ def _node_error_rates(edges: Iterable[GraphEdge]) -> dict[str, float]:
     return {node: errors / count for node, (count, errors) in counts.items() if count}
 
 
-def _edge_tooltip(edge: GraphEdge) -> str:
+def edge_tooltip(edge: GraphEdge) -> str:
     red: RedStats = edge.red
     parts = [
         f"{edge.kind}: {one_line(edge.source)} -> {one_line(edge.target)}",
@@ -175,7 +175,7 @@ def service_map_dot(graph: ServiceGraph, services: set[str] | None, *, dark: boo
         '  node [fontname="Helvetica", fontsize=12, fontcolor="#212121", penwidth=1.6];',
         f'  edge [fontname="Helvetica", fontsize=9, fontcolor="{text_colour}", penwidth=1.4];',
     ]
-    node_errors = _node_error_rates(edges)
+    node_errors = node_error_rates(edges)
     for node in nodes:
         shape, style = NODE_SHAPES.get(node.type, NODE_SHAPES["destination"])
         colour = health_colour(node_errors.get(node.id))
@@ -197,7 +197,7 @@ def service_map_dot(graph: ServiceGraph, services: set[str] | None, *, dark: boo
             "label": edge_label(edge),
             "color": colour,
             "style": "dashed" if edge.kind in ASYNC_KINDS or edge.kind == "publish" else "solid",
-            "tooltip": _edge_tooltip(edge),
+            "tooltip": edge_tooltip(edge),
         }
         lines.append(f"  {_quote_id(edge.source)} -> {_quote_id(edge.target)} [{_attributes(attributes)}];")
     lines.append("}")

@@ -21,6 +21,7 @@ from hopscope.collector.query.params import (
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import markdown_label
+from hopscope.dashboard.service_map_routes import HOP_PARAM, hop_text
 from hopscope.dashboard.time_range import URL_PARAMS, refresh_interval
 
 context = page_context()
@@ -102,6 +103,8 @@ def search_form(criteria: FlowFilter, services: list[str], fates: frozenset[Fate
                     "limit": str(limit) if limit != DEFAULT_LIMIT else None,
                     "dead_lettered": "true" if dead_lettered else None,
                     "duplicates": "true" if duplicates else None,
+                    # the map's hop stands for its service: another service is another search
+                    HOP_PARAM: url_state.text(HOP_PARAM) if service == criteria.service else None,
                 }
             )
             st.rerun()
@@ -121,6 +124,9 @@ def describe(criteria: FlowFilter, fates: frozenset[FateFilter] = frozenset()) -
         if value
     ]
     parts += [f"with {markdown_label(key)}={markdown_label(value)}" for key, value in criteria.attributes]
+    hop = url_state.text(HOP_PARAM)
+    if hop:
+        parts.append(f"(the service map's hop {markdown_label(hop_text(hop))})")
     if criteria.min_duration_ms:
         parts.append(f"lasting {criteria.min_duration_ms:g} ms or more")
     if criteria.errors_only:
@@ -151,7 +157,7 @@ def flows() -> None:
         st.caption("No flows match in this time range.")
         return
     more = " (the limit: there may be more)" if len(found) == criteria.limit else ""
-    st.caption(f"{len(found)} flow(s){describe(criteria, fates)}{more}. Choose a row to open the flow.")
+    st.caption(f"{len(found)} flow(s){describe(criteria, fates)}{more}. Click a row to open its flow.")
     table = found.assign(link=[url_state.flow_link(flow_id) for flow_id in found["flow_id"]])
     longest = float(found["duration_ms"].max()) or 1.0
     event = st.dataframe(
@@ -161,7 +167,8 @@ def flows() -> None:
         width="stretch",
         key="flows_table",
         on_select="rerun",
-        selection_mode="single-row",
+        # a click on any cell opens the row's flow (a row's checkbox does too)
+        selection_mode=["single-row", "single-cell"],
         column_config={
             "link": url_state.flow_link_column(),
             "start": st.column_config.DatetimeColumn("Start", format="YYYY-MM-DD HH:mm:ss"),
@@ -183,8 +190,8 @@ def flows() -> None:
             "correlation_ids": st.column_config.TextColumn("Correlation ids"),
         },
     )  # fmt: skip
-    rows = event.selection.rows
-    if rows and rows[0] < len(found):
+    rows = [*event.selection.rows, *(row for row, _ in event.selection.cells)]
+    if rows and 0 <= rows[0] < len(found):
         open_flow(int(found["flow_id"].iloc[rows[0]]))
 
 

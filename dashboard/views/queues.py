@@ -148,6 +148,13 @@ def queues_page() -> None:
         duplicate_rates()
         return
     queues = {queue.name: queue for queue in summaries}
+    asked = url_state.text("queue")
+    if asked and asked not in queues:  # a link (the service map's) to a queue the collector does not poll
+        st.warning(
+            f"Queue {markdown_label(asked)} is not polled, so its depth is unknown: add it to the "
+            "collector's `--sqs` queues. Showing the polled queues instead.",
+            icon=":material/stacks:",
+        )
     chosen = choose_queue(queues)
     # The source on the left, its dead-letter queue on the right, whichever of the two was chosen.
     source: QueueSummary | None = chosen

@@ -1,6 +1,8 @@
 """Service map: services, queues, topics, buses and AWS APIs, the hops between them and how they fare.
 
-``?service=billing`` (repeatable) narrows the map to those services' neighbourhood.
+``?service=billing`` (repeatable) narrows the map to those services' neighbourhood. The map is the way into
+the rest of the app: a click on a service opens its latency page, on a queue its queue page, on an edge's
+label the flows that went through that hop (``service_map_routes``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import streamlit as st
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.service_map_dot import ERROR_RED, service_map_dot
-from hopscope.dashboard.time_range import refresh_interval
+from hopscope.dashboard.service_map_figure import service_map_figure
+from hopscope.dashboard.service_map_routes import route_for
+from hopscope.dashboard.time_range import URL_PARAMS, refresh_interval
 
 context = page_context()
 st.title("Service map")
@@ -37,13 +41,36 @@ def service_map() -> None:
     if not graph.edges:
         st.caption("No hops in this time range.")
         return
-    dot = service_map_dot(graph, set(chosen) or None, dark=st.context.theme.type == "dark")
-    st.graphviz_chart(dot, width="stretch")
+    drawn = service_map_figure(graph, set(chosen) or None, dark=st.context.theme.type == "dark")
+    event = st.plotly_chart(
+        drawn.figure,
+        width="stretch",
+        key="service_map_chart",
+        on_select="rerun",
+        selection_mode="points",
+        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]},
+    )
+    points = event.selection.points if event else []
+    if points:
+        route = route_for(points[0].get("customdata"), drawn.nodes, drawn.edges)
+        if route is not None and route.page:
+            params = {**url_state.kept(URL_PARAMS), **route.params}
+            st.switch_page(f"views/{route.page}.py", query_params=params)
+        elif route is not None:
+            st.info(route.note, icon=":material/info:")
     st.caption(
-        "Boxes are services, cylinders queues, hexagons topics, parallelograms event buses, dashed "
-        "ellipses AWS APIs. Labels: rate · p95 of the hop (the consumer's processing for a queue), "
-        f"error %, and the queue wait p95 of asynchronous hops. Red at {100 * ERROR_RED:.0f}% errors "
-        "or more, orange for any error, green for none."
+        "Click a service for its latency, a queue for its depth, an edge's ◆ for the flows through that hop; "
+        "scroll to zoom, drag to pan, double-click to fit. Boxes are services, cylinders queues, hexagons "
+        "topics, parallelograms event buses, dashed ellipses AWS APIs. Edge labels: rate · p95 of the hop "
+        "(the consumer's processing for a queue), error %, and the queue wait p95 of asynchronous hops. "
+        f"Red at {100 * ERROR_RED:.0f}% errors or more, orange for any error, green for none."
+    )
+    st.download_button(
+        "Download as Graphviz DOT",
+        service_map_dot(graph, set(chosen) or None),
+        file_name="hopscope-service-map.dot",
+        mime="text/vnd.graphviz",
+        icon=":material/download:",
     )
 
 
