@@ -125,7 +125,7 @@ def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
         (
             "service_map?range=24h",
             "Boxes are services",
-            "[data-testid='stGraphVizChart'] svg .node",
+            ".js-plotly-plot .textpoint",
             ("![px](",),
         ),
         (
