@@ -1,10 +1,15 @@
-"""The waterfall of a flow: every span of every trace on one time axis, with the queue waits between them.
+"""The waterfall of a flow: every span of every trace on one time axis, as a tree, with the queue waits
+between them and the flow's critical path.
 
-Pure (a ``FlowDetail`` in, a plotly ``Figure`` out), so that the page only draws it and a test can read it.
-One bar per span, in start order, labelled "service · name" and coloured by service; each async hop's
-queue wait is its own grey, hatched segment from the producer's end to the consumer's start; failed spans
-have a red outline and an ✕ at their end; a message received more than once says so on its bar; the spans
-of a batch that the flow shares with other flows are marked ⇶.
+Pure (a ``FlowDetail`` and the collapsed spans in, a plotly ``Figure`` out), so that the page only draws it
+and a test can read it. One row per span in tree order (model/critical_path.py ``flow_tree``: spans under
+their parents, each consumer trace under the producer its hop links to, siblings by start time); the row's
+label, left-aligned in a column of its own, is indented by depth and starts with ▾ (or ▸ when collapsed)
+on a span with children; a collapsed span's descendants have no rows. Bars are labelled "service · name" and
+coloured by service; each async hop's queue wait is its own grey, hatched segment from the producer's end to
+the consumer's start; the critical path is a thin dark bar over each of its segments (legend "critical
+path"); failed spans have a red outline and an ✕ at their end; a message received more than once says so on
+its bar; the spans of a batch that the flow shares with other flows are marked ⇶.
 
 Every name on the chart is span data: Plotly would render the HTML in it, so each goes through
 ``plain_text.plotly_text``; row labels and legend entries are shortened (``plain_text.shorten``) so that the
@@ -13,20 +18,40 @@ bars keep the chart's width, and the whole name is in the bar's hover box.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go  # type: ignore[import-untyped, unused-ignore]
 from plotly.colors import qualitative  # type: ignore[import-untyped, unused-ignore]
 
 from hopscope.collector.model import conventions
+from hopscope.collector.model.critical_path import (
+    PathSegment,
+    SpanKey,
+    TreeRow,
+    critical_path,
+    flow_tree,
+)
 from hopscope.collector.model.flows import AsyncHop, FlowDetail, FlowSpan, SharedTrace
-from hopscope.dashboard.plain_text import LABEL_CHARS, plotly_hover, plotly_text, shorten
+from hopscope.dashboard.plain_text import plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"
 WAIT_COLOUR = "rgba(158, 158, 158, 0.45)"
 ROW_HEIGHT = 30
 QUEUE_WAIT_TRACE = "queue wait"
 ERROR_TRACE = "error"
+CRITICAL_PATH_TRACE = "critical path"
+CRITICAL_COLOUR = "rgba(33, 33, 33, 0.9)"
+# The text trace that draws the row labels (no legend entry), on an x axis of its own left of the bars.
+LABEL_TRACE = "spans"
+# A row label names its span in at most this many characters, after its indentation and ▾/▸.
+ROW_LABEL_CHARS = 44
+# Indentation stops deepening here (a deeper row is still below its parent, at this indentation).
+MAX_INDENT = 12
+INDENT = "\u2003"  # an em space: SVG keeps it where it collapses ordinary spaces
+EXPANDED, COLLAPSED = "▾ ", "▸ "
+# The label column's share of the chart's width.
+LABEL_DOMAIN = 0.36
 # A legend entry names a service in at most this many characters.
 LEGEND_CHARS = 40
 # Marks the rows of spans that a batch shares with other flows.
@@ -64,51 +89,85 @@ def _service_colours(services: list[str]) -> dict[str, str]:
     return {service: palette[index % len(palette)] for index, service in enumerate(sorted(set(services)))}
 
 
-def waterfall_figure(detail: FlowDetail) -> go.Figure:
+def visible_rows(rows: Sequence[TreeRow], collapsed: Collection[SpanKey]) -> list[TreeRow]:
+    """The rows left when the spans in ``collapsed`` hide their descendants (``rows`` in tree order)."""
+    shown: list[TreeRow] = []
+    hidden_below: int | None = None  # the depth of the collapsed row whose subtree is being skipped
+    for row in rows:
+        if hidden_below is not None and row.depth > hidden_below:
+            continue
+        hidden_below = row.depth if row.key in collapsed and row.child_count else None
+        shown.append(row)
+    return shown
+
+
+def row_label(row: TreeRow, collapsed: Collection[SpanKey], shared: Collection[str]) -> str:
+    """A row's label as Plotly text: indentation by depth, ▾/▸ on a span with children, ⇶ on a shared
+    batch's span, then "service · name", escaped and shortened."""
+    marker = (COLLAPSED if row.key in collapsed else EXPANDED) if row.child_count else ""
+    return (
+        INDENT * min(row.depth, MAX_INDENT)
+        + marker
+        + (SHARED_MARK if row.span["trace_id"] in shared else "")
+        + plotly_text(shorten(span_label(row.span), ROW_LABEL_CHARS))
+    )
+
+
+def waterfall_figure(
+    detail: FlowDetail, collapsed: Collection[SpanKey] = frozenset(), selected: str | None = None
+) -> go.Figure:
     """The flow's waterfall; x is milliseconds since the flow's first span started.
 
-    Spans are rows (``y`` is the row number, ``customdata`` the span id, so rows with the same label stay
-    apart and a reader can find a span's bar); hops are bars of the ``queue wait`` trace, on the
-    consumer's row, with the producer and consumer span ids in ``customdata``.
+    Spans are rows in tree order (``y`` is the row number, ``customdata`` the span id, so rows with the same
+    label stay apart and a click on a bar names its span); the labels are the text of the ``spans`` trace
+    on a second x axis (the selected span's in bold). Hops are bars of the ``queue wait`` trace, on the
+    consumer's row, with the producer and consumer span ids in ``customdata``; the ``critical path`` trace
+    has a thin bar per span or wait segment (on the row of its span, or of the nearest shown ancestor), its
+    span id in ``customdata``. ``collapsed`` holds the (trace id, span id) of collapsed spans.
     """
     spans = detail.spans
     figure = go.Figure()
     if not spans:
         return figure
     origin = min(span["start_unix_nano"] for span in spans)
-    row_of = {(span["trace_id"], span["span_id"]): row for row, span in enumerate(spans)}
+    rows = flow_tree(spans, detail.hops)
+    shown = visible_rows(rows, collapsed)
+    row_of = {row.key: index for index, row in enumerate(shown)}
+    shown_row = _shown_rows(rows, row_of)
     shared = {trace["trace_id"]: trace for trace in detail.shared_traces}
     colours = _service_colours([span["service"] for span in spans])
 
     for service, colour in colours.items():
-        rows = [(row, span) for row, span in enumerate(spans) if span["service"] == service]
+        bars = [(index, row.span) for index, row in enumerate(shown) if row.span["service"] == service]
+        if not bars:
+            continue
         figure.add_trace(
             go.Bar(
                 name=plotly_text(shorten(service, LEGEND_CHARS)),
                 orientation="h",
-                y=[row for row, _ in rows],
-                base=[(span["start_unix_nano"] - origin) / 1e6 for _, span in rows],
-                x=[max(span["duration_ms"], 0.0) for _, span in rows],
-                customdata=[span["span_id"] for _, span in rows],
+                y=[index for index, _ in bars],
+                base=[(span["start_unix_nano"] - origin) / 1e6 for _, span in bars],
+                x=[max(span["duration_ms"], 0.0) for _, span in bars],
+                customdata=[span["span_id"] for _, span in bars],
                 # an em space first: the error ✕ sits on the bar's end
-                text=["\u2003" + retry_text(span) if retry_text(span) else "" for _, span in rows],
+                text=["\u2003" + retry_text(span) if retry_text(span) else "" for _, span in bars],
                 textposition="outside",
                 cliponaxis=False,
                 marker={
                     "color": colour,
                     "line": {
-                        "color": [ERROR_COLOUR if is_error(span) else colour for _, span in rows],
-                        "width": [3 if is_error(span) else 0 for _, span in rows],
+                        "color": [ERROR_COLOUR if is_error(span) else colour for _, span in bars],
+                        "width": [3 if is_error(span) else 0 for _, span in bars],
                     },
                 },
-                hovertext=[_hover(span, shared) for _, span in rows],
+                hovertext=[_hover(span, shared) for _, span in bars],
                 hoverinfo="text",
             )
         )
 
+    by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
     waits = [hop for hop in detail.hops if _hop_rows(hop, row_of) is not None]
     if waits:
-        by_id = {(span["trace_id"], span["span_id"]): span for span in spans}
         producers = [by_id[(hop["producer"]["trace_id"], hop["producer"]["span_id"])] for hop in waits]
         consumers = [by_id[(hop["consumer"]["trace_id"], hop["consumer"]["span_id"])] for hop in waits]
         figure.add_trace(
@@ -136,13 +195,32 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
             )
         )
 
-    failed = [(row, span) for row, span in enumerate(spans) if is_error(span)]
+    path = [segment for segment in critical_path(spans, detail.hops) if segment.span is not None]
+    if path:
+        total = max(max(span["end_unix_nano"] for span in spans) - origin, 1)
+        keys = [segment.span for segment in path if segment.span is not None]
+        figure.add_trace(
+            go.Bar(
+                name=CRITICAL_PATH_TRACE,
+                orientation="h",
+                y=[shown_row[key] for key in keys],
+                base=[(segment.start_unix_nano - origin) / 1e6 for segment in path],
+                x=[segment.duration_ns / 1e6 for segment in path],
+                width=0.28,
+                customdata=[key[1] for key in keys],
+                marker={"color": CRITICAL_COLOUR},
+                hovertext=[_critical_hover(segment, by_id, total) for segment in path],
+                hoverinfo="text",
+            )
+        )
+
+    failed = [(index, row.span) for index, row in enumerate(shown) if is_error(row.span)]
     if failed:
         figure.add_trace(
             go.Scatter(
                 name=ERROR_TRACE,
                 mode="markers",
-                y=[row for row, _ in failed],
+                y=[index for index, _ in failed],
                 x=[(span["end_unix_nano"] - origin) / 1e6 for _, span in failed],
                 customdata=[span["span_id"] for _, span in failed],
                 marker={"symbol": "x", "size": 12, "color": ERROR_COLOUR},
@@ -155,28 +233,82 @@ def waterfall_figure(detail: FlowDetail) -> go.Figure:
             )
         )
 
+    labels = [row_label(row, collapsed, shared) for row in shown]
+    figure.add_trace(
+        go.Scatter(
+            name=LABEL_TRACE,
+            mode="text",
+            xaxis="x2",
+            y=list(range(len(shown))),
+            x=[0.0] * len(shown),
+            text=[
+                f"<b>{label}</b>" if row.span["span_id"] == selected else label
+                for row, label in zip(shown, labels, strict=True)
+            ],
+            textposition="middle right",
+            customdata=[row.span["span_id"] for row in shown],
+            hovertext=[_hover(row.span, shared) for row in shown],
+            hoverinfo="text",
+            showlegend=False,
+            cliponaxis=True,
+        )
+    )
+
     end = max(max(span["end_unix_nano"] for span in spans) - origin, 1) / 1e6
     figure.update_layout(
         barmode="overlay",
-        height=120 + ROW_HEIGHT * len(spans),
+        height=120 + ROW_HEIGHT * len(shown),
         margin={"l": 10, "r": 10, "t": 30, "b": 40},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         # a bar's text that only fits in a tiny font is left out (its hover box still says it)
         uniformtext={"minsize": 9, "mode": "hide"},
         # room on the right for the retry text of the last bars
-        xaxis={"title": "ms since the flow started", "zeroline": False, "range": [-0.02 * end, 1.3 * end]},
-        yaxis={
-            "tickmode": "array",
-            "tickvals": list(range(len(spans))),
-            "ticktext": [
-                (SHARED_MARK if span["trace_id"] in shared else "")
-                + plotly_text(shorten(span_label(span), LABEL_CHARS))
-                for span in spans
-            ],
-            "autorange": "reversed",
+        xaxis={
+            "title": "ms since the flow started",
+            "zeroline": False,
+            "range": [-0.02 * end, 1.3 * end],
+            "domain": [LABEL_DOMAIN, 1.0],
         },
+        xaxis2={
+            "domain": [0.0, LABEL_DOMAIN - 0.01],
+            "range": [0.0, 1.0],
+            "visible": False,
+            "fixedrange": True,
+        },
+        yaxis={"showticklabels": False, "autorange": "reversed", "range": None},
+        dragmode="zoom",
     )
     return figure
+
+
+def span_of_selection(points: Sequence[Mapping[str, Any]]) -> str | None:
+    """The span id a click on the chart names (``st.plotly_chart``'s selection points): the first point
+    whose ``customdata`` is a span id (a queue wait's is a pair, and names no one span)."""
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, str) and data:
+            return data
+    return None
+
+
+def _shown_rows(rows: Sequence[TreeRow], row_of: Mapping[SpanKey, int]) -> dict[SpanKey, int]:
+    """Each span's row, or its nearest shown ancestor's when it is inside a collapsed span."""
+    result: dict[SpanKey, int] = {}
+    for row in rows:  # a parent comes before its children
+        own = row_of.get(row.key)
+        result[row.key] = own if own is not None else result[row.parent] if row.parent is not None else 0
+    return result
+
+
+def _critical_hover(segment: PathSegment, by_id: Mapping[SpanKey, FlowSpan], total_ns: int) -> str:
+    """A critical-path bar's hover box: what the segment is, its duration and share of the flow."""
+    if segment.kind == "wait" and segment.hop is not None:
+        what = plotly_hover(f"queue wait {segment.hop['destination']}")
+    else:
+        span = by_id[segment.span] if segment.span is not None else None
+        what = plotly_hover(span_label(span)) if span is not None else "no span"
+    share = 100 * segment.duration_ns / total_ns
+    return f"<b>critical path</b><br>{what}<br>{segment.duration_ns / 1e6:.1f} ms · {share:.0f}% of the flow"
 
 
 def shared_text(batch: SharedTrace) -> str:

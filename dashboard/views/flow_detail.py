@@ -1,13 +1,17 @@
-"""One flow (``?flow=ID``): its summary, the waterfall of all its spans with the queue waits between them,
-one span's attributes, events and links (``&span=ID``), and the flow as OTLP JSON to download."""
+"""One flow (``?flow=ID``): its summary, the waterfall of all its spans as a tree across its traces with the
+queue waits between them and its critical path, beside it one span's attributes, events, links and resource
+(``&span=ID``, chosen by a click on its bar), the critical path as a list, and the flow as OTLP JSON to
+download."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pandas as pd
 import streamlit as st
 
+from hopscope.collector.model.critical_path import SpanKey, critical_path, flow_tree
 from hopscope.collector.model.fate import Fate, MessageFate
 from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
 from hopscope.dashboard import data, url_state
@@ -28,6 +32,7 @@ from hopscope.dashboard.waterfall import (
     receive_count,
     shared_text,
     span_label,
+    span_of_selection,
     waterfall_figure,
 )
 
@@ -35,14 +40,50 @@ context = page_context()
 st.title("Flow")
 
 
-def _write_flow(key: str) -> None:
-    chosen = st.session_state[key]
-    url_state.put("flow", str(int(chosen)) if chosen else None)
-    url_state.remove("span")
-
-
 def _write_span(key: str) -> None:
     url_state.put("span", st.session_state[key])
+
+
+def _span_select_key(flow_id: int) -> str:
+    return f"span_select_{flow_id}"
+
+
+def _chart_key(flow_id: int) -> str:
+    return f"waterfall_{flow_id}"
+
+
+def _collapsed_key(flow_id: int) -> str:
+    return f"collapsed_{flow_id}"
+
+
+def _chart_clicked(flow_id: int) -> None:
+    """A click on a span's bar (or label) selects that span: into the URL, and the span list follows."""
+    state = st.session_state[_chart_key(flow_id)]
+    span_id = span_of_selection(state["selection"]["points"])
+    if span_id is not None:
+        url_state.put("span", span_id)
+        st.session_state.pop(_span_select_key(flow_id), None)  # the list shows the URL's span again
+
+
+def collapsed_spans(flow_id: int) -> set[SpanKey]:
+    """The spans of this flow whose children the waterfall hides (this session's state, per flow)."""
+    chosen: set[SpanKey] = st.session_state.setdefault(_collapsed_key(flow_id), set())
+    return chosen
+
+
+def _toggle(flow_id: int, key: SpanKey) -> None:
+    collapsed = collapsed_spans(flow_id)
+    collapsed.symmetric_difference_update({key})
+
+
+def _expand_all(flow_id: int) -> None:
+    collapsed_spans(flow_id).clear()
+
+
+def selected_span(detail: FlowDetail) -> FlowSpan:
+    """The span the URL names (``&span=ID``), else the flow's first."""
+    wanted = url_state.text("span")
+    return next((span for span in detail.spans if span["span_id"] == wanted), detail.spans[0])
 
 
 def _text(value: AttributeValue) -> str:
@@ -240,12 +281,13 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
     by_id = {(span["trace_id"], span["span_id"]): span for span in detail.spans}
     span_ids = [span["span_id"] for span in detail.spans]
     labels = {span["span_id"]: span for span in detail.spans}
-    wanted = url_state.text("span")
-    key = f"span_select_{flow_id}"
+    wanted = selected_span(detail)["span_id"]
+    key = _span_select_key(flow_id)
     chosen = st.selectbox(
         "Span",
         span_ids,
-        index=span_ids.index(wanted) if wanted in span_ids else 0,
+        index=span_ids.index(wanted),
+        help="Or click a span's bar in the waterfall.",
         format_func=lambda span_id: f"{shorten(span_label(labels[span_id]), HEADING_CHARS)} · {span_id}",
         key=key,
         on_change=_write_span,
@@ -310,31 +352,112 @@ def flow_page(flow_id: int) -> None:
             icon=":material/download:",
         )
     st.subheader("Waterfall")
-    st.plotly_chart(waterfall_figure(detail), width="stretch")
-    st.caption(
-        "One bar per span, coloured by service; grey hatched bars are the time a message waited in its "
-        "queue or topic; a red outline and ✕ mark an error; ⇶ marks the spans of a batch shared with other "
-        "flows."
-    )
+    chart, side = st.columns([3, 2], gap="medium")
+    with chart:
+        waterfall(flow_id, detail)
+    with side:
+        span_panel(flow_id, detail)
+    critical_path_list(detail)
     with st.expander(f"All {len(detail.spans)} spans as a table"):
         span_table(detail)
-    st.subheader("Span")
-    span_panel(flow_id, detail)
+
+
+def waterfall(flow_id: int, detail: FlowDetail) -> None:
+    """The chart (a click on a bar selects its span), and the buttons that fold the selected span's
+    children away or open every span again."""
+    collapsed = collapsed_spans(flow_id)
+    chosen = selected_span(detail)
+    st.plotly_chart(
+        waterfall_figure(detail, collapsed, chosen["span_id"]),
+        width="stretch",
+        key=_chart_key(flow_id),
+        on_select=functools.partial(_chart_clicked, flow_id),
+        selection_mode="points",
+    )
+    rows = {row.key: row for row in flow_tree(detail.spans, detail.hops)}
+    key = (chosen["trace_id"], chosen["span_id"])
+    left, right = st.columns(2)
+    if rows[key].child_count:
+        folded = key in collapsed
+        left.button(
+            f"{'Expand' if folded else 'Collapse'} the selected span's {rows[key].child_count} children",
+            key=f"toggle_{flow_id}",
+            on_click=_toggle,
+            args=(flow_id, key),
+            icon=":material/unfold_more:" if folded else ":material/unfold_less:",
+        )
+    if collapsed:
+        right.button(
+            "Expand all",
+            key=f"expand_all_{flow_id}",
+            on_click=_expand_all,
+            args=(flow_id,),
+            icon=":material/expand:",
+        )
+    st.caption(
+        "One row per span, under its parent; a trace that consumed a message hangs under the span that "
+        "sent it. Bars are coloured by service; grey hatched bars are the time a message waited in its "
+        "queue or topic; the thin dark bars are the critical path; a red outline and ✕ mark an error; ⇶ "
+        "marks the spans of a batch shared with other flows. Click a bar to see its span."
+    )
+
+
+def critical_path_list(detail: FlowDetail) -> None:
+    """The critical path as a table: each segment, what it is (span data, shown as text), its time and its
+    share of the flow."""
+    segments = critical_path(detail.spans, detail.hops)
+    if not segments:
+        return
+    by_id = {(span["trace_id"], span["span_id"]): span for span in detail.spans}
+    total = segments[-1].end_unix_nano - segments[0].start_unix_nano
+    rows = []
+    for index, segment in enumerate(segments, start=1):
+        span = by_id.get(segment.span) if segment.span is not None else None
+        if segment.kind == "wait" and segment.hop is not None:
+            what = f"queue wait {segment.hop['destination']}"
+        elif segment.kind == "span" and span is not None:
+            what = span_label(span)
+        else:
+            what = "no span (between traces)"
+        rows.append(
+            {
+                "segment": index,
+                "what": what,
+                "duration_ms": segment.duration_ns / 1e6,
+                "share": 100 * segment.duration_ns / total,
+                "span": segment.span[1] if segment.kind == "span" and segment.span else "",
+            }
+        )
+    st.subheader(
+        "Critical path",
+        anchor=False,
+        help="The chain of spans and queue waits that made the flow take as long as it did, across its "
+        "traces: walking back from the flow's last end, each step follows the child (or consumer) that "
+        "ended last. Shortening anything off this path would not make the flow faster.",
+    )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "segment": st.column_config.NumberColumn("#"),
+            "what": st.column_config.TextColumn("Segment"),
+            "duration_ms": st.column_config.NumberColumn("Duration ms", format="%.1f"),
+            "share": st.column_config.ProgressColumn(
+                "Share of the flow", format="%.0f%%", min_value=0, max_value=100
+            ),
+            "span": st.column_config.TextColumn("Span id"),
+        },
+    )
 
 
 current = url_state.positive_int("flow")
-input_key = f"flow_input_{current}"
-st.columns([1, 3])[0].number_input(
-    "Flow id",
-    min_value=1,
-    value=current,
-    step=1,
-    key=input_key,
-    on_change=_write_flow,
-    args=(input_key,),
-    placeholder="a flow id, or choose one on the Flows page",
-)
 if current is None:
+    st.info(
+        "No flow chosen. Type a flow id, trace id, correlation id or message id into the sidebar's "
+        "**Find a flow** box, or pick a flow on the Flows page.",
+        icon=":material/search:",
+    )
     st.page_link("views/flows.py", label="Search flows", icon=":material/route:")
 else:
     flow_page(current)

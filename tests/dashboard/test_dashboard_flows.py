@@ -293,7 +293,11 @@ def test_the_flow_page_shows_every_span_the_queue_waits_errors_retries_and_the_o
     charts = app.get("plotly_chart")
     assert len(charts) == 1
     figure = json.loads(charts[0].proto.spec)
-    bars = [trace for trace in figure["data"] if trace["type"] == "bar" and trace["name"] != "queue wait"]
+    bars = [
+        trace
+        for trace in figure["data"]
+        if trace["type"] == "bar" and trace["name"] not in ("queue wait", "critical path")
+    ]
     shown = [span_id for bar in bars for span_id in bar["customdata"]]
     assert sorted(shown) == sorted(spans)  # one bar per span
     assert {bar["name"] for bar in bars} == {span["service"] for span in spans.values()}
@@ -357,15 +361,13 @@ def test_choosing_a_span_shows_its_attributes_and_events_and_keeps_it_in_the_url
     assert not [button for button in app.button if button.label.startswith("Open flow")]
 
 
-def test_without_a_flow_id_the_page_asks_for_one(shop: ShopDatabase, o3_flow: int) -> None:
+def test_without_a_flow_id_the_page_points_to_the_find_a_flow_box(shop: ShopDatabase) -> None:
     with dashboard_env(shop.db):
         app = run_page("flow_detail")
-        assert not app.exception
-        assert not app.get("plotly_chart")
-        app.number_input[0].set_value(o3_flow).run()
     assert not app.exception
-    assert app.query_params["flow"] == str(o3_flow)
-    assert len(app.get("plotly_chart")) == 1
+    assert not app.get("plotly_chart")
+    assert not [field for field in app.number_input if field.label == "Flow id"]
+    assert any("Find a flow" in info.value and "Flows page" in info.value for info in app.info)
 
 
 def test_the_flow_page_says_when_its_entry_was_called_with_a_trace_context_from_outside(

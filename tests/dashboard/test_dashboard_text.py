@@ -29,7 +29,6 @@ from hopscope.dashboard import data
 from hopscope.dashboard.plain_text import (
     ELLIPSIS,
     HOVER_CHARS,
-    LABEL_CHARS,
     markdown_text,
     one_line,
     plotly_hover,
@@ -37,7 +36,7 @@ from hopscope.dashboard.plain_text import (
     shorten,
 )
 from hopscope.dashboard.service_map_dot import NODE_LABEL_CHARS, dot_string, service_map_dot
-from hopscope.dashboard.waterfall import LEGEND_CHARS, waterfall_figure
+from hopscope.dashboard.waterfall import LABEL_TRACE, LEGEND_CHARS, ROW_LABEL_CHARS, waterfall_figure
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.hostile_spans import HostileNames, build_hostile_database, hostile
 
@@ -253,14 +252,16 @@ def test_the_waterfall_of_a_hostile_flow_escapes_every_name_and_keeps_labels_sho
     texts = [
         (key, text) for key, text in _strings(figure) if key in ("name", "text", "hovertext", "ticktext")
     ]
-    ticks = figure["layout"]["yaxis"]["ticktext"]
+    # the row labels are the text of the label trace, after their indentation and ▾/▸ (or ⇶)
+    labels = next(trace["text"] for trace in figure["data"] if trace["name"] == LABEL_TRACE)
+    ticks = [re.sub(r"^\u2003*(?:[▾▸] )?(?:⇶ )?", "", label) for label in labels]
     long_label = f"{names.worker} · {names.long_span}"
-    assert plotly_text(shorten(long_label)) in ticks
+    assert plotly_text(shorten(long_label, ROW_LABEL_CHARS)) in ticks
     for key, text in texts:
         markup = re.sub(r"</?b>|<br>", "", text)
         assert "<" not in markup and ">" not in markup and "$" not in markup, (key, text)
     assert len(ticks) == len(detail.spans)
-    assert all(len(html.unescape(tick)) <= LABEL_CHARS for tick in ticks)
+    assert all(len(html.unescape(tick)) <= ROW_LABEL_CHARS for tick in ticks)
     legend = [trace["name"] for trace in figure["data"] if trace["type"] == "bar"]
     assert all(len(html.unescape(name)) <= LEGEND_CHARS for name in legend)
     # the whole long name is in its bar's hover box
