@@ -1,21 +1,26 @@
 """Retake the README's screenshots from a real demo run.
 
-    .venv/bin/python docs/screenshots/take.py [--seconds 60]
+    .venv/bin/python docs/screenshots/take.py [--seconds 60] [--only dead_letters ...]
 
-Runs ``hopscope demo`` (no dashboard) for the given time into a fresh database, then ``hopscope dashboard`` on
-it, and saves what headless Chromium (/usr/bin/chromium, through Playwright) shows: the service map, the flow
-list, and the flow of an order whose billing batch it shares with other orders (``flow.png``).
+Runs ``hopscope demo`` (with its dashboard) into a fresh database, lets its traffic run for the given time,
+then saves what headless Chromium shows on the demo's own dashboard while the demo still runs (so the
+dead-letter queue's messages can be read from its moto server): the service map, the flow list, the flow of
+an order whose billing batch it shares with other orders (``flow.png``) and the dead letters, the orders
+that shipping fails for good. Chromium is found as the browser tests find it (tests/helpers/chromium.py:
+``$HOPSCOPE_CHROMIUM``, ``chromium``/``chromium-browser``/``google-chrome`` on PATH, Playwright's own).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,9 +31,11 @@ from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 
 OUT = Path(__file__).resolve().parent
+sys.path.insert(0, str(OUT.parents[1]))  # the repository, for its tests' Chromium finder
+from tests.helpers.chromium import CHROMIUM_ARGS, MISSING, find_chromium  # noqa: E402
+
 HOPSCOPE = str(Path(sys.executable).with_name("hopscope"))
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+PICTURES = ("service_map", "flows", "flow", "dead_letters")
 
 
 def free_port() -> int:
@@ -37,13 +44,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_demo(db: Path, seconds: int) -> None:
-    ports = ["--moto-port", str(free_port()), "--collector-port", str(free_port())]
-    command = [HOPSCOPE, "demo", "--duration", str(seconds), "--no-dashboard", "--db", str(db), *ports]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} within {seconds:.0f} s")
+        time.sleep(0.5)
 
 
-def shared_flow(db: Path) -> int:
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok"
+    except httpx.HTTPError:
+        return False
+
+
+def shared_flow(db: Path) -> int | None:
     """An order's flow that shares a billing batch with other orders, and reached every function."""
     store = SQLiteStore(db, read_only=True)
     try:
@@ -54,60 +70,78 @@ def shared_flow(db: Path) -> int:
                 return summary.flow_id
     finally:
         store.close()
-    raise SystemExit("no flow of the run shares a batch: run the demo longer")
+    return None
 
 
-def shoot(page: Page, url: str, text: str, path: Path, *, full_page: bool = False) -> None:
+def shoot(page: Page, url: str, text: str, path: Path, selector: str | None = None) -> None:
+    """Open ``url``, wait for ``text`` (and ``selector``: a table peeked from SQS), save the first screen."""
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+    if selector is not None:
+        page.locator(selector).first.wait_for(timeout=60_000)
     page.wait_for_timeout(2500)  # charts finish drawing
-    page.screenshot(path=str(path), full_page=full_page)
+    page.screenshot(path=str(path))
     print(f"saved {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=60, help="how long the demo runs (default: 60)")
+    parser.add_argument(
+        "--seconds", type=int, default=60, help="how long the traffic runs first (default: 60)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=PICTURES, default=list(PICTURES), help="retake only these pictures"
+    )
     args = parser.parse_args()
+    chromium = find_chromium()
+    if chromium is None:
+        raise SystemExit(MISSING)
     work = Path(tempfile.mkdtemp(prefix="hopscope-shots-"))
     db = work / "demo.db"
+    port = free_port()
+    ports = [
+        "--moto-port",
+        str(free_port()),
+        "--collector-port",
+        str(free_port()),
+        "--dashboard-port",
+        str(port),
+    ]
+    # Longer than the pictures take: the demo is stopped (SIGINT: its Ctrl-C, a clean stop) once they are saved.
+    command = [HOPSCOPE, "demo", "--duration", str(args.seconds + 600), "--db", str(db), *ports]
+    demo = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
     try:
-        run_demo(db, args.seconds)
+        wait_until(lambda: healthy(url), 120, "the demo's dashboard did not answer")
+        time.sleep(args.seconds)
         flow_id = shared_flow(db)
-        port = free_port()
-        dashboard = subprocess.Popen(
-            [HOPSCOPE, "dashboard", "--db", str(db), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("hopscope dashboard did not answer within 60 s")
-                time.sleep(0.3)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                shoot(page, f"{url}/service_map?range=1h", "Service map", OUT / "service_map.png")
-                shoot(page, f"{url}/flows?range=1h", "Flows", OUT / "flows.png")
-                shoot(
-                    page,
-                    f"{url}/flow_detail?flow={flow_id}",
-                    "shared: processed in one batch",
-                    OUT / "flow.png",
-                )
-                browser.close()
-        finally:
-            dashboard.terminate()
-            dashboard.wait(30)
+        if flow_id is None and "flow" in args.only:
+            raise SystemExit("no flow of the run shares a batch: run the demo longer")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # each picture: its page, a text it shows once drawn, an element to wait for
+            shots = {
+                "service_map": (f"{url}/service_map?range=1h", "Service map", None),
+                "flows": (f"{url}/flows?range=1h", "Flows", None),
+                "flow": (f"{url}/flow_detail?flow={flow_id}", "shared: processed in one batch", None),
+                "dead_letters": (
+                    f"{url}/dead_letters?range=1h",
+                    "shipping-dlq",
+                    "[data-testid='stDataFrame']",
+                ),
+            }
+            for name in args.only:
+                target, text, selector = shots[name]
+                shoot(page, target, text, OUT / f"{name}.png", selector)
+            browser.close()
     finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(90)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
