@@ -14,7 +14,8 @@ boxes for services, cylinders for queues, hexagons for topics, parallelograms fo
 other destinations, dashed ellipses for AWS APIs; green, orange and red by error rate.
 
 Clicks: each node's and each edge's label is a point whose ``customdata`` says what it is
-(``["node", id]``, ``["edge", index]``, an index into ``map_edges``); the page routes a click with it.
+(``["node", id]``, ``["edge", index, source, target, kind]``, ``index`` into ``MapFigure.edges``); the
+page routes a click with it.
 Names are span data: labels go through ``plain_text.plotly_text``, hover boxes through ``plotly_hover``.
 """
 
@@ -268,7 +269,9 @@ def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: 
                     for _, _, _, edge in edge_points
                 ],
             },
-            customdata=[["edge", index] for _, _, index, _ in edge_points],
+            customdata=[
+                ["edge", index, edge.source, edge.target, edge.kind] for _, _, index, edge in edge_points
+            ],
             hovertext=[
                 "<br>".join(plotly_hover(line) for line in edge_tooltip(edge).split("\n"))
                 + "<br><i>click for its flows</i>"

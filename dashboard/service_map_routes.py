@@ -45,11 +45,11 @@ def edge_route(edge: GraphEdge) -> Route:
 
 
 def route_for(customdata: object, nodes: Sequence[GraphNode], edges: Sequence[GraphEdge]) -> Route | None:
-    """The route of a clicked point's ``customdata`` (``["node", id]`` or ``["edge", index]``), or None
+    """The route of a clicked point's ``customdata`` (``["node", id]`` or ``["edge", index, ...]``), or None
     when it is neither (a click on the background, a stale selection after the map changed)."""
-    if not isinstance(customdata, list) or len(customdata) != 2:
+    if not isinstance(customdata, list) or len(customdata) < 2:
         return None
-    what, key = customdata
+    what, key = customdata[:2]
     if what == "edge" and isinstance(key, (int, float)) and key == int(key) and 0 <= key < len(edges):
         return edge_route(edges[int(key)])
     if what != "node":

@@ -9,6 +9,7 @@ storage the run filled).
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -29,7 +30,7 @@ from hopscope.collector.model.red import RedStats
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from hopscope.dashboard.plain_text import LABEL_CHARS, markdown_label
-from hopscope.dashboard.service_map_dot import service_map_dot
+from hopscope.dashboard.service_map_dot import NODE_TYPE_LABELS, service_map_dot
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.flow_chains import Services, consume_batch, order_chain, post, publish_order
 from tests.helpers.servers import ShopDatabase
@@ -77,10 +78,36 @@ def _close(shown: str, unit: str, exact: float) -> bool:
     return abs(float(shown) - exact / scale) <= 0.5 * 10**-decimals + 1e-9
 
 
-def _page_dot(app: AppTest) -> str:
-    charts = app.get("graphviz_chart")
+def _page_map(app: AppTest) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str, str], dict[str, str]]]:
+    """Nodes by id and edges by (source, target, kind) of the page's Plotly map, read as ``_dot_graph``
+    reads DOT: labels with ``\\n`` line breaks, a node's ``shape`` from its kind, an edge's ``color``."""
+    charts = app.get("plotly_chart")
     assert len(charts) == 1
-    return str(charts[0].proto.spec)
+    figure = json.loads(charts[0].proto.spec)
+    traces = {trace.get("name"): trace for trace in figure["data"]}
+    kinds = {label: kind for kind, label in NODE_TYPE_LABELS.items()}
+    nodes = {}
+    drawn = traces["nodes"]
+    shapes = figure["layout"]["shapes"]
+    for (what, node_id), text, hover, shape in zip(
+        drawn["customdata"], drawn["text"], drawn["hovertext"], shapes, strict=True
+    ):
+        assert what == "node"
+        kind = next(kinds[label] for label in sorted(kinds, key=len, reverse=True) if hover.startswith(label))
+        dashed = shape["line"].get("dash") == "dash"
+        nodes[node_id] = {
+            "label": html.unescape(text).replace("<br>", "\\n"),
+            "shape": SHAPES[kind],
+            "style": "dashed" if dashed else "",
+        }
+    hops = traces["hops"]
+    edges = {
+        (source, target, kind): {"label": html.unescape(text).replace("<br>", "\\n"), "color": colour}
+        for (_, _, source, target, kind), text, colour in zip(
+            hops["customdata"], hops["text"], hops["marker"]["color"], strict=True
+        )
+    }
+    return nodes, edges
 
 
 @pytest.mark.parametrize("page", ["service_map", "flows", "flow_detail"])
@@ -103,7 +130,7 @@ def test_the_service_map_draws_the_graph_apis_nodes_and_numbers(
     assert not app.exception
     until = time.time_ns()
     graph = api.get("/api/graph", params={"since": str(until - DAY_NS), "until": str(until)}).json()
-    nodes, edges = _dot_graph(_page_dot(app))
+    nodes, edges = _page_map(app)
 
     assert set(nodes) == {node["id"] for node in graph["nodes"]}
     for node in graph["nodes"]:
@@ -141,7 +168,7 @@ def test_the_service_filter_shows_a_services_neighbourhood_and_stays_in_the_url(
         app = run_page("service_map", {"range": "24h", "service": "billing"})
         assert not app.exception
         assert app.multiselect[0].value == ["billing"]
-        nodes, _ = _dot_graph(_page_dot(app))
+        nodes, _ = _page_map(app)
         # billing's queue, the topic feeding it and the service publishing there; not shipping's side
         assert set(nodes) == {
             "service:billing",
@@ -152,7 +179,7 @@ def test_the_service_filter_shows_a_services_neighbourhood_and_stays_in_the_url(
         app.multiselect[0].select("shipping").run()
         assert not app.exception
         assert app.query_params["service"] == ["billing", "shipping"]
-        nodes, _ = _dot_graph(_page_dot(app))
+        nodes, _ = _page_map(app)
         assert {"service:shipping", "aws_sqs:shipping"} <= set(nodes)
 
 
