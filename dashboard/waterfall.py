@@ -45,13 +45,13 @@ CRITICAL_COLOUR = "rgba(33, 33, 33, 0.9)"
 # The text trace that draws the row labels (no legend entry), on an x axis of its own left of the bars.
 LABEL_TRACE = "spans"
 # A row label names its span in at most this many characters, after its indentation and ▾/▸.
-ROW_LABEL_CHARS = 44
+ROW_LABEL_CHARS = 36
 # Indentation stops deepening here (a deeper row is still below its parent, at this indentation).
-MAX_INDENT = 12
+MAX_INDENT = 8
 INDENT = "\u2003"  # an em space: SVG keeps it where it collapses ordinary spaces
 EXPANDED, COLLAPSED = "▾ ", "▸ "
 # The label column's share of the chart's width.
-LABEL_DOMAIN = 0.36
+LABEL_DOMAIN = 0.4
 # A legend entry names a service in at most this many characters.
 LEGEND_CHARS = 40
 # Marks the rows of spans that a batch shares with other flows.
@@ -275,7 +275,7 @@ def waterfall_figure(
             "visible": False,
             "fixedrange": True,
         },
-        yaxis={"showticklabels": False, "autorange": "reversed", "range": None},
+        yaxis={"showticklabels": False, "autorange": "reversed"},
         dragmode="zoom",
     )
     return figure

@@ -44,8 +44,10 @@ def _write_span(key: str) -> None:
     url_state.put("span", st.session_state[key])
 
 
-def _span_select_key(flow_id: int) -> str:
-    return f"span_select_{flow_id}"
+def _span_select_key(flow_id: int, span_id: str) -> str:
+    """The span list's key: a new list whenever the URL names another span (a click on a bar, a link), so
+    that it shows that span rather than what the browser last chose in it."""
+    return f"span_select_{flow_id}_{span_id}"
 
 
 def _chart_key(flow_id: int) -> str:
@@ -62,7 +64,6 @@ def _chart_clicked(flow_id: int) -> None:
     span_id = span_of_selection(state["selection"]["points"])
     if span_id is not None:
         url_state.put("span", span_id)
-        st.session_state.pop(_span_select_key(flow_id), None)  # the list shows the URL's span again
 
 
 def collapsed_spans(flow_id: int) -> set[SpanKey]:
@@ -282,7 +283,7 @@ def span_panel(flow_id: int, detail: FlowDetail) -> None:
     span_ids = [span["span_id"] for span in detail.spans]
     labels = {span["span_id"]: span for span in detail.spans}
     wanted = selected_span(detail)["span_id"]
-    key = _span_select_key(flow_id)
+    key = _span_select_key(flow_id, wanted)
     chosen = st.selectbox(
         "Span",
         span_ids,
@@ -352,7 +353,7 @@ def flow_page(flow_id: int) -> None:
             icon=":material/download:",
         )
     st.subheader("Waterfall")
-    chart, side = st.columns([3, 2], gap="medium")
+    chart, side = st.columns([5, 3], gap="medium")
     with chart:
         waterfall(flow_id, detail)
     with side:
