@@ -34,7 +34,7 @@ from hopscope.collector.model.critical_path import critical_path, flow_tree
 from hopscope.collector.model.flows import FlowDetail, FlowFilter
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
-from hopscope.dashboard.waterfall import CRITICAL_PATH_TRACE, LABEL_TRACE, waterfall_figure
+from hopscope.dashboard.waterfall import CRITICAL_PATH_TRACE, LABEL_TRACE, span_of_selection, waterfall_figure
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.flow_chains import Services, post
 
@@ -235,6 +235,38 @@ def test_the_flow_nests_its_spans_hangs_consumers_under_producers_and_finds_the_
         (name.removeprefix("wait "), order.index(name.removeprefix("wait ")), start, end)
         for name, start, end in CRITICAL_PATH
     ]
+
+
+def test_collapsed_spans_hide_their_subtree_and_carry_its_critical_path_and_a_click_names_a_span(
+    hand_built: HandBuilt,
+) -> None:
+    detail = _detail(hand_built)
+    names = {span_id: name for name, span_id in hand_built.ids.items()}
+    batch = next(span for span in detail.spans if span["span_id"] == hand_built.ids["orders process"])
+    # GIVEN the batch's consumer span collapsed
+    figure = json.loads(waterfall_figure(detail, {(batch["trace_id"], batch["span_id"])}).to_json())
+    labels = next(trace for trace in figure["data"] if trace["name"] == LABEL_TRACE)
+    rows = [names[span_id] for span_id in labels["customdata"]]
+    # THEN its descendants have no rows, and the critical path below it is drawn on its row
+    assert rows == [
+        "POST /orders",
+        "validate",
+        "publish order",
+        "publish gift",
+        "orders process",
+        "charge",
+        "POST /payments",
+    ]
+    overlay = next(trace for trace in figure["data"] if trace["name"] == CRITICAL_PATH_TRACE)
+    below = {"orders process", "DynamoDB.PutItem", "notify publish", "notify process #2", "smtp send"}
+    assert {
+        row
+        for span_id, row in zip(overlay["customdata"], overlay["y"], strict=True)
+        if names[span_id] in below
+    } == {4}
+    # a click's selection names the span of the first point that has one (a queue wait's pair names none)
+    assert span_of_selection([{"customdata": ["a", "b"]}, {"customdata": "c"}]) == "c"
+    assert span_of_selection([{"customdata": ["a", "b"]}, {"x": 1}]) is None
 
 
 def _ms(built: HandBuilt, segment: Any) -> tuple[int, int]:
