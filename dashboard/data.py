@@ -115,6 +115,16 @@ def latency_frame(
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def p95_trends(db: str, since: int, until: int, step_seconds: int) -> dict[str, list[float]]:
+    """Every service's p95 (ms) per step, 0 where it had no entry span: one read for the overview's table
+    (a ``latency_frame`` per service read the range's rollups once per service)."""
+    return {
+        service: [0.0 if point.red.p95_ms is None else point.red.p95_ms for point in points]
+        for service, points in _layer(db).latencies(since, until, step_seconds).items()
+    }
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def graph(db: str, since: int, until: int, kinds: tuple[str, ...] | None = None) -> ServiceGraph:
     return _layer(db).graph(since, until, kinds)
 

@@ -254,15 +254,19 @@ class RollupReader(Protocol):
         service: str | None = None,
         operation: str | None = None,
         kinds: Sequence[int] = (),
+        step_ns: int | None = None,
     ) -> list[RollupRow]:
-        """Per-minute RED rollups of the spans that started in [since, until), filtered."""
+        """Per-minute RED rollups of the spans that started in [since, until), filtered; with ``step_ns``,
+        merged per service, operation, kind and step of ``step_ns`` from ``since`` (each row starting at
+        its step's start, the minute ``since`` falls in being the first step's)."""
 
     def hop_rollups(
         self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
     ) -> list[tuple[str, str, str, HopRollup]]:
-        """Service-graph hop rollups of the minutes in [since, until): (source, target, edge kind, rollup),
-        of the edge ``kinds`` only when given. Where the two stores' rules differ (arrival order, the wall
-        clock, re-sent spans), ``store/clickhouse/graph.py`` says how."""
+        """Service-graph hop rollups of the minutes in [since, until), merged per edge: (source, target,
+        edge kind, rollup), of the edge ``kinds`` only when given (an edge may come in parts, to be added).
+        Where the two stores' rules differ (arrival order, the wall clock, re-sent spans),
+        ``store/clickhouse/graph.py`` says how."""
 
 
 class QueueReader(Protocol):

@@ -101,12 +101,8 @@ def overview() -> None:
     if services.empty:
         st.caption("No server or consumer spans in this time range.")
     else:
-        services["p95_trend"] = [
-            data.latency_frame(context.db, name, since, until, context.time_range.step_seconds)["p95_ms"]
-            .fillna(0)
-            .tolist()
-            for name in services["service"]
-        ]
+        trends = data.p95_trends(context.db, since, until, context.time_range.step_seconds)
+        services["p95_trend"] = [trends.get(name, []) for name in services["service"]]
         st.dataframe(
             services.drop(columns=["operations"]),
             hide_index=True,

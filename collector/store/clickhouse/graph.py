@@ -450,9 +450,9 @@ def read_hop_rollups(
     until_unix_nano: int,
     kinds: tuple[str, ...] | None = None,
 ) -> list[tuple[str, str, str, HopRollup]]:
-    """Hop rollups of the minutes starting in [since, until): (source, target, edge kind, rollup), what
-    ``sqlite/graph.py``'s ``read_hop_rollups`` gives once the same spans are stitched; only edges of ``kinds``
-    when given."""
+    """Hop rollups of the minutes starting in [since, until), merged per edge: (source, target, edge kind,
+    rollup), what ``sqlite/graph.py``'s ``read_hop_rollups`` gives once the same spans are stitched; only
+    edges of ``kinds`` when given."""
     wanted = kinds or EDGE_KINDS
     lo = since_unix_nano - since_unix_nano % BUCKET_NS
     hi = min(_minute_after(until_unix_nano), _MAX_NS)  # a span counts when its minute starts before until
@@ -460,11 +460,11 @@ def read_hop_rollups(
         return []
     rows = client.query(
         f"{bin_floors_sql()} "
-        f"SELECT source, target, kind, intDiv(start, {BUCKET_NS}) * {BUCKET_NS} AS bucket, "
+        "SELECT source, target, kind, "
         f"count(), countIf(error), sumMap([{bin_sql('toUInt64(duration)')}], [toUInt64(1)]), "
         f"sumMapIf([{bin_sql('toUInt64(assumeNotNull(wait))')}], [toUInt64(1)], wait IS NOT NULL), "
         f"greatest(max(receive_count), 0) FROM ({_union(client, wanted)}) "
-        "WHERE kind IN {kinds:Array(String)} GROUP BY source, target, kind, bucket",
+        "WHERE kind IN {kinds:Array(String)} GROUP BY source, target, kind",
         {
             **_params(lo, hi),
             "kinds": list(wanted),
@@ -478,7 +478,7 @@ def read_hop_rollups(
             kind,
             HopRollup(int(count), int(errors), _counter(durations), _counter(waits), int(most)),
         )
-        for source, target, kind, _bucket, count, errors, durations, waits, most in rows
+        for source, target, kind, count, errors, durations, waits, most in rows
     ]
 
 

@@ -86,3 +86,20 @@ def read_rollups(
 def _counter(histogram: Any) -> Counter[int]:
     keys, values = histogram
     return Counter({int(k): int(v) for k, v in zip(keys, values, strict=True)})
+
+
+def merge_steps(rows: Sequence[RollupRow], since_unix_nano: int, step_ns: int) -> list[RollupRow]:
+    """Per-minute rows merged per service, operation, kind, role and step of ``step_ns`` from ``since``
+    (the minute ``since`` falls in is the first step's), as SQLite merges them (``sqlite/red.py``)."""
+    merged: dict[tuple[str, str, int, SpanRole, int], Rollup] = {}
+    for row in rows:
+        start = since_unix_nano + (row.bucket_start_unix_nano - since_unix_nano) // step_ns * step_ns
+        key = (row.service_name, row.operation, row.kind, row.role, max(start, since_unix_nano))
+        total = merged.get(key)
+        if total is None:
+            total = merged[key] = Rollup()
+        total.add(row.rollup)
+    return [
+        RollupRow(service, operation, kind, start, rollup, role)
+        for (service, operation, kind, role, start), rollup in merged.items()
+    ]

@@ -394,11 +394,13 @@ class ClickHouseStore:
         service: str | None = None,
         operation: str | None = None,
         kinds: Sequence[int] = (),
+        step_ns: int | None = None,
     ) -> list[RollupRow]:
         """Per-minute RED rollups, aggregated from the spans at query time."""
-        return clickhouse_red.read_rollups(
+        rows = clickhouse_red.read_rollups(
             self.client, since_unix_nano, until_unix_nano, service=service, operation=operation, kinds=kinds
         )
+        return rows if step_ns is None else clickhouse_red.merge_steps(rows, since_unix_nano, step_ns)
 
     def hop_rollups(
         self, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None

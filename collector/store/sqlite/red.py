@@ -20,6 +20,7 @@ from hopscope.collector.stitch.facts import Attribute
 from hopscope.collector.stitch.guard import saturating_add
 
 BUCKET_NS = 60 * 1_000_000_000
+_INT64_MAX = 2**63 - 1
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
 _CONSUMER = Span.SpanKind.SPAN_KIND_CONSUMER
 _SERVER = Span.SpanKind.SPAN_KIND_SERVER  # span_role is asked about these two kinds
@@ -100,11 +101,17 @@ def read_rollups(
     service: str | None = None,
     operation: str | None = None,
     kinds: Iterable[int] = (),
+    step_ns: int | None = None,
 ) -> list[RollupRow]:
     """Rollup rows whose minute starts in [since, until), filtered (``kinds`` takes their rows of every
-    role: each row says its ``role``)."""
+    role: each row says its ``role``).
+
+    With ``step_ns``, rows are merged per service, operation, kind and step: steps of ``step_ns`` from
+    ``since``, each row's start being its step's (the minute ``since`` falls in belongs to the first step).
+    """
+    lo = since_unix_nano - since_unix_nano % BUCKET_NS
     where = ["bucket_start_unix_nano >= ?", "bucket_start_unix_nano < ?"]
-    params: list[object] = [since_unix_nano - since_unix_nano % BUCKET_NS, until_unix_nano]
+    params: list[object] = []
     if service is not None:
         where.append("service_name = ?")
         params.append(service)
@@ -115,6 +122,15 @@ def read_rollups(
     if kind_list:
         where.append(f"kind IN ({','.join('?' * len(kind_list))})")
         params.extend(kind_list)
+    if step_ns is not None:
+        return _read_steps(
+            conn,
+            " AND ".join(where),
+            params,
+            since_unix_nano=since_unix_nano,
+            until_unix_nano=until_unix_nano,
+            step_ns=step_ns,
+        )
     query = (
         "SELECT service_name, operation, kind, bucket_start_unix_nano, span_count, error_count, "
         f"duration_sum_ns, histogram FROM red_rollups WHERE {' AND '.join(where)}"
@@ -128,5 +144,64 @@ def read_rollups(
             Rollup(count, errors, total, latency_histogram.decode(histogram)),
             SpanRole(k // ROLE_STEP),
         )
-        for s, o, k, b, count, errors, total, histogram in conn.execute(query, params)
+        for s, o, k, b, count, errors, total, histogram in conn.execute(query, [lo, until_unix_nano, *params])
     ]
+
+
+# Steps one statement of _read_steps merges at most (a week): the concatenated histograms of one row stay far
+# under SQLite's longest string (a billion bytes) whatever range is asked for.
+_MERGE_NS = 7 * 24 * 3600 * 1_000_000_000
+
+
+def _read_steps(
+    conn: sqlite3.Connection,
+    where: str,
+    params: list[object],
+    *,
+    since_unix_nano: int,
+    until_unix_nano: int,
+    step_ns: int,
+) -> list[RollupRow]:
+    """The rows of ``where`` (its first two parameters: the minutes' bounds, then ``params``), merged per
+    service, operation, kind and step by SQLite.
+
+    Decoding each minute's histogram was the cost (a day of 20 services' entry spans: 40,000 rows, 0.5 s):
+    SQLite sums the counts and concatenates the histograms of each merged row, parsed once
+    (``merge_encoded``). Durations are summed as whole seconds and the nanoseconds left over, so that no
+    SUM overflows (a sum at the 64-bit limit stays there, as ``Rollup.add`` keeps it). Steps are merged a
+    week of minutes at a time (a step longer than that comes back in parts, each with the step's start).
+    """
+    since, step_ns = int(since_unix_nano), int(step_ns)  # written into the statement: numbers only
+    step = (
+        f"CASE WHEN bucket_start_unix_nano <= {since} THEN {since} "
+        f"ELSE {since} + (bucket_start_unix_nano - {since}) / {step_ns} * {step_ns} END"
+    )
+    query = (
+        f"SELECT service_name, operation, kind, {step} AS step, SUM(span_count), SUM(error_count), "
+        "SUM(duration_sum_ns / 1000000000), SUM(duration_sum_ns % 1000000000), group_concat(histogram, '') "
+        f"FROM red_rollups WHERE {where} GROUP BY service_name, operation, kind, step"
+    )
+    rows: list[RollupRow] = []
+    lo = since_unix_nano - since_unix_nano % BUCKET_NS
+    while lo < until_unix_nano:
+        hi = min(until_unix_nano, lo + _MERGE_NS)
+        rows.extend(
+            RollupRow(
+                s,
+                o,
+                k % ROLE_STEP,
+                b,
+                Rollup(
+                    count,
+                    errors,
+                    min(seconds * 1_000_000_000 + nanoseconds, _INT64_MAX),
+                    latency_histogram.merge_encoded(histograms),
+                ),
+                SpanRole(k // ROLE_STEP),
+            )
+            for s, o, k, b, count, errors, seconds, nanoseconds, histograms in conn.execute(
+                query, [lo, hi, *params]
+            )
+        )
+        lo = hi
+    return rows

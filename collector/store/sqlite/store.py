@@ -474,6 +474,7 @@ class SQLiteStore:
         service: str | None = None,
         operation: str | None = None,
         kinds: Sequence[int] = (),
+        step_ns: int | None = None,
     ) -> list[RollupRow]:
         return read_rollups(
             self._reader(),
@@ -482,6 +483,7 @@ class SQLiteStore:
             service=service,
             operation=operation,
             kinds=kinds,
+            step_ns=step_ns,
         )
 
     def hop_rollups(
