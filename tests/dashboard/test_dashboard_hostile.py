@@ -134,11 +134,11 @@ def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
             None,
             ("![px](",),
         ),
-        (f"{flow}&range=24h", "Waterfall", ".js-plotly-plot .ytick", MARKERS),
+        (f"{flow}&range=24h", "Waterfall", ".js-plotly-plot .textpoint", MARKERS),
         (
             f"{flow}&range=24h&span={setup.consumer_span_id}",
             "Waterfall",
-            ".js-plotly-plot .ytick",
+            ".js-plotly-plot .textpoint",
             ("![px](",),
         ),
         ("latency?range=24h", "Per async hop", ".js-plotly-plot", ("![px](",)),
