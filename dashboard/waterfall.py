@@ -114,7 +114,12 @@ def row_label(row: TreeRow, collapsed: Collection[SpanKey], shared: Collection[s
 
 
 def waterfall_figure(
-    detail: FlowDetail, collapsed: Collection[SpanKey] = frozenset(), selected: str | None = None
+    detail: FlowDetail,
+    collapsed: Collection[SpanKey] = frozenset(),
+    selected: str | None = None,
+    *,
+    tree: Sequence[TreeRow] | None = None,
+    path: Sequence[PathSegment] | None = None,
 ) -> go.Figure:
     """The flow's waterfall; x is milliseconds since the flow's first span started.
 
@@ -123,14 +128,15 @@ def waterfall_figure(
     on a second x axis (the selected span's in bold). Hops are bars of the ``queue wait`` trace, on the
     consumer's row, with the producer and consumer span ids in ``customdata``; the ``critical path`` trace
     has a thin bar per span or wait segment (on the row of its span, or of the nearest shown ancestor), its
-    span id in ``customdata``. ``collapsed`` holds the (trace id, span id) of collapsed spans.
+    span id in ``customdata``. ``collapsed`` holds the (trace id, span id) of collapsed spans; ``tree`` and
+    ``path`` are the flow's ``flow_tree`` and ``critical_path`` when the caller has them already.
     """
     spans = detail.spans
     figure = go.Figure()
     if not spans:
         return figure
     origin = min(span["start_unix_nano"] for span in spans)
-    rows = flow_tree(spans, detail.hops)
+    rows = flow_tree(spans, detail.hops) if tree is None else tree
     shown = visible_rows(rows, collapsed)
     row_of = {row.key: index for index, row in enumerate(shown)}
     shown_row = _shown_rows(rows, row_of)
@@ -195,21 +201,23 @@ def waterfall_figure(
             )
         )
 
-    path = [segment for segment in critical_path(spans, detail.hops) if segment.span is not None]
-    if path:
+    if path is None:
+        path = critical_path(spans, detail.hops)
+    drawn = [segment for segment in path if segment.span is not None]
+    if drawn:
         total = max(max(span["end_unix_nano"] for span in spans) - origin, 1)
-        keys = [segment.span for segment in path if segment.span is not None]
+        keys = [segment.span for segment in drawn if segment.span is not None]
         figure.add_trace(
             go.Bar(
                 name=CRITICAL_PATH_TRACE,
                 orientation="h",
                 y=[shown_row[key] for key in keys],
-                base=[(segment.start_unix_nano - origin) / 1e6 for segment in path],
-                x=[segment.duration_ns / 1e6 for segment in path],
+                base=[(segment.start_unix_nano - origin) / 1e6 for segment in drawn],
+                x=[segment.duration_ns / 1e6 for segment in drawn],
                 width=0.28,
                 customdata=[key[1] for key in keys],
                 marker={"color": CRITICAL_COLOUR},
-                hovertext=[_critical_hover(segment, by_id, total) for segment in path],
+                hovertext=[_critical_hover(segment, by_id, total) for segment in drawn],
                 hoverinfo="text",
             )
         )

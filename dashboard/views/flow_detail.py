@@ -11,7 +11,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from hopscope.collector.model.critical_path import SpanKey, critical_path, flow_tree
+from hopscope.collector.model.critical_path import (
+    PathSegment,
+    SpanKey,
+    TreeRow,
+    critical_path,
+    flow_tree,
+)
 from hopscope.collector.model.fate import Fate, MessageFate
 from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
 from hopscope.dashboard import data, url_state
@@ -353,29 +359,31 @@ def flow_page(flow_id: int) -> None:
             icon=":material/download:",
         )
     st.subheader("Waterfall")
+    tree = flow_tree(detail.spans, detail.hops)
+    path = critical_path(detail.spans, detail.hops)
     chart, side = st.columns([5, 3], gap="medium")
     with chart:
-        waterfall(flow_id, detail)
+        waterfall(flow_id, detail, tree, path)
     with side:
         span_panel(flow_id, detail)
-    critical_path_list(detail)
+    critical_path_list(detail, path)
     with st.expander(f"All {len(detail.spans)} spans as a table"):
         span_table(detail)
 
 
-def waterfall(flow_id: int, detail: FlowDetail) -> None:
+def waterfall(flow_id: int, detail: FlowDetail, tree: list[TreeRow], path: list[PathSegment]) -> None:
     """The chart (a click on a bar selects its span), and the buttons that fold the selected span's
     children away or open every span again."""
     collapsed = collapsed_spans(flow_id)
     chosen = selected_span(detail)
     st.plotly_chart(
-        waterfall_figure(detail, collapsed, chosen["span_id"]),
+        waterfall_figure(detail, collapsed, chosen["span_id"], tree=tree, path=path),
         width="stretch",
         key=_chart_key(flow_id),
         on_select=functools.partial(_chart_clicked, flow_id),
         selection_mode="points",
     )
-    rows = {row.key: row for row in flow_tree(detail.spans, detail.hops)}
+    rows = {row.key: row for row in tree}
     key = (chosen["trace_id"], chosen["span_id"])
     left, right = st.columns(2)
     if rows[key].child_count:
@@ -403,10 +411,9 @@ def waterfall(flow_id: int, detail: FlowDetail) -> None:
     )
 
 
-def critical_path_list(detail: FlowDetail) -> None:
+def critical_path_list(detail: FlowDetail, segments: list[PathSegment]) -> None:
     """The critical path as a table: each segment, what it is (span data, shown as text), its time and its
     share of the flow."""
-    segments = critical_path(detail.spans, detail.hops)
     if not segments:
         return
     by_id = {(span["trace_id"], span["span_id"]): span for span in detail.spans}
