@@ -48,8 +48,11 @@ EDGE_FONT_PX = 10
 CHAR_PX = 0.62 * NODE_FONT_PX
 EDGE_CHAR_PX = 0.6 * EDGE_FONT_PX
 # The page's usual width in pixels (a 1400 px window less the sidebar): left to right when that fits.
-FIT_WIDTH = 1000
-MARGIN_PX = 40
+FIT_WIDTH = 880
+MARGIN_PX = 24
+# More edges than this and their labels are off by default (hover still tells): a dense map reads better
+# with its nodes clear; picking services narrows it.
+EDGE_LABELS_UP_TO = 30
 ARROW_PX = 9
 # Where along its line an edge's label sits: past the middle, so that the labels of a fan-out spread apart.
 LABEL_AT = 0.6
@@ -133,17 +136,19 @@ def _boundary(half_width: float, half_height: float, dx: float, dy: float) -> fl
     return min(along_x, along_y)
 
 
-def _label_side(direction: str, position: dict[str, tuple[float, float]], edge: GraphEdge) -> str:
-    """Top to bottom, a label goes on the side its edge leans to (a fan-out's labels part); left to right,
-    above its edge."""
+def _label_side(direction: str, lean: float) -> str:
+    """Top to bottom, a label goes on the side its edge's first leg leans to (a fan-out's labels part);
+    left to right, above its edge."""
     if direction != "TB":
         return "top center"
-    (x0, _), (x1, _) = position.get(edge.source, (0.0, 0.0)), position.get(edge.target, (0.0, 0.0))
-    return "middle left" if x1 < x0 - 1 else "middle right"
+    return "middle left" if lean < -1 else "middle right"
 
 
-def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: bool = False) -> MapFigure:
-    """The map; with ``services``, only their neighbourhood (``service_map_dot.neighbourhood``).
+def service_map_figure(
+    graph: ServiceGraph, services: set[str] | None, *, dark: bool = False, edge_labels: bool = True
+) -> MapFigure:
+    """The map; with ``services``, only their neighbourhood (``service_map_dot.neighbourhood``); without
+    ``edge_labels``, an edge's numbers are in its hover box only.
 
     Data coordinates are the layout's pixels (y negated, so that it grows upwards), on axes of equal scale.
     """
@@ -163,24 +168,31 @@ def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: 
     annotations: list[dict[str, object]] = []
     errors = node_error_rates(edges)
 
-    edge_points: list[tuple[float, float, int, GraphEdge]] = []
+    edge_points: list[tuple[float, float, int, GraphEdge, str]] = []
     for index, edge in enumerate(edges):
         if edge.source not in position or edge.target not in position:
             continue
-        (x0, y0), (x1, y1) = position[edge.source], position[edge.target]
+        bends = [(x, -y) for x, y in drawing.bends.get((edge.source, edge.target), [])]
+        route = [position[edge.source], *bends, position[edge.target]]
+        (x0, y0), (x1, y1) = route[0], route[1]
         length = math.hypot(x1 - x0, y1 - y0)
         if length == 0:  # a node calling itself: a label beside it, no line
-            edge_points.append((x0 + half[edge.source][0] + 30, y0, index, edge))
+            edge_points.append((x0 + half[edge.source][0] + 30, y0, index, edge, "middle right"))
             continue
         dx, dy = (x1 - x0) / length, (y1 - y0) / length
         start = _boundary(*half[edge.source], dx, dy)
-        end = length - _boundary(*half[edge.target], dx, dy) - 2
+        # the last leg, into the target: it ends at the target's box, with the arrow
+        (lx0, ly0), (x1, y1) = route[-2], route[-1]
+        last = math.hypot(x1 - lx0, y1 - ly0)
+        ex, ey = (x1 - lx0) / last, (y1 - ly0) / last
+        end_x = x1 - ex * (_boundary(*half[edge.target], ex, ey) + 2)
+        end_y = y1 - ey * (_boundary(*half[edge.target], ex, ey) + 2)
         colour = health_colour(edge.red.error_rate if edge.red.span_count else None)
         dashed = edge.kind in ASYNC_KINDS or edge.kind == "publish"
         figure.add_trace(
             go.Scatter(
-                x=[x0 + dx * start, x0 + dx * end],
-                y=[y0 + dy * start, y0 + dy * end],
+                x=[x0 + dx * start, *(x for x, _ in bends), end_x],
+                y=[y0 + dy * start, *(y for _, y in bends), end_y],
                 mode="lines",
                 line={"color": colour, "width": 1.6, "dash": "dash" if dashed else "solid"},
                 hoverinfo="skip",
@@ -189,10 +201,10 @@ def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: 
         )
         annotations.append(
             {
-                "x": x0 + dx * end,
-                "y": y0 + dy * end,
-                "ax": x0 + dx * (end - ARROW_PX),
-                "ay": y0 + dy * (end - ARROW_PX),
+                "x": end_x,
+                "y": end_y,
+                "ax": end_x - ex * ARROW_PX,
+                "ay": end_y - ey * ARROW_PX,
                 "xref": "x",
                 "yref": "y",
                 "axref": "x",
@@ -205,8 +217,10 @@ def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: 
                 "text": "",
             }
         )
-        at = start + (end - start) * LABEL_AT
-        edge_points.append((x0 + dx * at, y0 + dy * at, index, edge))
+        # the label on the first leg (between the source's layer and the next)
+        first_end = length - (_boundary(*half[edge.target], dx, dy) + 2 if not bends else 0)
+        at = start + (first_end - start) * LABEL_AT
+        edge_points.append((x0 + dx * at, y0 + dy * at, index, edge, _label_side(drawing.direction, dx)))
 
     for node in nodes:
         x, y = position[node.id]
@@ -255,34 +269,38 @@ def service_map_figure(graph: ServiceGraph, services: set[str] | None, *, dark: 
     figure.add_trace(
         go.Scatter(
             name="hops",
-            x=[x for x, _, _, _ in edge_points],
-            y=[y for _, y, _, _ in edge_points],
-            mode="markers+text",
-            text=[_lines(edge_label(edge)) for _, _, _, edge in edge_points],
-            textposition=[_label_side(drawing.direction, position, edge) for _, _, _, edge in edge_points],
+            x=[x for x, *_ in edge_points],
+            y=[y for _, y, *_ in edge_points],
+            mode="markers+text" if edge_labels else "markers",
+            text=[_lines(edge_label(edge)) for _, _, _, edge, _ in edge_points],
+            textposition=[side for *_, side in edge_points],
             textfont={"size": EDGE_FONT_PX, "color": text_colour},
             marker={
                 "symbol": "diamond",
                 "size": 10,
                 "color": [
                     health_colour(edge.red.error_rate if edge.red.span_count else None)
-                    for _, _, _, edge in edge_points
+                    for _, _, _, edge, _ in edge_points
                 ],
             },
             customdata=[
-                ["edge", index, edge.source, edge.target, edge.kind] for _, _, index, edge in edge_points
+                ["edge", index, edge.source, edge.target, edge.kind] for _, _, index, edge, _ in edge_points
             ],
             hovertext=[
                 "<br>".join(plotly_hover(line) for line in edge_tooltip(edge).split("\n"))
                 + "<br><i>click for its flows</i>"
-                for _, _, _, edge in edge_points
+                for _, _, _, edge, _ in edge_points
             ],
             hoverinfo="text",
             showlegend=False,
         )
     )
     label_room = max((len(edge_label(edge).split("\n")[0]) for edge in edges), default=0) * EDGE_CHAR_PX
-    x_range = [-MARGIN_PX, drawing.width + MARGIN_PX + (label_room if drawing.direction == "TB" else 0)]
+    # A drawing wider than the page opens on its middle at full size (drag to see the rest), never shrunk.
+    room = label_room if drawing.direction == "TB" and edge_labels else 0
+    shown = min(drawing.width + room, FIT_WIDTH)
+    left = max(0.0, (drawing.width + room - FIT_WIDTH) / 2)
+    x_range = [left - MARGIN_PX, left + shown + MARGIN_PX]
     y_range = [-drawing.height - MARGIN_PX, MARGIN_PX]
     figure.update_layout(
         shapes=shapes,

@@ -12,7 +12,7 @@ import streamlit as st
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.service_map_dot import ERROR_RED, service_map_dot
-from hopscope.dashboard.service_map_figure import service_map_figure
+from hopscope.dashboard.service_map_figure import EDGE_LABELS_UP_TO, service_map_figure
 from hopscope.dashboard.service_map_routes import route_for
 from hopscope.dashboard.time_range import URL_PARAMS, refresh_interval
 
@@ -41,7 +41,10 @@ def service_map() -> None:
     if not graph.edges:
         st.caption("No hops in this time range.")
         return
-    drawn = service_map_figure(graph, set(chosen) or None, dark=st.context.theme.type == "dark")
+    labels = st.toggle("Edge labels", value=len(graph.edges) <= EDGE_LABELS_UP_TO, key="service_map_labels")
+    drawn = service_map_figure(
+        graph, set(chosen) or None, dark=st.context.theme.type == "dark", edge_labels=labels
+    )
     event = st.plotly_chart(
         drawn.figure,
         width="stretch",

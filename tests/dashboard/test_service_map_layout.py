@@ -65,6 +65,21 @@ def test_a_long_chain_runs_top_to_bottom_and_a_short_one_left_to_right() -> None
     assert deep.height >= 7 * NODE_HEIGHT
 
 
+def test_an_edge_that_skips_layers_bends_between_the_nodes_of_the_layers_it_crosses() -> None:
+    edges = [*DEMO_EDGES, ("service:orders-api", "service:notifier")]
+    widths = {node: 100.0 for node in _nodes(edges)}
+    drawn = layout(_nodes(edges), edges, widths, fit_width=1000)
+    bends = drawn.bends[("service:orders-api", "service:notifier")]
+    assert len(bends) == 5  # layers 1..5 between orders-api (0) and notifier (6)
+    rows = sorted({y for _, y in drawn.positions.values()})
+    assert [y for _, y in bends] == rows[1:6]
+    for x, y in bends:  # never through a node's box
+        for node, (node_x, node_y) in drawn.positions.items():
+            if node_y == y:
+                assert abs(x - node_x) >= (widths[node] + NODE_PADDING) / 2, node
+    assert set(drawn.bends) == {("service:orders-api", "service:notifier")}  # the others join neighbours
+
+
 def test_a_cycle_of_hops_still_gets_a_drawing() -> None:
     edges = [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "d")]
     layers = layers_of(["a", "b", "c", "d"], edges)
