@@ -17,6 +17,7 @@ from hopscope.collector.model.fate import FateFilter, MessageFate
 from hopscope.collector.model.flows import FlowDetail, FlowFilter, FlowSort
 from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
+from hopscope.collector.model.red import ServiceRed
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.url import open_store
 from hopscope.dashboard import url_state
@@ -58,35 +59,44 @@ def has_data(db: str) -> bool:
     return layer.has_spans() or bool(layer.queues())
 
 
+SERVICE_COLUMNS = [
+    "service", "rate_per_s", "error_pct", "p50_ms", "p95_ms", "p99_ms", "spans", "errors", "operations",
+]  # fmt: skip
+
+
+def _service_row(service: ServiceRed) -> dict[str, object]:
+    return {
+        "service": service.service,
+        "rate_per_s": service.red.rate_per_second,
+        "error_pct": 100 * service.red.error_rate,
+        "p50_ms": service.red.p50_ms,
+        "p95_ms": service.red.p95_ms,
+        "p99_ms": service.red.p99_ms,
+        "spans": service.red.span_count,
+        "errors": service.red.error_count,
+        "operations": service.operations,
+    }
+
+
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def services_frame(db: str, since: int, until: int) -> pd.DataFrame:
     """RED per service: rate, error %, p50/p95/p99 of its entry spans."""
+    rows = [_service_row(service) for service in _layer(db).services(since, until)]
+    return pd.DataFrame(rows, columns=SERVICE_COLUMNS)  # type: ignore[no-any-return]
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def services_trend_frame(db: str, since: int, until: int, step_seconds: int) -> pd.DataFrame:
+    """``services_frame`` with each service's p95 (ms) per step in ``p95_trend`` (0 where it had no entry
+    span), from one read: a ``latency_frame`` per service read the range's rollups once per service."""
     rows = [
         {
-            "service": service.service,
-            "rate_per_s": service.red.rate_per_second,
-            "error_pct": 100 * service.red.error_rate,
-            "p50_ms": service.red.p50_ms,
-            "p95_ms": service.red.p95_ms,
-            "p99_ms": service.red.p99_ms,
-            "spans": service.red.span_count,
-            "errors": service.red.error_count,
-            "operations": service.operations,
+            **_service_row(service),
+            "p95_trend": [0.0 if point.red.p95_ms is None else point.red.p95_ms for point in points],
         }
-        for service in _layer(db).services(since, until)
+        for service, points in _layer(db).services_over_time(since, until, step_seconds)
     ]
-    columns = [
-        "service",
-        "rate_per_s",
-        "error_pct",
-        "p50_ms",
-        "p95_ms",
-        "p99_ms",
-        "spans",
-        "errors",
-        "operations",
-    ]
-    return pd.DataFrame(rows, columns=columns)  # type: ignore[no-any-return]
+    return pd.DataFrame(rows, columns=[*SERVICE_COLUMNS, "p95_trend"])  # type: ignore[no-any-return]
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -112,16 +122,6 @@ def latency_frame(
     )
     frame["time"] = to_datetime(frame["time"])
     return frame  # type: ignore[no-any-return]
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def p95_trends(db: str, since: int, until: int, step_seconds: int) -> dict[str, list[float]]:
-    """Every service's p95 (ms) per step, 0 where it had no entry span: one read for the overview's table
-    (a ``latency_frame`` per service read the range's rollups once per service)."""
-    return {
-        service: [0.0 if point.red.p95_ms is None else point.red.p95_ms for point in points]
-        for service, points in _layer(db).latencies(since, until, step_seconds).items()
-    }
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

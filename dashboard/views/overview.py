@@ -79,7 +79,7 @@ def storage_metrics(facts: StorageFacts) -> None:
 @st.fragment(run_every=refresh_interval())
 def overview() -> None:
     since, until = context.time_range.since_unix_nano, context.time_range.until_unix_nano
-    services = data.services_frame(context.db, since, until)
+    services = data.services_trend_frame(context.db, since, until, context.time_range.step_seconds)
     dead_letter_queues = [q for q in data.queues(context.db) if q.is_dead_letter_queue]
     waiting = sum(q.latest.visible for q in dead_letter_queues if q.latest is not None)
     totals = st.columns(4)
@@ -101,8 +101,6 @@ def overview() -> None:
     if services.empty:
         st.caption("No server or consumer spans in this time range.")
     else:
-        trends = data.p95_trends(context.db, since, until, context.time_range.step_seconds)
-        services["p95_trend"] = [trends.get(name, []) for name in services["service"]]
         st.dataframe(
             services.drop(columns=["operations"]),
             hide_index=True,

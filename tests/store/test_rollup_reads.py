@@ -113,10 +113,10 @@ def test_a_range_of_weeks_counts_every_minute_once(layer: QueryLayer) -> None:
     assert layer.latency("web", since, until, 21 * 86_400)[0].red.span_count == 4
 
 
-def test_every_service_series_at_once_equals_each_alone(layer: QueryLayer) -> None:
+def test_every_service_and_its_series_at_once_equal_each_alone(layer: QueryLayer) -> None:
     since, until = T0 - DAY, T0 + 20 * DAY
-    latencies = layer.latencies(since, until, 3_600)
-    assert set(latencies) == {"web", "orders"}
-    for service, points in latencies.items():
-        assert points == layer.latency(service, since, until, 3_600)
-    assert sum(point.red.span_count for point in latencies["orders"]) == 4
+    together = layer.services_over_time(since, until, 3_600)
+    assert [service for service, _ in together] == layer.services(since, until)
+    for service, points in together:
+        assert points == layer.latency(service.service, since, until, 3_600)
+    assert [sum(point.red.span_count for point in points) for _, points in together] == [4, 4]
