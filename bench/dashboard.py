@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import streamlit as st
-import streamlit.logger
 from streamlit.testing.v1 import AppTest
 
 import hopscope.dashboard
@@ -53,8 +52,10 @@ def page_seconds(db: Path, page: str, query: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # bare-mode warnings, two per run: Streamlit sets each of its loggers' level (the parent's is not enough)
-    streamlit.logger.set_log_level(logging.ERROR)
+    # Bare-mode warnings, two per run (the caches cleared outside a session): each run sets Streamlit's
+    # loggers' levels again, so these two are switched off instead.
+    for name in ("runtime.caching.cache_data_api", "runtime.scriptrunner_utils.script_run_context"):
+        logging.getLogger(f"streamlit.{name}").disabled = True
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=None, help="directory of query.db (built when missing)")
     parser.add_argument("--repeat", type=int, default=5)
