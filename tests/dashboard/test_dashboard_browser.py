@@ -59,7 +59,16 @@ def test_every_page_renders_in_headless_chromium(
         for path, text in PAGES.items():
             visit(page, f"{dashboard}/{path}?range=24h", text, out / f"{path or 'overview'}.png")
         visit(page, f"{dashboard}/flows?range=24h&correlation_id=o-3", "o-3", out / "flows-o-3.png")
-        visit(page, f"{dashboard}/flow_detail?flow={o3.flow_id}", "queue wait", out / "flow.png")
+        visit(page, f"{dashboard}/flow_detail?flow={o3.flow_id}", "Critical path", out / "flow.png")
+        # a click on a span's bar selects it: its id goes into the URL
+        bars = page.locator(".js-plotly-plot .barlayer .trace").first.locator(".point")
+        bars.first.scroll_into_view_if_needed()
+        box = max(
+            (bars.nth(i).bounding_box() for i in range(bars.count())), key=lambda b: b["width"] if b else 0
+        )
+        assert box is not None
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function("() => /[?&]span=[0-9a-f]{16}/.test(location.search)", timeout=30_000)
         browser.close()
     pictures = sorted(p.name for p in out.glob("*.png"))
     assert pictures == sorted([f"{p or 'overview'}.png" for p in PAGES] + ["flows-o-3.png", "flow.png"])
