@@ -219,6 +219,16 @@ def test_a_consumer_that_starts_before_its_producer_ends_has_no_wait() -> None:
     assert path(spans, [hop(producer, consumer)]) == [("api", 0, 10), ("p", 10, 20), ("c", 20, 50)]
 
 
+def test_a_consumer_that_is_its_producers_child_in_one_trace_waits_too() -> None:
+    # a message sent with its trace context as the parent (one trace): the hop marks the parent edge
+    producer = span("p", 0, 10, kind="PRODUCER")
+    consumer = span("c", 25, 40, parent="p", kind="CONSUMER")
+    hops = [hop(producer, consumer)]
+    assert tree([producer, consumer], hops) == [("p", 0, None, 1), ("c", 1, "p", 0)]
+    assert flow_tree([producer, consumer], hops)[1].hop == hops[0]
+    assert path([producer, consumer], hops) == [("p", 0, 10), ("wait c", 10, 25), ("c", 25, 40)]
+
+
 def test_spans_whose_parent_is_missing_are_roots_and_what_nothing_covers_is_a_gap() -> None:
     spans = [
         span("b", 30, 60, parent="gone"),
