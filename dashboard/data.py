@@ -17,7 +17,7 @@ from hopscope.collector.model.fate import FateFilter, MessageFate
 from hopscope.collector.model.flows import FlowDetail, FlowFilter, FlowSort
 from hopscope.collector.model.graph import ServiceGraph
 from hopscope.collector.model.queues import QueueSummary
-from hopscope.collector.model.red import ServiceRed
+from hopscope.collector.model.red import LatencyPoint, ServiceRed
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.url import open_store
 from hopscope.dashboard import url_state
@@ -88,7 +88,7 @@ def services_frame(db: str, since: int, until: int) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def services_trend_frame(db: str, since: int, until: int, step_seconds: int) -> pd.DataFrame:
     """``services_frame`` with each service's p95 (ms) per step in ``p95_trend`` (0 where it had no entry
-    span), from one read: a ``latency_frame`` per service read the range's rollups once per service."""
+    span), from one read (a series per service read the range's rollups once per service)."""
     rows = [
         {
             **_service_row(service),
@@ -99,12 +99,10 @@ def services_trend_frame(db: str, since: int, until: int, step_seconds: int) -> 
     return pd.DataFrame(rows, columns=[*SERVICE_COLUMNS, "p95_trend"])  # type: ignore[no-any-return]
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def latency_frame(
-    db: str, service: str, since: int, until: int, step_seconds: int, *, operation: str | None = None
-) -> pd.DataFrame:
-    """p50/p95/p99, rate and errors of a service (or one of its operations) per step."""
-    points = _layer(db).latency(service, since, until, step_seconds, operation)
+LATENCY_COLUMNS = ["time", "p50_ms", "p95_ms", "p99_ms", "rate_per_s", "spans", "errors"]
+
+
+def _latency_points_frame(points: list[LatencyPoint]) -> pd.DataFrame:
     frame = pd.DataFrame(
         [
             {
@@ -118,10 +116,24 @@ def latency_frame(
             }
             for point in points
         ],
-        columns=["time", "p50_ms", "p95_ms", "p99_ms", "rate_per_s", "spans", "errors"],
+        columns=LATENCY_COLUMNS,
     )
     frame["time"] = to_datetime(frame["time"])
     return frame  # type: ignore[no-any-return]
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def latency_frames(
+    db: str, service: str, since: int, until: int, step_seconds: int, *, operation: str | None = None
+) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """A service's (or operation's) latency from one read: the whole range's p50/p95/p99, rate and errors;
+    the same per step; the distribution over the range (bin upper bound in ms, count)."""
+    whole, points, bins = _layer(db).latency_over_range(service, since, until, step_seconds, operation)
+    return (
+        _latency_points_frame([LatencyPoint(since, whole)]).iloc[0],
+        _latency_points_frame(points),
+        pd.DataFrame(bins, columns=["upper_ms", "count"]),
+    )
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -226,15 +238,6 @@ def queue_depth_frame(db: str, queue: str, since: int, until: int) -> pd.DataFra
     )
     frame.insert(0, "time", to_datetime(frame.pop("polled_unix_nano")))
     return frame  # type: ignore[no-any-return]
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def latency_histogram_frame(
-    db: str, service: str, since: int, until: int, *, operation: str | None = None
-) -> pd.DataFrame:
-    """The latency distribution of a service (or operation) over the range: bin upper bound (ms), count."""
-    bins = _layer(db).latency_histogram(service, since, until, operation)
-    return pd.DataFrame(bins, columns=["upper_ms", "count"])  # type: ignore[no-any-return]
 
 
 # -- live SQS (dead-letter queues) --------------------------------------------------------------------------

@@ -47,17 +47,17 @@ def service_latency(services: pd.DataFrame) -> str:
         )
     chosen = operation or None
 
-    # One step over the whole range: the percentiles of the whole selection, from the same rollups.
-    whole = data.latency_frame(context.db, service, since, until, tr.seconds, operation=chosen).iloc[0]
+    # The whole selection's percentiles, its series and its histogram: one read of the same rollups.
+    whole, series, histogram = data.latency_frames(
+        context.db, service, since, until, tr.step_seconds, operation=chosen
+    )
     totals = st.columns(4)
     for column, name in zip(totals, PERCENTILES, strict=False):
         column.metric(f"{name} over the range", format_ms_fixed(whole[f"{name}_ms"]))
     totals[3].metric("Spans", int(whole["spans"]), help=f"{int(whole['errors'])} with an error")
 
-    series = data.latency_frame(context.db, service, since, until, tr.step_seconds, operation=chosen)
     st.plotly_chart(percentiles_figure(series, service, chosen, tr.step_seconds), width="stretch")
 
-    histogram = data.latency_histogram_frame(context.db, service, since, until, operation=chosen)
     if histogram.empty:
         st.caption("No spans of this selection in the time range: no histogram.")
         return service

@@ -120,3 +120,13 @@ def test_every_service_and_its_series_at_once_equal_each_alone(layer: QueryLayer
     for service, points in together:
         assert points == layer.latency(service.service, since, until, 3_600)
     assert [sum(point.red.span_count for point in points) for _, points in together] == [4, 4]
+
+
+def test_a_service_latency_from_one_read_equals_its_three_answers(layer: QueryLayer) -> None:
+    since, until = T0 - DAY, T0 + 20 * DAY
+    for operation in (None, "GET /order"):
+        whole, points, bins = layer.latency_over_range("web", since, until, 3_600, operation)
+        assert points == layer.latency("web", since, until, 3_600, operation)
+        assert bins == layer.latency_histogram("web", since, until, operation)
+        assert [whole] == [point.red for point in layer.latency("web", since, until, 21 * 86_400, operation)]
+        assert whole.span_count == 4
