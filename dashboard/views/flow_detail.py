@@ -386,10 +386,12 @@ def waterfall(flow_id: int, detail: FlowDetail, tree: list[TreeRow], path: list[
     rows = {row.key: row for row in tree}
     key = (chosen["trace_id"], chosen["span_id"])
     left, right = st.columns(2)
-    if rows[key].child_count:
+    children = rows[key].child_count
+    if children:
         folded = key in collapsed
         left.button(
-            f"{'Expand' if folded else 'Collapse'} the selected span's {rows[key].child_count} children",
+            f"{'Expand' if folded else 'Collapse'} the selected span's {children} "
+            f"{'child' if children == 1 else 'children'}",
             key=f"toggle_{flow_id}",
             on_click=_toggle,
             args=(flow_id, key),
