@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from hopscope.collector.model import conventions
+from hopscope.collector.model.destinations import destination_name
 from hopscope.collector.model.flows import AsyncHop, FlowSpan
 
 SpanKey: TypeAlias = tuple[str, str]  # (trace id, span id) in hex
@@ -104,6 +106,35 @@ class _Node:
         return (self.start, self.key[0], self.key[1])
 
 
+def link_hops(spans: Sequence[FlowSpan], hops: Sequence[AsyncHop]) -> list[AsyncHop]:
+    """Hops read from span links that the flow's hops do not name: a consumer span (a batch invocation the
+    flow shares with other flows, whose hops the stitcher keeps per message) linking to a span of the flow
+    hangs under that span like any consumer, with its wait measured the same way."""
+    by_key = {span_key(span): span for span in spans}
+    named = {(hop["consumer"]["trace_id"], hop["consumer"]["span_id"]) for hop in hops}
+    found: list[AsyncHop] = []
+    for span in spans:
+        if span["kind"] != "CONSUMER" or span_key(span) in named:
+            continue
+        for link in span["links"]:
+            producer = by_key.get((link["trace_id"], link["span_id"]))
+            if producer is None or producer is span:
+                continue
+            found.append(
+                AsyncHop(
+                    producer={"trace_id": link["trace_id"], "span_id": link["span_id"]},
+                    consumer={"trace_id": span["trace_id"], "span_id": span["span_id"]},
+                    producer_service=producer["service"],
+                    consumer_service=span["service"],
+                    messaging_system=producer["attributes"].get(conventions.MESSAGING_SYSTEM),
+                    destination=destination_name(span["attributes"]) or "",
+                    queue_wait_ms=(span["start_unix_nano"] - producer["end_unix_nano"]) / 1e6,
+                    receive_count=span["attributes"].get(conventions.RECEIVE_COUNT),
+                )
+            )
+    return found
+
+
 class _Tree:
     """The flow's spans linked into one forest: parents within traces, consumer traces under producers."""
 
@@ -116,7 +147,7 @@ class _Tree:
             if parent is not None and (node.key[0], parent) in self.nodes:
                 node.parent = (node.key[0], parent)
         self._break_cycles()
-        self._attach(hops)
+        self._attach([*hops, *link_hops(spans, hops)])
         self.children: dict[SpanKey | None, list[_Node]] = {}
         for node in sorted(self.nodes.values(), key=_Node.order):
             self.children.setdefault(node.parent, []).append(node)

@@ -309,3 +309,30 @@ def test_the_critical_path_tiles_the_flow_and_each_segment_lies_inside_its_span(
             assert seen[row.parent] == row.depth - 1  # each parent comes before its children
         seen[row.key] = row.depth
     assert sum(row.child_count for row in rows) == sum(row.parent is not None for row in rows)
+
+
+def test_a_shared_batch_that_links_to_the_flows_producer_hangs_under_it_with_its_wait() -> None:
+    """A batch invocation the flow shares with other flows has no hop of its own (the stitcher keeps the
+    batch's hops per message): its link to the flow's producer places it, and a link to a span outside
+    the flow does not."""
+    api = span("api", 0, 10, trace="ta", kind="SERVER")
+    publish = span("publish", 2, 6, trace="ta", parent="api", kind="PRODUCER")
+    batch = span("batch", 40, 90, trace="tb", kind="CONSUMER", service="billing")
+    batch["links"] = [
+        {"trace_id": "other", "span_id": "elsewhere", "attributes": {}},
+        {"trace_id": "ta", "span_id": "publish", "attributes": {}},
+    ]
+    batch["attributes"] = {"messaging.destination.name": "arn:aws:sqs:us-east-1:123456789012:billing"}
+    assert tree([api, publish, batch]) == [
+        ("api", 0, None, 1),
+        ("publish", 1, "api", 1),
+        ("batch", 2, "publish", 0),
+    ]
+    assert path([api, publish, batch]) == [
+        ("api", 0, 2),
+        ("publish", 2, 6),
+        ("wait batch", 6, 40),
+        ("batch", 40, 90),
+    ]
+    (wait,) = [segment for segment in critical_path([api, publish, batch], []) if segment.kind == "wait"]
+    assert wait.hop is not None and wait.hop["destination"] == "billing" and wait.hop["queue_wait_ms"] == 34
