@@ -107,7 +107,7 @@ def main() -> None:
         "--dashboard-port",
         str(port),
     ]
-    # Longer than the pictures take: the demo is stopped (SIGINT: its Ctrl-C, a clean stop) once they are saved.
+    # Longer than the pictures take: once they are saved, the demo gets SIGINT (its Ctrl-C, a clean stop).
     command = [HOPSCOPE, "demo", "--duration", str(args.seconds + 600), "--db", str(db), *ports]
     demo = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
