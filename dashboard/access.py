@@ -85,7 +85,8 @@ def log_out() -> None:
 
 
 def login_form() -> None:
-    st.title("hopscope")
+    st.title("Log in")
+    st.caption("This dashboard is shared with a password: ask whoever runs it.")
     with st.form("access_login"):
         st.text_input("Password", type="password", key="access_password")
         st.form_submit_button("Log in", type="primary", on_click=log_in)
