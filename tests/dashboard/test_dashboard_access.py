@@ -6,6 +6,7 @@ Chromium (one browser for the file).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -16,9 +17,9 @@ from playwright.sync_api import Page, sync_playwright
 from streamlit.testing.v1 import AppTest
 
 from hopscope.dashboard.access import WRONG_PASSWORD_DELAY_SECONDS
-from hopscope.dashboard.config import is_loopback_host
+from hopscope.dashboard.config import PASSWORD_ENV, is_loopback_host
 from tests.helpers.dashboard_harness import CHROMIUM_ARGS, dashboard_env, run_page, running_dashboard
-from tests.helpers.servers import HOPSCOPE, ShopDatabase
+from tests.helpers.servers import HOPSCOPE, ShopDatabase, free_port
 
 PASSWORD = "correct horse battery staple ✓"  # not ASCII: compared as bytes
 EVERY_INTERFACE = "0.0.0.0"  # every interface: not loopback
@@ -132,6 +133,25 @@ def test_an_unreadable_or_empty_password_file_stops_the_command(
     )
     assert done.returncode == 2
     assert problem in done.stderr
+
+
+def test_the_command_says_when_it_serves_every_interface_read_only(tmp_path: Path) -> None:
+    port = str(free_port())
+    proc = subprocess.Popen(
+        [HOPSCOPE, "dashboard", "--db", str(tmp_path / "x.db"), "--host", EVERY_INTERFACE, "--port", port],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={key: value for key, value in os.environ.items() if key != PASSWORD_ENV},
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert first.startswith(f"hopscope dashboard: listening on {EVERY_INTERFACE} without a password: ")
+    assert "read-only, no dead-letter actions" in first
 
 
 def visit(page: Page, url: str, ready: str) -> str:
