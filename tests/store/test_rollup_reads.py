@@ -111,6 +111,9 @@ def test_a_range_of_weeks_counts_every_minute_once(layer: QueryLayer) -> None:
     assert [point.red.span_count for point in points] == [2] + [0] * 6 + [1] + [0] * 7 + [1] + [0] * 5
     assert points[0].bucket_start_unix_nano == since
     assert layer.latency("web", since, until, 21 * 86_400)[0].red.span_count == 4
+    # and so does all time (since 1970: weeks without a row are skipped, not read one by one)
+    assert [service.red.span_count for service in layer.services(0, 2**63 - 1)] == [4, 4]
+    assert [edge.red.span_count for edge in layer.graph(0, 2**63 - 1).edges] == [4]
 
 
 def test_every_service_and_its_series_at_once_equal_each_alone(layer: QueryLayer) -> None:

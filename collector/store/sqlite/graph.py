@@ -50,6 +50,7 @@ from hopscope.collector.stitch.graph_rules import (
     client_edge,
 )
 from hopscope.collector.stitch.guard import joinable_link
+from hopscope.collector.store.sqlite.red import merge_windows
 
 _EXTERNAL = '{"type": "external"'  # how an external candidate's JSON begins
 _ERROR = Status.StatusCode.STATUS_CODE_ERROR
@@ -612,11 +613,6 @@ class GraphRollups:
         )
 
 
-# Minutes one statement of read_hop_rollups merges at most (a week): the concatenated histograms of one edge
-# stay far under SQLite's longest string (a billion bytes) whatever range is asked for.
-_MERGE_NS = 7 * 24 * 3600 * 1_000_000_000
-
-
 def read_hop_rollups(
     conn: sqlite3.Connection, since_unix_nano: int, until_unix_nano: int, kinds: tuple[str, ...] | None = None
 ) -> list[tuple[str, str, str, HopRollup]]:
@@ -629,9 +625,8 @@ def read_hop_rollups(
     """
     only = f" AND edge_kind IN ({','.join('?' * len(kinds))})" if kinds else ""
     merged: list[tuple[str, str, str, HopRollup]] = []
-    start = since_unix_nano - since_unix_nano % BUCKET_NS
-    while start < until_unix_nano:
-        end = min(until_unix_nano, start + _MERGE_NS)
+    lo = since_unix_nano - since_unix_nano % BUCKET_NS
+    for start, end in merge_windows(conn, "hop_rollups", lo, until_unix_nano):
         rows = conn.execute(
             "SELECT source, target, edge_kind, SUM(hop_count), SUM(error_count), "
             "group_concat(duration_histogram, ''), group_concat(wait_histogram, ''), MAX(max_receive_count) "
@@ -655,7 +650,6 @@ def read_hop_rollups(
             )
             for source, target, edge_kind, count, errors, durations, waits, receive in rows
         )
-        start = end
     return merged
 
 

@@ -10,7 +10,7 @@ and would otherwise fold into one row. Rows folded before this rule have the ENT
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -148,9 +148,25 @@ def read_rollups(
     ]
 
 
-# Steps one statement of _read_steps merges at most (a week): the concatenated histograms of one row stay far
-# under SQLite's longest string (a billion bytes) whatever range is asked for.
+# Minutes one statement merges at most (a week): the concatenated histograms of one merged row stay far under
+# SQLite's longest string (a billion bytes) whatever range is asked for.
 _MERGE_NS = 7 * 24 * 3600 * 1_000_000_000
+
+
+def merge_windows(conn: sqlite3.Connection, table: str, lo: int, until: int) -> Iterator[tuple[int, int]]:
+    """Stretches [lo, hi) of at most a week that cover every minute row of ``table`` in [lo, until), the
+    empty ones between them skipped (a range since 1970 is a few reads, not one per week)."""
+    while lo < until:
+        first = conn.execute(
+            f"SELECT bucket_start_unix_nano FROM {table} WHERE bucket_start_unix_nano >= ? "
+            "AND bucket_start_unix_nano < ? ORDER BY bucket_start_unix_nano LIMIT 1",
+            (lo, until),
+        ).fetchone()
+        if first is None:
+            return
+        hi = min(until, first[0] + _MERGE_NS)
+        yield first[0], hi
+        lo = hi
 
 
 def _read_steps(
@@ -182,9 +198,8 @@ def _read_steps(
         f"FROM red_rollups WHERE {where} GROUP BY service_name, operation, kind, step"
     )
     rows: list[RollupRow] = []
-    lo = since_unix_nano - since_unix_nano % BUCKET_NS
-    while lo < until_unix_nano:
-        hi = min(until_unix_nano, lo + _MERGE_NS)
+    first_minute = since_unix_nano - since_unix_nano % BUCKET_NS
+    for lo, hi in merge_windows(conn, "red_rollups", first_minute, until_unix_nano):
         rows.extend(
             RollupRow(
                 s,
@@ -203,5 +218,4 @@ def _read_steps(
                 query, [lo, hi, *params]
             )
         )
-        lo = hi
     return rows
