@@ -4,10 +4,11 @@
 
 Runs ``hopscope demo`` (with its dashboard) into a fresh database, lets its traffic run for the given time,
 then saves what headless Chromium shows on the demo's own dashboard while the demo still runs (so the
-dead-letter queue's messages can be read from its moto server): the service map, the flow list, the flow of
-an order whose billing batch it shares with other orders (``flow.png``) and the dead letters, the orders
-that shipping fails for good. Chromium is found as the browser tests find it (tests/helpers/chromium.py:
-``$HOPSCOPE_CHROMIUM``, ``chromium``/``chromium-browser``/``google-chrome`` on PATH, Playwright's own).
+dead-letter queue's messages can be read from its moto server): the service map, the flow list, the
+waterfall and critical path of an order whose billing batch it shares with other orders (``flow.png``) and
+the dead letters, the orders that shipping fails for good. Chromium is found as the browser tests find it
+(tests/helpers/chromium.py: ``$HOPSCOPE_CHROMIUM``, ``chromium``/``chromium-browser``/``google-chrome`` on
+PATH, Playwright's own).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -73,13 +75,29 @@ def shared_flow(db: Path) -> int | None:
     return None
 
 
-def shoot(page: Page, url: str, text: str, path: Path, selector: str | None = None) -> None:
-    """Open ``url``, wait for ``text`` (and ``selector``: a table peeked from SQS), save the first screen."""
-    page.goto(url, wait_until="domcontentloaded")
-    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
-    if selector is not None:
-        page.locator(selector).first.wait_for(timeout=60_000)
+@dataclass(frozen=True)
+class Shot:
+    """One picture: its page, a text it shows once drawn, an element to wait for, the window's height, and
+    the heading to scroll to the top (the flow's waterfall and critical path, below its header)."""
+
+    path: str
+    ready: str
+    selector: str | None = None
+    height: int = 1000
+    start: str | None = None
+
+
+def shoot(page: Page, url: str, shot: Shot, path: Path) -> None:
+    page.set_viewport_size({"width": 1400, "height": shot.height})
+    page.goto(f"{url}/{shot.path}", wait_until="domcontentloaded")
+    page.get_by_text(shot.ready, exact=False).first.wait_for(timeout=60_000)
+    if shot.selector is not None:
+        page.locator(shot.selector).first.wait_for(timeout=60_000)
     page.wait_for_timeout(2500)  # charts finish drawing
+    if shot.start is not None:
+        heading = page.get_by_role("heading", name=shot.start, exact=True).first
+        heading.evaluate("element => element.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
     page.screenshot(path=str(path))
     print(f"saved {path}")
 
@@ -120,20 +138,14 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # each picture: its page, a text it shows once drawn, an element to wait for
             shots = {
-                "service_map": (f"{url}/service_map?range=1h", "Service map", None),
-                "flows": (f"{url}/flows?range=1h", "Flows", None),
-                "flow": (f"{url}/flow_detail?flow={flow_id}", "shared: processed in one batch", None),
-                "dead_letters": (
-                    f"{url}/dead_letters?range=1h",
-                    "shipping-dlq",
-                    "[data-testid='stDataFrame']",
-                ),
+                "service_map": Shot("service_map?range=1h", "Service map", height=1300),
+                "flows": Shot("flows?range=1h", "Flows"),
+                "flow": Shot(f"flow_detail?flow={flow_id}", "Critical path", height=1400, start="Waterfall"),
+                "dead_letters": Shot("dead_letters?range=1h", "shipping-dlq", "[data-testid='stDataFrame']"),
             }
             for name in args.only:
-                target, text, selector = shots[name]
-                shoot(page, target, text, OUT / f"{name}.png", selector)
+                shoot(page, url, shots[name], OUT / f"{name}.png")
             browser.close()
     finally:
         demo.send_signal(signal.SIGINT)
