@@ -88,6 +88,19 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopDatabase]:
     server.stop()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Every browser test skipped for want of Chromium is one line of the summary ("SKIPPED [4] ..."), not
+    one per test: pytest reports a fixture's skip at each test's own line, so those are put at the finder."""
+    from tests.helpers import chromium
+    from tests.helpers.chromium import MISSING
+
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and MISSING in str(report.longrepr[2]):
+        report.longrepr = (chromium.__file__, None, str(report.longrepr[2]))
+    return report
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     """Chromium for every browser test, wherever this machine has it (tests/helpers/chromium.py). None:
