@@ -452,7 +452,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     spec = importlib.util.find_spec("hopscope.dashboard")
     assert spec is not None and spec.origin is not None
     app = Path(spec.origin).with_name("app.py")
-    from hopscope.dashboard.config import PASSWORD_ENV, is_loopback_host  # noqa: PLC0415
+    from hopscope.collector.loopback import is_loopback_host  # noqa: PLC0415
+    from hopscope.dashboard.config import PASSWORD_ENV  # noqa: PLC0415
 
     password = os.environ.get(PASSWORD_ENV) or None
     if args.password_file is not None:

@@ -17,11 +17,12 @@ from starlette.routing import Route
 from hopscope.collector.auth import BearerAuthMiddleware
 from hopscope.collector.health import ConnectionLimitView, DiskWatch, HealthEndpoints
 from hopscope.collector.http.guard import ConnectionStats
-from hopscope.collector.http.host_check import LoopbackHostMiddleware, is_loopback_host
+from hopscope.collector.http.host_check import LoopbackHostMiddleware
 from hopscope.collector.ingest.body import InflightBudget
 from hopscope.collector.ingest.forward import Forwarder
 from hopscope.collector.ingest.http_receiver import TraceReceiver, status_response
 from hopscope.collector.ingest.writer import SpanWriter
+from hopscope.collector.loopback import is_loopback_host
 from hopscope.collector.otlp.codec import Encoding
 from hopscope.collector.query.api import QueryApi
 from hopscope.collector.query.layer import QueryLayer

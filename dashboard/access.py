@@ -19,7 +19,8 @@ import time
 
 import streamlit as st
 
-from hopscope.dashboard.config import DashboardConfig, is_loopback_host, load_config
+from hopscope.collector.loopback import is_loopback_host
+from hopscope.dashboard.config import DashboardConfig, load_config
 from hopscope.dashboard.plain_text import markdown_text
 
 AUTHENTICATED = "access_authenticated"  # st.session_state: this browser session has logged in

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,22 +41,6 @@ def load_config() -> DashboardConfig:
         region=env.get(REGION_ENV) or None,
         password=env.get(PASSWORD_ENV) or None,
     )
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ``::1``); False for anything else,
-    including no address at all (Streamlit then listens on every interface).
-
-    The collector has the same test (collector/http/host_check.py), in a room the dashboard may not import.
-    """
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def store_label(config: DashboardConfig) -> str:

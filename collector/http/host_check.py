@@ -8,22 +8,11 @@ working). Bound to any other address, the collector is meant to be reached by na
 
 from __future__ import annotations
 
-import ipaddress
-
 from google.rpc import code_pb2
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hopscope.collector.ingest.http_receiver import status_response
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (``127.0.0.1``, ``::1``, ...)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from hopscope.collector.loopback import is_loopback_host
 
 
 def _host_name(host_header: str) -> str:

@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from streamlit.testing.v1 import AppTest
 
+from hopscope.collector.loopback import is_loopback_host
 from hopscope.dashboard.access import WRONG_PASSWORD_DELAY_SECONDS
-from hopscope.dashboard.config import PASSWORD_ENV, is_loopback_host
+from hopscope.dashboard.config import PASSWORD_ENV
 from tests.helpers.dashboard_harness import CHROMIUM_ARGS, dashboard_env, run_page, running_dashboard
 from tests.helpers.servers import HOPSCOPE, ShopDatabase, free_port
 
