@@ -19,10 +19,15 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 
@@ -52,6 +57,7 @@ class BodyTooLargeError(ValueError):
 TRUNCATED_KEY = "truncated"
 _SPAN_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _LINK_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id")
+_LOG_ID_KEYS = _LINK_ID_KEYS
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
@@ -81,6 +87,19 @@ def decode_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest
             request.ParseFromString(body)
         except DecodeError as exc:
             raise OtlpDecodeError(f"body is not a valid ExportTraceServiceRequest protobuf: {exc}") from exc
+        return request
+    _parse_otlp_json(parse_json(body), request, "body")
+    return request
+
+
+def decode_logs_request(body: bytes, encoding: Encoding) -> ExportLogsServiceRequest:
+    """Parse an ExportLogsServiceRequest; OtlpDecodeError says what is wrong with it."""
+    request = ExportLogsServiceRequest()
+    if encoding is Encoding.PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise OtlpDecodeError(f"body is not a valid ExportLogsServiceRequest protobuf: {exc}") from exc
         return request
     _parse_otlp_json(parse_json(body), request, "body")
     return request
@@ -130,6 +149,15 @@ def encode_response(rejected_spans: int, error_message: str, encoding: Encoding)
     return _encode(response, encoding)
 
 
+def encode_logs_response(rejected_records: int, error_message: str, encoding: Encoding) -> bytes:
+    """ExportLogsServiceResponse, with partial_success only when something was rejected."""
+    response = ExportLogsServiceResponse()
+    if rejected_records or error_message:
+        response.partial_success.rejected_log_records = rejected_records
+        response.partial_success.error_message = error_message
+    return _encode(response, encoding)
+
+
 def encode_status(code: int, message: str, encoding: Encoding) -> bytes:
     """A google.rpc.Status body, as OTLP/HTTP requires for every failed request."""
     return _encode(status_pb2.Status(code=code, message=message), encoding)
@@ -173,6 +201,28 @@ def traces_from_json(document: dict[str, Any]) -> TracesData:
     return traces
 
 
+def logs_to_json(logs: LogsData, *, truncated: bool = False) -> dict[str, Any]:
+    """OTLP JSON of stored log records (hex ids, integer enums), as :func:`traces_to_json` for spans."""
+    document = json_format.MessageToDict(logs, use_integers_for_enums=True)
+    _convert_ids(document, _base64_to_hex)
+    if truncated:
+        document[TRUNCATED_KEY] = True
+    return document
+
+
+def logs_from_json(document: dict[str, Any]) -> LogsData:
+    """The inverse of :func:`logs_to_json`; OtlpDecodeError for a document that is not OTLP JSON LogsData."""
+    try:
+        copied = json.loads(json.dumps(document))
+    except RecursionError:
+        raise OtlpDecodeError("document is not valid OTLP JSON: nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise OtlpDecodeError(f"document is not valid OTLP JSON: {_cut(str(exc))}") from None
+    logs = LogsData()
+    _parse_otlp_json(copied, logs, "document")
+    return logs
+
+
 def _encode(message: Message, encoding: Encoding) -> bytes:
     if encoding is Encoding.PROTOBUF:
         return message.SerializeToString()
@@ -180,6 +230,10 @@ def _encode(message: Message, encoding: Encoding) -> bytes:
 
 
 def _convert_ids(document: dict[str, Any], convert: Callable[[str, str], str]) -> None:
+    for resource_logs in _objects(document, "resourceLogs", "resource_logs"):
+        for scope_logs in _objects(resource_logs, "scopeLogs", "scope_logs"):
+            for record in _objects(scope_logs, "logRecords", "log_records"):
+                _convert_keys(record, _LOG_ID_KEYS, convert)
     for resource_spans in _objects(document, "resourceSpans", "resource_spans"):
         for scope_spans in _objects(resource_spans, "scopeSpans", "scope_spans"):
             for span in _objects(scope_spans, "spans"):

@@ -28,6 +28,7 @@ from hopscope.collector.model.flows import (
     SharedTrace,
 )
 from hopscope.collector.model.graph import GraphEdge, GraphNode, HopRollup, ServiceGraph, node_type
+from hopscope.collector.model.logs import MAX_ANSWER_LOGS, LogFilter, LogLine
 from hopscope.collector.model.queues import DepthSample, QueueSummary
 from hopscope.collector.model.red import (
     FAAS_INVOCATION_ID,
@@ -40,7 +41,7 @@ from hopscope.collector.model.red import (
     is_per_record_span,
 )
 from hopscope.collector.model.storage import StorageFacts
-from hopscope.collector.otlp.codec import traces_to_json
+from hopscope.collector.otlp.codec import logs_to_json, traces_to_json
 from hopscope.collector.otlp.values import any_value, attributes_json
 from hopscope.collector.query.fate import lookup_keys, message_fates
 from hopscope.collector.stitch.facts import entry_rank
@@ -64,6 +65,14 @@ MAX_ANSWER_SPAN_BYTES = 4 * 1024 * 1024
 
 _KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
 _STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    """Log records of a search or of a flow, and whether more matched than one answer holds."""
+
+    lines: list[LogLine]
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,42 @@ class QueryLayer:
         ``GET /api/flows/{id}/otlp`` answers and the dashboard offers to download."""
         answer = self.flow_otlp_answer(flow_id)
         return None if answer is None else traces_to_json(answer.traces, truncated=answer.truncated)
+
+    def search_logs(self, criteria: LogFilter) -> LogAnswer:
+        """Log records matching ``criteria``, at most its limit (itself at most MAX_ANSWER_LOGS)."""
+        limit = max(0, min(criteria.limit, MAX_ANSWER_LOGS))
+        lines = self._store.search_logs(replace(criteria, limit=limit + 1))
+        return LogAnswer(lines[:limit], len(lines) > limit)
+
+    def flow_trace_ids(self, flow_id: int) -> list[bytes] | None:
+        """Every trace a standing flow shows (its own, then the batch traces it shares); None when unknown."""
+        standing = self._store.resolve_flow(flow_id)
+        if standing is None:
+            return None
+        return [*self._store.flow_trace_ids(standing), *self._store.flow_shared_traces(standing)]
+
+    def flow_logs(self, flow_id: int, criteria: LogFilter | None = None) -> LogAnswer | None:
+        """Every log record of the flow's traces, oldest first (at most MAX_ANSWER_LOGS, the earliest),
+        narrowed by ``criteria`` when given; None for an unknown flow."""
+        trace_ids = self.flow_trace_ids(flow_id)
+        if trace_ids is None:
+            return None
+        if not trace_ids:
+            return LogAnswer([], False)
+        base = criteria or LogFilter(limit=MAX_ANSWER_LOGS)
+        return self.search_logs(replace(base, trace_ids=tuple(trace_ids), newest_first=False))
+
+    def flow_logs_otlp_json(self, flow_id: int) -> dict[str, object] | None:
+        """The flow's log records as OTLP JSON LogsData (at most MAX_ANSWER_LOGS, ``truncated`` when cut):
+        ``GET /api/flows/{id}/logs/otlp``, the logs' half of a flow's export."""
+        trace_ids = self.flow_trace_ids(flow_id)
+        if trace_ids is None:
+            return None
+        logs = self._store.get_logs(trace_ids, MAX_ANSWER_LOGS + 1)
+        count = sum(len(s.log_records) for r in logs.resource_logs for s in r.scope_logs)
+        if count > MAX_ANSWER_LOGS:
+            logs = self._store.get_logs(trace_ids, MAX_ANSWER_LOGS)
+        return logs_to_json(logs, truncated=count > MAX_ANSWER_LOGS)
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
         """RED per service over the range, from its invocations (its server and consumer spans as

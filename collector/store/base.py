@@ -17,12 +17,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
+from hopscope.collector.model.logs import LogFilter, LogLine
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
 from hopscope.collector.model.storage import StorageFacts
@@ -44,7 +47,18 @@ class PreparedSpans:
     __slots__ = ()
 
 
+class PreparedLogs:
+    """One request's log records as rows of the store that prepared them (``LogSink.prepare_logs``); opaque
+    like PreparedSpans, and committed by the same ``write_prepared``, in the same transaction as spans that
+    waited beside them (one writer thread, one group commit)."""
+
+    __slots__ = ()
+
+
+# What the writer thread hands to ``write_prepared``: a request's spans or its log records.
+Prepared = PreparedSpans | PreparedLogs
 _Prepared = TypeVar("_Prepared", bound=PreparedSpans)
+_PreparedLogs = TypeVar("_PreparedLogs", bound=PreparedLogs)
 
 
 def prepared_by(kind: type[_Prepared], batches: Sequence[PreparedSpans]) -> list[_Prepared]:
@@ -55,6 +69,23 @@ def prepared_by(kind: type[_Prepared], batches: Sequence[PreparedSpans]) -> list
             raise TypeError(f"{type(batch).__name__} was prepared by another store, not as {kind.__name__}")
         own.append(batch)
     return own
+
+
+def split_prepared(
+    span_kind: type[_Prepared], log_kind: type[_PreparedLogs], batches: Sequence[Prepared]
+) -> tuple[list[_Prepared], list[_PreparedLogs]]:
+    """A group's span batches and log batches, each as the store's own kind; TypeError for another
+    store's rows."""
+    spans: list[_Prepared] = []
+    logs: list[_PreparedLogs] = []
+    for batch in batches:
+        if isinstance(batch, span_kind):
+            spans.append(batch)
+        elif isinstance(batch, log_kind):
+            logs.append(batch)
+        else:
+            raise TypeError(f"{type(batch).__name__} was prepared by another store")
+    return spans, logs
 
 
 @dataclass
@@ -93,8 +124,8 @@ class SpanSink(Protocol):
         limits first (the receiver has already applied the count limits).
         """
 
-    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
-        """Commit every span of ``batches``; returns the number of spans given.
+    def write_prepared(self, batches: Sequence[Prepared]) -> int:
+        """Commit every span and log record of ``batches``; returns the number of spans and records given.
 
         SQLite: one transaction, all or nothing; when it returns the spans survive a killed process (and,
         with ``durable``, the default, a power loss). A re-sent span (same trace and span id) is stored
@@ -111,6 +142,43 @@ class SpanSink(Protocol):
         SQLite stitches every new span before returning; ClickHouse the spans that have settled (all of
         them in-process with chdb, whose settle time is 0).
         """
+
+
+class LogSink(Protocol):
+    """Takes log records in, the same two steps as spans: ``prepare_logs`` (any thread) makes a request's
+    records into rows, ``write_prepared`` (the writer thread) commits them with the spans of the group."""
+
+    def prepare_logs(
+        self, request: ExportLogsServiceRequest, limits: SpanLimits | None = None
+    ) -> PreparedLogs:
+        """The request's log records as rows; never touches the database. With ``limits``, string values
+        over the value length limit are cut (as for spans)."""
+
+    def write_logs(self, requests: Sequence[ExportLogsServiceRequest]) -> int:
+        """``prepare_logs`` then ``write_prepared`` (scripts, tests, benchmarks); returns the records."""
+
+
+class LogRetention(Protocol):
+    """Deletes old log records, a chunk at a time between commits (the writer thread)."""
+
+    def delete_logs_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """Delete records whose time is before the cutoff; returns how many went. SQLite: at most
+        ``limit`` in one transaction. ClickHouse: 0, its ``otel_logs`` TTL follows ``record_retention``."""
+
+
+class LogReader(Protocol):
+    """Reads log records; any thread, and other processes that open the store read-only."""
+
+    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
+        """At most ``criteria.limit`` records matching every criterion, in time order (oldest first, or
+        newest first with ``newest_first``); ties in time keep the order records were received in."""
+
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+        """The records of these traces as OTLP, grouped by resource and scope, at most ``limit`` (the
+        earliest): what a flow's export carries besides its spans."""
+
+    def count_logs(self) -> int:
+        """How many log records are stored."""
 
 
 class Stitcher(Protocol):
@@ -354,11 +422,13 @@ class StorageRecorder(Protocol):
         """Record it (None: spans are kept for ever); any thread. A read-only store refuses (StoreError)."""
 
 
-class WriteSide(SpanSink, Stitcher, Retention, Protocol):
+class WriteSide(SpanSink, LogSink, Stitcher, Retention, LogRetention, Protocol):
     """What the writer thread drives: commits, stitching and retention."""
 
 
-class ReadSide(TraceReader, FlowReader, RollupReader, QueueReader, FateReader, StorageReader, Protocol):
+class ReadSide(
+    TraceReader, FlowReader, RollupReader, QueueReader, FateReader, StorageReader, LogReader, Protocol
+):
     """What the query layer reads (for the HTTP query API and the dashboard)."""
 
 
