@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -27,6 +29,8 @@ logger = logging.getLogger("hopscope.instrumentation")
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
 DEFAULT_FLUSH_TIMEOUT_MS = 2000
 TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
+_SIGNAL_PATHS = (TRACES_PATH, LOGS_PATH, "/v1/metrics")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
@@ -42,10 +46,21 @@ def tracing_disabled() -> bool:
 def traces_endpoint(endpoint: str | None = None) -> str:
     """The OTLP/HTTP traces URL: argument > OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) >
     OTEL_EXPORTER_OTLP_ENDPOINT > HOPSCOPE_ENDPOINT > http://127.0.0.1:4318 (the last three + /v1/traces)."""
+    return _signal_endpoint(endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", TRACES_PATH)
+
+
+def logs_endpoint(endpoint: str | None = None) -> str:
+    """The OTLP/HTTP logs URL, in the order of ``traces_endpoint``: argument >
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT (as is) > OTEL_EXPORTER_OTLP_ENDPOINT > HOPSCOPE_ENDPOINT > default
+    (the last three + /v1/logs; an argument that names /v1/traces gets /v1/logs in its place)."""
+    return _signal_endpoint(endpoint, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", LOGS_PATH)
+
+
+def _signal_endpoint(endpoint: str | None, signal_variable: str, path: str) -> str:
     if endpoint:
         base = endpoint
-    elif os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        return os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    elif os.environ.get(signal_variable):
+        return os.environ[signal_variable]
     else:
         base = (
             os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -53,7 +68,12 @@ def traces_endpoint(endpoint: str | None = None) -> str:
             or DEFAULT_ENDPOINT
         )
     base = base.rstrip("/")
-    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+    if base.endswith(path):
+        return base
+    for other in _SIGNAL_PATHS:
+        if base.endswith(other):
+            return base[: -len(other)] + path
+    return base + path
 
 
 def service_name_of(service_name: str | None = None) -> str:
@@ -107,6 +127,7 @@ class _State:
     bounded_flush_ms: int | None = None
     capture_payload: bool | None = None
     flush_timeout_ms: int | None = None
+    logger_provider: Any = None  # the LoggerProvider of log export, once on
 
 
 _state = _State()
@@ -123,6 +144,8 @@ def configure(
     capture_payload: bool | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     span_exporter: SpanExporter | None = None,
+    logs: bool | None = None,
+    log_exporter: LogRecordExporter | None = None,
 ) -> TracerProvider:
     """Set up tracing once for this process and return the TracerProvider (later calls return the same).
 
@@ -132,35 +155,108 @@ def configure(
     started with ``--auth-token`` expects. ``span_exporter`` replaces the OTLP/HTTP exporter (a console or
     in-memory one); it must bound its own export time, as the OTLP exporter here is bounded by the flush
     timeout.
+
+    ``logs=True`` (or ``OTEL_LOGS_EXPORTER=otlp`` when not given) also exports Python ``logging`` records
+    over OTLP/HTTP to ``/v1/logs``, with the same resource, headers and timeout, flushed with the spans; a
+    LoggerProvider the application already set is reused by the same rule as the TracerProvider.
+    ``log_exporter`` replaces the OTLP/HTTP log exporter. A later call can still turn logs on.
     """
     with _lock:
         if capture_payload is not None:
             _state.capture_payload = capture_payload
         if flush_timeout_ms is not None:
             _state.flush_timeout_ms = flush_timeout_ms
-        if _state.provider is not None:
-            return _state.provider  # type: ignore[no-any-return]
-        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - keep the import cold-start cheap
+        provider = _configure_traces(
+            service_name=service_name,
+            endpoint=endpoint,
+            headers=headers,
+            sampler=sampler,
+            resource_attributes=resource_attributes,
+            span_exporter=span_exporter,
+        )
+        if _state.logger_provider is None and _logs_enabled(logs, log_exporter):
+            _configure_logs(
+                provider,
+                service_name=service_name,
+                endpoint=endpoint,
+                headers=headers,
+                resource_attributes=resource_attributes,
+                log_exporter=log_exporter,
+            )
+        return provider
 
-        current = trace.get_tracer_provider()
-        if isinstance(current, TracerProvider):
-            _state.provider = current
-            if endpoint or span_exporter is not None:
-                current.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
-            return current
 
-        from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+def _logs_enabled(logs: bool | None, log_exporter: LogRecordExporter | None) -> bool:
+    """The argument, else on with an exporter given, else ``OTEL_LOGS_EXPORTER``."""
+    if logs is not None or log_exporter is not None:
+        return logs is not False  # without importing log_export: logs off costs nothing
+    from hopscope.instrumentation.log_export import logs_enabled  # noqa: PLC0415
 
-        attributes = {**lambda_resource_attributes(), **(resource_attributes or {})}
-        attributes["service.name"] = service_name_of(service_name)
-        provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
-        provider.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
-        trace.set_tracer_provider(provider)
-        _state.provider = trace.get_tracer_provider()
-        _state.owns_provider = _state.provider is provider
-        if _state.owns_provider:
-            _state.bounded_flush_ms = flush_timeout_ms_of(_state.flush_timeout_ms)
+    return logs_enabled(None)
+
+
+def _configure_logs(
+    tracer_provider: Any,
+    *,
+    service_name: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    resource_attributes: Mapping[str, Any] | None,
+    log_exporter: LogRecordExporter | None,
+) -> None:
+    from hopscope.instrumentation import log_export  # noqa: PLC0415 - the logs SDK only when logs are on
+
+    resource = getattr(tracer_provider, "resource", None)
+    if resource is None:
+        resource = _resource(service_name, resource_attributes)
+    pipeline = log_export.start(
+        resource,
+        logs_endpoint(endpoint),
+        _export_headers(headers, "OTEL_EXPORTER_OTLP_LOGS_HEADERS"),
+        _export_timeout_s(),
+        log_exporter=log_exporter,
+        add_to_existing=bool(endpoint) or log_exporter is not None,
+    )
+    _state.logger_provider = pipeline.provider
+
+
+def _resource(service_name: str | None, resource_attributes: Mapping[str, Any] | None) -> Any:
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+
+    attributes = {**lambda_resource_attributes(), **(resource_attributes or {})}
+    attributes["service.name"] = service_name_of(service_name)
+    return Resource.create(attributes)
+
+
+def _configure_traces(
+    *,
+    service_name: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    sampler: Sampler | None,
+    resource_attributes: Mapping[str, Any] | None,
+    span_exporter: SpanExporter | None,
+) -> TracerProvider:
+    """The TracerProvider: the one configured before, the application's, or a new one (under ``_lock``)."""
+    if _state.provider is not None:
         return _state.provider  # type: ignore[no-any-return]
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - keep the import cold-start cheap
+
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        _state.provider = current
+        if endpoint or span_exporter is not None:
+            current.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+        return current
+
+    provider = TracerProvider(resource=_resource(service_name, resource_attributes), sampler=sampler)
+    provider.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+    trace.set_tracer_provider(provider)
+    _state.provider = trace.get_tracer_provider()
+    _state.owns_provider = _state.provider is provider
+    if _state.owns_provider:
+        _state.bounded_flush_ms = flush_timeout_ms_of(_state.flush_timeout_ms)
+    return _state.provider  # type: ignore[no-any-return]
 
 
 def _batch_processor(
@@ -172,18 +268,31 @@ def _batch_processor(
     if span_exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
-        resolved = dict(headers) if headers is not None else None
-        token = os.environ.get("HOPSCOPE_AUTH_TOKEN")
-        if resolved is None and token and not os.environ.get("OTEL_EXPORTER_OTLP_HEADERS"):
-            resolved = {"Authorization": f"Bearer {token}"}
-        timeout_s = max(flush_timeout_ms_of(_state.flush_timeout_ms), 1) / 1000
         span_exporter = OTLPSpanExporter(
-            endpoint=traces_endpoint(endpoint), headers=resolved, timeout=timeout_s
+            endpoint=traces_endpoint(endpoint),
+            headers=_export_headers(headers, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            timeout=_export_timeout_s(),
         )
     return BatchSpanProcessor(span_exporter, max_queue_size=_QUEUE_SIZE, max_export_batch_size=_QUEUE_SIZE)
 
 
 _QUEUE_SIZE = 2048
+
+
+def _export_headers(headers: Mapping[str, str] | None, signal_variable: str) -> dict[str, str] | None:
+    """The headers given, else ``HOPSCOPE_AUTH_TOKEN`` as a bearer token unless the OTLP headers variables
+    are set (None: the exporter reads those itself)."""
+    if headers is not None:
+        return dict(headers)
+    token = os.environ.get("HOPSCOPE_AUTH_TOKEN")
+    if token and not os.environ.get("OTEL_EXPORTER_OTLP_HEADERS") and not os.environ.get(signal_variable):
+        return {"Authorization": f"Bearer {token}"}
+    return None
+
+
+def _export_timeout_s() -> float:
+    """An exporter's timeout: the flush timeout, so that one export never outlasts a flush."""
+    return max(flush_timeout_ms_of(_state.flush_timeout_ms), 1) / 1000
 
 
 def ensure_configured() -> None:
@@ -219,11 +328,12 @@ class _Flusher:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def flush(self, provider: Any, timeout_ms: int) -> bool:
+    def submit(self, provider: Any) -> threading.Event:
+        """Queue a flush of ``provider``; the event is set when it has ended."""
         done = threading.Event()
         self._ensure_thread()
         self._requests.put((provider, done))
-        return done.wait(timeout_ms / 1000)
+        return done
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -248,20 +358,31 @@ _flusher = _Flusher()
 
 
 def flush(timeout_ms: int | None = None) -> bool:
-    """Export the spans ended so far, waiting at most ``timeout_ms``; True when everything was flushed.
+    """Export the spans ended and the log records emitted so far, waiting at most ``timeout_ms`` for both
+    together; True when everything was flushed.
 
-    hopscope's own pipeline is flushed on the calling thread: its one export is bounded by the exporter's
-    timeout, which is the flush timeout. Any other provider is flushed on the flusher thread.
+    hopscope's own span pipeline is flushed on the calling thread: its one export is bounded by the
+    exporter's timeout, which is the flush timeout. Any other provider, and the log records, are flushed on
+    the flusher thread at the same time, and the caller waits for them until the one deadline.
     """
-    provider = trace.get_tracer_provider()
-    if not hasattr(provider, "force_flush"):
-        return True
     wait_ms = default_flush_timeout_ms() if timeout_ms is None else timeout_ms
+    deadline = time.monotonic() + wait_ms / 1000
+    provider: Any = trace.get_tracer_provider()
+    traced = hasattr(provider, "force_flush")
     bound = _state.bounded_flush_ms
-    if provider is _state.provider and bound is not None and bound <= wait_ms:
+    in_caller = traced and provider is _state.provider and bound is not None and bound <= wait_ms
+    pending = []
+    if traced and not in_caller:
+        pending.append(_flusher.submit(provider))
+    if _state.logger_provider is not None:
+        pending.append(_flusher.submit(_state.logger_provider))
+    flushed = True
+    if in_caller:
         try:
-            return bool(provider.force_flush())
+            flushed = bool(provider.force_flush())
         except Exception:
             logger.debug("hopscope: flush failed", exc_info=True)
-            return False
-    return _flusher.flush(provider, wait_ms)
+            flushed = False
+    for done in pending:
+        flushed = done.wait(max(0.0, deadline - time.monotonic())) and flushed
+    return flushed

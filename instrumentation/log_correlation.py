@@ -2,7 +2,8 @@
 
 Either install it for every logger (``instrument_logging()``), add ``CorrelationLogFilter`` to a handler,
 or hook a Powertools ``Logger`` (``instrument_powertools_logger(logger)``): its JSON output then has the
-``trace_id``, ``span_id`` and ``correlation_id`` keys.
+``trace_id``, ``span_id`` and ``correlation_id`` keys. Exporting the records themselves over OTLP is
+``configure(logs=True)``'s part (log_export.py).
 """
 
 from __future__ import annotations
@@ -75,5 +76,9 @@ class _FilterableLogger(Protocol):
 
 
 def instrument_powertools_logger(logger: _FilterableLogger) -> None:
-    """Hook a Powertools ``Logger``: its JSON lines gain trace_id, span_id and correlation_id."""
+    """Hook a Powertools ``Logger``: its JSON lines gain trace_id, span_id and correlation_id, and with log
+    export on (``configure(logs=True)``, now or later) its records, with their keys, are exported too."""
+    from hopscope.instrumentation.log_export import register_powertools_logger  # noqa: PLC0415
+
     logger.addFilter(CorrelationLogFilter())
+    register_powertools_logger(logger)
