@@ -1,6 +1,7 @@
-"""The ClickHouse tables: ``otel_traces`` exactly as the OpenTelemetry Collector's ClickHouse exporter
-creates it (``internal/sqltemplates/traces_table.sql``, with its ``otel_traces_trace_id_ts`` lookup table and
-materialized view), and hopscope's own tables beside it, all prefixed ``hopscope_``.
+"""The ClickHouse tables: ``otel_traces`` and ``otel_logs`` exactly as the OpenTelemetry Collector's
+ClickHouse exporter creates them (``internal/sqltemplates/traces_table.sql``, with its
+``otel_traces_trace_id_ts`` lookup table and materialized view, and ``logs_table.sql``), and hopscope's own
+tables beside them, all prefixed ``hopscope_``.
 
 A database that only Collectors write gets flows the same way: ``hopscope_span_feed`` is filled by a
 materialized view on ``otel_traces``, whoever inserts, and ``hopscope collector`` stitches what arrives in it.
@@ -87,6 +88,45 @@ AS SELECT
 FROM {db}.otel_traces
 WHERE TraceId != ''
 GROUP BY TraceId
+"""
+
+# The exporter's logs template (``internal/sqltemplates/logs_table.sql`` at commit e3bd2d1d648f, the newest
+# version whose text could be read), with the same defaults. Later exporter versions make otel_logs without
+# TimestampTime (ordered by toStartOfFiveMinutes(Timestamp)): hopscope neither writes nor reads TimestampTime,
+# and writes EventName only where the table has it (logs.py), so a table either version made is used as is.
+_OTEL_LOGS = """
+CREATE TABLE IF NOT EXISTS {db}.otel_logs (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TimestampTime DateTime DEFAULT toDateTime(Timestamp),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    TraceFlags UInt8,
+    SeverityText LowCardinality(String) CODEC(ZSTD(1)),
+    SeverityNumber UInt8,
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    Body String CODEC(ZSTD(1)),
+    ResourceSchemaUrl LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeSchemaUrl LowCardinality(String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ScopeAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    LogAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    EventName String CODEC(ZSTD(1)),
+
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_scope_attr_key mapKeys(ScopeAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_scope_attr_value mapValues(ScopeAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_log_attr_key mapKeys(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_log_attr_value mapValues(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_body Body TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = MergeTree()
+PARTITION BY toDate(TimestampTime)
+PRIMARY KEY (ServiceName, TimestampTime)
+ORDER BY (ServiceName, TimestampTime, Timestamp)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
 """
 
 # -- hopscope's own tables -----------------------------------------------------------------------------
@@ -325,7 +365,7 @@ def _ttl_columns(now_unix_nano: int) -> tuple[str, ...]:
     return tuple(added)
 
 
-OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV)
+OTEL_STATEMENTS = (_OTEL_TRACES, _TRACE_ID_TS, _TRACE_ID_TS_MV, _OTEL_LOGS)
 OWN_STATEMENTS = (_META, _STITCHED, _QUEUES, _QUEUE_DEPTH, *FATE_STATEMENTS)  # fate: clickhouse/fate.py
 
 

@@ -17,12 +17,12 @@ from hopscope.collector.store.errors import ClickHouseError
 # The hopscope_meta key of the --retention the collector writing this database runs with (seconds; 0: none).
 RETENTION_KEY = "collector_retention_seconds"
 
-# The tables counted: the exporter's spans table and its trace-id index, and every hopscope_* table (the
-# materialized views store nothing of their own). Other tables of the database (an OpenTelemetry
-# Collector's logs or metrics) are not the store's.
+# The tables counted: the exporter's spans table and its trace-id index, its logs table, and every
+# hopscope_* table (the materialized views store nothing of their own). Other tables of the database (an
+# OpenTelemetry Collector's metrics) are not the store's.
 _OWN_PARTS = (
-    "database = {db:String} AND active AND (table IN ('otel_traces', 'otel_traces_trace_id_ts') "
-    "OR startsWith(table, 'hopscope_'))"
+    "database = {db:String} AND active "
+    "AND (table IN ('otel_traces', 'otel_traces_trace_id_ts', 'otel_logs') OR startsWith(table, 'hopscope_'))"
 )
 
 

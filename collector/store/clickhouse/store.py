@@ -7,6 +7,7 @@ tables beside them.
   ``otel_traces``) by whichever ``hopscope collector`` has the store open for writing, receiver or not.
 - RED rollups and the service graph are computed at query time from ``otel_traces``: aggregating a day of
   spans is what ClickHouse is built for, and it needs no state that only hopscope's ingest could keep.
+- Log records are rows of the exporter's ``otel_logs`` (logs.py), so a Collector fleet's logs are read too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
+from hopscope.collector.model.logs import LogFilter, LogLine
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
 from hopscope.collector.model.storage import StorageFacts
@@ -35,17 +39,19 @@ from hopscope.collector.stitch.guard import (
     report_failed_rows,
     usable_times,
 )
-from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, Prepared, ReadBudget, split_prepared
 from hopscope.collector.store.clickhouse import expiry as clickhouse_expiry
 from hopscope.collector.store.clickhouse import fate as clickhouse_fate
 from hopscope.collector.store.clickhouse import flows as clickhouse_flows
 from hopscope.collector.store.clickhouse import graph as clickhouse_graph
+from hopscope.collector.store.clickhouse import logs as clickhouse_logs
 from hopscope.collector.store.clickhouse import queues as clickhouse_queues
 from hopscope.collector.store.clickhouse import red as clickhouse_red
 from hopscope.collector.store.clickhouse import schema as clickhouse_schema
 from hopscope.collector.store.clickhouse import spans as clickhouse_spans
 from hopscope.collector.store.clickhouse import storage as clickhouse_storage
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
+from hopscope.collector.store.clickhouse.logs import PreparedLogRows
 from hopscope.collector.store.clickhouse.spans import (
     ERROR_STATUS_NAMES,
     KIND_BY_NAME,
@@ -96,6 +102,9 @@ class ClickHouseStore:
         self._retention: tuple[float, int | None] | None = None  # (when read, seconds): _expired_before
         # Spans left out of flows in this database (kept in hopscope_meta across restarts).
         self.skipped_spans = SkippedSpans()
+        # Whether otel_logs exists (a read-only store may find none: no logs yet) and has EventName.
+        self._logs_table = False
+        self._event_name = False
         if read_only:
             if not self._has_table("otel_traces"):
                 raise StoreError(f"{self.label} has no otel_traces table")
@@ -103,6 +112,7 @@ class ClickHouseStore:
             clickhouse_schema.create(client)
             self._watermark = self._load_watermark()
             self._load_skipped()
+            self._has_logs_table()
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -115,6 +125,13 @@ class ClickHouseStore:
             {"db": self._db, "name": name},
         )
         return bool(rows[0][0])
+
+    def _has_logs_table(self) -> bool:
+        """True once ``otel_logs`` exists (looked up until it does: a Collector may make it later)."""
+        if not self._logs_table and self._has_table("otel_logs"):
+            self._event_name = clickhouse_logs.has_event_name(self.client)
+            self._logs_table = True
+        return self._logs_table
 
     def _writable(self) -> None:
         if self.read_only:
@@ -140,12 +157,28 @@ class ClickHouseStore:
     def prepare(self, request: ExportTraceServiceRequest, limits: SpanLimits | None = None) -> PreparedRows:
         return clickhouse_spans.prepare_spans(request, limits)
 
-    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
+    def prepare_logs(
+        self, request: ExportLogsServiceRequest, limits: SpanLimits | None = None
+    ) -> PreparedLogRows:
+        return clickhouse_logs.prepare_logs(request, limits)
+
+    def write_prepared(self, batches: Sequence[Prepared]) -> int:
+        """One INSERT of the spans, then one of the log records. ClickHouse has no transaction across the
+        two: when the second fails the spans stay, and a retry stores them again (readers keep one)."""
         self._writable()
-        rows = [row for batch in prepared_by(PreparedRows, batches) for row in batch.rows]
-        clickhouse_spans.insert_spans(self.client, rows)
-        self._feed_checked = 0.0  # look at the feed again now
-        return len(rows)
+        span_batches, log_batches = split_prepared(PreparedRows, PreparedLogRows, batches)
+        rows = [row for batch in span_batches for row in batch.rows]
+        log_rows = [row for batch in log_batches for row in batch.rows]
+        if rows:
+            clickhouse_spans.insert_spans(self.client, rows)
+            self._feed_checked = 0.0  # look at the feed again now
+        if log_rows:
+            self._has_logs_table()
+            clickhouse_logs.insert_logs(self.client, log_rows, self._event_name)
+        return len(rows) + len(log_rows)
+
+    def write_logs(self, requests: Sequence[ExportLogsServiceRequest]) -> int:
+        return self.write_prepared([self.prepare_logs(request) for request in requests])
 
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
         written = self.write_prepared([self.prepare(request) for request in requests])
@@ -333,6 +366,11 @@ class ClickHouseStore:
         self._writable()
         return clickhouse_spans.delete_spans_started_before(self.client, cutoff_unix_nano, limit)
 
+    def delete_logs_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """As :meth:`delete_spans_started_before`: every record past the cutoff at once (see logs.py)."""
+        self._writable()
+        return clickhouse_logs.delete_logs_before(self.client, cutoff_unix_nano)
+
     def expire_before(
         self, cutoff_unix_nano: int, limit: int, *, flows: bool = True, orphans: bool = True
     ) -> int:
@@ -349,6 +387,19 @@ class ClickHouseStore:
 
     def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
         return clickhouse_spans.read_traces(self.client, trace_ids, budget)
+
+    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
+        if not self._has_logs_table():
+            return []
+        return clickhouse_logs.search_logs(self.client, criteria)
+
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+        if not self._has_logs_table():
+            return LogsData()
+        return clickhouse_logs.get_logs(self.client, trace_ids, limit)
+
+    def count_logs(self) -> int:
+        return clickhouse_logs.count_logs(self.client) if self._has_logs_table() else 0
 
     def resolve_flow(self, flow_id: int) -> int | None:
         return clickhouse_flows.resolve_flow(self.client, flow_id)
