@@ -20,10 +20,14 @@ def test_every_package_is_typed_and_exports_what_it_names(package: str) -> None:
 
 
 def test_importing_the_instrumentation_pulls_no_collector_dashboard_or_database_driver() -> None:
+    # Nor the logs SDK: configure(logs=True) imports it; a Powertools Logger hooked with logs off does not.
     script = (
         "import sys, hopscope.instrumentation; "
+        "from aws_lambda_powertools import Logger; "
+        "hopscope.instrumentation.instrument_powertools_logger(Logger(service='s')); "
         "heavy = [m for m in ('starlette', 'uvicorn', 'streamlit', 'pandas', 'sqlite3', 'hopscope.collector',"
-        " 'hopscope.dashboard') if m in sys.modules]; print(heavy)"
+        " 'hopscope.dashboard', 'opentelemetry.sdk._logs', 'opentelemetry._logs',"
+        " 'opentelemetry.exporter.otlp.proto.http') if m in sys.modules]; print(heavy)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
