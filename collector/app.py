@@ -20,7 +20,8 @@ from hopscope.collector.http.guard import ConnectionStats
 from hopscope.collector.http.host_check import LoopbackHostMiddleware
 from hopscope.collector.ingest.body import InflightBudget
 from hopscope.collector.ingest.forward import Forwarder
-from hopscope.collector.ingest.http_receiver import TraceReceiver, status_response
+from hopscope.collector.ingest.http_receiver import OtlpReceiver, status_response
+from hopscope.collector.ingest.signals import LOGS
 from hopscope.collector.ingest.writer import SpanWriter
 from hopscope.collector.loopback import is_loopback_host
 from hopscope.collector.otlp.codec import Encoding
@@ -96,8 +97,17 @@ def create_app(
         else None
     )
     budget = InflightBudget(settings.max_inflight_bytes)
-    receiver = TraceReceiver(
+    receiver = OtlpReceiver(
         store, writer, settings.max_body_bytes, budget, forwarder, span_limits=settings.span_limits
+    )
+    logs_receiver = OtlpReceiver(
+        store,
+        writer,
+        settings.max_body_bytes,
+        budget,
+        forwarder,
+        span_limits=settings.span_limits,
+        signal=LOGS,
     )
     grpc_receiver: GrpcTraceReceiver | None = None
     if settings.grpc_port is not None and settings.receiver:
@@ -111,6 +121,7 @@ def create_app(
             port=settings.grpc_port or 0,
             max_body_bytes=settings.max_body_bytes,
             token=settings.auth_token,
+            logs_receiver=logs_receiver,
         )
     query = QueryApi(QueryLayer(store))
     poller = None
@@ -143,6 +154,7 @@ def create_app(
                 poller.stop()
             writer.close(DRAIN_TIMEOUT_SECONDS)
             receiver.close()
+            logs_receiver.close()
             if forwarder:
                 forwarder.close(FORWARD_FLUSH_TIMEOUT_SECONDS)
 
@@ -154,7 +166,14 @@ def create_app(
     app = Starlette(
         routes=[
             # --no-receiver: spans come from others (OpenTelemetry Collectors writing to the store)
-            *([Route("/v1/traces", receiver.export, methods=["POST"])] if settings.receiver else []),
+            *(
+                [
+                    Route("/v1/traces", receiver.export, methods=["POST"]),
+                    Route("/v1/logs", logs_receiver.export, methods=["POST"]),
+                ]
+                if settings.receiver
+                else []
+            ),
             Route("/healthz", health.healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/api/traces/{trace_id}", query.get_trace, methods=["GET"]),

@@ -15,6 +15,9 @@ One daemon thread per upstream sends the queue in order, one ``application/x-pro
 - **Logged** once per distinct failure, with the traceback when there is an exception, until a delivery
   (see ``stitch/failures``): an upstream that stays down is one line, not one per retry.
 - A 2xx whose ``partial_success`` counts ``rejected_spans`` makes those spans dropped, the rest forwarded.
+- **Logs** go the same way to the upstream's ``/v1/logs`` (its traces URL with ``/v1/traces`` replaced), on
+  a queue and thread of their own, so that one signal's backlog never holds up the other's; an upstream
+  URL whose path does not end in ``/v1/traces`` gets no logs (there is no knowing its logs path).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from hopscope.collector.stitch.failures import Failures
@@ -45,10 +49,25 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 PROTOBUF = "application/x-protobuf"
 _PARTIAL_SUCCESS = "partial_success"
+_REJECTED_SPAN_KEYS = ("rejectedSpans", "rejected_spans")
+_REJECTED_LOG_KEYS = ("rejectedLogRecords", "rejected_log_records")
+TRACES_PATH = "/v1/traces"
+LOGS_PATH = "/v1/logs"
+
+
+def logs_url(traces_url: str) -> str | None:
+    """The upstream's OTLP/HTTP logs URL: its traces URL with ``/v1/traces`` replaced by ``/v1/logs``
+    (query kept); None when the traces path does not end in ``/v1/traces``."""
+    parts = urlsplit(traces_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith(TRACES_PATH):
+        return None
+    return urlunsplit(parts._replace(path=path[: -len(TRACES_PATH)] + LOGS_PATH))
 
 
 class UpstreamStats(TypedDict):
     url: str
+    signal: str  # "traces" or "logs"; for "logs" the *_spans counts count log records
     forwarded_spans: int
     dropped_spans: int
     queued_spans: int
@@ -94,7 +113,9 @@ class _Upstream:
         initial_backoff: float,
         max_backoff: float,
         request_timeout: float,
+        signal: str = "traces",
     ) -> None:
+        self.signal = signal
         self._target = url
         self.url = _redacted(url)  # what stats and logs show
         self._max_queue_bytes = max_queue_bytes
@@ -149,6 +170,7 @@ class _Upstream:
         with self._cond:
             return UpstreamStats(
                 url=self.url,
+                signal=self.signal,
                 forwarded_spans=self._forwarded_spans,
                 dropped_spans=self._dropped_spans,
                 queued_spans=self._queued_spans,
@@ -229,7 +251,7 @@ class _Upstream:
             return _Outcome(error_kind=type(exc).__name__, error=f"{type(exc).__name__}: {exc}")
         status = response.status_code
         if 200 <= status < 300:
-            rejected, message = _partial_success(response)
+            rejected, message = _partial_success(response, logs=self.signal == "logs")
             rejected = min(rejected, batch.spans)
             if rejected:
                 return _Outcome(
@@ -308,10 +330,25 @@ class Forwarder:
             )
             for url in urls
         ]
+        self._log_upstreams = [
+            _Upstream(
+                target,
+                max_queue_bytes=max_queue_bytes,
+                initial_backoff=initial_backoff,
+                max_backoff=max_backoff,
+                request_timeout=request_timeout,
+                signal="logs",
+            )
+            for target in (logs_url(url) for url in urls)
+            if target is not None
+        ]
 
     def start(self) -> None:
         for upstream in self._upstreams:
             log.info("forwarding accepted spans to %s", upstream.url)
+            upstream.start()
+        for upstream in self._log_upstreams:
+            log.info("forwarding accepted log records to %s", upstream.url)
             upstream.start()
 
     def offer(self, body: bytes, spans: int) -> None:
@@ -320,15 +357,23 @@ class Forwarder:
         for upstream in self._upstreams:
             upstream.offer(batch)
 
+    def offer_logs(self, body: bytes, records: int) -> None:
+        """Queue a committed batch of log records (a serialized ExportLogsServiceRequest) for every
+        upstream's /v1/logs."""
+        batch = _Batch(body, records)
+        for upstream in self._log_upstreams:
+            upstream.offer(batch)
+
     def stats(self) -> list[UpstreamStats]:
-        return [upstream.stats() for upstream in self._upstreams]
+        return [upstream.stats() for upstream in [*self._upstreams, *self._log_upstreams]]
 
     def close(self, timeout: float) -> None:
         """Send what is queued for at most ``timeout`` seconds, then drop the rest and return."""
         deadline = time.monotonic() + timeout
-        for upstream in self._upstreams:
+        upstreams = [*self._upstreams, *self._log_upstreams]
+        for upstream in upstreams:
             upstream.begin_close(deadline)
-        for upstream in self._upstreams:
+        for upstream in upstreams:
             upstream.join(deadline)
 
 
@@ -359,14 +404,18 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def _partial_success(response: httpx.Response) -> tuple[int, str]:
-    """``(rejected_spans, error_message)`` of an ExportTraceServiceResponse, protobuf or JSON; 0 if none."""
+def _partial_success(response: httpx.Response, *, logs: bool = False) -> tuple[int, str]:
+    """``(rejected_spans, error_message)`` of an ExportTraceServiceResponse (``rejected_log_records`` of an
+    ExportLogsServiceResponse with ``logs``), protobuf or JSON; 0 if none."""
     content = response.content
     if not content:
         return 0, ""
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == PROTOBUF:
         try:
+            if logs:
+                log_partial = ExportLogsServiceResponse.FromString(content).partial_success
+                return log_partial.rejected_log_records, log_partial.error_message
             partial = ExportTraceServiceResponse.FromString(content).partial_success
         except DecodeError:
             return 0, ""
@@ -375,7 +424,8 @@ def _partial_success(response: httpx.Response) -> tuple[int, str]:
         try:
             document = json.loads(content)
             partial_json = document.get("partialSuccess") or document.get("partial_success") or {}
-            rejected = int(partial_json.get("rejectedSpans") or partial_json.get("rejected_spans") or 0)
+            keys = _REJECTED_LOG_KEYS if logs else _REJECTED_SPAN_KEYS
+            rejected = int(partial_json.get(keys[0]) or partial_json.get(keys[1]) or 0)
             message = str(partial_json.get("errorMessage") or partial_json.get("error_message") or "")
         except (ValueError, TypeError, AttributeError):
             return 0, ""

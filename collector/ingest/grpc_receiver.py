@@ -1,4 +1,5 @@
-"""OTLP/gRPC trace receiver (``TraceService/Export``), beside the OTLP/HTTP one, as the OTLP spec says.
+"""OTLP/gRPC receiver (``TraceService/Export`` and ``LogsService/Export``), beside the OTLP/HTTP one, as
+the OTLP specification says.
 
 It runs on grpc.aio on uvicorn's own event loop, so that it shares the HTTP receiver's write path (the
 same validation, store, writer and forwarder: an OK is sent only after the commit) and its memory
@@ -15,7 +16,7 @@ missing or wrong token UNAUTHENTICATED; a message over the size limit RESOURCE_E
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
@@ -25,14 +26,13 @@ from grpc import aio
 
 from hopscope.collector.ingest.bearer import bearer_token_matches
 from hopscope.collector.ingest.body import BudgetExhaustedError, InflightBudget, holding_cost
-from hopscope.collector.ingest.http_receiver import RETRY_AFTER_SECONDS, SpansNotStoredError, TraceReceiver
+from hopscope.collector.ingest.http_receiver import RETRY_AFTER_SECONDS, OtlpReceiver, SpansNotStoredError
 from hopscope.collector.ingest.validation import Validation
 from hopscope.collector.ingest.writer import QueueFullError, SpanWriter, WriterClosedError
-from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import Encoding, OtlpDecodeError
 
-SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
+_Export = Callable[[bytes, "aio.ServicerContext[bytes, bytes]"], Awaitable[bytes]]
 
 _Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -62,12 +62,13 @@ class _Refused(Exception):
 
 
 class GrpcTraceReceiver:
-    """Serves ``TraceService/Export`` on ``host:port`` (0: a free port) with the HTTP receiver's write path,
-    memory budget, body limit and bearer token; one instance per app."""
+    """Serves ``TraceService/Export`` (and ``LogsService/Export`` with a ``logs_receiver``) on
+    ``host:port`` (0: a free port) with the HTTP receivers' write paths, memory budget, body limit and
+    bearer token; one instance per app."""
 
     def __init__(
         self,
-        receiver: TraceReceiver,
+        receiver: OtlpReceiver,
         writer: SpanWriter,
         budget: InflightBudget,
         *,
@@ -75,8 +76,9 @@ class GrpcTraceReceiver:
         port: int,
         max_body_bytes: int,
         token: str | None,
+        logs_receiver: OtlpReceiver | None = None,
     ) -> None:
-        self._receiver = receiver
+        self._receivers = [receiver, *([logs_receiver] if logs_receiver else [])]
         self._writer = writer
         self._budget = budget
         self._host = host
@@ -107,8 +109,14 @@ class GrpcTraceReceiver:
         )
         # No deserializer: the handler gets the raw bytes and decodes them itself, so a malformed
         # message is answered INVALID_ARGUMENT with a clear message.
-        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(self.export)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+        for receiver in self._receivers:
+            handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+                self._export_of(receiver)
+            )
+            service = receiver.signal.grpc_service
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, {METHOD: handler}),)
+            )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound = server.add_insecure_port(address)
@@ -129,13 +137,16 @@ class GrpcTraceReceiver:
         if self._server is not None:
             await self._server.stop(grace)
 
-    async def export(self, body: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-        """The RPC: a serialized ExportTraceServiceRequest in, a serialized response out."""
-        try:
-            self._check_token(context.invocation_metadata())
-            return await self._receive(body)
-        except _Refused as refused:
-            await context.abort(refused.code, refused.message, trailing_metadata=refused.trailers())
+    def _export_of(self, receiver: OtlpReceiver) -> _Export:
+        async def export(body: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+            """The RPC: a serialized Export*ServiceRequest in, a serialized response out."""
+            try:
+                self._check_token(context.invocation_metadata())
+                return await self._receive(body, receiver)
+            except _Refused as refused:
+                await context.abort(refused.code, refused.message, trailing_metadata=refused.trailers())
+
+        return export
 
     def _check_token(self, metadata: aio.Metadata | None) -> None:
         if self._token is None:
@@ -148,10 +159,7 @@ class GrpcTraceReceiver:
             message = "missing bearer token" if not given else "wrong bearer token"
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    def _decode_and_accept(self, body: bytes) -> Awaitable[Validation]:
-        return self._receiver.accept(otlp_codec.decode_request(body, Encoding.PROTOBUF), body)
-
-    async def _receive(self, body: bytes) -> bytes:
+    async def _receive(self, body: bytes, receiver: OtlpReceiver) -> bytes:
         if self._writer.saturated:  # refuse before spending time on the message
             raise _Refused(grpc.StatusCode.UNAVAILABLE, "collector busy: the write queue is full", retry=True)
         cost = holding_cost(len(body), Encoding.PROTOBUF)
@@ -162,7 +170,9 @@ class GrpcTraceReceiver:
             raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"collector busy: {exc}", retry=True) from None
         try:
             # decoded, limited and prepared off the event loop, as OTLP/HTTP does
-            committed = await self._receiver.off_the_loop(self._decode_and_accept, body)
+            committed: Awaitable[Validation] = await receiver.off_the_loop(
+                receiver.decode_and_accept_protobuf, body
+            )
             validation = await committed
         except OtlpDecodeError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -172,7 +182,9 @@ class GrpcTraceReceiver:
             raise _Refused(grpc.StatusCode.UNAVAILABLE, str(exc), retry=True) from None
         finally:
             self._budget.give_back(cost)
-        return otlp_codec.encode_response(validation.rejected, validation.error_message, Encoding.PROTOBUF)
+        return receiver.signal.encode_response(
+            validation.rejected, validation.error_message, Encoding.PROTOBUF
+        )
 
 
 def _probe(host: str, port: int) -> str | None:

@@ -1,6 +1,8 @@
-"""``POST /v1/traces``: the OTLP/HTTP trace receiver, as the OTLP specification says.
+"""``POST /v1/traces`` and ``POST /v1/logs``: the OTLP/HTTP receivers, as the OTLP specification says.
 
-A 200 is sent only after the accepted spans are committed to the store.
+A 200 is sent only after the accepted spans (or log records) are committed to the store. One class serves
+both signals (``ingest/signals.py`` names what differs), so logs get the same limits, memory budget, error
+answers and partial success as traces.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from hopscope.collector.ingest.body import BodyReader, BudgetExhaustedError, InflightBudget
 from hopscope.collector.ingest.forward import Forwarder
-from hopscope.collector.ingest.validation import Validation, drop_invalid_spans
+from hopscope.collector.ingest.signals import TRACES, Signal, Sink
+from hopscope.collector.ingest.validation import Validation
 from hopscope.collector.ingest.writer import QueueFullError, SpanWriter, WriterClosedError
 from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import BodyTooLargeError, Encoding, OtlpDecodeError
-from hopscope.collector.store.base import SpanSink
-from hopscope.collector.store.limits import SpanLimits, apply_count_limits
+from hopscope.collector.store.limits import SpanLimits
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ _INLINE_BODY_BYTES = 64 * 1024
 
 
 class SpansNotStoredError(RuntimeError):
-    """The store failed to commit a request's spans; the client should retry."""
+    """The store failed to commit a request's spans (or log records); the client should retry."""
 
 
 def status_response(status: int, code: int, message: str, encoding: Encoding = Encoding.JSON) -> Response:
@@ -44,19 +45,21 @@ def status_response(status: int, code: int, message: str, encoding: Encoding = E
     return Response(body, status_code=status, media_type=encoding.value, headers=headers)
 
 
-class TraceReceiver:
-    """The endpoint; one instance per app, sharing the writer and the memory budget."""
+class OtlpReceiver:
+    """The endpoint of one signal; one instance per signal and app, sharing the writer and the budget."""
 
     def __init__(
         self,
-        store: SpanSink,
+        store: Sink,
         writer: SpanWriter,
         max_body_bytes: int,
         budget: InflightBudget,
         forwarder: Forwarder | None = None,
         *,
         span_limits: SpanLimits | None = None,
+        signal: Signal = TRACES,
     ) -> None:
+        self.signal = signal
         self._store = store
         self._writer = writer
         self._max_body_bytes = max_body_bytes
@@ -124,32 +127,34 @@ class TraceReceiver:
             validation = await committed
         except SpansNotStoredError as exc:
             return status_response(503, otlp_codec.STATUS_UNAVAILABLE, str(exc), encoding)
-        payload = otlp_codec.encode_response(validation.rejected, validation.error_message, encoding)
+        payload = self.signal.encode_response(validation.rejected, validation.error_message, encoding)
         return Response(payload, media_type=encoding.value)
 
     def _decode_and_accept(self, body: bytes, encoding: Encoding) -> Awaitable[Validation]:
-        export = otlp_codec.decode_request(body, encoding)
+        export = self.signal.decode(body, encoding)
         # Forwarded as received when it is protobuf and every span is accepted, else re-serialized.
         forward_body = body if self._forwarder and encoding is Encoding.PROTOBUF else None
         return self.accept(export, forward_body)
 
-    def accept(self, export: ExportTraceServiceRequest, forward_body: bytes | None) -> Awaitable[Validation]:
-        """Validate a decoded request and queue its valid spans: the write path of every OTLP transport.
+    def decode_and_accept_protobuf(self, body: bytes) -> Awaitable[Validation]:
+        """The OTLP/gRPC path: a serialized request of this signal, decoded and accepted."""
+        return self._decode_and_accept(body, Encoding.PROTOBUF)
+
+    def accept(self, export: Any, forward_body: bytes | None) -> Awaitable[Validation]:
+        """Validate a decoded request and queue its valid items: the write path of every OTLP transport.
 
         Queueing happens now (QueueFullError and WriterClosedError are raised here), so the caller can drop
         the request before waiting; the returned awaitable resolves once the spans are committed (and
         offered to --forward upstreams: ``forward_body`` as received, or re-serialized when it is None or
         spans were dropped), or raises SpansNotStoredError.
         """
-        validation = drop_invalid_spans(export)
+        validation = self.signal.validate(export)
         if not validation.accepted:
             return self._settled(validation, None, None)
-        # Over-limit items go, counted in each span's dropped_* counts (values: in the store's prepare).
         # --forward upstreams get the batch as it came, and apply limits of their own.
         if self._forwarder and (forward_body is None or validation.rejected):
             forward_body = export.SerializeToString()
-        apply_count_limits(export, self._span_limits)
-        prepared = self._store.prepare(export, self._span_limits)
+        prepared = self.signal.prepare(self._store, export, self._span_limits)
         future = self._writer.submit(prepared, validation.accepted)
         return self._settled(validation, future, forward_body if self._forwarder else None)
 
@@ -161,10 +166,10 @@ class TraceReceiver:
                 await asyncio.wrap_future(future)
             except Exception as exc:
                 # The writer logged this failure, once and with its traceback; once per request would flood.
-                log.debug("spans were not stored: %s", exc)
-                raise SpansNotStoredError(f"spans were not stored: {exc}") from exc
+                log.debug("%s were not stored: %s", self.signal.items, exc)
+                raise SpansNotStoredError(f"{self.signal.items} were not stored: {exc}") from exc
         if self._forwarder and forward_body is not None:
-            self._forwarder.offer(forward_body, validation.accepted)
+            self.signal.offer(self._forwarder, forward_body, validation.accepted)
         return validation
 
     def _inflate(self, body: bytes, reader: BodyReader) -> bytes:

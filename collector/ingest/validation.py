@@ -1,10 +1,13 @@
-"""Which spans of a request the collector accepts: OTLP partial success, not all-or-nothing."""
+"""Which spans (and log records) of a request the collector accepts: OTLP partial success, not all or
+nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 _ZERO_TRACE_ID = bytes(16)
@@ -59,4 +62,37 @@ def drop_invalid_spans(request: ExportTraceServiceRequest) -> Validation:
             rejected += bad
             accepted += len(spans)
     message = f"{rejected} span(s) rejected: {first_problem}" if rejected else ""
+    return Validation(accepted=accepted, rejected=rejected, error_message=message)
+
+
+def log_record_problem(record: LogRecord) -> str | None:
+    """Why a log record cannot be stored, or None when it can: its ids may be absent (a record outside
+    any trace), but not of the wrong length."""
+    if len(record.trace_id) not in (0, 16):
+        return "trace_id must be empty or 16 bytes"
+    if len(record.span_id) not in (0, 8):
+        return "span_id must be empty or 8 bytes"
+    if max(record.time_unix_nano, record.observed_time_unix_nano) >= _FIRST_UNSTORABLE_TIME:
+        return "times must be below 2^63 ns (2262-04-11), the range of 64-bit nanosecond timestamps"
+    return None
+
+
+def drop_invalid_log_records(request: ExportLogsServiceRequest) -> Validation:
+    """Remove the log records that cannot be stored, in place, and count both kinds."""
+    accepted = rejected = 0
+    first_problem = ""
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            records = scope_logs.log_records
+            problems = [log_record_problem(record) for record in records]
+            bad = sum(problem is not None for problem in problems)
+            if bad:
+                first_problem = first_problem or next(p for p in problems if p)
+                keep = [r for r, problem in zip(records, problems, strict=True) if problem is None]
+                kept = [LogRecord.FromString(r.SerializeToString()) for r in keep]
+                del records[:]
+                records.extend(kept)
+            rejected += bad
+            accepted += len(records)
+    message = f"{rejected} log record(s) rejected: {first_problem}" if rejected else ""
     return Validation(accepted=accepted, rejected=rejected, error_message=message)

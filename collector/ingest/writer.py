@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hopscope.collector.ingest.stitcher import StitcherProcess, retention_look_seconds
 from hopscope.collector.stitch.failures import Failures, describe
-from hopscope.collector.store.base import PreparedSpans, WriteSide
+from hopscope.collector.store.base import Prepared, WriteSide
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class WriterHealth:
 
 @dataclass
 class _Job:
-    prepared: PreparedSpans  # what the store's prepare() made of one request
-    spans: int
+    prepared: Prepared  # what the store's prepare() (or prepare_logs()) made of one request
+    spans: int  # its spans, or its log records: both count against the queue's bound
     future: Future[None] = field(default_factory=Future)
     received: int = field(default_factory=time.time_ns)  # unix ns, when handed to the writer
 
@@ -146,6 +146,7 @@ class SpanWriter:
         self.spans_stitched = 0
         self.spans_written = 0
         self.spans_expired = 0
+        self.logs_expired = 0  # log records deleted by retention (the same --retention as spans)
         self.rows_expired = 0  # flows, rollups and the rows that point to them (expire_before)
         self.write_error: str | None = None
         # When the oldest span not yet stitched arrived (unix ns; None: caught up), for the lag in health().
@@ -218,8 +219,9 @@ class SpanWriter:
             self.stitcher.start()
         self._thread.start()
 
-    def submit(self, prepared: PreparedSpans, spans: int) -> Future[None]:
-        """Queue a request's spans; the future resolves once they are committed, or fails with the error."""
+    def submit(self, prepared: Prepared, spans: int) -> Future[None]:
+        """Queue a request's spans (or log records, ``spans`` of them); the future resolves once they are
+        committed, or fails with the error."""
         job = _Job(prepared, spans)
         with self._cond:
             if self._closing:
@@ -435,10 +437,12 @@ class SpanWriter:
         deleted = 0
         try:
             deleted = self._store.delete_spans_started_before(cutoff, RETENTION_CHUNK_SPANS)
+            logs_deleted = self._store.delete_logs_before(cutoff, RETENTION_CHUNK_SPANS)
+            self.logs_expired += logs_deleted
             # a stitcher process expires flows and rollups itself (ingest/stitcher.py): only orphans here
             expired = self._store.expire_before(cutoff, RETENTION_CHUNK_FLOWS, flows=self.stitcher is None)
             self.rows_expired += expired
-            more = deleted >= RETENTION_CHUNK_SPANS or expired > 0
+            more = deleted >= RETENTION_CHUNK_SPANS or logs_deleted >= RETENTION_CHUNK_SPANS or expired > 0
         except Exception as exc:
             self._retention_failures.failed(
                 exc, "deleting expired spans failed (retried later): %s", describe(exc)

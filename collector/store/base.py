@@ -163,7 +163,8 @@ class LogRetention(Protocol):
 
     def delete_logs_before(self, cutoff_unix_nano: int, limit: int) -> int:
         """Delete records whose time is before the cutoff; returns how many went. SQLite: at most
-        ``limit`` in one transaction. ClickHouse: 0, its ``otel_logs`` TTL follows ``record_retention``."""
+        ``limit`` in one transaction. ClickHouse ignores ``limit``: one lightweight DELETE of ``otel_logs``
+        rows, as for spans."""
 
 
 class LogReader(Protocol):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the CLI reads the defaults without the [collector] extra
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 DEFAULT_MAX_ATTRIBUTES = 128
@@ -91,6 +92,15 @@ def limit_span(span: Span, limits: SpanLimits) -> None:
         link.dropped_attributes_count += _cut_attributes(
             link.attributes, limits.max_attributes_per_link, limits.max_value_length
         )
+
+
+def limit_log_record(record: LogRecord, limits: SpanLimits) -> None:
+    """Cut one log record to the span limits, in place: at most ``max_attributes`` attributes (the others
+    counted in ``dropped_attributes_count``), each value and the body cut to ``max_value_length``."""
+    record.dropped_attributes_count += _cut_attributes(
+        record.attributes, limits.max_attributes, limits.max_value_length
+    )
+    _shorten(record.body, limits.max_value_length)
 
 
 def _cut_attributes(attributes: RepeatedCompositeFieldContainer[KeyValue], limit: int, length: int) -> int:

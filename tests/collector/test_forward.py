@@ -42,9 +42,9 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 8.0) -> None:
         time.sleep(0.05)
 
 
-def _forwarding(url: str) -> list[dict[str, Any]]:
+def _forwarding(url: str, signal: str = "traces") -> list[dict[str, Any]]:
     stats: list[dict[str, Any]] = httpx.get(f"{url}/healthz").json()["forwarding"]
-    return stats
+    return [upstream for upstream in stats if upstream["signal"] == signal]
 
 
 def _refusing_port() -> socket.socket:
@@ -282,7 +282,8 @@ def test_429_and_503_are_retried_honouring_retry_after_and_partial_success_is_co
     assert times[1] - times[0] >= 0.9
     assert times[2] - times[1] < 0.9
     # and the rejected spans count as dropped, the others as forwarded
-    [stats] = forwarder.stats()
+    stats, logs_upstream = forwarder.stats()
+    assert logs_upstream["signal"] == "logs" and logs_upstream["forwarded_spans"] == 0
     assert stats["forwarded_spans"] == 4
     assert stats["dropped_spans"] == 2
     assert stats["last_error"] == "upstream rejected 2 span(s): 2 spans too old"

@@ -170,7 +170,9 @@ def test_a_failing_forward_upstream_makes_the_collector_degraded_until_it_delive
             assert reason["check"] == "forwarding"
             assert f"127.0.0.1:{upstream_port}" in reason["message"]
             assert "ConnectError" in reason["message"]
-            [stats] = http.get("/healthz").json()["forwarding"]
+            stats, logs_stats = http.get("/healthz").json()["forwarding"]
+            assert (stats["signal"], logs_stats["signal"]) == ("traces", "logs")
+            assert logs_stats["consecutive_failures"] == 0  # no log record was offered
             assert stats["consecutive_failures"] >= 3
             assert stats["failing_seconds"] > 0
             # WHEN the upstream comes up on that port
@@ -178,7 +180,7 @@ def test_a_failing_forward_upstream_makes_the_collector_degraded_until_it_delive
             upstream = start_collector(db=tmp_path / "b.db", port=upstream_port)
             # THEN the batch is delivered and the collector is ready again
             _wait_for(lambda: http.get("/readyz").json()["status"] == "ok")
-            [stats] = http.get("/healthz").json()["forwarding"]
+            stats, _ = http.get("/healthz").json()["forwarding"]
             assert (stats["consecutive_failures"], stats["failing_seconds"]) == (0, None)
             assert stats["forwarded_spans"] == len(spans_of(request))
     assert upstream.stop() == 0

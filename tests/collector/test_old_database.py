@@ -81,16 +81,17 @@ def test_the_old_database_answers_as_it_did_and_takes_new_spans(tmp_path: Path) 
             assert storage["size_bytes"] > 0 and storage["retention_seconds"] is None
     finally:
         assert collector.stop(signal.SIGINT) == 0
-    # migrated in place to schema 9: the spans table became spans_other (store/sqlite/windows.py), which
-    # holds the new spans too, there being no --retention
+    # migrated in place to schema 10: the spans table became spans_other (store/sqlite/windows.py), which
+    # holds the new spans too, there being no --retention; the logs table is there, empty
     conn = sqlite3.connect(collector.db)
     try:
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         (other,) = conn.execute("SELECT count(*) FROM spans_other").fetchone()
         (windows,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE name GLOB 'spans_w*'").fetchone()
+        (logs,) = conn.execute("SELECT count(*) FROM logs").fetchone()
     finally:
         conn.close()
-    assert (int(version), other, windows) == (9, 600 + NEW_SPANS, 0)
+    assert (int(version), other, windows, logs) == (10, 600 + NEW_SPANS, 0, 0)
 
 
 def test_with_a_retention_the_old_flows_expire_and_every_page_answers(tmp_path: Path) -> None:

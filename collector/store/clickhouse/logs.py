@@ -26,7 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData
 
 from hopscope.collector.model.logs import CORRELATION_ID_ATTRIBUTE, LogFilter, LogLine
-from hopscope.collector.otlp.log_records import UNKNOWN_SERVICE, body_text, record_time
+from hopscope.collector.stitch.log_records import UNKNOWN_SERVICE, body_text, record_time
 from hopscope.collector.store.base import PreparedLogs
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import attribute_map, key_values

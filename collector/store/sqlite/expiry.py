@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 from hopscope.collector.stitch.graph_rules import EXTERNAL_GRACE_NS
 from hopscope.collector.stitch.groups import chunks
+from hopscope.collector.store.sqlite import logs as sqlite_logs
 from hopscope.collector.store.sqlite.red import BUCKET_NS
 from hopscope.collector.store.sqlite.spans import InternedIds
 
@@ -170,11 +171,15 @@ class Expiry:
 
 
 def _delete_unseen(conn: sqlite3.Connection, table: str, column: str, through: int, seen: set[int]) -> int:
-    unused = [
+    """Delete the rows no span of the pass used and no log record uses (log records point to the same
+    resources and scopes; a seek per candidate on their index)."""
+    candidates = [
         row[0]
         for row in conn.execute(f"SELECT {column} FROM {table} WHERE {column} <= ?", (through,))
         if row[0] not in seen
     ]
+    in_logs = sqlite_logs.referenced(conn, column, candidates)
+    unused = [candidate for candidate in candidates if candidate not in in_logs]
     for chunk in chunks(unused):
         conn.execute(f"DELETE FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
     return len(unused)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.sqlite.fate import FATE_SCHEMA
+from hopscope.collector.store.sqlite.logs import LOGS_SCHEMA
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Version 1 of the schema. Later versions are reached through MIGRATIONS, never by editing this.
 SCHEMA = """
@@ -207,6 +208,7 @@ MIGRATIONS: dict[int, str] = {
     7: SHARED_SCHEMA,
     8: FATE_SCHEMA,  # a message's fate: successful deliveries and dead letters (sqlite/fate.py)
     9: WINDOWS_SCHEMA,
+    10: LOGS_SCHEMA,  # log records (sqlite/logs.py)
 }
 
 

@@ -69,7 +69,7 @@ def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None 
             "schema_url": resource_spans.schema_url,
             "resource": resource_blob,
         }
-        resource_digest = _digest(resource_blob, resource_spans.schema_url)
+        resource_digest = digest(resource_blob, resource_spans.schema_url)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_blob = scope.SerializeToString()
@@ -98,7 +98,7 @@ def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None 
             if limits is not None:
                 _limit_long_spans(rows, scope_spans.spans, limits)
             if rows:
-                scope_digest = _digest(scope_blob, scope_spans.schema_url)
+                scope_digest = digest(scope_blob, scope_spans.schema_url)
                 prepared.append(PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows))
     return PreparedScopes(prepared)
 
@@ -303,7 +303,7 @@ def span_label(blob: bytes) -> str:
     return f"{span.trace_id.hex()}/{span.span_id.hex()}"
 
 
-def _digest(blob: bytes, schema_url: str) -> bytes:
+def digest(blob: bytes, schema_url: str) -> bytes:
     return hashlib.blake2b(blob + b"\0" + schema_url.encode(), digest_size=16).digest()
 
 

@@ -16,12 +16,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 
 from hopscope.collector.model.fate import DeadLetterPeek, DeadLetterRecord, DuplicateRate, FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSummary
 from hopscope.collector.model.graph import HopRollup
+from hopscope.collector.model.logs import LogFilter, LogLine
 from hopscope.collector.model.queues import DepthSample, QueueState, QueueSummary
 from hopscope.collector.model.red import RollupRow
 from hopscope.collector.model.storage import StorageFacts
@@ -35,12 +38,13 @@ from hopscope.collector.stitch.guard import (
     report_failed_rows,
     usable_times,
 )
-from hopscope.collector.store.base import STITCH_CHUNK_SPANS, PreparedSpans, ReadBudget, prepared_by
+from hopscope.collector.store.base import STITCH_CHUNK_SPANS, Prepared, ReadBudget, split_prepared
 from hopscope.collector.store.errors import StoreError
 from hopscope.collector.store.limits import SpanLimits
 from hopscope.collector.store.sqlite import fate as sqlite_fate
 from hopscope.collector.store.sqlite import flows as sqlite_flows
 from hopscope.collector.store.sqlite import graph as sqlite_graph
+from hopscope.collector.store.sqlite import logs as sqlite_logs
 from hopscope.collector.store.sqlite import queues as sqlite_queues
 from hopscope.collector.store.sqlite import schema as sqlite_schema
 from hopscope.collector.store.sqlite import spans as sqlite_spans
@@ -48,6 +52,7 @@ from hopscope.collector.store.sqlite import storage as sqlite_storage
 from hopscope.collector.store.sqlite.expiry import Expiry
 from hopscope.collector.store.sqlite.flows import FlowStitcher
 from hopscope.collector.store.sqlite.graph import GraphRollups, read_hop_rollups
+from hopscope.collector.store.sqlite.logs import PreparedLogGroups
 from hopscope.collector.store.sqlite.red import RedRollups, read_rollups
 from hopscope.collector.store.sqlite.spans import PreparedScopes
 from hopscope.collector.store.sqlite.windows import SpanWindows
@@ -224,14 +229,25 @@ class SQLiteStore:
         """Turn a request into rows; pure CPU, so the receiver runs it and the writer thread only writes."""
         return sqlite_spans.prepare_spans(request, limits)
 
-    def write_prepared(self, batches: Sequence[PreparedSpans]) -> int:
-        own = prepared_by(PreparedScopes, batches)
+    def prepare_logs(
+        self, request: ExportLogsServiceRequest, limits: SpanLimits | None = None
+    ) -> PreparedLogGroups:
+        """Turn a request's log records into rows; pure CPU, like :meth:`prepare`."""
+        return sqlite_logs.prepare_logs(request, limits)
+
+    def write_prepared(self, batches: Sequence[Prepared]) -> int:
+        spans, logs = split_prepared(PreparedScopes, PreparedLogGroups, batches)
         conn = self._writer_conn()
         with self._transaction(conn):
-            written = sqlite_spans.insert_spans(conn, own, self._interned, self._windows)
-            last_span_pk = sqlite_spans.last_span_pk(conn)
+            written = sqlite_spans.insert_spans(conn, spans, self._interned, self._windows) if spans else 0
+            if logs:
+                written += sqlite_logs.insert_logs(conn, logs, self._interned)
+            last_span_pk = sqlite_spans.last_span_pk(conn) if spans else self._last_span_pk
         self._last_span_pk = last_span_pk
         return written
+
+    def write_logs(self, requests: Sequence[ExportLogsServiceRequest]) -> int:
+        return self.write_prepared([self.prepare_logs(request) for request in requests])
 
     def write(self, requests: Sequence[ExportTraceServiceRequest]) -> int:
         """Prepare, write and stitch: for scripts and tests that want flows to be current on return."""
@@ -425,6 +441,12 @@ class SQLiteStore:
                 return self._windows.drop(conn, window)
             return sqlite_spans.delete_other_spans_before(conn, cutoff_unix_nano, limit)
 
+    def delete_logs_before(self, cutoff_unix_nano: int, limit: int) -> int:
+        """At most ``limit`` records dated, or received, before the cutoff, in one short transaction."""
+        conn = self._writer_conn()
+        with self._transaction(conn):
+            return sqlite_logs.delete_logs_before(conn, cutoff_unix_nano, limit)
+
     def expire_before(
         self, cutoff_unix_nano: int, limit: int, *, flows: bool = True, orphans: bool = True
     ) -> int:
@@ -553,6 +575,15 @@ class SQLiteStore:
     def record_retention(self, retention_seconds: int | None) -> None:
         with self._queue_transaction() as conn:  # any thread: the poller's connection, not the writer's
             sqlite_storage.record_retention(conn, retention_seconds)
+
+    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
+        return sqlite_logs.search_logs(self._reader(), criteria)
+
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+        return sqlite_logs.get_logs(self._reader(), trace_ids, limit)
+
+    def count_logs(self) -> int:
+        return sqlite_logs.count_logs(self._reader())
 
     def count_spans(self) -> int:
         return sqlite_spans.count_spans(self._reader())

@@ -1,4 +1,5 @@
-"""An OTLP log record as the query layer shows it: what both stores derive from a ``LogRecord``."""
+"""An OTLP log record as the query layer shows it: what both stores derive from a ``LogRecord`` (shared, like
+the stitching rules, so that SQLite and ClickHouse show a record alike)."""
 
 from __future__ import annotations
 
