@@ -128,6 +128,7 @@ class _State:
     capture_payload: bool | None = None
     flush_timeout_ms: int | None = None
     logger_provider: Any = None  # the LoggerProvider of log export, once on
+    logs_pending: Any = None  # () -> bool: were records emitted since the last flush
 
 
 _state = _State()
@@ -217,6 +218,7 @@ def _configure_logs(
         log_exporter=log_exporter,
         add_to_existing=bool(endpoint) or log_exporter is not None,
     )
+    _state.logs_pending = log_export.take_pending
     _state.logger_provider = pipeline.provider
 
 
@@ -374,7 +376,7 @@ def flush(timeout_ms: int | None = None) -> bool:
     pending = []
     if traced and not in_caller:
         pending.append(_flusher.submit(provider))
-    if _state.logger_provider is not None:
+    if _state.logger_provider is not None and _state.logs_pending():
         pending.append(_flusher.submit(_state.logger_provider))
     flushed = True
     if in_caller:

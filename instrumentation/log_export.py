@@ -51,6 +51,14 @@ _lock = threading.Lock()
 _pipeline: LogPipeline | None = None
 _powertools: list[Any] = []  # Powertools Loggers hooked before or after log export was turned on
 _local = threading.local()  # the record being exported on this thread (a re-entry guard), the last one
+_pending = False  # a record reached the LoggerProvider since the last take_pending()
+
+
+def take_pending() -> bool:
+    """Whether records were emitted since the last call: an invocation that logged nothing skips the flush."""
+    global _pending
+    was, _pending = _pending, False
+    return was
 
 
 def current() -> LogPipeline | None:
@@ -105,6 +113,7 @@ def start(
             provider = LoggerProvider(resource=resource)
             provider.add_log_record_processor(_batch_processor(endpoint, headers, timeout_s, log_exporter))
             _logs.set_logger_provider(provider)
+        provider.add_log_record_processor(_pending_marker())
         handler = _new_handler(provider)
         root = logging.getLogger()
         if any(_is_sdk_handler(existing) for existing in root.handlers):
@@ -136,6 +145,26 @@ def _batch_processor(
 
 
 _QUEUE_SIZE = 2048
+
+
+def _pending_marker() -> Any:
+    """A processor that only notes that a record went through the provider (whoever emitted it)."""
+    from opentelemetry.sdk._logs import LogRecordProcessor  # noqa: PLC0415
+
+    class PendingMarker(LogRecordProcessor):
+        def on_emit(self, log_record: Any) -> None:
+            global _pending  # noqa: PLW0603
+            _pending = True
+
+        emit = on_emit  # its name in older SDKs
+
+        def shutdown(self) -> None:
+            return None
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    return PendingMarker()
 
 
 def _attach_powertools(provider: Any, powertools_logger: Any) -> None:
