@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from hopscope.collector.model.logs import LogLine
 from hopscope.collector.model.queues import DepthSample, QueueSummary
 from hopscope.collector.otlp.codec import traces_to_json
-from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.query.layer import LogAnswer, QueryLayer
 from hopscope.collector.query.openapi import OPENAPI
 from hopscope.collector.query.params import (
     ParamError,
@@ -23,6 +24,7 @@ from hopscope.collector.query.params import (
     parse_flow_filter,
     parse_flow_id,
     parse_latency_query,
+    parse_log_filter,
     parse_queue_depth_query,
     parse_services_query,
     shown,
@@ -67,6 +69,9 @@ class QueryApi:
         self.get_latency = _answers_bad_parameters(self._get_latency)
         self.get_graph = _answers_bad_parameters(self._get_graph)
         self.get_queue_depth = _answers_bad_parameters(self._get_queue_depth)
+        self.get_logs = _answers_bad_parameters(self._get_logs)
+        self.get_flow_logs = _answers_bad_parameters(self._get_flow_logs)
+        self.get_flow_logs_otlp = _answers_bad_parameters(self._get_flow_logs_otlp)
 
     async def openapi(self, request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
@@ -105,6 +110,28 @@ class QueryApi:
     async def _get_flow_otlp(self, request: Request) -> JSONResponse:
         flow_id = parse_flow_id(request.path_params["flow_id"])
         document = await run_in_threadpool(self._queries.flow_otlp_json, flow_id)
+        if document is None:
+            return error_response(404, _no_flow(flow_id))
+        return JSONResponse(document)
+
+    async def _get_logs(self, request: Request) -> JSONResponse:
+        """Log records matching the filter, newest first unless ``order=oldest``."""
+        criteria = parse_log_filter(request.query_params)
+        answer = await run_in_threadpool(self._queries.search_logs, criteria)
+        return JSONResponse(_logs_json(answer, criteria.limit))
+
+    async def _get_flow_logs(self, request: Request) -> JSONResponse:
+        """Every log record of the flow's traces, oldest first, each naming its trace and span."""
+        flow_id = parse_flow_id(request.path_params["flow_id"])
+        criteria = parse_log_filter(request.query_params, flow=True)
+        answer = await run_in_threadpool(self._queries.flow_logs, flow_id, criteria)
+        if answer is None:
+            return error_response(404, _no_flow(flow_id))
+        return JSONResponse({"flow_id": flow_id, **_logs_json(answer, criteria.limit)})
+
+    async def _get_flow_logs_otlp(self, request: Request) -> JSONResponse:
+        flow_id = parse_flow_id(request.path_params["flow_id"])
+        document = await run_in_threadpool(self._queries.flow_logs_otlp_json, flow_id)
         if document is None:
             return error_response(404, _no_flow(flow_id))
         return JSONResponse(document)
@@ -173,6 +200,15 @@ def _no_flow(flow_id: int) -> str:
         f"no flow {flow_id} is stored: no such flow, or it has expired with its spans (the collector's "
         "--retention deletes a flow once its last span is older)"
     )
+
+
+def log_json(line: LogLine) -> dict[str, Any]:
+    """One log record of an answer: its fields, and its severity's range name."""
+    return {**dataclasses.asdict(line), "severity": line.severity}
+
+
+def _logs_json(answer: LogAnswer, limit: int) -> dict[str, Any]:
+    return {"logs": [log_json(line) for line in answer.lines], "limit": limit, "truncated": answer.truncated}
 
 
 def _sample_json(sample: DepthSample) -> dict[str, Any]:

@@ -187,6 +187,79 @@ _OTLP_SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "OtlpLogRecord": {
+        "type": "object",
+        "description": "an OTLP log record; ids are hex strings (OTLP JSON), enums integers",
+        "properties": {
+            "timeUnixNano": _UINT64,
+            "observedTimeUnixNano": _UINT64,
+            "severityNumber": {"type": "integer"},
+            "severityText": {"type": "string"},
+            "body": _schema("AnyValue"),
+            "attributes": _array(_schema("KeyValue")),
+            "droppedAttributesCount": {"type": "integer", "minimum": 0},
+            "flags": {"type": "integer", "minimum": 0},
+            "traceId": _HEX,
+            "spanId": _HEX,
+            "eventName": {"type": "string"},
+        },
+    },
+    "ResourceLogs": {
+        "type": "object",
+        "properties": {
+            "resource": {
+                "type": "object",
+                "properties": {
+                    "attributes": _array(_schema("KeyValue")),
+                    "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                },
+            },
+            "scopeLogs": _array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "scope": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "version": {"type": "string"},
+                                "attributes": _array(_schema("KeyValue")),
+                                "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                        "logRecords": _array(_schema("OtlpLogRecord")),
+                        "schemaUrl": {"type": "string"},
+                    },
+                }
+            ),
+            "schemaUrl": {"type": "string"},
+        },
+    },
+    "ExportLogsServiceRequest": {
+        "type": "object",
+        "description": "OTLP JSON as the OTLP specification says: hex ids, integer enums, unknown fields "
+        "ignored",
+        "properties": {"resourceLogs": _array(_schema("ResourceLogs"))},
+    },
+    "ExportLogsServiceResponse": {
+        "type": "object",
+        "properties": {
+            "partialSuccess": {
+                "type": "object",
+                "properties": {"rejectedLogRecords": _INT64, "errorMessage": {"type": "string"}},
+            }
+        },
+    },
+    "OtlpLogs": {
+        "type": "object",
+        "description": "OTLP JSON LogsData (hex ids, integer enums), importable into any OTLP backend; "
+        "when the records were cut at the read cap (at most 5,000, the earliest kept), it also holds "
+        "hopscope's truncated: true",
+        "properties": {
+            "resourceLogs": _array(_schema("ResourceLogs")),
+            "truncated": {"type": "boolean", "const": True},
+        },
+    },
     "RpcStatus": {
         "type": "object",
         "description": "google.rpc.Status, the body of every failed OTLP/HTTP request",
@@ -218,7 +291,69 @@ _ATTRIBUTES = {
     '"NaN", "Infinity" and "-Infinity" (as OTLP JSON writes them)',
 }
 
+_LOG_LINE = _object(
+    [
+        "time_unix_nano",
+        "observed_unix_nano",
+        "trace_id",
+        "span_id",
+        "severity_number",
+        "severity_text",
+        "severity",
+        "service",
+        "scope",
+        "body",
+        "correlation_id",
+        "attributes",
+        "resource",
+    ],
+    {
+        "time_unix_nano": {**_UNIX_NANO, "description": "its timestamp, else observed, else received"},
+        "observed_unix_nano": _UNIX_NANO,
+        "trace_id": {**_HEX, "description": "empty when the record names no trace"},
+        "span_id": {**_HEX, "description": "empty when the record names no span"},
+        "severity_number": {"type": "integer", "minimum": 0},
+        "severity_text": {"type": "string"},
+        "severity": {
+            "type": "string",
+            "description": "the range of severity_number (TRACE, DEBUG, INFO, WARN, ERROR, FATAL), or "
+            "the record's own text (upper case) when it has no number, else UNSPECIFIED",
+        },
+        "service": {"type": "string"},
+        "scope": {"type": "string", "description": "the instrumentation scope: the logger's name"},
+        "body": {"type": "string", "description": "a string body as is, any other body as JSON text"},
+        "correlation_id": {"type": "string"},
+        "attributes": {"type": "object"},
+        "resource": {"type": "object"},
+    },
+    "one log record; every text is as the client sent it (untrusted)",
+)
+_LOG_QUERY = [
+    _query(
+        "severity",
+        {
+            "oneOf": [
+                {"type": "string", "enum": ["trace", "debug", "info", "warn", "error", "fatal"]},
+                {"type": "integer", "minimum": 1, "maximum": 24},
+            ]
+        },
+        "this severity and higher: a range name (any case; warning and critical too) or a number",
+    ),
+    _query("q", {"type": "string", "maxLength": 1000}, "a substring of the body (ASCII case-insensitive)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "records at most"),
+]
+
 _API_SCHEMAS: dict[str, Any] = {
+    "LogLine": _LOG_LINE,
+    "Logs": _object(
+        ["logs", "limit", "truncated"],
+        {
+            "logs": _array(_schema("LogLine")),
+            "limit": {"type": "integer"},
+            "truncated": {"type": "boolean", "description": "more records matched than the limit"},
+            "flow_id": {"type": "integer"},
+        },
+    ),
     "FlowSummary": _object(
         [
             "flow_id",
@@ -667,7 +802,8 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "hopscope collector",
         "version": "1",
-        "description": "OTLP/HTTP trace receiver and the read-only query API over stored spans and flows.",
+        "description": "OTLP/HTTP trace and log receivers and the read-only query API over stored spans, "
+        "flows and log records.",
     },
     "paths": {
         "/v1/traces": {
@@ -681,6 +817,33 @@ OPENAPI: dict[str, Any] = {
                         "content": {
                             "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
                             "application/json": {"schema": _schema("ExportTraceServiceResponse")},
+                        },
+                    },
+                    "400": _rpc_status("undecodable body"),
+                    "401": _rpc_status("missing or wrong bearer token"),
+                    "413": _rpc_status("body over the limit, also after inflation"),
+                    "415": _rpc_status("unsupported Content-Type or Content-Encoding"),
+                    "503": _rpc_status("write path saturated; retry after Retry-After seconds"),
+                },
+            }
+        },
+        "/v1/logs": {
+            "post": {
+                "summary": "Receive log records (OTLP/HTTP, protobuf or JSON, optionally gzip); the same "
+                "limits and answers as /v1/traces",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": _schema("ExportLogsServiceRequest")},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "ExportLogsServiceResponse; partial_success when some were rejected",
+                        "content": {
+                            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                            "application/json": {"schema": _schema("ExportLogsServiceResponse")},
                         },
                     },
                     "400": _rpc_status("undecodable body"),
@@ -847,6 +1010,45 @@ OPENAPI: dict[str, Any] = {
                 "summary": "A flow as OTLP JSON, importable into any OTLP backend; cut at the read cap",
                 "parameters": [_FLOW_ID],
                 "responses": {"200": _ref("responses", "Otlp"), "400": _ERROR, "404": _ERROR},
+            }
+        },
+        "/api/flows/{flow_id}/logs": {
+            "get": {
+                "summary": "Every log record of the flow's traces, oldest first, each naming its trace and "
+                "span (at most limit, the earliest; truncated when more matched)",
+                "parameters": [_FLOW_ID, *_LOG_QUERY],
+                "responses": {
+                    "200": _json(_schema("Logs"), "the records, flow_id"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/flows/{flow_id}/logs/otlp": {
+            "get": {
+                "summary": "The flow's log records as OTLP JSON LogsData, importable into any OTLP backend "
+                "(the logs' half of /api/flows/{flow_id}/otlp)",
+                "parameters": [_FLOW_ID],
+                "responses": {
+                    "200": _json(_schema("OtlpLogs"), "OTLP JSON LogsData and truncated"),
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/logs": {
+            "get": {
+                "summary": "Search log records by correlation id, service, severity, text and time; newest "
+                "first unless order=oldest",
+                "parameters": [
+                    _query("correlation_id", {"type": "string"}, "the hopscope.correlation_id attribute"),
+                    _query("service", {"type": "string"}, "service.name of the record's resource"),
+                    *_LOG_QUERY,
+                    _query("since", _TIME, "records at or after this time"),
+                    _query("until", _TIME, "records before this time"),
+                    _query("order", {"type": "string", "enum": ["newest", "oldest"]}, "the default: newest"),
+                ],
+                "responses": {"200": _json(_schema("Logs"), "the records"), "400": _ERROR},
             }
         },
         "/api/services": {

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from hopscope.collector.model.fate import FateFilter
 from hopscope.collector.model.flows import FlowFilter, FlowSort
+from hopscope.collector.model.logs import MAX_ANSWER_LOGS, SEVERITY_RANGES, LogFilter, min_severity_of
 
 MAX_LIMIT = 1_000
 # Flows a search may skip: far beyond any store, and inside every SQL dialect's 64-bit OFFSET.
@@ -230,3 +231,50 @@ def parse_latency_query(params: Mapping[str, str], *, now_unix_nano: int) -> Lat
     if span_seconds / step > MAX_POINTS:
         raise ParamError("step", f"gives more than {MAX_POINTS} points over the range; use a larger step")
     return LatencyQuery(service, params.get("operation"), since, until, step)
+
+
+# Log records a search answers by default.
+DEFAULT_LOG_LIMIT = 200
+# The longest text a log search takes (a substring of bodies).
+MAX_LOG_TEXT = 1_000
+
+
+def parse_severity(text: str) -> int:
+    """A lowest severity: a range name (trace, debug, info, warn, error, fatal) or a number 1-24."""
+    if text.strip().isdigit():
+        return parse_int("severity", text, low=1, high=24)
+    number = min_severity_of(text)
+    if number is None:
+        names = ", ".join(name.lower() for name in SEVERITY_RANGES)
+        raise ParamError("severity", f"expected one of {names} or a number 1-24, got {shown(text)!r}")
+    return number
+
+
+def parse_log_filter(params: Mapping[str, str], *, flow: bool = False) -> LogFilter:
+    """The filter of ``GET /api/logs`` (newest first), or with ``flow`` of ``GET /api/flows/{id}/logs``
+    (oldest first, the flow's traces; fewer parameters)."""
+    known = {"severity", "q", "limit"}
+    if not flow:
+        known |= {"correlation_id", "service", "since", "until", "order"}
+    _reject_unknown(params, known)
+    text = params.get("q") or None
+    if text is not None and len(text) > MAX_LOG_TEXT:
+        raise ParamError("q", f"at most {MAX_LOG_TEXT} characters, got {len(text)}")
+    order = params.get("order", "newest")
+    if order not in ("newest", "oldest"):
+        raise ParamError("order", f"expected 'newest' or 'oldest', got {shown(order)!r}")
+    since = parse_time("since", params["since"]) if "since" in params else None
+    until = parse_time("until", params["until"]) if "until" in params else None
+    if since is not None and until is not None and since >= until:
+        raise ParamError("since", "must be before 'until'")
+    default_limit = MAX_ANSWER_LOGS if flow else DEFAULT_LOG_LIMIT
+    return LogFilter(
+        correlation_id=params.get("correlation_id"),
+        service=params.get("service"),
+        min_severity=parse_severity(params["severity"]) if "severity" in params else None,
+        text=text,
+        since_unix_nano=since,
+        until_unix_nano=until,
+        limit=parse_int("limit", params.get("limit", str(default_limit)), low=1, high=MAX_ANSWER_LOGS),
+        newest_first=not flow and order == "newest",
+    )

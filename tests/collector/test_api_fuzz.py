@@ -18,6 +18,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -47,6 +49,7 @@ def _fill(store: SQLiteStore) -> None:
     odd = request.resource_spans[0].scope_spans[0].spans[0]
     odd.attributes.extend(KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in NON_FINITE.items())
     store.write([request])
+    store.write_logs([_logs_of(request)])
     now = time.time_ns()
     queues = [
         QueueState("shipping", "http://127.0.0.1/q/shipping", "arn:shipping", "shipping-dlq", 3),
@@ -54,6 +57,30 @@ def _fill(store: SQLiteStore) -> None:
     ]
     samples = [DepthSample("shipping", now - i * 60_000_000_000, i, 1, 0, 12.5, "estimate") for i in range(5)]
     store.record_queue_poll(now, queues, samples)
+
+
+def _logs_of(request: ExportTraceServiceRequest) -> ExportLogsServiceRequest:
+    """A log record in each span of the request (an error with NaN among them, a map body), as OTLP."""
+    logs = ExportLogsServiceRequest()
+    for resource_spans in request.resource_spans:
+        resource_logs = logs.resource_logs.add()
+        resource_logs.resource.CopyFrom(resource_spans.resource)
+        scope_logs = resource_logs.scope_logs.add()
+        scope_logs.scope.name = "orders"
+        for number, span in enumerate(s for scope in resource_spans.scope_spans for s in scope.spans):
+            record = scope_logs.log_records.add(
+                time_unix_nano=span.start_time_unix_nano + 1,
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                severity_number=17 if number % 3 == 0 else 9,
+                severity_text="ERROR" if number % 3 == 0 else "INFO",
+            )
+            if number % 2:
+                record.body.kvlist_value.values.add(key="d.nan", value=AnyValue(double_value=math.nan))
+            else:
+                record.body.string_value = f"<b>line {number}</b> of {span.name}"
+            record.attributes.extend(span.attributes)
+    return logs
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +127,11 @@ def test_answers_about_real_flows_traces_and_queues_match_the_schema(collector_u
         ("/api/flows", {}, {"status": "error", "attr": ["hopscope.correlation_id:o-2"]}),
         *(("/api/flows/{flow_id}", {"flow_id": flow["flow_id"]}, {}) for flow in flows),
         *(("/api/flows/{flow_id}/otlp", {"flow_id": flow["flow_id"]}, {}) for flow in flows),
+        *(("/api/flows/{flow_id}/logs", {"flow_id": flow["flow_id"]}, {}) for flow in flows),
+        *(("/api/flows/{flow_id}/logs/otlp", {"flow_id": flow["flow_id"]}, {}) for flow in flows),
+        ("/api/logs", {}, {"correlation_id": "o-2"}),
+        ("/api/logs", {}, {"severity": "error", "q": "LINE"}),
+        ("/api/logs", {}, {"order": "oldest", "limit": 3}),
         *(("/api/traces/{trace_id}", {"trace_id": trace_id}, {}) for trace_id in trace_ids),
         ("/api/services", {}, {"since": "2000-01-01T00:00:00Z"}),
         ("/api/latency", {}, {"service": "shipping", "step": 600}),
@@ -113,6 +145,8 @@ def test_answers_about_real_flows_traces_and_queues_match_the_schema(collector_u
         response = case.call_and_validate(base_url=collector_url, checks=CHECKS)
         # THEN it is found, and matches the schema
         assert response.status_code == 200, (path, path_parameters, response.text)
+        if "logs" in path and "otlp" not in path:  # and log searches find real records
+            assert response.json()["logs"], (path, query)
 
 
 def test_nan_and_infinite_doubles_are_strings_in_the_flat_spans_as_in_otlp_json(collector_url: str) -> None:
