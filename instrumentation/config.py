@@ -129,6 +129,7 @@ class _State:
     flush_timeout_ms: int | None = None
     logger_provider: Any = None  # the LoggerProvider of log export, once on
     logs_pending: Any = None  # () -> bool: were records emitted since the last flush
+    bounded_logs_flush_ms: int | None = None  # as bounded_flush_ms, for hopscope's own log pipeline
 
 
 _state = _State()
@@ -158,16 +159,19 @@ def configure(
     timeout.
 
     ``logs=True`` (or ``OTEL_LOGS_EXPORTER=otlp`` when not given) also exports Python ``logging`` records
-    over OTLP/HTTP to ``/v1/logs``, with the same resource, headers and timeout, flushed with the spans; a
-    LoggerProvider the application already set is reused by the same rule as the TracerProvider.
-    ``log_exporter`` replaces the OTLP/HTTP log exporter. A later call can still turn logs on.
+    over OTLP/HTTP to ``/v1/logs``, with the same resource and headers, flushed with the spans within the
+    same flush timeout (each exporter then gets half of it); a LoggerProvider the application already set
+    is reused by the same rule as the TracerProvider. ``log_exporter`` replaces the OTLP/HTTP log exporter.
+    A later call can still turn logs on.
     """
     with _lock:
         if capture_payload is not None:
             _state.capture_payload = capture_payload
         if flush_timeout_ms is not None:
             _state.flush_timeout_ms = flush_timeout_ms
+        logs_on = _state.logger_provider is None and _logs_enabled(logs, log_exporter)
         provider = _configure_traces(
+            shares=2 if logs_on else 1,
             service_name=service_name,
             endpoint=endpoint,
             headers=headers,
@@ -175,7 +179,7 @@ def configure(
             resource_attributes=resource_attributes,
             span_exporter=span_exporter,
         )
-        if _state.logger_provider is None and _logs_enabled(logs, log_exporter):
+        if logs_on:
             _configure_logs(
                 provider,
                 service_name=service_name,
@@ -210,14 +214,16 @@ def _configure_logs(
     resource = getattr(tracer_provider, "resource", None)
     if resource is None:
         resource = _resource(service_name, resource_attributes)
+    timeout_ms = _export_timeout_ms(2)
     pipeline = log_export.start(
         resource,
         logs_endpoint(endpoint),
         _export_headers(headers, "OTEL_EXPORTER_OTLP_LOGS_HEADERS"),
-        _export_timeout_s(),
+        timeout_ms / 1000,
         log_exporter=log_exporter,
         add_to_existing=bool(endpoint) or log_exporter is not None,
     )
+    _state.bounded_logs_flush_ms = timeout_ms if pipeline.owned else None
     _state.logs_pending = log_export.take_pending
     _state.logger_provider = pipeline.provider
 
@@ -232,6 +238,7 @@ def _resource(service_name: str | None, resource_attributes: Mapping[str, Any] |
 
 def _configure_traces(
     *,
+    shares: int,
     service_name: str | None,
     endpoint: str | None,
     headers: Mapping[str, str] | None,
@@ -239,7 +246,8 @@ def _configure_traces(
     resource_attributes: Mapping[str, Any] | None,
     span_exporter: SpanExporter | None,
 ) -> TracerProvider:
-    """The TracerProvider: the one configured before, the application's, or a new one (under ``_lock``)."""
+    """The TracerProvider: the one configured before, the application's, or a new one (under ``_lock``);
+    its exporter gets 1/``shares`` of the flush timeout (half when the log export shares the flush)."""
     if _state.provider is not None:
         return _state.provider  # type: ignore[no-any-return]
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - keep the import cold-start cheap
@@ -248,21 +256,21 @@ def _configure_traces(
     if isinstance(current, TracerProvider):
         _state.provider = current
         if endpoint or span_exporter is not None:
-            current.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+            current.add_span_processor(_batch_processor(endpoint, headers, span_exporter, shares))
         return current
 
     provider = TracerProvider(resource=_resource(service_name, resource_attributes), sampler=sampler)
-    provider.add_span_processor(_batch_processor(endpoint, headers, span_exporter))
+    provider.add_span_processor(_batch_processor(endpoint, headers, span_exporter, shares))
     trace.set_tracer_provider(provider)
     _state.provider = trace.get_tracer_provider()
     _state.owns_provider = _state.provider is provider
     if _state.owns_provider:
-        _state.bounded_flush_ms = flush_timeout_ms_of(_state.flush_timeout_ms)
+        _state.bounded_flush_ms = _export_timeout_ms(shares)
     return _state.provider  # type: ignore[no-any-return]
 
 
 def _batch_processor(
-    endpoint: str | None, headers: Mapping[str, str] | None, span_exporter: SpanExporter | None
+    endpoint: str | None, headers: Mapping[str, str] | None, span_exporter: SpanExporter | None, shares: int
 ) -> Any:
     """A BatchSpanProcessor whose flush is one export (a batch as large as its queue) of bounded time."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
@@ -273,7 +281,7 @@ def _batch_processor(
         span_exporter = OTLPSpanExporter(
             endpoint=traces_endpoint(endpoint),
             headers=_export_headers(headers, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
-            timeout=_export_timeout_s(),
+            timeout=_export_timeout_ms(shares) / 1000,
         )
     return BatchSpanProcessor(span_exporter, max_queue_size=_QUEUE_SIZE, max_export_batch_size=_QUEUE_SIZE)
 
@@ -292,9 +300,10 @@ def _export_headers(headers: Mapping[str, str] | None, signal_variable: str) -> 
     return None
 
 
-def _export_timeout_s() -> float:
-    """An exporter's timeout: the flush timeout, so that one export never outlasts a flush."""
-    return max(flush_timeout_ms_of(_state.flush_timeout_ms), 1) / 1000
+def _export_timeout_ms(shares: int) -> int:
+    """An exporter's timeout: its share of the flush timeout, so that the exports of one flush, in a row,
+    never outlast it."""
+    return max(flush_timeout_ms_of(_state.flush_timeout_ms) // shares, 1)
 
 
 def ensure_configured() -> None:
@@ -363,28 +372,42 @@ def flush(timeout_ms: int | None = None) -> bool:
     """Export the spans ended and the log records emitted so far, waiting at most ``timeout_ms`` for both
     together; True when everything was flushed.
 
-    hopscope's own span pipeline is flushed on the calling thread: its one export is bounded by the
-    exporter's timeout, which is the flush timeout. Any other provider, and the log records, are flushed on
-    the flusher thread at the same time, and the caller waits for them until the one deadline.
+    hopscope's own pipelines are flushed on the calling thread, one after the other, as long as their
+    exports' bounds (the exporters' timeouts: the flush timeout, halved for each when logs are on) add up to
+    at most ``timeout_ms``; a thread hand-off costs more than a small export. Any other provider, and any
+    pipeline past that budget, is flushed on the flusher thread at the same time, and the caller waits for
+    it until the one deadline.
     """
     wait_ms = default_flush_timeout_ms() if timeout_ms is None else timeout_ms
     deadline = time.monotonic() + wait_ms / 1000
-    provider: Any = trace.get_tracer_provider()
-    traced = hasattr(provider, "force_flush")
-    bound = _state.bounded_flush_ms
-    in_caller = traced and provider is _state.provider and bound is not None and bound <= wait_ms
-    pending = []
-    if traced and not in_caller:
-        pending.append(_flusher.submit(provider))
-    if _state.logger_provider is not None and _state.logs_pending():
-        pending.append(_flusher.submit(_state.logger_provider))
+    in_caller: list[Any] = []
+    pending: list[threading.Event] = []
+    budget = wait_ms
+    for flushable, bound in _pipelines():
+        if bound is not None and bound <= budget:
+            budget -= bound
+            in_caller.append(flushable)
+        else:
+            pending.append(_flusher.submit(flushable))
     flushed = True
-    if in_caller:
+    for flushable in in_caller:
         try:
-            flushed = bool(provider.force_flush())
+            flushed = bool(flushable.force_flush()) and flushed
         except Exception:
             logger.debug("hopscope: flush failed", exc_info=True)
             flushed = False
     for done in pending:
         flushed = done.wait(max(0.0, deadline - time.monotonic())) and flushed
     return flushed
+
+
+def _pipelines() -> list[tuple[Any, int | None]]:
+    """What a flush exports: the tracer provider, and the logger provider when records were emitted; each
+    with the bound of its one export (None: not hopscope's, not bounded)."""
+    found: list[tuple[Any, int | None]] = []
+    provider: Any = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        found.append((provider, _state.bounded_flush_ms if provider is _state.provider else None))
+    if _state.logger_provider is not None and _state.logs_pending():
+        found.append((_state.logger_provider, _state.bounded_logs_flush_ms))
+    return found

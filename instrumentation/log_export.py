@@ -44,7 +44,8 @@ def logs_enabled(logs: bool | None = None) -> bool:
 @dataclass
 class LogPipeline:
     provider: Any  # the LoggerProvider hopscope set up or adopted
-    handler: logging.Handler  # the one on the root logger (None-free: always built)
+    handler: logging.Handler  # the one for the root logger
+    owned: bool  # hopscope made the provider (its exports are bounded by hopscope's exporter timeout)
 
 
 _lock = threading.Lock()
@@ -104,6 +105,7 @@ def start(
             return _pipeline
         current_provider = _logs.get_logger_provider()
         if isinstance(current_provider, LoggerProvider):
+            owned = False
             provider = current_provider
             if add_to_existing:
                 provider.add_log_record_processor(
@@ -113,6 +115,7 @@ def start(
             provider = LoggerProvider(resource=resource)
             provider.add_log_record_processor(_batch_processor(endpoint, headers, timeout_s, log_exporter))
             _logs.set_logger_provider(provider)
+            owned = _logs.get_logger_provider() is provider
         provider.add_log_record_processor(_pending_marker())
         handler = _new_handler(provider)
         root = logging.getLogger()
@@ -120,7 +123,7 @@ def start(
             logger.debug("hopscope: the root logger already exports over OpenTelemetry; not adding another")
         else:
             root.addHandler(handler)
-        _pipeline = LogPipeline(provider, handler)
+        _pipeline = LogPipeline(provider, handler, owned)
         hooked = list(_powertools)
     for powertools_logger in hooked:
         _attach_powertools(provider, powertools_logger)

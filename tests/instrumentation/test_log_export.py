@@ -317,11 +317,21 @@ def silent_collector() -> Iterator[int]:
         connection.close()
 
 
-def test_spans_and_logs_share_one_flush_timeout_when_the_collector_hangs(silent_collector: int) -> None:
+@pytest.mark.parametrize("later", [False, True], ids=["one configure", "logs turned on later"])
+def test_spans_and_logs_share_one_flush_timeout_when_the_collector_hangs(
+    silent_collector: int, later: bool
+) -> None:
+    # Turned on together, each exporter gets half the timeout and both flush on the calling thread; turned
+    # on later, the span exporter has the whole timeout already and the logs go to the flusher thread.
     code = """
         import json, logging, os, time
         from hopscope.instrumentation import configure, traced_handler
-        configure(endpoint="http://127.0.0.1:%d", flush_timeout_ms=%d, logs=True)
+        endpoint = "http://127.0.0.1:%d"
+        if %r:
+            configure(endpoint=endpoint, flush_timeout_ms=%d)
+            configure(endpoint=endpoint, logs=True)
+        else:
+            configure(endpoint=endpoint, flush_timeout_ms=%d, logs=True)
         logging.getLogger().setLevel(logging.INFO)
 
         @traced_handler
@@ -338,7 +348,9 @@ def test_spans_and_logs_share_one_flush_timeout_when_the_collector_hangs(silent_
         os._exit(0)
     """
     timeout_ms = 400
-    outcome = run_python(code % (silent_collector, timeout_ms), {"OTEL_EXPORTER_OTLP_TIMEOUT": "2"})
+    outcome = run_python(
+        code % (silent_collector, later, timeout_ms, timeout_ms), {"OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
+    )
     assert outcome["results"] == ["ok"] * 3
     # Spans and logs each wait out the exporter's timeout (the flush timeout): in a row that would be twice.
     slack = 0.25
