@@ -6,9 +6,15 @@
     context made current per record) created through the raw OpenTelemetry API. Target: <= 1.5x.
 (c) a cold ``import hopscope.instrumentation`` vs importing ``opentelemetry.sdk.trace`` plus the OTLP/HTTP
     exporter, each in a fresh interpreter minus an empty one. Target: <= 1.3x.
+(d) (a) with one log line per invocation, exported: hopscope's ``configure(logs=...)`` (the SDK's
+    LoggingHandler on the root logger, a flush of the LoggerProvider with the spans) vs the SDK's
+    LoggingHandler on the same LoggerProvider beside the OpenTelemetry instrumentation, flushed after each
+    invocation (that instrumentation flushes only the tracer and meter providers), each minus the bare
+    handler logging the same line to a logger that exports nothing. Target: <= 1.0x, as (a).
 
 Spans go to an in-memory exporter through the BatchSpanProcessor that ``configure(span_exporter=...)``
-builds; the OpenTelemetry instrumentation gets the same provider, and both flush it at the end of every
+builds, log records to an in-memory one through the BatchLogRecordProcessor of ``configure(log_exporter=
+...)``; the OpenTelemetry instrumentation gets the same providers, and both flush them at the end of every
 invocation, as in production. The variants run interleaved, in rounds,
 and each figure is the median over rounds, so that machine noise hits all of them alike.
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -122,6 +129,26 @@ def import_seconds(statement: str, runs: int) -> float:
     return statistics.median(times)
 
 
+def logging_handler(log: logging.Logger) -> Callable[[Any, Any], Any]:
+    """The handler of (d): the bare body plus one log line with a structured field."""
+    import overhead_handlers
+
+    def handler(event: Any, context: Any) -> Any:
+        log.info("order %s charged", "o-1", extra={"amount_cents": 1250})
+        return overhead_handlers.RESPONSE
+
+    return handler
+
+
+def quiet_logger(name: str, handler: logging.Handler) -> logging.Logger:
+    """A logger at INFO that does not reach the root logger's handlers (hopscope's exporting one)."""
+    log = logging.getLogger(name)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(handler)
+    return log
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -143,11 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     # A real MeterProvider (no readers): the instrumentor flushes it on every invocation, as in production.
     # One pipeline for both: hopscope's (a BatchSpanProcessor into the in-memory exporter), which the
     # OpenTelemetry instrumentation is given as its tracer provider. Both flush it on every invocation.
-    provider = configure(span_exporter=exporter)
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as InMemoryLogs
+    except ImportError:  # its name before SDK 1.39
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as InMemoryLogs
+    import warnings
+
+    from opentelemetry import _logs
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    log_exporter = InMemoryLogs()
+    provider = configure(span_exporter=exporter, log_exporter=log_exporter)
+    logger_provider: Any = _logs.get_logger_provider()
     AwsLambdaInstrumentor().instrument(tracer_provider=provider, meter_provider=MeterProvider())
     hopscope_handler = traced_handler(overhead_handlers.for_hopscope)
     otel_handler = overhead_handlers.for_opentelemetry
     bare_handler = overhead_handlers.bare
+    # (d): hopscope's logger reaches the root logger, where configure() put its handler; the others do not.
+    hopscope_log = logging.getLogger("bench.hopscope")
+    hopscope_log.setLevel(logging.INFO)
+    with warnings.catch_warnings():  # the SDK marks its handler deprecated; it is still what users attach
+        warnings.simplefilter("ignore", DeprecationWarning)
+        otel_log = quiet_logger("bench.opentelemetry", LoggingHandler(logger_provider=logger_provider))
+    bare_logging = logging_handler(quiet_logger("bench.bare", logging.NullHandler()))
+    hopscope_logging = traced_handler(logging_handler(hopscope_log))
+    otel_logging = logging_handler(otel_log)
     event, batch, tracer = http_event(), sqs_batch(), trace.get_tracer("bench")
     ctx = Context()
 
@@ -161,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         # Each batch ends with a flush, as the invocation around it would (and the queue never overflows).
         "raw OpenTelemetry API batch": lambda: (raw_batch(tracer, batch, noop), provider.force_flush()),
         "hopscope process_batch": lambda: (process_batch(batch, noop), provider.force_flush()),
+        "bare handler + 1 log line": lambda: bare_logging(event, ctx),
+        # The line is logged before the instrumented handler (whose body is fixed), so it has no span.
+        "opentelemetry + 1 log line": lambda: (
+            otel_logging(None, None),
+            otel_handler(event, ctx),
+            logger_provider.force_flush(),
+        ),
+        "hopscope + 1 log line": lambda: hopscope_logging(event, ctx),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for function in variants.values():  # warm up
@@ -169,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, function in variants.items():
             samples[name].append(time_per_call(function, args.invocations))
             exporter.clear()
+            log_exporter.clear()
     median = {name: statistics.median(values) for name, values in samples.items()}
     bare = median["bare handler"]
     otel_overhead = median["opentelemetry aws-lambda"] - bare
@@ -178,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:32} {value:32.1f}")
     ratio_a = hopscope_overhead / otel_overhead
     ratio_b = median["hopscope process_batch"] / median["raw OpenTelemetry API batch"]
+    bare_logging_us = median["bare handler + 1 log line"]
+    otel_logging_overhead = median["opentelemetry + 1 log line"] - bare_logging_us
+    hopscope_logging_overhead = median["hopscope + 1 log line"] - bare_logging_us
+    ratio_d = hopscope_logging_overhead / otel_logging_overhead
 
     empty = import_seconds("pass", args.import_runs)
     sdk = import_seconds(
@@ -203,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         f" vs SDK + OTLP/HTTP exporter"
         f" {1000 * (sdk - empty):.1f} ms (interpreter start {1000 * empty:.1f} ms subtracted)"
         f" -> ratio {ratio_c:.2f} (target <= 1.3) {verdict[ratio_c <= 1.3]}"
+    )
+    print(
+        f"(d) HTTP API v2 + 1 exported log line, overhead: hopscope {hopscope_logging_overhead:.1f} µs vs"
+        f" OpenTelemetry {otel_logging_overhead:.1f} µs -> ratio {ratio_d:.2f} (target <= 1.0)"
+        f" {verdict[ratio_d <= 1.0]}; the line costs hopscope"
+        f" {median['hopscope + 1 log line'] - median['hopscope traced_handler']:.1f} µs"
     )
     return 0
 

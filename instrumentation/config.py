@@ -380,10 +380,13 @@ def flush(timeout_ms: int | None = None) -> bool:
     """
     wait_ms = default_flush_timeout_ms() if timeout_ms is None else timeout_ms
     deadline = time.monotonic() + wait_ms / 1000
+    pipelines = _pipelines()
+    if len(pipelines) == 1 and pipelines[0][1] is not None and pipelines[0][1] <= wait_ms:
+        return _flush_here(pipelines[0][0])  # the common case, without the lists below
     in_caller: list[Any] = []
     pending: list[threading.Event] = []
     budget = wait_ms
-    for flushable, bound in _pipelines():
+    for flushable, bound in pipelines:
         if bound is not None and bound <= budget:
             budget -= bound
             in_caller.append(flushable)
@@ -391,14 +394,18 @@ def flush(timeout_ms: int | None = None) -> bool:
             pending.append(_flusher.submit(flushable))
     flushed = True
     for flushable in in_caller:
-        try:
-            flushed = bool(flushable.force_flush()) and flushed
-        except Exception:
-            logger.debug("hopscope: flush failed", exc_info=True)
-            flushed = False
+        flushed = _flush_here(flushable) and flushed
     for done in pending:
         flushed = done.wait(max(0.0, deadline - time.monotonic())) and flushed
     return flushed
+
+
+def _flush_here(flushable: Any) -> bool:
+    try:
+        return bool(flushable.force_flush())
+    except Exception:
+        logger.debug("hopscope: flush failed", exc_info=True)
+        return False
 
 
 def _pipelines() -> list[tuple[Any, int | None]]:
