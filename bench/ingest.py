@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -223,6 +224,13 @@ class ClientStats:
     reconnects: int = 0
 
 
+def rejected_items(path: str, payload: bytes) -> int:
+    """Spans (``/v1/traces``) or log records (``/v1/logs``) a 200 answer's partial success rejected."""
+    if path == "/v1/logs":
+        return ExportLogsServiceResponse.FromString(payload).partial_success.rejected_log_records
+    return ExportTraceServiceResponse.FromString(payload).partial_success.rejected_spans
+
+
 class Client:
     """One keep-alive connection sending bodies taken from a shared iterator until it is empty."""
 
@@ -232,8 +240,10 @@ class Client:
         work: Iterator[tuple[bytes, int]],
         lock: threading.Lock,
         retry_sleep: float | None,
+        path: str = "/v1/traces",
     ) -> None:
         self._address = address
+        self._path = path
         self._work = work
         self._lock = lock
         self._retry_sleep = retry_sleep
@@ -263,7 +273,7 @@ class Client:
             started = time.perf_counter()
             try:
                 self._conn.request(
-                    "POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"}
+                    "POST", self._path, body=body, headers={"Content-Type": "application/x-protobuf"}
                 )
                 response = self._conn.getresponse()
                 payload = response.read()
@@ -284,7 +294,7 @@ class Client:
                 continue
             if response.status != 200:
                 raise RuntimeError(f"collector answered {response.status}: {payload[:300]!r}")
-            rejected = ExportTraceServiceResponse.FromString(payload).partial_success.rejected_spans
+            rejected = rejected_items(self._path, payload)
             self.stats.latencies.append(latency)
             self.stats.acknowledged += spans - rejected
             self.stats.rejected += rejected
@@ -303,12 +313,17 @@ class HttpResult:
 
 
 def send_all(
-    address: tuple[str, int], bodies: Iterable[tuple[bytes, int]], clients: int, retry_sleep: float | None
+    address: tuple[str, int],
+    bodies: Iterable[tuple[bytes, int]],
+    clients: int,
+    retry_sleep: float | None,
+    path: str = "/v1/traces",
 ) -> tuple[float, ClientStats]:
-    """Send every body with ``clients`` keep-alive connections; (seconds, the clients' stats summed)."""
+    """Send every body with ``clients`` keep-alive connections to ``path`` (``/v1/traces`` or
+    ``/v1/logs``); (seconds, the clients' stats summed, items counted as the bodies say)."""
     lock = threading.Lock()
     work = iter(bodies)
-    workers = [Client(address, work, lock, retry_sleep) for _ in range(clients)]
+    workers = [Client(address, work, lock, retry_sleep, path) for _ in range(clients)]
     threads = [threading.Thread(target=w.run, name=f"client-{i}") for i, w in enumerate(workers)]
     started = time.perf_counter()
     for thread in threads:
