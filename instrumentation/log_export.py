@@ -30,6 +30,7 @@ _ANNOTATION_KEYS = frozenset({"trace_id", "span_id", "correlation_id"})
 _EXCLUDED_PREFIXES = ("opentelemetry",)
 # Powertools' keys that describe the line itself (templates filled from the record) rather than the event.
 _POWERTOOLS_LINE_KEYS = frozenset({"level", "location", "message", "timestamp"})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _PLAIN = (bool, str, bytes, int, float, type(None), Mapping, Sequence)
 
 
@@ -51,7 +52,14 @@ class LogPipeline:
 _lock = threading.Lock()
 _pipeline: LogPipeline | None = None
 _powertools: list[Any] = []  # Powertools Loggers hooked before or after log export was turned on
-_local = threading.local()  # the record being exported on this thread (a re-entry guard), the last one
+
+
+class _Local(threading.local):
+    busy = False  # this thread is inside the handler: a record logged from there is not exported
+    last: logging.LogRecord | None = None  # the last record exported on this thread
+
+
+_local = _Local()
 _pending = False  # a record reached the LoggerProvider since the last take_pending()
 
 
@@ -201,7 +209,7 @@ def _is_sdk_handler(handler: logging.Handler) -> bool:
 
 def _plain(value: Any) -> Any:
     """A value the OTLP attribute model holds; anything else as its text (the SDK would drop it to None)."""
-    return value if isinstance(value, _PLAIN) else str(value)
+    return value if type(value) in _SCALARS or isinstance(value, _PLAIN) else str(value)
 
 
 def _new_handler(provider: Any, extra_keys: Callable[[], dict[str, Any]] | None = None) -> logging.Handler:
@@ -235,8 +243,8 @@ def _handler_class() -> Any:
 
         def emit(self, record: logging.LogRecord) -> None:
             if (
-                getattr(_local, "busy", False)
-                or getattr(_local, "last", None) is record
+                _local.busy
+                or _local.last is record
                 or record.name.startswith(_EXCLUDED_PREFIXES)
                 or context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)  # inside an export
             ):
@@ -251,11 +259,14 @@ def _handler_class() -> Any:
                 _local.busy = False
 
         def _get_attributes(self, record: logging.LogRecord) -> dict[str, Any]:  # type: ignore[override]
-            attributes: dict[str, Any] = {}
+            found = super()._get_attributes(record)
+            attributes = found if isinstance(found, dict) else dict(found or {})  # a fresh dict in the SDK
+            for key in _ANNOTATION_KEYS:
+                attributes.pop(key, None)
             if self._extra_keys is not None:
-                attributes.update((k, _plain(v)) for k, v in self._extra_keys().items())
-            for key, value in (super()._get_attributes(record) or {}).items():
-                if key not in _ANNOTATION_KEYS:
+                attributes = {**self._extra_keys(), **attributes}  # the record's own keys win
+            for key, value in attributes.items():
+                if type(value) not in _SCALARS:
                     attributes[key] = _plain(value)
             correlation_id = get_correlation_id()
             if correlation_id is None:
