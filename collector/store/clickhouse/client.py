@@ -54,6 +54,11 @@ def check_identifier(name: str) -> str:
     return name
 
 
+_ESCAPED = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
+)
+
+
 def _literal(value: object) -> str:
     """A parameter value in the text form ClickHouse parses ``{name:Type}`` parameters from."""
     if isinstance(value, bool):
@@ -61,7 +66,8 @@ def _literal(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return value
+        # parsed in ClickHouse's escaped (TSV) form: backslashes and control characters are escaped
+        return value.translate(_ESCAPED)
     if isinstance(value, (list, tuple, set, frozenset)):
         return "[" + ",".join(_quoted(item) for item in value) + "]"
     raise ClickHouseError(f"unsupported parameter type {type(value).__name__}")
