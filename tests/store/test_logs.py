@@ -181,29 +181,33 @@ def test_long_bodies_and_many_attributes_are_cut_to_the_limits(tmp_path: Path) -
 def test_retention_deletes_old_and_future_dated_records_and_keeps_their_resources_while_used(
     tmp_path: Path,
 ) -> None:
-    # GIVEN a record from two hours ago, one dated next year, and one from now; and no span at all
+    # GIVEN a record from two hours ago, one dated next year, one from now; and no span at all
     store = SQLiteStore(tmp_path / "logs.db")
     now = time.time_ns()
     hour = 3600 * 1_000_000_000
     request = _request([("orders", 0, 9, "old", "", -1), ("orders", 1, 9, "future", "", -1)])
+    request.resource_logs[0].scope_logs[0].log_records.add(time_unix_nano=now).body.string_value = "fresh"
     records = request.resource_logs[0].scope_logs[0].log_records
     records[0].time_unix_nano = now - 2 * hour
     records[1].time_unix_nano = now + 365 * 24 * hour
     store.write_logs([request])
-    # WHEN the writer keeps an hour, once the future one has also been received more than an hour ago
-    # (retention goes by the earlier of a record's time and its arrival)
+    # WHEN the collector's writer keeps an hour
     writer = SpanWriter(store, max_pending_spans=1000, retention_seconds=3600)
-    assert store.delete_logs_before(now - hour, 100) == 1  # the old one
-    assert [line.body for line in store.search_logs(LogFilter())] == ["future"]
-    assert store.delete_logs_before(now + hour, 100) == 1  # received before that cutoff
-    fresh = _request([("orders", 2, 9, "fresh", "", -1)])
-    fresh.resource_logs[0].scope_logs[0].log_records[0].time_unix_nano = time.time_ns()
+    writer.start()
+    deadline = time.monotonic() + 10
+    while writer.logs_expired < 1:
+        assert time.monotonic() < deadline, "the writer deleted no record"
+        time.sleep(0.05)
+    writer.close(5)
+    # THEN the old record went; the one dated next year stays until it was received an hour ago (retention
+    # goes by the earlier of a record's time and its arrival)
+    assert [line.body for line in store.search_logs(LogFilter())] == ["fresh", "future"]
+    assert store.delete_logs_before(now + 2 * hour, 100) == 2
+    # and the sweep of unused resources and scopes keeps the ones log records use
+    fresh = _request([("orders", 2, 9, "later", "", -1)])
     store.write_logs([fresh])
-    # THEN the sweep of unused resources and scopes keeps the ones log records use
     while store.expire_before(now - hour, 1000):
         pass
-    writer.start()
-    writer.close(5)
     [line] = store.search_logs(LogFilter())
-    assert (line.body, line.service, line.scope) == ("fresh", "orders", "app")
+    assert (line.body, line.service, line.scope) == ("later", "orders", "app")
     store.close()
