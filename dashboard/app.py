@@ -35,6 +35,7 @@ navigation = st.navigation(
         st.Page(PAGES / "service_map.py", title="Service map", icon=":material/hub:"),
         st.Page(PAGES / "flows.py", title="Flows", icon=":material/route:"),
         st.Page(PAGES / "flow_detail.py", title="Flow", icon=":material/timeline:"),
+        st.Page(PAGES / "logs.py", title="Logs", icon=":material/article:"),
         st.Page(PAGES / "latency.py", title="Latency", icon=":material/speed:"),
         st.Page(PAGES / "queues.py", title="Queues", icon=":material/stacks:"),
         st.Page(PAGES / "dead_letters.py", title="Dead letters", icon=":material/report:"),

@@ -16,9 +16,10 @@ import streamlit as st
 from hopscope.collector.model.fate import FateFilter, MessageFate
 from hopscope.collector.model.flows import FlowDetail, FlowFilter, FlowSort
 from hopscope.collector.model.graph import ServiceGraph
+from hopscope.collector.model.logs import LogFilter
 from hopscope.collector.model.queues import QueueSummary
 from hopscope.collector.model.red import LatencyPoint, ServiceRed
-from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.query.layer import LogAnswer, QueryLayer
 from hopscope.collector.store.url import open_store
 from hopscope.dashboard import url_state
 from hopscope.dashboard.config import load_config
@@ -220,6 +221,18 @@ def flow_otlp_json(db: str, flow_id: int) -> str | None:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def flow_of_trace(db: str, trace_id: str) -> int | None:
     return _layer(db).flow_of_trace(bytes.fromhex(trace_id))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def flow_logs(db: str, flow_id: int) -> LogAnswer | None:
+    """Every log line of the flow's traces, oldest first (None for an unknown flow)."""
+    return _layer(db).flow_logs(flow_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def search_logs(db: str, criteria: LogFilter) -> LogAnswer:
+    """The Logs page's search (the page's time range is in ``criteria``, its end rounded: reruns hit this)."""
+    return _layer(db).search_logs(criteria)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -9,7 +9,9 @@ on a span with children; a collapsed span's descendants have no rows. Bars are l
 coloured by service; each async hop's queue wait is its own grey, hatched segment from the producer's end to
 the consumer's start; the critical path is a thin dark bar over each of its segments (legend "critical
 path"); failed spans have a red outline and an ✕ at their end; a message received more than once says so on
-its bar; the spans of a batch that the flow shares with other flows are marked ⇶.
+its bar; the spans of a batch that the flow shares with other flows are marked ⇶. The flow's log lines are
+markers on their spans' rows at their time (trace "log lines", red for errors); the line chosen in the page's
+list has its span's row highlighted and a ring around its marker.
 
 Every name on the chart is span data: Plotly would render the HTML in it, so each goes through
 ``plain_text.plotly_text``; row labels and legend entries are shortened (``plain_text.shorten``) so that the
@@ -33,6 +35,7 @@ from hopscope.collector.model.critical_path import (
     flow_tree,
 )
 from hopscope.collector.model.flows import AsyncHop, FlowDetail, FlowSpan, SharedTrace
+from hopscope.collector.model.logs import LogLine
 from hopscope.dashboard.plain_text import plotly_hover, plotly_text, shorten
 
 ERROR_COLOUR = "#c62828"
@@ -56,6 +59,11 @@ LABEL_DOMAIN = 0.4
 LEGEND_CHARS = 40
 # Marks the rows of spans that a batch shares with other flows.
 SHARED_MARK = "⇶ "
+LOG_TRACE = "log lines"
+SELECTED_LOG_TRACE = "selected line"
+WARN_COLOUR = "#ef6c00"
+LOG_COLOUR = "#455a64"
+HIGHLIGHT_COLOUR = "rgba(255, 193, 7, 0.28)"
 
 
 def span_label(span: FlowSpan) -> str:
@@ -120,6 +128,8 @@ def waterfall_figure(
     *,
     tree: Sequence[TreeRow] | None = None,
     path: Sequence[PathSegment] | None = None,
+    logs: Sequence[LogLine] = (),
+    picked: LogLine | None = None,
 ) -> go.Figure:
     """The flow's waterfall; x is milliseconds since the flow's first span started.
 
@@ -130,6 +140,11 @@ def waterfall_figure(
     has a thin bar per span or wait segment (on the row of its span, or of the nearest shown ancestor), its
     span id in ``customdata``. ``collapsed`` holds the (trace id, span id) of collapsed spans; ``tree`` and
     ``path`` are the flow's ``flow_tree`` and ``critical_path`` when the caller has them already.
+
+    ``logs`` are the flow's log lines: each of a span of the flow is a marker of the ``log lines`` trace on
+    that span's row (or its nearest shown ancestor's) at its time, its span id in ``customdata`` (so a click
+    on it names its span); ``picked``, a line chosen in the page's list, highlights its span's row (a layout
+    shape) and rings its marker (the ``selected line`` trace).
     """
     spans = detail.spans
     figure = go.Figure()
@@ -241,6 +256,8 @@ def waterfall_figure(
             )
         )
 
+    _add_logs(figure, logs, picked, origin, shown_row)
+
     labels = [row_label(row, collapsed, shared) for row in shown]
     figure.add_trace(
         go.Scatter(
@@ -287,6 +304,81 @@ def waterfall_figure(
         dragmode="zoom",
     )
     return figure
+
+
+def log_colour(line: LogLine) -> str:
+    """Red for an error (or fatal) line, orange for a warning, grey for the rest."""
+    if line.is_error:
+        return ERROR_COLOUR
+    return WARN_COLOUR if line.severity == "WARN" else LOG_COLOUR
+
+
+def log_hover(line: LogLine, origin_unix_nano: int) -> str:
+    """A log marker's hover box: time since the flow started, severity, service and logger, the body."""
+    offset = (line.time_unix_nano - origin_unix_nano) / 1e6
+    source = plotly_hover(f"{line.service} · {line.scope}")
+    return f"<b>{plotly_text(line.severity)}</b> +{offset:.1f} ms · {source}<br>{plotly_hover(line.body)}"
+
+
+def _add_logs(
+    figure: go.Figure,
+    logs: Sequence[LogLine],
+    picked: LogLine | None,
+    origin: int,
+    shown_row: Mapping[SpanKey, int],
+) -> None:
+    """The log lines' markers on their spans' rows, and the picked line's highlight."""
+    placed = [
+        (line, shown_row[(line.trace_id, line.span_id)])
+        for line in logs
+        if (line.trace_id, line.span_id) in shown_row
+    ]
+    if placed:
+        figure.add_trace(
+            go.Scatter(
+                name=LOG_TRACE,
+                mode="markers",
+                y=[row for _, row in placed],
+                x=[(line.time_unix_nano - origin) / 1e6 for line, _ in placed],
+                customdata=[line.span_id for line, _ in placed],
+                marker={
+                    "symbol": "diamond",
+                    "size": [13 if line.is_error else 9 for line, _ in placed],
+                    "color": [log_colour(line) for line, _ in placed],
+                    "line": {"width": 1, "color": "white"},
+                },
+                hovertext=[log_hover(line, origin) for line, _ in placed],
+                hoverinfo="text",
+            )
+        )
+    row = None if picked is None else shown_row.get((picked.trace_id, picked.span_id))
+    if picked is None or row is None:
+        return
+    figure.add_shape(
+        type="rect",
+        xref="paper",
+        x0=0.0,
+        x1=1.0,
+        yref="y",
+        y0=row - 0.5,
+        y1=row + 0.5,
+        fillcolor=HIGHLIGHT_COLOUR,
+        line={"width": 0},
+        layer="below",
+    )
+    figure.add_trace(
+        go.Scatter(
+            name=SELECTED_LOG_TRACE,
+            mode="markers",
+            y=[row],
+            x=[(picked.time_unix_nano - origin) / 1e6],
+            customdata=[picked.span_id],
+            marker={"symbol": "circle-open", "size": 20, "color": "#212121", "line": {"width": 2}},
+            hovertext=[log_hover(picked, origin)],
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
 
 
 def span_of_selection(points: Sequence[Mapping[str, Any]]) -> str | None:

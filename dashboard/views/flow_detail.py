@@ -1,7 +1,8 @@
 """One flow (``?flow=ID``): its summary, the waterfall of all its spans as a tree across its traces with the
 queue waits between them and its critical path, beside it one span's attributes, events, links and resource
-(``&span=ID``, chosen by a click on its bar), the critical path as a list, and the flow as OTLP JSON to
-download."""
+(``&span=ID``, chosen by a click on its bar), the flow's log lines under it (each a marker on its span's row;
+a click on a span shows only its lines, ``&lines=span``; a click on a line highlights its span), the critical
+path as a list, and the flow as OTLP JSON to download."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from hopscope.collector.model.critical_path import (
 )
 from hopscope.collector.model.fate import Fate, MessageFate
 from hopscope.collector.model.flows import Attributes, AttributeValue, FlowDetail, FlowSpan
+from hopscope.collector.model.logs import MAX_ANSWER_LOGS, LogLine
+from hopscope.collector.query.layer import LogAnswer
 from hopscope.dashboard import data, url_state
 from hopscope.dashboard.format import format_ms
+from hopscope.dashboard.log_lines import LOGS_OFF_HINT, emphasised, level_text, line_details
 from hopscope.dashboard.page_frame import page_context
 from hopscope.dashboard.plain_text import (
     LABEL_CHARS,
@@ -70,6 +74,44 @@ def _chart_clicked(flow_id: int) -> None:
     span_id = span_of_selection(state["selection"]["points"])
     if span_id is not None:
         url_state.put("span", span_id)
+        url_state.put(LINES_PARAM, SPAN_LINES)  # the log list shows that span's lines
+
+
+# ``&lines=span``: the log list shows only the selected span's lines (a click on a span sets it).
+LINES_PARAM = "lines"
+SPAN_LINES = "span"
+
+
+def _lines_key(flow_id: int, span_filter: str | None) -> str:
+    """The log list's key: a new list (no line chosen) whenever it shows other lines."""
+    return f"log_lines_{flow_id}_{span_filter or 'all'}"
+
+
+def lines_filter(detail: FlowDetail) -> str | None:
+    """The span whose lines alone the list shows (``&lines=span``: the selected span's), or None: all."""
+    return selected_span(detail)["span_id"] if url_state.text(LINES_PARAM) == SPAN_LINES else None
+
+
+def picked_line(key: str, lines: list[LogLine]) -> LogLine | None:
+    """The line chosen in the log list (its selection, from this session's state), if any."""
+    state = st.session_state.get(key)
+    rows = state.get("selection", {}).get("rows", []) if state else []
+    return lines[rows[0]] if rows and 0 <= rows[0] < len(lines) else None
+
+
+def _line_clicked(key: str, lines: list[LogLine], known: frozenset[str]) -> None:
+    """A click on a line selects its span (the waterfall highlights its row, the panel shows the span)."""
+    line = picked_line(key, lines)
+    if line is not None and line.span_id in known:
+        url_state.put("span", line.span_id)
+
+
+def _all_lines() -> None:
+    url_state.remove(LINES_PARAM)
+
+
+def _span_lines() -> None:
+    url_state.put(LINES_PARAM, SPAN_LINES)
 
 
 def collapsed_spans(flow_id: int) -> set[SpanKey]:
@@ -361,23 +403,39 @@ def flow_page(flow_id: int) -> None:
     st.subheader("Waterfall")
     tree = flow_tree(detail.spans, detail.hops)
     path = critical_path(detail.spans, detail.hops)
+    answer = data.flow_logs(context.db, flow_id)
+    logs = [] if answer is None else answer.lines
+    span_filter = lines_filter(detail)
+    listed = [line for line in logs if span_filter is None or line.span_id == span_filter]
+    picked = picked_line(_lines_key(flow_id, span_filter), listed)
     chart, side = st.columns([5, 3], gap="medium")
     with chart:
-        waterfall(flow_id, detail, tree, path)
+        waterfall(flow_id, detail, tree, path, logs=logs, picked=picked)
     with side:
         span_panel(flow_id, detail)
+    log_list(flow_id, detail, answer=answer, listed=listed, span_filter=span_filter, picked=picked)
     critical_path_list(detail, path)
     with st.expander(f"All {len(detail.spans)} spans as a table"):
         span_table(detail)
 
 
-def waterfall(flow_id: int, detail: FlowDetail, tree: list[TreeRow], path: list[PathSegment]) -> None:
+def waterfall(
+    flow_id: int,
+    detail: FlowDetail,
+    tree: list[TreeRow],
+    path: list[PathSegment],
+    *,
+    logs: list[LogLine],
+    picked: LogLine | None,
+) -> None:
     """The chart (a click on a bar selects its span), and the buttons that fold the selected span's
     children away or open every span again."""
     collapsed = collapsed_spans(flow_id)
     chosen = selected_span(detail)
     st.plotly_chart(
-        waterfall_figure(detail, collapsed, chosen["span_id"], tree=tree, path=path),
+        waterfall_figure(
+            detail, collapsed, chosen["span_id"], tree=tree, path=path, logs=logs, picked=picked
+        ),
         width="stretch",
         key=_chart_key(flow_id),
         on_select=functools.partial(_chart_clicked, flow_id),
@@ -409,8 +467,100 @@ def waterfall(flow_id: int, detail: FlowDetail, tree: list[TreeRow], path: list[
         "One row per span, under its parent; a trace that consumed a message hangs under the span that "
         "sent it. Bars are coloured by service; grey hatched bars are the time a message waited in its "
         "queue or topic; the thin dark bars are the critical path; a red outline and ✕ mark an error; ⇶ "
-        "marks the spans of a batch shared with other flows. Click a bar to see its span."
+        "marks the spans of a batch shared with other flows; ◆ are log lines (red: an error). Click a "
+        "bar to see its span and its log lines."
     )
+
+
+def log_list(
+    flow_id: int,
+    detail: FlowDetail,
+    *,
+    answer: LogAnswer | None,
+    listed: list[LogLine],
+    span_filter: str | None,
+    picked: LogLine | None,
+) -> None:
+    """The flow's log lines under the waterfall, oldest first: time since the flow started, level, service,
+    span, logger, body (text cells; errors red and marked ✖). A click on a line highlights its span."""
+    st.subheader(
+        "Log lines",
+        anchor=False,
+        help="Every log record of the flow's traces, across its functions, in time order; each is placed "
+        "at its span and time in the waterfall.",
+    )
+    logs = [] if answer is None else answer.lines
+    if not logs:
+        st.caption(f"No log lines from this flow's traces. {LOGS_OFF_HINT}")
+        return
+    by_id = {span["span_id"]: span for span in detail.spans}
+    origin = min(span["start_unix_nano"] for span in detail.spans)
+    errors = sum(1 for line in listed if line.is_error)
+    told = f" · :red[**{errors} error{'s' * (errors != 1)}**]" if errors else ""
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    if span_filter is not None and span_filter in by_id:
+        span = by_id[span_filter]
+        left.caption(
+            f"{len(listed)} of {len(logs)} lines: those of span {markdown_label(span_label(span))}{told}"
+        )
+        right.button("All lines", key=f"all_lines_{flow_id}", on_click=_all_lines, icon=":material/list:")
+    else:
+        left.caption(
+            f"{len(logs)} line{'s' * (len(logs) != 1)}, oldest first{told}. Click a line to highlight its "
+            "span; click a span in the waterfall to see only its lines."
+        )
+        right.button(
+            "This span's lines",
+            key=f"span_lines_{flow_id}",
+            on_click=_span_lines,
+            icon=":material/filter_alt:",
+        )
+    if answer is not None and answer.truncated:
+        st.warning(
+            f"More lines are stored than one answer holds: the first {MAX_ANSWER_LOGS} are shown, the rest "
+            f"are not (GET /api/flows/{flow_id}/logs/otlp has the same first ones).",
+            icon=":material/content_cut:",
+        )
+    if not listed:
+        st.caption("No log lines of this span.")
+        return
+    frame = pd.DataFrame(
+        [
+            {
+                "at_ms": (line.time_unix_nano - origin) / 1e6,
+                "level": level_text(line),
+                "service": line.service,
+                "span": span_label(by_id[line.span_id]) if line.span_id in by_id else "",
+                "logger": line.scope,
+                "body": line.body,
+                "span_id": line.span_id,
+            }
+            for line in listed
+        ]
+    )
+    key = _lines_key(flow_id, span_filter)
+    st.dataframe(
+        emphasised(frame, listed),
+        hide_index=True,
+        width="stretch",
+        key=key,
+        on_select=functools.partial(_line_clicked, key, listed, frozenset(by_id)),
+        selection_mode="single-row",
+        column_config={
+            "at_ms": st.column_config.NumberColumn("+ms", format="%.1f", help="since the flow started"),
+            "level": st.column_config.TextColumn("Level"),
+            "service": st.column_config.TextColumn("Service"),
+            "span": st.column_config.TextColumn("Span"),
+            "logger": st.column_config.TextColumn("Logger"),
+            "body": st.column_config.TextColumn("Body", width="large"),
+            "span_id": st.column_config.TextColumn("Span id"),
+        },
+    )
+    if picked is not None:
+        home = by_id.get(picked.span_id)
+        where = f"span {markdown_label(span_label(home))}" if home is not None else "no span of this flow"
+        offset = (picked.time_unix_nano - origin) / 1e6
+        line_details(picked, f"+{offset:.1f} ms · {where}")
 
 
 def critical_path_list(detail: FlowDetail, segments: list[PathSegment]) -> None:

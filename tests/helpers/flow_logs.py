@@ -1,0 +1,159 @@
+"""A flow whose functions log, made by the real OpenTelemetry SDK: spans through one TracerProvider per
+service (as ``flow_chains.Services``), log records through one LoggerProvider per service and the SDK's
+``LoggingHandler`` on a stdlib logger, emitted inside the spans, so each record carries its span's trace and
+span id and a time within it; the SDK's own OTLP encoders make the requests a store takes.
+
+The chain is ``flow_chains.order_chain``'s (API -> SNS -> SQS -> consumer, each hop its own trace, joined by
+links); short sleeps give each span some width on the waterfall.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+from tests.helpers.flow_chains import Services
+
+SpanKind = trace.SpanKind
+
+# A body a page must show as the characters it holds (Markdown, HTML, a javascript: link, LaTeX).
+HOSTILE_BODY = "<script>alert(1)</script> **bold** [link](javascript:alert(1)) $x$ <b>b</b>"
+CARRIER_DOWN = "carrier down for {order}"
+
+
+class LoggingServices(Services):
+    """``Services`` whose services also log: ``logger(service)`` is a stdlib logger exporting through a real
+    LoggerProvider of that service's resource; ``log_request()`` encodes every record logged so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_memory = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+        self._loggers: dict[str, logging.Logger] = {}  # one per service and name: close() before reusing
+        self._log_providers: list[tuple[LoggerProvider, LoggingHandler, logging.Logger]] = []
+
+    def logger(self, service: str, name: str = "app") -> logging.Logger:
+        key = f"{service}/{name}"
+        if key not in self._loggers:
+            provider = LoggerProvider(resource=Resource.create({"service.name": service}))
+            provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_memory))
+            handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider)
+            logger = logging.getLogger(name)  # the record's scope: the logger's name
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
+            logger.addHandler(handler)
+            self._loggers[key] = logger
+            self._log_providers.append((provider, handler, logger))
+        return self._loggers[key]
+
+    def log_request(self) -> ExportLogsServiceRequest:
+        return encode_logs(list(self.log_memory.get_finished_logs()))
+
+    def close(self) -> None:
+        for provider, handler, logger in self._log_providers:
+            logger.removeHandler(handler)
+            provider.shutdown()
+
+
+@dataclass(frozen=True)
+class LoggedOrder:
+    """The span ids (hex) of one logged order, by span name."""
+
+    order: str
+    span_ids: dict[str, str]
+
+
+def logged_order(services: LoggingServices, order: str, *, fail: bool = False) -> LoggedOrder:
+    """One order through orders-api, billing and shipping, two lines or so per span; with ``fail`` the
+    shipping consumer fails and logs an ERROR with its exception, and a WARN line with ``HOSTILE_BODY``."""
+    api, billing, shipping = (services.tracer(name) for name in ("orders-api", "billing", "shipping"))
+    extra = {"hopscope.correlation_id": order}
+    ids: dict[str, str] = {}
+
+    def keep(span: trace.Span) -> None:
+        ids[span.name] = format(span.get_span_context().span_id, "016x")  # type: ignore[attr-defined]
+
+    log = services.logger("orders-api", "orders")
+    with api.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes=extra) as root:
+        keep(root)
+        log.info("order %s received", order, extra=extra)
+        time.sleep(0.004)
+        with api.start_as_current_span(
+            "order-events publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                **extra,
+                "messaging.system": "aws_sns",
+                "messaging.destination.name": "order-events",
+                "messaging.message.id": f"sns-{order}",
+            },
+        ) as publish:
+            keep(publish)
+            time.sleep(0.002)
+            log.info("order %s published", order, extra=extra)
+        time.sleep(0.002)
+    time.sleep(0.004)
+    log = services.logger("billing", "billing")
+    with billing.start_as_current_span(
+        "order-events process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[trace.Link(publish.get_span_context())],
+        attributes={
+            **extra,
+            "messaging.system": "aws_sns",
+            "messaging.destination.name": "order-events",
+            "messaging.message.id": f"sns-{order}",
+            "hopscope.receive_count": 1,
+        },
+    ) as consume:
+        keep(consume)
+        log.info("charging order %s", order, extra={**extra, "amount": 42})
+        time.sleep(0.004)
+        with billing.start_as_current_span(
+            "billing publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                **extra,
+                "messaging.system": "aws_sqs",
+                "messaging.destination.name": "shipping",
+                "messaging.message.id": f"sqs-{order}",
+            },
+        ) as send:
+            keep(send)
+            time.sleep(0.002)
+        time.sleep(0.002)
+    time.sleep(0.004)
+    log = services.logger("shipping", "shipping")
+    with shipping.start_as_current_span(
+        "shipping process",
+        context=context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[trace.Link(send.get_span_context())],
+        attributes={
+            **extra,
+            "messaging.system": "aws_sqs",
+            "messaging.destination.name": "shipping",
+            "messaging.message.id": f"sqs-{order}",
+            "hopscope.receive_count": 1,
+        },
+    ) as ship:
+        keep(ship)
+        log.info("shipping order %s", order, extra=extra)
+        time.sleep(0.004)
+        if fail:
+            log.warning(HOSTILE_BODY, extra=extra)
+            try:
+                raise ConnectionError(CARRIER_DOWN.format(order=order))
+            except ConnectionError:
+                log.exception(CARRIER_DOWN.format(order=order), extra=extra)
+            ship.set_status(trace.Status(trace.StatusCode.ERROR, "carrier down"))
+        time.sleep(0.002)
+    return LoggedOrder(order, ids)
