@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # looked up before instrument_boto3(): these calls are the platform's, not the function's
     source = None if args.name == "orders-api" else _event_source(args.name, args.moto)
-    configure(service_name=args.name, endpoint=args.collector)
+    configure(service_name=args.name, endpoint=args.collector, logs=True)  # log lines go to the flow too
     instrument_boto3()  # the functions' publishers: SNS Publish, EventBridge PutEvents
     try:
         if source is None:

@@ -6,7 +6,8 @@
     audit       subscribed to order-events directly (SNS -> Lambda)
     notifier    EventBridge rule on the orders bus -> SQS notifications
 
-They read the AWS endpoint and credentials from the environment, as boto3 does in Lambda.
+They read the AWS endpoint and credentials from the environment, as boto3 does in Lambda, and log through
+Python ``logging``: with log export on (the demo turns it on), each line reaches the collector in its span.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def orders_api(event: dict[str, Any], context: Any) -> dict[str, Any]:
     order = _valid_order(event.get("body"))
     if order is None:
         return _response(400, {"error": "expected {order_id, items, total}"})
+    log.info("order %s accepted: %d items, %.2f", order["order_id"], len(order["items"]), order["total"])
     _client("sns").publish(TopicArn=TOPIC_ARN, Message=json.dumps(order), Subject="OrderPlaced")
     return _response(201, {"order_id": order["order_id"]})
 
@@ -88,10 +90,14 @@ def billing(event: dict[str, Any], context: Any) -> Any:
 
 def _ship(record: dict[str, Any]) -> None:
     order = record_payload(record)  # raw delivery: the body is the order itself
+    receives = record.get("attributes", {}).get("ApproximateReceiveCount", "1")
     if order["order_id"].endswith("7"):
+        log.error("no carrier delivers to the address of %s (receive %s of 3)", order["order_id"], receives)
         raise PermanentError(f"no carrier delivers to the address of {order['order_id']}")
     if random.random() < 0.15:
+        log.warning("carrier API timed out for %s; SQS will deliver it again", order["order_id"])
         raise TransientError("carrier API timed out")
+    log.info("shipping %s with demo-express", order["order_id"], extra={"carrier": "demo-express"})
     detail = {"order_id": order["order_id"], "items": len(order["items"]), "carrier": "demo-express"}
     _client("events").put_events(
         Entries=[

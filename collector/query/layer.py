@@ -270,21 +270,45 @@ class QueryLayer:
 
     def flow_trace_ids(self, flow_id: int) -> list[bytes] | None:
         """Every trace a standing flow shows (its own, then the batch traces it shares); None when unknown."""
+        traces = self._flow_traces(flow_id)
+        return None if traces is None else [*traces[0], *traces[1]]
+
+    def _flow_traces(self, flow_id: int) -> tuple[list[bytes], list[bytes]] | None:
         standing = self._store.resolve_flow(flow_id)
         if standing is None:
             return None
-        return [*self._store.flow_trace_ids(standing), *self._store.flow_shared_traces(standing)]
+        return self._store.flow_trace_ids(standing), list(self._store.flow_shared_traces(standing))
 
     def flow_logs(self, flow_id: int, criteria: LogFilter | None = None) -> LogAnswer | None:
-        """Every log record of the flow's traces, oldest first (at most MAX_ANSWER_LOGS, the earliest),
-        narrowed by ``criteria`` when given; None for an unknown flow."""
-        trace_ids = self.flow_trace_ids(flow_id)
-        if trace_ids is None:
+        """Every log record of the flow's traces, oldest first (at most the criteria's limit, the
+        earliest), narrowed by ``criteria`` when given; None for an unknown flow.
+
+        A batch trace the flow shares holds other messages' records too (a batch of ten orders logs ten
+        "charged" lines): of those, only records with no correlation id or one of the flow's own records'
+        ids are the flow's (all of them when the flow's own records carry none).
+        """
+        traces = self._flow_traces(flow_id)
+        if traces is None:
             return None
-        if not trace_ids:
-            return LogAnswer([], False)
-        base = criteria or LogFilter(limit=MAX_ANSWER_LOGS)
-        return self.search_logs(replace(base, trace_ids=tuple(trace_ids), newest_first=False))
+        own, shared = traces
+        base = replace(criteria or LogFilter(limit=MAX_ANSWER_LOGS), newest_first=False)
+        limit = max(0, min(base.limit, MAX_ANSWER_LOGS))
+        lines: list[LogLine] = []
+        truncated = False
+        if own:
+            answer = self.search_logs(replace(base, trace_ids=tuple(own), limit=limit))
+            lines, truncated = answer.lines, answer.truncated
+        if shared:
+            ids = {line.correlation_id for line in lines if line.correlation_id}
+            answer = self.search_logs(replace(base, trace_ids=tuple(shared), limit=limit))
+            kept = [
+                line
+                for line in answer.lines
+                if not ids or not line.correlation_id or line.correlation_id in ids
+            ]
+            truncated = truncated or answer.truncated
+            lines = sorted([*lines, *kept], key=lambda line: line.time_unix_nano)
+        return LogAnswer(lines[:limit], truncated or len(lines) > limit)
 
     def flow_logs_otlp_json(self, flow_id: int) -> dict[str, object] | None:
         """The flow's log records as OTLP JSON LogsData (at most MAX_ANSWER_LOGS, ``truncated`` when cut):
