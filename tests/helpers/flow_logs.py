@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -20,7 +21,10 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from tests.helpers.flow_chains import Services
+from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.query.layer import QueryLayer
+from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.helpers.flow_chains import Services, order_chain, post
 
 SpanKind = trace.SpanKind
 
@@ -157,3 +161,33 @@ def logged_order(services: LoggingServices, order: str, *, fail: bool = False) -
             ship.set_status(trace.Status(trace.StatusCode.ERROR, "carrier down"))
         time.sleep(0.002)
     return LoggedOrder(order, ids)
+
+
+@dataclass(frozen=True)
+class LoggedShop:
+    """A SQLite database of two logged orders (o-1 fails in shipping, o-2 succeeds) and one order whose
+    functions logged nothing (o-3); each order's flow id and span ids."""
+
+    db: Path
+    flows: dict[str, int]
+    orders: dict[str, LoggedOrder]
+
+
+def build_logged_database(db: Path) -> LoggedShop:
+    """The orders' spans and log records written through the real SQLite store (spans stitched into flows)."""
+    services = LoggingServices()
+    try:
+        orders = {order: logged_order(services, order, fail=order == "o-1") for order in ("o-1", "o-2")}
+        order_chain(services, "o-3")
+        store = SQLiteStore(db)
+        post(store, services.spans())
+        store.write_logs([services.log_request()])
+        layer = QueryLayer(store)
+        flows = {}
+        for order in ("o-1", "o-2", "o-3"):
+            (flow,) = layer.search_flows(FlowFilter(correlation_id=order))
+            flows[order] = flow.flow_id
+        store.close()
+    finally:
+        services.close()
+    return LoggedShop(db, flows, orders)
