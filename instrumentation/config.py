@@ -180,14 +180,17 @@ def configure(
             span_exporter=span_exporter,
         )
         if logs_on:
-            _configure_logs(
-                provider,
-                service_name=service_name,
-                endpoint=endpoint,
-                headers=headers,
-                resource_attributes=resource_attributes,
-                log_exporter=log_exporter,
-            )
+            try:
+                _configure_logs(
+                    provider,
+                    service_name=service_name,
+                    endpoint=endpoint,
+                    headers=headers,
+                    resource_attributes=resource_attributes,
+                    log_exporter=log_exporter,
+                )
+            except Exception:  # tracing is set up: a failed log export must not undo it
+                logger.warning("hopscope: log export could not be configured", exc_info=True)
         return provider
 
 

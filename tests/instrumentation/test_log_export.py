@@ -38,6 +38,7 @@ class Receiver:
         self.logs: list[dict[str, Any]] = []
         self.spans: list[dict[str, Any]] = []
         self.log_requests = 0
+        self.authorization: set[tuple[str, str | None]] = set()  # (path, Authorization header)
         self.url = ""
         self.lock = threading.Lock()
 
@@ -107,6 +108,7 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
+            received.authorization.add((self.path, self.headers.get("Authorization")))
             received.take(self.path, body)
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -244,9 +246,11 @@ def test_otel_logs_exporter_turns_export_on_and_the_default_is_off(receiver: Rec
     )
     assert receiver.logs == []  # the argument wins
     # Not even configure(): the handler configures with the defaults, and the variable turns logs on.
-    run_function("", {**endpoint, "OTEL_LOGS_EXPORTER": "otlp"})
+    receiver.authorization.clear()
+    run_function("", {**endpoint, "OTEL_LOGS_EXPORTER": "otlp", "HOPSCOPE_AUTH_TOKEN": "s3cret"})
     assert len(receiver.logs) == 8
     assert receiver.log_requests == 2  # one export per invocation, at its end
+    assert receiver.authorization == {(p, "Bearer s3cret") for p in ("/v1/logs", "/v1/traces")}
 
 
 @pytest.mark.parametrize(
