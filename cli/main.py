@@ -250,6 +250,11 @@ def _add_export_parser(commands: Commands) -> None:
         "OTLP JSON, importable into any OTLP backend or into another hopscope database.",
     )
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.add_argument(
+        "--logs",
+        action="store_true",
+        help="write the log records of the flow or trace instead (OTLP JSON LogsData)",
+    )
     export.set_defaults(run=_run_export)
 
 
@@ -259,7 +264,8 @@ def _add_import_parser(commands: Commands) -> None:
         parents=[store_options("load into this store instead")],
         help="load OTLP JSON or protobuf files into a database (needs hopscope[collector])",
         description="Load OTLP files (JSON or protobuf, ExportTraceServiceRequest or TracesData, optionally "
-        "gzipped) into the database, as the collector would: invalid spans are counted and skipped, spans "
+        "gzipped; log records as OTLP JSON LogsData or ExportLogsServiceRequest) into the database, as the "
+        "collector would: invalid spans are counted and skipped, spans "
         "already stored are kept once, and flows are stitched.",
     )
     load.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OTLP files to load")
@@ -507,11 +513,17 @@ def _run_export(args: argparse.Namespace) -> int:
     from hopscope.collector.transfer import TransferError, export_otlp  # noqa: PLC0415
 
     try:
-        exported = export_otlp(args.store or args.db, flow_id=args.flow, trace_id=args.trace)
+        exported = export_otlp(args.store or args.db, flow_id=args.flow, trace_id=args.trace, logs=args.logs)
     except (StoreError, TransferError) as exc:
         print(f"hopscope export: {exc}", file=sys.stderr)
         return 1
-    if exported.truncated:
+    if exported.truncated and args.logs:
+        print(
+            "hopscope export: cut at 5,000 log records, the earliest kept; the document says "
+            '"truncated": true',
+            file=sys.stderr,
+        )
+    elif exported.truncated:
         print(
             f"hopscope export: cut at {MAX_ANSWER_SPANS:,} spans or {MAX_ANSWER_SPAN_BYTES // 2**20} MiB of "
             'spans, the earliest kept; the document says "truncated": true',
@@ -540,8 +552,10 @@ def _run_import(args: argparse.Namespace) -> int:
         print(f"hopscope import: {exc}", file=sys.stderr)
         return 1
     print(
-        f"imported {result.spans} spans from {result.files} file(s) into {args.store or args.db}"
-        + (f"; {result.rejected} invalid span(s) skipped" if result.rejected else ""),
+        f"imported {result.spans} spans"
+        + (f" and {result.log_records} log records" if result.log_records else "")
+        + f" from {result.files} file(s) into {args.store or args.db}"
+        + (f"; {result.rejected} invalid span(s) or record(s) skipped" if result.rejected else ""),
         file=sys.stderr,
     )
     return 0

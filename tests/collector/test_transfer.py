@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.otlp.codec import traces_from_json
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.flow_chains import Services, flows_by_trace, order_chain
 from tests.helpers.servers import HOPSCOPE
@@ -90,3 +92,32 @@ def test_unknown_ids_and_bad_files_fail_with_one_clear_line_and_write_nothing(tm
     assert result.returncode == 1
     assert f"{garbage} is not an OTLP file" in result.stderr
     assert not (tmp_path / "target.db").exists()
+
+
+def test_a_flows_log_records_export_and_import_with_its_spans(tmp_path: Path) -> None:
+    # GIVEN a flow whose spans logged (a record in each of its traces)
+    db, _, flow_id = _source(tmp_path)
+    store = SQLiteStore(db)
+    trace_ids = store.flow_trace_ids(flow_id)
+    request = ExportLogsServiceRequest()
+    scope = request.resource_logs.add().scope_logs.add()
+    for number, trace_id in enumerate(trace_ids):
+        record = scope.log_records.add(time_unix_nano=1_000 + number, trace_id=trace_id, span_id=b"\x01" * 8)
+        record.body.string_value = f"line {number}"
+    store.write_logs([request])
+    store.close()
+    # WHEN the flow's spans and its log records are exported, and both files imported elsewhere
+    spans_file, logs_file = tmp_path / "flow.json", tmp_path / "flow-logs.json"
+    assert _run("export", "--flow", flow_id, "--db", db, "--out", spans_file).returncode == 0
+    exported = _run("export", "--flow", flow_id, "--logs", "--db", db, "--out", logs_file)
+    assert exported.returncode == 0, exported.stderr
+    imported = _run("import", spans_file, logs_file, "--db", tmp_path / "fresh.db")
+    # THEN the fresh database holds the flow and its records, in the flow
+    assert imported.returncode == 0, imported.stderr
+    assert f"and {len(trace_ids)} log records from 2 file(s)" in imported.stderr
+    fresh = SQLiteStore(tmp_path / "fresh.db", read_only=True)
+    [fresh_flow] = fresh.search_flow_ids(FlowFilter(correlation_id="o-1"), 1, 0)
+    lines = QueryLayer(fresh).flow_logs(fresh_flow)
+    assert lines is not None
+    assert [line.body for line in lines.lines] == [f"line {n}" for n in range(len(trace_ids))]
+    fresh.close()
