@@ -95,7 +95,8 @@ def lines_filter(detail: FlowDetail) -> str | None:
 def picked_line(key: str, lines: list[LogLine]) -> LogLine | None:
     """The line chosen in the log list (its selection, from this session's state), if any."""
     state = st.session_state.get(key)
-    rows = state.get("selection", {}).get("rows", []) if state else []
+    selection = state.get("selection", {}) if state else {}
+    rows = [*selection.get("rows", []), *(cell[0] for cell in selection.get("cells", []))]
     return lines[rows[0]] if rows and 0 <= rows[0] < len(lines) else None
 
 
@@ -545,7 +546,7 @@ def log_list(
         width="stretch",
         key=key,
         on_select=functools.partial(_line_clicked, key, listed, frozenset(by_id)),
-        selection_mode="single-row",
+        selection_mode=["single-row", "single-cell"],  # a click on any cell picks its line
         column_config={
             "at_ms": st.column_config.NumberColumn("+ms", format="%.1f", help="since the flow started"),
             "level": st.column_config.TextColumn("Level"),

@@ -167,7 +167,7 @@ def logs() -> None:
         # a new table (no line chosen) for another search: a row number names a line of this answer only
         key=f"logs_table_{hash(dataclasses.replace(criteria, since_unix_nano=None, until_unix_nano=None))}",
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=["single-row", "single-cell"],  # a click on any cell picks its line
         column_config={
             "flow": url_state.flow_link_column(),
             "time": st.column_config.DatetimeColumn("Time", format="YYYY-MM-DD HH:mm:ss.SSS"),
@@ -180,7 +180,7 @@ def logs() -> None:
             "span_id": st.column_config.TextColumn("Span id"),
         },
     )
-    rows = event.selection.rows if event else []
+    rows = [*event.selection.rows, *(row for row, _ in event.selection.cells)] if event else []
     if rows and 0 <= rows[0] < len(lines):
         line = lines[rows[0]]
         line_details(line, f"{data.to_datetime(line.time_unix_nano):%Y-%m-%d %H:%M:%S.%f} UTC")
