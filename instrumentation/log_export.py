@@ -261,19 +261,21 @@ def _handler_class() -> Any:
         def _get_attributes(self, record: logging.LogRecord) -> dict[str, Any]:  # type: ignore[override]
             found = super()._get_attributes(record)
             attributes = found if isinstance(found, dict) else dict(found or {})  # a fresh dict in the SDK
+            # The correlation id: the flow's (baggage), else the record's own, else a Powertools Logger's.
+            candidates = [get_correlation_id(), attributes.pop("correlation_id", None)]
             for key in _ANNOTATION_KEYS:
                 attributes.pop(key, None)
             if self._extra_keys is not None:
-                attributes = {**self._extra_keys(), **attributes}  # the record's own keys win
+                keys = self._extra_keys()
+                candidates.append(keys.pop("correlation_id", None))
+                attributes = {**keys, **attributes}  # the record's own keys win
             for key, value in attributes.items():
                 if type(value) not in _SCALARS:
                     attributes[key] = _plain(value)
-            correlation_id = get_correlation_id()
-            if correlation_id is None:
-                annotated = getattr(record, "correlation_id", None)
-                correlation_id = annotated if isinstance(annotated, str) and annotated else None
-            if correlation_id is not None:
-                attributes[CORRELATION_ID] = correlation_id
+            for candidate in candidates:
+                if isinstance(candidate, str) and candidate:
+                    attributes[CORRELATION_ID] = candidate
+                    break
             return attributes
 
         def flush(self) -> None:

@@ -253,6 +253,37 @@ def test_otel_logs_exporter_turns_export_on_and_the_default_is_off(receiver: Rec
     assert receiver.authorization == {(p, "Bearer s3cret") for p in ("/v1/logs", "/v1/traces")}
 
 
+def test_outside_an_invocation_a_powertools_correlation_id_is_the_one_correlation_id(
+    receiver: Receiver,
+) -> None:
+    code = f"""
+        import json, logging, os
+        from aws_lambda_powertools import Logger
+        from hopscope.instrumentation import configure, flush, instrument_logging
+        from hopscope.instrumentation import instrument_powertools_logger
+        instrument_logging()
+        configure(endpoint={receiver.url!r}, logs=True)
+        logging.getLogger().setLevel(logging.INFO)
+        powertools = Logger(service="billing")
+        instrument_powertools_logger(powertools)
+        powertools.set_correlation_id("pt-7")
+        powertools.info("outside")
+        logging.getLogger("app").info("no flow")
+        print(json.dumps(flush()), flush=True)
+        os._exit(0)
+    """
+    assert run_python(code) is True
+    by_body = {r["body"]: r for r in receiver.logs}
+    assert set(by_body) == {"outside", "no flow"}
+    outside = by_body["outside"]
+    assert outside["attributes"]["hopscope.correlation_id"] == "pt-7"
+    assert "correlation_id" not in outside["attributes"]
+    assert (outside["trace_id"], outside["span_id"]) == ("", "")
+    assert not {"hopscope.correlation_id", "correlation_id", "trace_id"} & set(
+        by_body["no flow"]["attributes"]
+    )
+
+
 @pytest.mark.parametrize(
     ("argument", "env", "expected"),
     [
