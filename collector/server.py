@@ -118,6 +118,6 @@ def run(settings: CollectorSettings, limits: HttpLimits | None = None) -> None:
                 log.warning("reachable from other machines without --auth-token: anyone there can send spans")
 
         _Server(config, announce).run(sockets=[sock])
-        log.info("stopped; %d spans stored in this run", app.state.writer.spans_written)
+        log.info("stopped; %d spans and log records stored in this run", app.state.writer.spans_written)
     finally:
         store.close()
