@@ -70,15 +70,12 @@ def take_pending() -> bool:
     return was
 
 
-def current() -> LogPipeline | None:
-    return _pipeline
-
-
 def register_powertools_logger(powertools_logger: Any) -> None:
     """Remember a Powertools ``Logger``; with log export on (now or later) its records are exported too.
 
-    Its logger does not reach the root logger's handlers: Powertools puts a filter on each handler the root
-    has when the ``Logger`` is made, so it needs its own handler, which also adds its ``append_keys``.
+    Its records may never reach the root logger's handler: Powertools filters its service's records out of
+    every handler the root has when the ``Logger`` is made. So it gets a handler of its own, which also adds
+    its ``append_keys``; a record that reaches both is exported once.
     """
     with _lock:
         if any(known is powertools_logger for known in _powertools):
