@@ -374,6 +374,30 @@ class IngestResult:
     log_bodies: list[tuple[bytes, int]]
     spans: list[IngestRun] = field(default_factory=list)
     logs: list[IngestRun] = field(default_factory=list)
+    # The store alone, in-process (prepare + write_prepared, one request a call): spans/s, records/s.
+    store_rates: tuple[float, float] | None = None
+
+
+def measure_store_logs(bodies: Sequence[tuple[bytes, int]], db: Path) -> float:
+    """Records/s of the store alone, as bench/ingest.py's ``measure_store`` does for spans: requests
+    parsed before the clock runs, then what the collector does before it acknowledges, one request a call."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    requests = [ExportLogsServiceRequest.FromString(body) for body, _ in bodies]
+    store = SQLiteStore(db)
+    try:
+        elapsed = 0.0
+        for request in requests:
+            started = time.perf_counter()
+            store.write_prepared([store.prepare_logs(request)])
+            elapsed += time.perf_counter() - started
+        stored = store.count_logs()
+    finally:
+        store.close()
+    expected = sum(n for _, n in bodies)
+    if stored != expected:
+        raise RuntimeError(f"in-process store holds {stored} of {expected} log records")
+    return expected / elapsed
 
 
 def measure_ingest(args: argparse.Namespace, directory: Path) -> IngestResult:
@@ -397,6 +421,12 @@ def measure_ingest(args: argparse.Namespace, directory: Path) -> IngestResult:
         run = post_all(log_bodies, directory / "ingest-logs.db", args.clients, "/v1/logs")
         result.logs.append(run)
         log(f"round {round_number}: {run.rate:,.0f} log records/s ({run.byte_rate / 1e6:.1f} MB/s)")
+    if not args.no_baseline:
+        for suffix in ("", "-wal", "-shm"):
+            (directory / ("ingest-spans.db" + suffix)).unlink(missing_ok=True)
+        spans_rate = ingest.measure_store(span_bodies, directory / "ingest-spans.db")
+        result.store_rates = (spans_rate, measure_store_logs(log_bodies, directory / "ingest-logs.db"))
+        log(f"in-process store: {result.store_rates[0]:,.0f} spans/s, {result.store_rates[1]:,.0f} records/s")
     for name in ("ingest-spans.db", "ingest-logs.db"):
         for suffix in ("", "-wal", "-shm"):
             (directory / (name + suffix)).unlink(missing_ok=True)
@@ -575,6 +605,14 @@ def row(label: str, value: str) -> str:
     return f"  {label:<34} {value}"
 
 
+def rate_line(label: str, spans: float, span_bytes: float, records: float, record_bytes: float) -> str:
+    """Spans/s and records/s, the MB/s of request bodies each makes (bytes an item: its bodies' average)."""
+    return (
+        f"  {label:<34} {spans:>10,.0f} {spans * span_bytes / 1e6:>7.1f} {records:>11,.0f} "
+        f"{records * record_bytes / 1e6:>7.1f} {records / spans:>11.2f}"
+    )
+
+
 def report(
     args: argparse.Namespace,
     ingested: IngestResult | None,
@@ -597,6 +635,8 @@ def report(
         log_kib = statistics.mean(len(b) for b, _ in ingested.log_bodies) / 1024
         span_count = sum(n for _, n in ingested.span_bodies)
         record_count = sum(n for _, n in ingested.log_bodies)
+        span_bytes = sum(len(b) for b, _ in ingested.span_bodies) / span_count
+        record_bytes = sum(len(b) for b, _ in ingested.log_bodies) / record_count
         lines += [
             "ingest (OTLP/HTTP protobuf, uncompressed; a fresh collector and database per run)",
             row("requests", f"{len(ingested.span_bodies)} of each, {args.clients} keep-alive clients"),
@@ -614,18 +654,14 @@ def report(
             f"  {'round':<34} {'spans/s':>10} {'MB/s':>7} {'records/s':>11} {'MB/s':>7} {'logs/spans':>11}",
         ]
         for number, (spans, logs) in enumerate(zip(ingested.spans, ingested.logs, strict=True), 1):
-            lines.append(
-                f"  {number:<34} {spans.rate:>10,.0f} {spans.byte_rate / 1e6:>7.1f} {logs.rate:>11,.0f} "
-                f"{logs.byte_rate / 1e6:>7.1f} {logs.rate / spans.rate:>11.2f}"
-            )
+            lines.append(rate_line(str(number), spans.rate, span_bytes, logs.rate, record_bytes))
         spans_rate = sum(r.items for r in ingested.spans) / sum(r.elapsed for r in ingested.spans)
         logs_rate = sum(r.items for r in ingested.logs) / sum(r.elapsed for r in ingested.logs)
-        spans_bytes = sum(r.bytes for r in ingested.spans) / sum(r.elapsed for r in ingested.spans)
-        logs_bytes = sum(r.bytes for r in ingested.logs) / sum(r.elapsed for r in ingested.logs)
-        lines.append(
-            f"  {'all rounds':<34} {spans_rate:>10,.0f} {spans_bytes / 1e6:>7.1f} {logs_rate:>11,.0f} "
-            f"{logs_bytes / 1e6:>7.1f} {logs_rate / spans_rate:>11.2f}"
-        )
+        lines.append(rate_line("all rounds", spans_rate, span_bytes, logs_rate, record_bytes))
+        if ingested.store_rates is not None:
+            store_spans, store_logs = ingested.store_rates
+            label = "in-process store (no HTTP)"
+            lines.append(rate_line(label, store_spans, span_bytes, store_logs, record_bytes))
         for label, runs in (("spans", ingested.spans), ("log records", ingested.logs)):
             latencies = [s * 1000 for run in runs for s in run.latencies]
             acknowledged = sum(run.items for run in runs)
@@ -722,6 +758,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest comparison")
     parser.add_argument("--no-query", action="store_true", help="skip the query part")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the in-process store figures of the ingest part"
+    )
     args = parser.parse_args(argv)
     if min(args.clients, args.spans, args.batch, args.rounds, args.records, args.repeat) < 1:
         parser.error("--clients, --spans, --batch, --rounds, --records and --repeat must be positive")
