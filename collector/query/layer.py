@@ -62,6 +62,9 @@ MAX_ANSWER_SPANS = 10_000
 # (measured: 416 MiB for one 9 MB span of 400,000 attributes): 4 MiB keeps one answer under about 200 MB,
 # whatever was stored, and holds thousands of ordinary spans.
 MAX_ANSWER_SPAN_BYTES = 4 * 1024 * 1024
+# Bytes of stored log records (their OTLP protobuf) one answer of log lines holds at most, for the same
+# reason: a record may carry 128 attributes of 64 KiB each.
+MAX_ANSWER_LOG_BYTES = 4 * 1024 * 1024
 
 _KIND_NAMES = {value: name.removeprefix("SPAN_KIND_") for name, value in Span.SpanKind.items()}
 _STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_") for name, value in Status.StatusCode.items()}
@@ -263,10 +266,12 @@ class QueryLayer:
         return None if answer is None else traces_to_json(answer.traces, truncated=answer.truncated)
 
     def search_logs(self, criteria: LogFilter) -> LogAnswer:
-        """Log records matching ``criteria``, at most its limit (itself at most MAX_ANSWER_LOGS)."""
+        """Log records matching ``criteria``, at most its limit (itself at most MAX_ANSWER_LOGS) and
+        MAX_ANSWER_LOG_BYTES of stored records: ``truncated`` when more matched."""
         limit = max(0, min(criteria.limit, MAX_ANSWER_LOGS))
-        lines = self._store.search_logs(replace(criteria, limit=limit + 1))
-        return LogAnswer(lines[:limit], len(lines) > limit)
+        budget = ReadBudget(limit, MAX_ANSWER_LOG_BYTES)
+        lines = self._store.search_logs(replace(criteria, limit=limit + 1), budget)
+        return LogAnswer(lines[:limit], budget.truncated or len(lines) > limit)
 
     def flow_trace_ids(self, flow_id: int) -> list[bytes] | None:
         """Every trace a standing flow shows (its own, then the batch traces it shares); None when unknown."""

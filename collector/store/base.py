@@ -170,9 +170,14 @@ class LogRetention(Protocol):
 class LogReader(Protocol):
     """Reads log records; any thread, and other processes that open the store read-only."""
 
-    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
+    def search_logs(self, criteria: LogFilter, budget: ReadBudget | None = None) -> list[LogLine]:
         """At most ``criteria.limit`` records matching every criterion, in time order (oldest first, or
-        newest first with ``newest_first``); ties in time keep the order records were received in."""
+        newest first with ``newest_first``); ties in time keep the order records were received in.
+
+        With a ``budget`` (its ``spans`` counting records), only the records it holds, in that order, the
+        store stopping at the first that does not fit (``truncated``) before loading it: one answer costs
+        no more memory than the budget, whatever the records hold. Bytes are the stored record's size (its
+        OTLP protobuf on SQLite, its fields' on ClickHouse)."""
 
     def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
         """The records of these traces as OTLP, grouped by resource and scope, at most ``limit`` (the

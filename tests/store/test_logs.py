@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from hopscope.collector.ingest.writer import SpanWriter
 from hopscope.collector.model.logs import CORRELATION_ID_ATTRIBUTE, LogFilter
+from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.limits import SpanLimits
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.otlp_logs import order_story, sdk_logger
@@ -210,4 +211,25 @@ def test_retention_deletes_old_and_future_dated_records_and_keeps_their_resource
         pass
     [line] = store.search_logs(LogFilter())
     assert (line.body, line.service, line.scope) == ("later", "orders", "app")
+    store.close()
+
+
+def test_an_answer_of_log_lines_stops_at_the_read_cap(new_store: Callable[..., Any]) -> None:
+    # GIVEN 100 records of one order, each holding a 64 KiB attribute (6.4 MB in all, legal input)
+    store = new_store()
+    request = _request([("orders", n, 9, f"line {n}", "o-big", 0) for n in range(100)])
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        record.attributes.add(key="blob", value=AnyValue(string_value="x" * 65_536))
+    store.write_logs([request])
+    # WHEN they are searched, by correlation id and as the flow of their trace would be
+    answer = QueryLayer(store).search_logs(LogFilter(correlation_id="o-big", limit=5_000))
+    # THEN the answer holds the earliest records within 4 MiB of stored records, and says it was cut
+    assert answer.truncated
+    assert 40 <= len(answer.lines) < 64
+    assert [line.body for line in answer.lines] == [f"line {n}" for n in range(len(answer.lines))]
+    # and a small limit cuts too
+    few = QueryLayer(store).search_logs(LogFilter(correlation_id="o-big", limit=3))
+    assert (len(few.lines), few.truncated) == (3, True)
+    whole = QueryLayer(store).search_logs(LogFilter(correlation_id="o-big", limit=3, text="line 99"))
+    assert (len(whole.lines), whole.truncated) == (1, False)
     store.close()

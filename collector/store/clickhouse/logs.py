@@ -16,6 +16,7 @@ of identical records.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData
 
 from hopscope.collector.model.logs import CORRELATION_ID_ATTRIBUTE, LogFilter, LogLine
 from hopscope.collector.stitch.log_records import UNKNOWN_SERVICE, body_text, record_time
-from hopscope.collector.store.base import PreparedLogs
+from hopscope.collector.store.base import PreparedLogs, ReadBudget
 from hopscope.collector.store.clickhouse.client import ClickHouseClient
 from hopscope.collector.store.clickhouse.spans import attribute_map, key_values
 from hopscope.collector.store.limits import SpanLimits, limit_log_record
@@ -46,6 +47,10 @@ _DATETIME_COLUMNS = frozenset({"Timestamp"})
 # of the parts they were inserted in (a part's name starts with its partition and its first block number)
 # and, within a part, their place in it (inserts in one part are sorted by service first).
 _IN_ORDER = ("Timestamp", "toUInt64OrZero(splitByChar('_', _part)[2])", "_part_offset")
+# A record's size for a read budget: its fields as stored (not the answer's JSON).
+_LOG_BYTES = (
+    "byteSize(TraceId, SpanId, SeverityText, ServiceName, Body, ScopeName, LogAttributes, ResourceAttributes)"
+)
 _ONCE = (
     "LIMIT 1 BY Timestamp, TraceId, SpanId, SeverityNumber, SeverityText, ServiceName, ScopeName, Body, "
     "LogAttributes"
@@ -183,12 +188,29 @@ def _rows(
     )
 
 
-def search_logs(client: ClickHouseClient, criteria: LogFilter) -> list[LogLine]:
-    """See ``LogReader.search_logs``. Attribute and resource values are the layout's text (``AsString``)."""
+def search_logs(
+    client: ClickHouseClient, criteria: LogFilter, budget: ReadBudget | None = None
+) -> list[LogLine]:
+    """See ``LogReader.search_logs``. Attribute and resource values are the layout's text (``AsString``).
+
+    With a budget, the sizes of the matches first (``_LOG_BYTES``), so that only the records that fit are
+    read (as spans.py reads spans)."""
     if criteria.limit <= 0:
         return []
     where, params = _where(criteria)
-    rows = _rows(client, where, params, criteria.limit, criteria.newest_first)
+    limit = criteria.limit
+    if budget is not None:
+        order = "DESC" if criteria.newest_first else "ASC"
+        ordering = ", ".join(f"{term} {order}" for term in _IN_ORDER)
+        sizes = client.query(
+            f"SELECT {_LOG_BYTES} FROM {client.database}.otel_logs{where} "
+            f"ORDER BY {ordering} {_ONCE} LIMIT {{limit:UInt64}}",
+            {**params, "limit": limit},
+        )
+        limit = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
+        if not limit:
+            return []
+    rows = _rows(client, where, params, limit, criteria.newest_first)
     return [_log_line(row) for row in rows]
 
 

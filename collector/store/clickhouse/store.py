@@ -388,10 +388,10 @@ class ClickHouseStore:
     def get_traces(self, trace_ids: Iterable[bytes], budget: ReadBudget | None = None) -> TracesData:
         return clickhouse_spans.read_traces(self.client, trace_ids, budget)
 
-    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
+    def search_logs(self, criteria: LogFilter, budget: ReadBudget | None = None) -> list[LogLine]:
         if not self._has_logs_table():
             return []
-        return clickhouse_logs.search_logs(self.client, criteria)
+        return clickhouse_logs.search_logs(self.client, criteria, budget)
 
     def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
         if not self._has_logs_table():

@@ -8,6 +8,7 @@ resource, scope and record bytes: an exporter's retry) is stored once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from hopscope.collector.stitch.log_records import (
     record_time,
     service_name,
 )
-from hopscope.collector.store.base import PreparedLogs
+from hopscope.collector.store.base import PreparedLogs, ReadBudget
 from hopscope.collector.store.limits import SpanLimits, limit_log_record
 from hopscope.collector.store.sqlite.spans import InternedIds, PreparedScope, digest
 
@@ -186,8 +187,11 @@ def _where(criteria: LogFilter, trace_ids: Sequence[bytes]) -> tuple[str, list[o
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def search_logs(conn: sqlite3.Connection, criteria: LogFilter) -> list[LogLine]:
-    """See ``LogReader.search_logs``. A flow's traces are read a chunk of trace ids at a time and merged."""
+def search_logs(
+    conn: sqlite3.Connection, criteria: LogFilter, budget: ReadBudget | None = None
+) -> list[LogLine]:
+    """See ``LogReader.search_logs``: the keys, times and sizes of the matches first (a flow's traces a
+    chunk of trace ids at a time, merged), then only the records kept are loaded and decoded."""
     if criteria.limit <= 0:
         return []
     order = "DESC" if criteria.newest_first else "ASC"
@@ -195,24 +199,37 @@ def search_logs(conn: sqlite3.Connection, criteria: LogFilter) -> list[LogLine]:
         criteria.trace_ids[first : first + _IDS_PER_QUERY]
         for first in range(0, len(criteria.trace_ids), _IDS_PER_QUERY)
     ] or [()]
-    rows: list[tuple[int, int, int, int, bytes]] = []
+    found: list[tuple[int, int, int]] = []
     for trace_ids in trace_chunks:
         where, params = _where(criteria, trace_ids)
-        rows.extend(
+        found.extend(
             conn.execute(
-                "SELECT log_pk, resource_id, scope_id, received_unix_nano, record FROM logs"
-                f"{where} ORDER BY time_unix_nano {order}, log_pk {order} LIMIT ?",
+                f"SELECT time_unix_nano, log_pk, length(record) FROM logs{where} "
+                f"ORDER BY time_unix_nano {order}, log_pk {order} LIMIT ?",
                 [*params, criteria.limit],
             ).fetchall()
         )
-    records = [(row, LogRecord.FromString(row[4])) for row in rows]
-    records.sort(
-        key=lambda item: (record_time(item[1], item[0][3]), item[0][0]), reverse=criteria.newest_first
-    )
-    records = records[: criteria.limit]
-    resources = _resources(conn, {row[1] for row, _ in records})
-    scopes = _scopes(conn, {row[2] for row, _ in records})
-    return [log_line(record, resources[row[1]][1], scopes[row[2]][1], row[3]) for row, record in records]
+    if len(trace_chunks) > 1:
+        found.sort(reverse=criteria.newest_first)
+    found = found[: criteria.limit]
+    if budget is not None:
+        found = list(itertools.takewhile(lambda row: budget.take(row[2]), found))
+    by_pk: dict[int, tuple[int, int, int, bytes]] = {}
+    keys = [log_pk for _, log_pk, _ in found]
+    for first in range(0, len(keys), _IDS_PER_QUERY):
+        chunk = keys[first : first + _IDS_PER_QUERY]
+        query = (
+            "SELECT log_pk, resource_id, scope_id, received_unix_nano, record FROM logs "
+            f"WHERE log_pk IN ({','.join('?' * len(chunk))})"
+        )
+        by_pk.update({row[0]: row[1:] for row in conn.execute(query, chunk)})
+    rows = [by_pk[log_pk] for log_pk in keys if log_pk in by_pk]  # retention may delete meanwhile
+    resources = _resources(conn, {row[0] for row in rows})
+    scopes = _scopes(conn, {row[1] for row in rows})
+    return [
+        log_line(LogRecord.FromString(blob), resources[resource_id][1], scopes[scope_id][1], received)
+        for resource_id, scope_id, received, blob in rows
+    ]
 
 
 def get_logs(conn: sqlite3.Connection, trace_ids: Sequence[bytes], limit: int) -> LogsData:

@@ -576,8 +576,8 @@ class SQLiteStore:
         with self._queue_transaction() as conn:  # any thread: the poller's connection, not the writer's
             sqlite_storage.record_retention(conn, retention_seconds)
 
-    def search_logs(self, criteria: LogFilter) -> list[LogLine]:
-        return sqlite_logs.search_logs(self._reader(), criteria)
+    def search_logs(self, criteria: LogFilter, budget: ReadBudget | None = None) -> list[LogLine]:
+        return sqlite_logs.search_logs(self._reader(), criteria, budget)
 
     def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
         return sqlite_logs.get_logs(self._reader(), trace_ids, limit)
