@@ -14,7 +14,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from rich.progress import Progress
 
 from hopscope.collector.ingest.validation import drop_invalid_log_records, drop_invalid_spans
-from hopscope.collector.model.logs import MAX_ANSWER_LOGS
 from hopscope.collector.otlp import codec as otlp_codec
 from hopscope.collector.otlp.codec import BodyTooLargeError, Encoding, OtlpDecodeError
 from hopscope.collector.query.layer import QueryLayer
@@ -77,11 +76,7 @@ def _export_logs(db: Path | str, flow_id: int | None, trace_id: bytes | None) ->
                 raise TransferError(f"no flow {flow_id} in {db}")
         else:
             assert trace_id is not None
-            logs = store.get_logs([trace_id], MAX_ANSWER_LOGS + 1)
-            count = sum(len(scope.log_records) for r in logs.resource_logs for scope in r.scope_logs)
-            if count > MAX_ANSWER_LOGS:
-                logs = store.get_logs([trace_id], MAX_ANSWER_LOGS)
-            document = otlp_codec.logs_to_json(logs, truncated=count > MAX_ANSWER_LOGS)
+            document = QueryLayer(store).logs_otlp_json([trace_id])
     finally:
         store.close()
     truncated = bool(document.get(otlp_codec.TRUNCATED_KEY))

@@ -321,11 +321,14 @@ class QueryLayer:
         trace_ids = self.flow_trace_ids(flow_id)
         if trace_ids is None:
             return None
-        logs = self._store.get_logs(trace_ids, MAX_ANSWER_LOGS + 1)
-        count = sum(len(s.log_records) for r in logs.resource_logs for s in r.scope_logs)
-        if count > MAX_ANSWER_LOGS:
-            logs = self._store.get_logs(trace_ids, MAX_ANSWER_LOGS)
-        return logs_to_json(logs, truncated=count > MAX_ANSWER_LOGS)
+        return self.logs_otlp_json(trace_ids)
+
+    def logs_otlp_json(self, trace_ids: list[bytes]) -> dict[str, object]:
+        """The log records of these traces as OTLP JSON LogsData, cut at the read cap (MAX_ANSWER_LOGS
+        records, MAX_ANSWER_LOG_BYTES), the earliest kept, ``truncated`` when cut."""
+        budget = ReadBudget(MAX_ANSWER_LOGS, MAX_ANSWER_LOG_BYTES)
+        logs = self._store.get_logs(trace_ids, MAX_ANSWER_LOGS + 1, budget)
+        return logs_to_json(logs, truncated=budget.truncated)
 
     def services(self, since_unix_nano: int, until_unix_nano: int) -> list[ServiceRed]:
         """RED per service over the range, from its invocations (its server and consumer spans as

@@ -179,9 +179,10 @@ class LogReader(Protocol):
         no more memory than the budget, whatever the records hold. Bytes are the stored record's size (its
         OTLP protobuf on SQLite, its fields' on ClickHouse)."""
 
-    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int, budget: ReadBudget | None = None) -> LogsData:
         """The records of these traces as OTLP, grouped by resource and scope, at most ``limit`` (the
-        earliest): what a flow's export carries besides its spans."""
+        earliest) and, with a ``budget``, those it holds (as :meth:`search_logs`): what a flow's export
+        carries besides its spans."""
 
     def count_logs(self) -> int:
         """How many log records are stored."""

@@ -233,3 +233,17 @@ def test_an_answer_of_log_lines_stops_at_the_read_cap(new_store: Callable[..., A
     whole = QueryLayer(store).search_logs(LogFilter(correlation_id="o-big", limit=3, text="line 99"))
     assert (len(whole.lines), whole.truncated) == (1, False)
     store.close()
+
+
+def test_a_flows_log_export_stops_at_the_read_cap_too(new_store: Callable[..., Any]) -> None:
+    store = new_store()
+    request = _request([("orders", n, 9, f"line {n}", "o-big", 0) for n in range(100)])
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        record.attributes.add(key="blob", value=AnyValue(string_value="x" * 65_536))
+    store.write_logs([request])
+    document = QueryLayer(store).logs_otlp_json([TRACES[0]])
+    [resource] = [r for r in document["resourceLogs"] if r["scopeLogs"]]  # type: ignore[attr-defined]
+    records = resource["scopeLogs"][0]["logRecords"]
+    assert document["truncated"] is True and 40 <= len(records) < 64
+    assert [r["body"]["stringValue"] for r in records] == [f"line {n}" for n in range(len(records))]
+    store.close()

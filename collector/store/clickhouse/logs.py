@@ -188,6 +188,26 @@ def _rows(
     )
 
 
+def _within(
+    client: ClickHouseClient,
+    where: str,
+    params: dict[str, object],
+    limit: int,
+    newest_first: bool,
+    *,
+    budget: ReadBudget,
+) -> int:
+    """How many of the first ``limit`` matches the budget holds, from their sizes (spent on the budget)."""
+    order = "DESC" if newest_first else "ASC"
+    ordering = ", ".join(f"{term} {order}" for term in _IN_ORDER)
+    sizes = client.query(
+        f"SELECT {_LOG_BYTES} FROM {client.database}.otel_logs{where} "
+        f"ORDER BY {ordering} {_ONCE} LIMIT {{limit:UInt64}}",
+        {**params, "limit": limit},
+    )
+    return sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
+
+
 def search_logs(
     client: ClickHouseClient, criteria: LogFilter, budget: ReadBudget | None = None
 ) -> list[LogLine]:
@@ -200,17 +220,8 @@ def search_logs(
     where, params = _where(criteria)
     limit = criteria.limit
     if budget is not None:
-        order = "DESC" if criteria.newest_first else "ASC"
-        ordering = ", ".join(f"{term} {order}" for term in _IN_ORDER)
-        sizes = client.query(
-            f"SELECT {_LOG_BYTES} FROM {client.database}.otel_logs{where} "
-            f"ORDER BY {ordering} {_ONCE} LIMIT {{limit:UInt64}}",
-            {**params, "limit": limit},
-        )
-        limit = sum(1 for _ in itertools.takewhile(lambda row: budget.take(int(row[0])), sizes))
-        if not limit:
-            return []
-    rows = _rows(client, where, params, limit, criteria.newest_first)
+        limit = _within(client, where, params, limit, criteria.newest_first, budget=budget)
+    rows = _rows(client, where, params, limit, criteria.newest_first) if limit else []
     return [_log_line(row) for row in rows]
 
 
@@ -233,7 +244,9 @@ def _log_line(row: Sequence[Any]) -> LogLine:
     )
 
 
-def get_logs(client: ClickHouseClient, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+def get_logs(
+    client: ClickHouseClient, trace_ids: Sequence[bytes], limit: int, budget: ReadBudget | None = None
+) -> LogsData:
     """See ``LogReader.get_logs``: the earliest ``limit`` records of the traces, rebuilt from the columns.
 
     What comes back is what the exporter's layout keeps: every attribute value (record, scope, resource) is
@@ -244,6 +257,8 @@ def get_logs(client: ClickHouseClient, trace_ids: Sequence[bytes], limit: int) -
     if not trace_ids or limit <= 0:
         return logs
     where, params = _where(LogFilter(trace_ids=tuple(trace_ids)))
+    if budget is not None:
+        limit = _within(client, where, params, limit, False, budget=budget)
     by_resource: dict[str, Any] = {}
     by_scope: dict[tuple[str, str, str, str, str], Any] = {}
     for row in _rows(client, where, params, limit, newest_first=False):

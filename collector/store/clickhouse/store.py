@@ -393,10 +393,10 @@ class ClickHouseStore:
             return []
         return clickhouse_logs.search_logs(self.client, criteria, budget)
 
-    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int, budget: ReadBudget | None = None) -> LogsData:
         if not self._has_logs_table():
             return LogsData()
-        return clickhouse_logs.get_logs(self.client, trace_ids, limit)
+        return clickhouse_logs.get_logs(self.client, trace_ids, limit, budget)
 
     def count_logs(self) -> int:
         return clickhouse_logs.count_logs(self.client) if self._has_logs_table() else 0

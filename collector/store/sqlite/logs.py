@@ -232,23 +232,37 @@ def search_logs(
     ]
 
 
-def get_logs(conn: sqlite3.Connection, trace_ids: Sequence[bytes], limit: int) -> LogsData:
-    """See ``LogReader.get_logs``: the earliest ``limit`` records of the traces, grouped as OTLP."""
+def get_logs(
+    conn: sqlite3.Connection, trace_ids: Sequence[bytes], limit: int, budget: ReadBudget | None = None
+) -> LogsData:
+    """See ``LogReader.get_logs``: the earliest ``limit`` records of the traces (within ``budget``, sizes
+    read first), grouped as OTLP."""
     logs = LogsData()
     if not trace_ids or limit <= 0:
         return logs
-    rows: list[tuple[int, int, int, int, int, bytes]] = []
+    found: list[tuple[int, int, int]] = []
     for first in range(0, len(trace_ids), _IDS_PER_QUERY):
         chunk = list(trace_ids[first : first + _IDS_PER_QUERY])
-        rows.extend(
+        found.extend(
             conn.execute(
-                "SELECT time_unix_nano, log_pk, resource_id, scope_id, received_unix_nano, record FROM logs "
+                "SELECT time_unix_nano, log_pk, length(record) FROM logs "
                 f"WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY time_unix_nano, log_pk LIMIT ?",
                 [*chunk, limit],
             ).fetchall()
         )
-    rows.sort(key=lambda row: (row[0], row[1]))
-    rows = rows[:limit]
+    found = sorted(found)[:limit]
+    if budget is not None:
+        found = list(itertools.takewhile(lambda row: budget.take(row[2]), found))
+    keys = [log_pk for _, log_pk, _ in found]
+    by_pk: dict[int, tuple[int, int, int, int, int, bytes]] = {}
+    for first in range(0, len(keys), _IDS_PER_QUERY):
+        wanted = keys[first : first + _IDS_PER_QUERY]
+        query = (
+            "SELECT time_unix_nano, log_pk, resource_id, scope_id, received_unix_nano, record FROM logs "
+            f"WHERE log_pk IN ({','.join('?' * len(wanted))})"
+        )
+        by_pk.update({row[1]: row for row in conn.execute(query, wanted)})
+    rows = [by_pk[log_pk] for log_pk in keys if log_pk in by_pk]
     resources = _resources(conn, {row[2] for row in rows})
     scopes = _scopes(conn, {row[3] for row in rows})
     by_resource: dict[int, ResourceLogs] = {}

@@ -579,8 +579,8 @@ class SQLiteStore:
     def search_logs(self, criteria: LogFilter, budget: ReadBudget | None = None) -> list[LogLine]:
         return sqlite_logs.search_logs(self._reader(), criteria, budget)
 
-    def get_logs(self, trace_ids: Sequence[bytes], limit: int) -> LogsData:
-        return sqlite_logs.get_logs(self._reader(), trace_ids, limit)
+    def get_logs(self, trace_ids: Sequence[bytes], limit: int, budget: ReadBudget | None = None) -> LogsData:
+        return sqlite_logs.get_logs(self._reader(), trace_ids, limit, budget)
 
     def count_logs(self) -> int:
         return sqlite_logs.count_logs(self._reader())
