@@ -658,6 +658,15 @@ def report(
         spans_rate = sum(r.items for r in ingested.spans) / sum(r.elapsed for r in ingested.spans)
         logs_rate = sum(r.items for r in ingested.logs) / sum(r.elapsed for r in ingested.logs)
         lines.append(rate_line("all rounds", spans_rate, span_bytes, logs_rate, record_bytes))
+        ratios = sorted(
+            logs.rate / spans.rate for spans, logs in zip(ingested.spans, ingested.logs, strict=True)
+        )
+        lines.append(
+            row(
+                "ratio logs/spans by round",
+                f"median {statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})",
+            )
+        )
         if ingested.store_rates is not None:
             store_spans, store_logs = ingested.store_rates
             label = "in-process store (no HTTP)"
@@ -743,7 +752,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, default=512, help="spans per request (default: %(default)s)")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="alternating rounds of spans then logs (default: %(default)s)"
+        "--rounds", type=int, default=3, help="alternating rounds of spans then logs (default: %(default)s)"
     )
     parser.add_argument(
         "--records", type=int, default=1_000_000, help="log records of the query store (default: %(default)s)"
