@@ -1,9 +1,10 @@
 """Span data reaches the page as text: ``hopscope dashboard`` in headless Chromium on a database whose every
-name, attribute, event, link, status, scope, queue name and poll error carries Markdown, HTML, LaTeX, emoji,
-directive and Graphviz DOT payloads, and on a (moto) dead-letter queue whose message carries them in its
-body. Every URL in them points at a local tracking server: it must get no request, no link or image may
-come from span data, the page may ask nothing of any host but the dashboard's, and the payloads must be
-readable as text (so that the test fails when they are rendered, or hidden).
+name, attribute, event, link, status, scope, queue name, poll error and log line (body, logger, attribute)
+carries Markdown, HTML, LaTeX, emoji, directive and Graphviz DOT payloads, and on a (moto) dead-letter queue
+whose message carries them in its body. Every URL in them points at a local tracking server: it must get no
+request, no link or image may come from span data, the page may ask nothing of any host but the
+dashboard's, and the payloads must be readable as text (so that the test fails when they are rendered, or
+hidden).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hopscope.collector.model.flows import FlowFilter
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.dashboard_harness import CHROMIUM_ARGS, running_dashboard
+from tests.helpers.flow_logs import span_log_request
 from tests.helpers.hostile_spans import (
     MARKERS,
     HostileNames,
@@ -63,6 +65,22 @@ def hostile_setup(tmp_path: Path, moto: MotoServer) -> Iterator[Hostile]:
         store.close()
         assert detail is not None
         consumer = next(span for span in detail.spans if span["kind"] == "CONSUMER")
+        # a log line of the consumer span whose body, logger and attributes carry the payloads too
+        store = SQLiteStore(tmp_path / "hostile.db")
+        store.write_logs(
+            [
+                span_log_request(
+                    consumer,
+                    hostile("log-body", tracker.url),
+                    logger=hostile("logger", tracker.url),
+                    attributes={
+                        "hopscope.correlation_id": flow.correlation_ids[0],
+                        hostile("log-key", tracker.url): hostile("log-value", tracker.url),
+                    },
+                )
+            ]
+        )
+        store.close()
         # a dead-letter queue (SQS names are plain) holding one message whose body and attributes are hostile
         sqs = moto.client("sqs")
         dlq = sqs.create_queue(QueueName="hostile-dlq")["QueueUrl"]
@@ -141,6 +159,13 @@ def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
             ".js-plotly-plot .textpoint",
             ("![px](",),
         ),
+        # the Logs page, searching the flow's (hostile) correlation id: said back as text
+        (
+            f"logs?range=24h&correlation_id={quote(setup.correlation_id, safe='')}",
+            "newest first",
+            "[data-testid='stDataFrame']",
+            ("![px](",),
+        ),
         ("latency?range=24h", "Per async hop", ".js-plotly-plot", ("![px](",)),
         ("queues?range=24h", "All queues", ".js-plotly-plot", ("![px](",)),
         # the queue whose last poll failed: its error, whole
@@ -192,6 +217,26 @@ def test_hostile_span_data_is_shown_as_text_and_nothing_is_fetched(
         tooltip.wait_for(timeout=3_000)
         assert "![px](" in tooltip.inner_text()
         assert [value for value in links_and_sources(page) if from_span_data(value, tracker)] == []
+        # the consumer's log line, chosen in the list under the waterfall, shown whole: its service, logger,
+        # body and attributes as the characters they hold
+        page.goto(
+            f"{url}/{flow}&range=24h&span={setup.consumer_span_id}&lines=span", wait_until="domcontentloaded"
+        )
+        page.get_by_text("1 of 1 lines").first.wait_for(timeout=30_000)
+        page.get_by_text("1 of 1 lines").first.scroll_into_view_if_needed()  # the grid draws once in view
+        grid = page.locator("[data-testid='stDataFrame']").filter(has_text="+ms").first
+        grid.wait_for(timeout=30_000)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + 300, box["y"] + 35 + 17)  # the first line, below the header
+        page.locator("[data-testid='stCode']").filter(has_text="log-body").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        text = page.inner_text("body").replace("\u2060", "")
+        for marker in MARKERS:
+            assert text.count(marker) >= 3, marker  # the body (code), the service and the logger at least
+        assert [value for value in links_and_sources(page) if from_span_data(value, tracker)] == []
+        assert page.locator("[data-testid='stException']").count() == 0
         if os.environ.get("HOPSCOPE_SCREENSHOTS"):
             page.mouse.move(0, 0)  # the tooltip closes
             page.set_viewport_size({"width": 1400, "height": 2600})

@@ -77,7 +77,7 @@ def cells(page: Page) -> list[str]:
 
 def log_grid(page: Page) -> Locator:
     """The data grid right under the "Log lines" heading."""
-    return page.locator("[data-testid='stDataFrame']").filter(has_text="Body").first
+    return page.locator("[data-testid='stDataFrame']").filter(has_text="+ms").first
 
 
 def test_the_flow_page_lists_its_log_lines_and_links_them_to_the_waterfall(

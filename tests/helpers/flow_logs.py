@@ -21,10 +21,11 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from hopscope.collector.model.flows import FlowFilter
+from hopscope.collector.model.flows import FlowFilter, FlowSpan
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.flow_chains import Services, order_chain, post
+from tests.helpers.otlp_samples import attrs
 
 SpanKind = trace.SpanKind
 
@@ -191,3 +192,25 @@ def build_logged_database(db: Path) -> LoggedShop:
     finally:
         services.close()
     return LoggedShop(db, flows, orders)
+
+
+def span_log_request(
+    span: FlowSpan, body: str, *, logger: str, attributes: dict[str, object], severity: int = 17
+) -> ExportLogsServiceRequest:
+    """One log record of ``span`` (a stored span, as the query layer gives it), 1 ms after it started, from
+    its service and a logger ``logger``: for data no SDK would send (hostile names, any severity)."""
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(attrs({"service.name": span["service"]}))
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = logger
+    record = scope_logs.log_records.add(
+        time_unix_nano=span["start_unix_nano"] + 1_000_000,
+        trace_id=bytes.fromhex(span["trace_id"]),
+        span_id=bytes.fromhex(span["span_id"]),
+        severity_number=severity,
+        severity_text="ERROR" if severity >= 17 else "INFO",
+    )
+    record.body.string_value = body
+    record.attributes.extend(attrs(attributes))
+    return request
