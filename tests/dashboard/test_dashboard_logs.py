@@ -5,6 +5,7 @@ service, severity and text, kept in the URL; hostile bodies stay text; an empty 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -168,3 +169,19 @@ def test_the_flow_page_lists_the_flows_lines_and_filters_them_to_a_span(logged: 
         app = run_page("flow_detail", {"flow": str(logged.flows["o-3"]), "range": "24h"})
         assert not app.exception
         assert any("configure(logs=True)" in caption.value for caption in app.caption)
+
+
+def test_the_logs_page_and_a_flows_lines_on_clickhouse(tmp_path: Path, chdb_url: str) -> None:
+    # GIVEN the same orders stored in the real ClickHouse engine (otel_logs)
+    logged = build_logged_database(tmp_path / "unused.db", chdb_url)
+    with dashboard_env(tmp_path / "unused.db", store=chdb_url):
+        # THEN the Logs page finds o-1's warning and error, each linked to its flow ...
+        app = run_page("logs", {"range": "24h", "correlation_id": "o-1", "severity": "warn"})
+        assert not app.exception
+        found = _lines(app)
+        assert found["body"].tolist() == ["carrier down for o-1", HOSTILE_BODY]
+        assert set(found["flow"]) == {f"flow_detail?flow={logged.flows['o-1']}"}
+        # ... and the flow page lists its lines in order
+        app = run_page("flow_detail", {"flow": str(logged.flows["o-1"]), "range": "24h"})
+        assert not app.exception
+        assert _lines(app)["body"].tolist() == O1_BODIES

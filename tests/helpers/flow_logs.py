@@ -24,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from hopscope.collector.model.flows import FlowFilter, FlowSpan
 from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from hopscope.collector.store.url import open_store
 from tests.helpers.flow_chains import Services, order_chain, post
 from tests.helpers.otlp_samples import attrs
 
@@ -174,13 +175,14 @@ class LoggedShop:
     orders: dict[str, LoggedOrder]
 
 
-def build_logged_database(db: Path) -> LoggedShop:
-    """The orders' spans and log records written through the real SQLite store (spans stitched into flows)."""
+def build_logged_database(db: Path, store_url: str | None = None) -> LoggedShop:
+    """The orders' spans and log records written through the real SQLite store at ``db`` (spans stitched
+    into flows), or through the store of ``store_url`` (``chdb://...``) when given."""
     services = LoggingServices()
     try:
         orders = {order: logged_order(services, order, fail=order == "o-1") for order in ("o-1", "o-2")}
         order_chain(services, "o-3")
-        store = SQLiteStore(db)
+        store = SQLiteStore(db) if store_url is None else open_store(store_url)
         post(store, services.spans())
         store.write_logs([services.log_request()])
         layer = QueryLayer(store)
