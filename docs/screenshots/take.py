@@ -5,10 +5,10 @@
 Runs ``hopscope demo`` (with its dashboard) into a fresh database, lets its traffic run for the given time,
 then saves what headless Chromium shows on the demo's own dashboard while the demo still runs (so the
 dead-letter queue's messages can be read from its moto server): the service map, the flow list, the
-waterfall and critical path of an order whose billing batch it shares with other orders (``flow.png``) and
-the dead letters, the orders that shipping fails for good. Chromium is found as the browser tests find it
-(tests/helpers/chromium.py: ``$HOPSCOPE_CHROMIUM``, ``chromium``/``chromium-browser``/``google-chrome`` on
-PATH, Playwright's own).
+waterfall and critical path of an order whose billing batch it shares with other orders (``flow.png``), a
+failed order's waterfall with its log lines under it (``flow_logs.png``) and the dead letters, the orders
+that shipping fails for good. Chromium is found as the browser tests find it (tests/helpers/chromium.py:
+``$HOPSCOPE_CHROMIUM``, ``chromium``/``chromium-browser``/``google-chrome`` on PATH, Playwright's own).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(OUT.parents[1]))  # the repository, for its tests' Chromi
 from tests.helpers.chromium import CHROMIUM_ARGS, MISSING, find_chromium  # noqa: E402
 
 HOPSCOPE = str(Path(sys.executable).with_name("hopscope"))
-PICTURES = ("service_map", "flows", "flow", "dead_letters")
+PICTURES = ("service_map", "flows", "flow", "flow_logs", "dead_letters")
 
 
 def free_port() -> int:
@@ -85,6 +85,20 @@ class Shot:
     selector: str | None = None
     height: int = 1000
     start: str | None = None
+
+
+def failing_flow_with_logs(db: Path) -> int | None:
+    """An order's flow with an error that logged an error line too."""
+    store = SQLiteStore(db, read_only=True)
+    try:
+        layer = QueryLayer(store)
+        for summary in layer.search_flows(FlowFilter(errors_only=True, limit=200)):
+            answer = layer.flow_logs(summary.flow_id)
+            if answer is not None and any(line.is_error for line in answer.lines):
+                return summary.flow_id
+    finally:
+        store.close()
+    return None
 
 
 def shoot(page: Page, url: str, shot: Shot, path: Path) -> None:
@@ -135,6 +149,9 @@ def main() -> None:
         flow_id = shared_flow(db)
         if flow_id is None and "flow" in args.only:
             raise SystemExit("no flow of the run shares a batch: run the demo longer")
+        failed_id = failing_flow_with_logs(db)
+        if failed_id is None and "flow_logs" in args.only:
+            raise SystemExit("no failed flow of the run logged an error: run the demo longer")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -142,6 +159,9 @@ def main() -> None:
                 "service_map": Shot("service_map?range=1h", "Service map", height=1300),
                 "flows": Shot("flows?range=1h", "Flows"),
                 "flow": Shot(f"flow_detail?flow={flow_id}", "Critical path", height=1400, start="Waterfall"),
+                "flow_logs": Shot(
+                    f"flow_detail?flow={failed_id}", "Critical path", height=1500, start="Waterfall"
+                ),
                 "dead_letters": Shot("dead_letters?range=1h", "shipping-dlq", "[data-testid='stDataFrame']"),
             }
             for name in args.only:
