@@ -33,15 +33,17 @@ from hopscope.collector.store.sqlite.spans import InternedIds, PreparedScope, di
 
 # Trace ids bound in one ``IN (...)``.
 _IDS_PER_QUERY = 500
+# Records a retention step looks at for their arrival time (the first keys are the earliest arrivals).
+_ARRIVALS_PER_STEP = 256
 
 # Schema version 10: log records. The record's time (``record_time``) orders and places it; retention goes
-# by the earlier of that time and its arrival, so a record dated in the future still expires.
+# by the earlier of that time and its arrival (keys follow arrival), so a record dated in the future still
+# expires.
 LOGS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
     log_pk INTEGER PRIMARY KEY,
     digest BLOB NOT NULL,               -- of resource, scope and record: a re-sent record is stored once
     time_unix_nano INTEGER NOT NULL,
-    expires_by_unix_nano INTEGER NOT NULL,
     trace_id BLOB,                      -- NULL when the record names no trace
     severity_number INTEGER NOT NULL,
     service_name TEXT NOT NULL,
@@ -54,7 +56,6 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS logs_by_digest ON logs (digest);
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (time_unix_nano);
-CREATE INDEX IF NOT EXISTS logs_by_expiry ON logs (expires_by_unix_nano);
 CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_unix_nano) WHERE trace_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS logs_by_correlation ON logs (correlation_id, time_unix_nano)
     WHERE correlation_id IS NOT NULL;
@@ -107,7 +108,6 @@ def prepare_logs(request: ExportLogsServiceRequest, limits: SpanLimits | None = 
                     (
                         hashlib.blake2b(resource_digest + scope_digest + blob, digest_size=16).digest(),
                         at,
-                        min(at, received),
                         record.trace_id if any(record.trace_id) else None,
                         int(record.severity_number),
                         service,
@@ -131,22 +131,30 @@ def insert_logs(conn: sqlite3.Connection, batches: Iterable[PreparedLogGroups], 
             group_ids = (ids.resource_id(conn, group), ids.scope_id(conn, group))
             rows.extend(row + group_ids for row in group.rows)
     conn.executemany(
-        "INSERT OR IGNORE INTO logs (digest, time_unix_nano, expires_by_unix_nano, trace_id, "
-        "severity_number, service_name, correlation_id, body, received_unix_nano, record, resource_id, "
-        "scope_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO logs (digest, time_unix_nano, trace_id, severity_number, service_name, "
+        "correlation_id, body, received_unix_nano, record, resource_id, scope_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     return len(rows)
 
 
 def delete_logs_before(conn: sqlite3.Connection, cutoff_unix_nano: int, limit: int) -> int:
-    """Delete at most ``limit`` records dated, or received, before the cutoff (the caller's transaction)."""
-    return conn.execute(
-        "DELETE FROM logs WHERE log_pk IN (SELECT log_pk FROM logs WHERE expires_by_unix_nano < ? "
-        "ORDER BY expires_by_unix_nano LIMIT ?)",
+    """Delete at most ``limit`` records dated, or received, before the cutoff (the caller's transaction):
+    by their time's index, then among the earliest keys, which are the earliest arrivals (as spans_other's
+    retention does: no index of its own for the arrival time)."""
+    deleted = conn.execute(
+        "DELETE FROM logs WHERE log_pk IN (SELECT log_pk FROM logs WHERE time_unix_nano < ? "
+        "ORDER BY time_unix_nano LIMIT ?)",
         (cutoff_unix_nano, limit),
     ).rowcount
+    arrived = conn.execute(
+        "SELECT log_pk, received_unix_nano FROM logs ORDER BY log_pk LIMIT ?",
+        (min(_ARRIVALS_PER_STEP, max(0, limit - deleted)),),
+    ).fetchall()
+    old = [(log_pk,) for log_pk, received in arrived if received < cutoff_unix_nano]
+    conn.executemany("DELETE FROM logs WHERE log_pk = ?", old)
+    return deleted + len(old)
 
 
 def referenced(conn: sqlite3.Connection, column: str, candidates: Sequence[int]) -> set[int]:
