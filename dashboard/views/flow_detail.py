@@ -224,7 +224,7 @@ def shared_batches(detail: FlowDetail) -> None:
             for cell, other in zip(cells, others[:SHARED_FLOW_BUTTONS], strict=False):
                 if cell.button(f"Flow {other}", key=f"shared_{batch['trace_id']}_{other}"):
                     url_state.put("flow", str(other))
-                    url_state.remove("span")
+                    url_state.remove("span", LINES_PARAM)
                     st.rerun()
             if len(others) > SHARED_FLOW_BUTTONS:
                 cells[-1].caption(f"and {len(others) - SHARED_FLOW_BUTTONS} more")
@@ -321,7 +321,7 @@ def links(flow_id: int, span: FlowSpan, by_id: dict[tuple[str, str], FlowSpan]) 
             left.markdown(f"→ {where}, in flow {other}")
             if right.button(f"Open flow {other}", key=f"link_{span['span_id']}_{index}"):
                 url_state.put("flow", str(other))
-                url_state.remove("span")
+                url_state.remove("span", LINES_PARAM)
                 st.rerun()
         if link["attributes"]:
             st.dataframe(_attribute_table(link["attributes"]), hide_index=True, width="stretch")

@@ -75,6 +75,17 @@ def cells(page: Page) -> list[str]:
     return found
 
 
+def wait_for_cells(page: Page, shown: list[str], without: tuple[str, ...] | list[str] = ()) -> None:
+    """Until the grids' cells hold every text of ``shown`` and none of ``without`` (a grid draws its rows a
+    moment after the page's text arrives)."""
+    page.wait_for_function(
+        "([shown, without]) => { const cells = (" + CELLS_JS + ")(); "
+        "return shown.every(t => cells.includes(t)) && !without.some(t => cells.includes(t)); }",
+        arg=[shown, list(without)],
+        timeout=30_000,
+    )
+
+
 def log_grid(page: Page) -> Locator:
     """The data grid right under the "Log lines" heading."""
     return page.locator("[data-testid='stDataFrame']").filter(has_text="+ms").first
@@ -104,9 +115,7 @@ def test_the_flow_page_lists_its_log_lines_and_links_them_to_the_waterfall(
         assert span_ids[-1] == o1["shipping process"] and colours[-1] == ERROR_COLOUR
         assert ERROR_COLOUR not in colours[:-1]
         # ... listed oldest first, the error marked ✖ in its row (and the hostile body as its characters)
-        page.wait_for_function(
-            "() => document.querySelectorAll(\"[data-testid='stDataFrame'] [role='gridcell']\").length > 20"
-        )
+        wait_for_cells(page, ["order o-1 received", "carrier down for o-1"])
         text = cells(page)
         assert text.index("order o-1 received") < text.index("charging order o-1") < text.index(HOSTILE_BODY)
         assert "✖ ERROR" in text and text.index("✖ ERROR") < text.index("carrier down for o-1")
@@ -123,9 +132,7 @@ def test_the_flow_page_lists_its_log_lines_and_links_them_to_the_waterfall(
         page.get_by_text("1 of 6 lines: those of span billing · order-events process").wait_for(
             timeout=30_000
         )
-        page.wait_for_timeout(500)
-        text = cells(page)
-        assert "charging order o-1" in text and "order o-1 received" not in text
+        wait_for_cells(page, ["charging order o-1"], without=["order o-1 received"])
 
         # ... and "All lines" lists them all again
         page.get_by_role("button", name="All lines").click()
