@@ -31,7 +31,7 @@ from hopscope.collector.query.layer import QueryLayer
 from hopscope.collector.store.sqlite.store import SQLiteStore
 
 APP = Path(hopscope.dashboard.__file__).parent / "app.py"
-PAGES = ["overview", "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
+PAGES = ["overview", "service_map", "flows", "flow_detail", "logs", "latency", "queues", "dead_letters"]
 TARGET_SECONDS = 1.0
 
 

@@ -15,7 +15,7 @@ from hopscope.collector.transfer import export_otlp_json, import_files
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.servers import ShopDatabase, serve_in_thread
 
-PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
+PAGES = [None, "service_map", "flows", "flow_detail", "logs", "latency", "queues", "dead_letters"]
 
 
 def test_an_empty_database_shows_where_to_send_spans_never_a_traceback(tmp_path: Path) -> None:

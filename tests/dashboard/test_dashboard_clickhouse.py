@@ -18,7 +18,7 @@ from hopscope.collector.store.url import open_store
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.servers import ShopDatabase
 
-PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
+PAGES = [None, "service_map", "flows", "flow_detail", "logs", "latency", "queues", "dead_letters"]
 
 
 @pytest.fixture

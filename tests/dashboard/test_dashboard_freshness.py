@@ -11,7 +11,7 @@ from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.helpers.dashboard_harness import dashboard_env, run_page
 from tests.helpers.otlp_samples import full_request
 
-PAGES = [None, "service_map", "flows", "flow_detail", "latency", "queues", "dead_letters"]
+PAGES = [None, "service_map", "flows", "flow_detail", "logs", "latency", "queues", "dead_letters"]
 BEHIND = re.compile(r"Flows are (\d+) s behind")
 
 
