@@ -3,8 +3,11 @@ nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -46,22 +49,34 @@ def span_problem(span: Span) -> str | None:
 
 def drop_invalid_spans(request: ExportTraceServiceRequest) -> Validation:
     """Remove the spans that cannot be stored, in place, and count both kinds."""
+    groups = (scope.spans for resource in request.resource_spans for scope in resource.scope_spans)
+    return _drop_invalid(groups, span_problem, Span, "span(s)")
+
+
+_Item = TypeVar("_Item", Span, LogRecord)
+
+
+def _drop_invalid(
+    groups: Iterable[RepeatedCompositeFieldContainer[_Item]],
+    problem_of: Callable[[_Item], str | None],
+    kind: type[_Item],
+    items: str,
+) -> Validation:
+    """Keep, in each repeated field of ``groups``, the items without a problem; count both kinds."""
     accepted = rejected = 0
     first_problem = ""
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
-            problems = [span_problem(span) for span in spans]
-            bad = sum(problem is not None for problem in problems)
-            if bad:
-                first_problem = first_problem or next(p for p in problems if p)
-                keep = [span for span, problem in zip(spans, problems, strict=True) if problem is None]
-                kept = [Span.FromString(span.SerializeToString()) for span in keep]
-                del spans[:]
-                spans.extend(kept)
-            rejected += bad
-            accepted += len(spans)
-    message = f"{rejected} span(s) rejected: {first_problem}" if rejected else ""
+    for group in groups:
+        problems = [problem_of(item) for item in group]
+        bad = sum(problem is not None for problem in problems)
+        if bad:
+            first_problem = first_problem or next(p for p in problems if p)
+            keep = [item for item, problem in zip(group, problems, strict=True) if problem is None]
+            kept = [kind.FromString(item.SerializeToString()) for item in keep]
+            del group[:]
+            group.extend(kept)
+        rejected += bad
+        accepted += len(group)
+    message = f"{rejected} {items} rejected: {first_problem}" if rejected else ""
     return Validation(accepted=accepted, rejected=rejected, error_message=message)
 
 
@@ -79,20 +94,5 @@ def log_record_problem(record: LogRecord) -> str | None:
 
 def drop_invalid_log_records(request: ExportLogsServiceRequest) -> Validation:
     """Remove the log records that cannot be stored, in place, and count both kinds."""
-    accepted = rejected = 0
-    first_problem = ""
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            records = scope_logs.log_records
-            problems = [log_record_problem(record) for record in records]
-            bad = sum(problem is not None for problem in problems)
-            if bad:
-                first_problem = first_problem or next(p for p in problems if p)
-                keep = [r for r, problem in zip(records, problems, strict=True) if problem is None]
-                kept = [LogRecord.FromString(r.SerializeToString()) for r in keep]
-                del records[:]
-                records.extend(kept)
-            rejected += bad
-            accepted += len(records)
-    message = f"{rejected} log record(s) rejected: {first_problem}" if rejected else ""
-    return Validation(accepted=accepted, rejected=rejected, error_message=message)
+    groups = (scope.log_records for resource in request.resource_logs for scope in resource.scope_logs)
+    return _drop_invalid(groups, log_record_problem, LogRecord, "log record(s)")

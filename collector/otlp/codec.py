@@ -14,7 +14,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -81,25 +81,24 @@ def inflate_gzip(data: bytes, limit: int) -> bytes:
 
 def decode_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
     """Parse an ExportTraceServiceRequest; OtlpDecodeError says what is wrong with it."""
-    request = ExportTraceServiceRequest()
-    if encoding is Encoding.PROTOBUF:
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise OtlpDecodeError(f"body is not a valid ExportTraceServiceRequest protobuf: {exc}") from exc
-        return request
-    _parse_otlp_json(parse_json(body), request, "body")
-    return request
+    return _decode(ExportTraceServiceRequest(), body, encoding)
 
 
 def decode_logs_request(body: bytes, encoding: Encoding) -> ExportLogsServiceRequest:
     """Parse an ExportLogsServiceRequest; OtlpDecodeError says what is wrong with it."""
-    request = ExportLogsServiceRequest()
+    return _decode(ExportLogsServiceRequest(), body, encoding)
+
+
+_Request = TypeVar("_Request", bound=Message)
+
+
+def _decode(request: _Request, body: bytes, encoding: Encoding) -> _Request:
     if encoding is Encoding.PROTOBUF:
+        name = request.DESCRIPTOR.name
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
-            raise OtlpDecodeError(f"body is not a valid ExportLogsServiceRequest protobuf: {exc}") from exc
+            raise OtlpDecodeError(f"body is not a valid {name} protobuf: {exc}") from exc
         return request
     _parse_otlp_json(parse_json(body), request, "body")
     return request

@@ -72,6 +72,43 @@ _INT64 = {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]
 _UINT64 = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]}
 _RED = _schema("RedStats")
 
+
+def _resource_items(scopes_key: str, items_key: str, item: str) -> dict[str, Any]:
+    """OTLP's resource -> scopes -> items nesting (ResourceSpans, ResourceLogs) around ``item``'s schema."""
+    scope = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "attributes": _array(_schema("KeyValue")),
+            "droppedAttributesCount": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "resource": {
+                "type": "object",
+                "properties": {
+                    "attributes": _array(_schema("KeyValue")),
+                    "droppedAttributesCount": {"type": "integer", "minimum": 0},
+                },
+            },
+            scopes_key: _array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "scope": scope,
+                        items_key: _array(_schema(item)),
+                        "schemaUrl": {"type": "string"},
+                    },
+                }
+            ),
+            "schemaUrl": {"type": "string"},
+        },
+    }
+
+
 # -- OTLP JSON (ExportTraceServiceRequest in, TracesData out) ----------------------------------------------
 
 _OTLP_SCHEMAS: dict[str, Any] = {
@@ -141,37 +178,7 @@ _OTLP_SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "ResourceSpans": {
-        "type": "object",
-        "properties": {
-            "resource": {
-                "type": "object",
-                "properties": {
-                    "attributes": _array(_schema("KeyValue")),
-                    "droppedAttributesCount": {"type": "integer", "minimum": 0},
-                },
-            },
-            "scopeSpans": _array(
-                {
-                    "type": "object",
-                    "properties": {
-                        "scope": {
-                            "type": "object",
-                            "properties": {
-                                "name": {"type": "string"},
-                                "version": {"type": "string"},
-                                "attributes": _array(_schema("KeyValue")),
-                                "droppedAttributesCount": {"type": "integer", "minimum": 0},
-                            },
-                        },
-                        "spans": _array(_schema("OtlpSpan")),
-                        "schemaUrl": {"type": "string"},
-                    },
-                }
-            ),
-            "schemaUrl": {"type": "string"},
-        },
-    },
+    "ResourceSpans": _resource_items("scopeSpans", "spans", "OtlpSpan"),
     "ExportTraceServiceRequest": {
         "type": "object",
         "description": "OTLP JSON as the OTLP specification says: hex ids, integer enums, unknown fields "
@@ -204,37 +211,7 @@ _OTLP_SCHEMAS: dict[str, Any] = {
             "eventName": {"type": "string"},
         },
     },
-    "ResourceLogs": {
-        "type": "object",
-        "properties": {
-            "resource": {
-                "type": "object",
-                "properties": {
-                    "attributes": _array(_schema("KeyValue")),
-                    "droppedAttributesCount": {"type": "integer", "minimum": 0},
-                },
-            },
-            "scopeLogs": _array(
-                {
-                    "type": "object",
-                    "properties": {
-                        "scope": {
-                            "type": "object",
-                            "properties": {
-                                "name": {"type": "string"},
-                                "version": {"type": "string"},
-                                "attributes": _array(_schema("KeyValue")),
-                                "droppedAttributesCount": {"type": "integer", "minimum": 0},
-                            },
-                        },
-                        "logRecords": _array(_schema("OtlpLogRecord")),
-                        "schemaUrl": {"type": "string"},
-                    },
-                }
-            ),
-            "schemaUrl": {"type": "string"},
-        },
-    },
+    "ResourceLogs": _resource_items("scopeLogs", "logRecords", "OtlpLogRecord"),
     "ExportLogsServiceRequest": {
         "type": "object",
         "description": "OTLP JSON as the OTLP specification says: hex ids, integer enums, unknown fields "

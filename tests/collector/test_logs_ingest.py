@@ -12,10 +12,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
-from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
@@ -30,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from hopscope.collector.model.logs import LogFilter
 from hopscope.collector.store.sqlite.store import SQLiteStore
+from tests.collector.test_bad_input import _status
 from tests.collector.test_otlp_grpc import grpc_target
 from tests.helpers.otlp_logs import order_story, sdk_logger
 from tests.helpers.servers import CollectorProcess
@@ -51,13 +50,6 @@ def _count(db: Path, **criteria: object) -> int:
         return len(reader.search_logs(LogFilter(limit=10_000, **criteria)))  # type: ignore[arg-type]
     finally:
         reader.close()
-
-
-def _status(response: httpx.Response) -> status_pb2.Status:
-    if response.headers["content-type"] == "application/json":
-        body = response.json()
-        return status_pb2.Status(code=body.get("code", 0), message=body.get("message", ""))
-    return status_pb2.Status.FromString(response.content)
 
 
 @pytest.fixture(scope="module")
