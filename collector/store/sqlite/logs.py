@@ -29,7 +29,7 @@ from hopscope.collector.stitch.log_records import (
 )
 from hopscope.collector.store.base import PreparedLogs, ReadBudget
 from hopscope.collector.store.limits import SpanLimits, limit_log_record
-from hopscope.collector.store.sqlite.spans import InternedIds, PreparedScope, digest
+from hopscope.collector.store.sqlite.spans import InternedIds, PreparedScope, resource_row_of, scope_row_of
 
 # Trace ids bound in one ``IN (...)``.
 _IDS_PER_QUERY = 500
@@ -79,28 +79,13 @@ def prepare_logs(request: ExportLogsServiceRequest, limits: SpanLimits | None = 
     groups: list[PreparedScope] = []
     records = 0
     for resource_logs in request.resource_logs:
-        resource = resource_logs.resource
-        resource_blob = resource.SerializeToString()
-        service = service_name(resource)
-        resource_row = {
-            "service_name": service,
-            "schema_url": resource_logs.schema_url,
-            "resource": resource_blob,
-        }
-        resource_digest = digest(resource_blob, resource_logs.schema_url)
+        service = service_name(resource_logs.resource)
+        resource_digest, resource_row = resource_row_of(resource_logs.resource, resource_logs.schema_url)
         for scope_logs in resource_logs.scope_logs:
-            scope = scope_logs.scope
-            scope_blob = scope.SerializeToString()
-            scope_row = {
-                "name": scope.name,
-                "version": scope.version,
-                "schema_url": scope_logs.schema_url,
-                "scope": scope_blob,
-            }
-            scope_digest = digest(scope_blob, scope_logs.schema_url)
+            scope_digest, scope_row = scope_row_of(scope_logs.scope, scope_logs.schema_url)
             rows: list[tuple[object, ...]] = []
             for record in scope_logs.log_records:
-                if limits is not None:
+                if limits is not None and _over_limits(record, limits):
                     limit_log_record(record, limits)
                 blob = record.SerializeToString()
                 at = record_time(record, received)
@@ -121,6 +106,11 @@ def prepare_logs(request: ExportLogsServiceRequest, limits: SpanLimits | None = 
                 records += len(rows)
                 groups.append(PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows))
     return PreparedLogGroups(groups, records)
+
+
+def _over_limits(record: LogRecord, limits: SpanLimits) -> bool:
+    """Only a record this long (or with this many attributes) can hold something to cut: most are not."""
+    return len(record.attributes) > limits.max_attributes or record.ByteSize() > limits.max_value_length
 
 
 def insert_logs(conn: sqlite3.Connection, batches: Iterable[PreparedLogGroups], ids: InternedIds) -> int:

@@ -61,24 +61,9 @@ def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None 
     received = time.time_ns()
     prepared: list[PreparedScope] = []
     for resource_spans in request.resource_spans:
-        resource = resource_spans.resource
-        resource_blob = resource.SerializeToString()
-        service_name = _service_name(resource)
-        resource_row = {
-            "service_name": service_name,
-            "schema_url": resource_spans.schema_url,
-            "resource": resource_blob,
-        }
-        resource_digest = digest(resource_blob, resource_spans.schema_url)
+        service_name = _service_name(resource_spans.resource)
+        resource_digest, resource_row = resource_row_of(resource_spans.resource, resource_spans.schema_url)
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            scope_blob = scope.SerializeToString()
-            scope_row = {
-                "name": scope.name,
-                "version": scope.version,
-                "schema_url": scope_spans.schema_url,
-                "scope": scope_blob,
-            }
             rows: list[tuple[object, ...]] = [
                 (
                     span.trace_id,
@@ -98,9 +83,25 @@ def prepare_spans(request: ExportTraceServiceRequest, limits: SpanLimits | None 
             if limits is not None:
                 _limit_long_spans(rows, scope_spans.spans, limits)
             if rows:
-                scope_digest = digest(scope_blob, scope_spans.schema_url)
+                scope_digest, scope_row = scope_row_of(scope_spans.scope, scope_spans.schema_url)
                 prepared.append(PreparedScope(resource_digest, resource_row, scope_digest, scope_row, rows))
     return PreparedScopes(prepared)
+
+
+def resource_row_of(resource: Resource, schema_url: str) -> tuple[bytes, dict[str, object]]:
+    """A resource's digest and its row of ``resources`` (stored once, for spans and log records alike)."""
+    blob = resource.SerializeToString()
+    row: dict[str, object] = {"service_name": _service_name(resource), "schema_url": schema_url}
+    row["resource"] = blob
+    return digest(blob, schema_url), row
+
+
+def scope_row_of(scope: InstrumentationScope, schema_url: str) -> tuple[bytes, dict[str, object]]:
+    """An instrumentation scope's digest and its row of ``scopes``."""
+    blob = scope.SerializeToString()
+    row: dict[str, object] = {"name": scope.name, "version": scope.version, "schema_url": schema_url}
+    row["scope"] = blob
+    return digest(blob, schema_url), row
 
 
 class InternedIds:
