@@ -253,13 +253,13 @@ def test_health_answers_without_the_token_with_the_status_only(collector: Collec
 
 def test_unknown_paths_and_wrong_methods_get_status_bodies(collector: CollectorProcess) -> None:
     with collector.client(headers={b"Authorization": BEARER}) as http:
-        unknown = http.post("/v1/logs", content=b"", headers={"Content-Type": "application/json"})
+        unknown = http.post("/v1/profiles", content=b"", headers={"Content-Type": "application/json"})
         unknown_protobuf = http.post("/v1/metrics", content=b"", headers=PROTOBUF)
         get = http.get("/v1/traces")
         put = http.put("/healthz")
     assert unknown.status_code == 404
     assert _status(unknown) == status_pb2.Status(
-        code=code_pb2.NOT_FOUND, message="no such endpoint: /v1/logs"
+        code=code_pb2.NOT_FOUND, message="no such endpoint: /v1/profiles"
     )
     assert unknown_protobuf.status_code == 404
     assert _status(unknown_protobuf).code == code_pb2.NOT_FOUND
