@@ -100,7 +100,7 @@ def test_sigint_and_sigterm_drain_and_exit_zero(start_collector: Callable[..., C
         with collector.client() as http:
             http.post("/v1/traces", content=full_request().SerializeToString(), headers=PROTOBUF)
         assert collector.stop(sig) == 0
-        assert any("stopped; 6 spans stored" in line for line in collector.log), collector.log
+        assert any("stopped; 6 spans and log records stored" in line for line in collector.log), collector.log
         assert SQLiteStore(collector.db, read_only=True).count_spans() == 6
         collector.db.unlink()
 

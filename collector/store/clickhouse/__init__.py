@@ -11,6 +11,8 @@ Module for module as ``store/sqlite/``, plus ``client``:
 - ``graph``: service-graph hop rollups computed at query time, the queue names seen, and the latency
   histogram's bins in SQL (which ``red`` uses too);
 - ``queues``: the SQS poller's queues and depth samples;
+- ``logs``: log records as rows of the exporter's ``otel_logs``, inserted, searched, read back as OTLP,
+  deleted by age;
 - ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks;
 - ``expiry``: ``--retention`` as a TTL on every hopscope_* table (ClickHouse drops rows when it merges);
 - ``storage``: the tables' size on disk, the oldest span kept, free space and the recorded retention.

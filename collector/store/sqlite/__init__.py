@@ -10,6 +10,8 @@ Module for module as ``store/clickhouse/`` (which adds ``client``; this one adds
 - ``red``: RED rollups per minute, updated while stitching, and their reader;
 - ``graph``: service-graph hop rollups, updated while stitching, their reader and the queue names seen;
 - ``queues``: the SQS poller's queues and depth samples;
+- ``logs``: log records prepared as rows, inserted (a re-sent record once), searched, read back as OTLP,
+  deleted by age;
 - ``fate``: successful deliveries (counted while stitching, for duplicates) and dead-letter peeks;
 - ``expiry``: ``--retention`` beyond spans (flows and every row pointing to them, rollups, orphans), a short
   transaction at a time;
