@@ -17,7 +17,9 @@ One daemon thread per upstream sends the queue in order, one ``application/x-pro
 - A 2xx whose ``partial_success`` counts ``rejected_spans`` makes those spans dropped, the rest forwarded.
 - **Logs** go the same way to the upstream's ``/v1/logs`` (its traces URL with ``/v1/traces`` replaced), on
   a queue and thread of their own, so that one signal's backlog never holds up the other's; an upstream
-  URL whose path does not end in ``/v1/traces`` gets no logs (there is no knowing its logs path).
+  URL whose path does not end in ``/v1/traces`` gets no logs (there is no knowing its logs path). An
+  upstream that answers ``/v1/logs`` with 404 or 405 takes traces only (Jaeger, Zipkin's OTLP receivers):
+  one line says so, and its log records are dropped from then on (counted) without making it "failing".
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ log = logging.getLogger(__name__)
 # The OTLP exporters' default timeout per export.
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# What an OTLP/HTTP upstream that does not take a signal at all answers on its path.
+NO_SUCH_SIGNAL_STATUSES = frozenset({404, 405})
+_NO_LOGS = "no /v1/logs"
 PROTOBUF = "application/x-protobuf"
 _PARTIAL_SUCCESS = "partial_success"
 _REJECTED_SPAN_KEYS = ("rejectedSpans", "rejected_spans")
@@ -138,6 +143,8 @@ class _Upstream:
         self._retry_failures = Failures(log, logging.WARNING)  # by kind, until a clean delivery
         self._unexpected_failures = Failures(log)  # errors not expected of httpx, until a delivery
         self._logged_drop_kinds: set[str] = set()
+        # A logs upstream that has no /v1/logs (404 or 405): its records are dropped, it is not failing.
+        self.takes_nothing = False
         self._client = httpx.Client(
             timeout=request_timeout, headers={"Content-Type": PROTOBUF, "User-Agent": "hopscope-forwarder"}
         )
@@ -150,6 +157,9 @@ class _Upstream:
 
     def offer(self, batch: _Batch) -> None:
         with self._cond:
+            if self.takes_nothing:
+                self._dropped_spans += batch.spans
+                return
             if self._closing or self._queued_bytes + len(batch.body) > self._max_queue_bytes:
                 self._dropped_spans += batch.spans
                 if not self._full_logged and not self._closing:
@@ -261,6 +271,8 @@ class _Upstream:
                 )
             return _Outcome(forwarded=batch.spans)
         error = f"HTTP {status}: {response.text[:200].strip()}"
+        if self.signal == "logs" and status in NO_SUCH_SIGNAL_STATUSES:
+            return _Outcome(error_kind=_NO_LOGS, error=error)
         if status in RETRYABLE_STATUSES:
             return _Outcome(
                 retry=True, retry_after=_retry_after(response), error_kind=f"HTTP {status}", error=error
@@ -269,6 +281,9 @@ class _Upstream:
 
     def _record_failure(self, outcome: _Outcome) -> None:
         assert outcome.error_kind is not None
+        if outcome.error_kind == _NO_LOGS:
+            self._take_no_logs(outcome)
+            return
         with self._cond:
             self._last_error = outcome.error
             if not outcome.delivered:
@@ -290,6 +305,20 @@ class _Upstream:
                 self.url,
                 outcome.error,
             )
+
+    def _take_no_logs(self, outcome: _Outcome) -> None:
+        """The upstream has no /v1/logs: drop what is queued and what comes, once said, never "failing"."""
+        with self._cond:
+            self.takes_nothing = True
+            self._last_error = f"the upstream takes no log records ({outcome.error}); they are not forwarded"
+            self._dropped_spans += self._queued_spans
+            self._queue.clear()
+            self._queued_bytes = self._queued_spans = 0
+        log.warning(
+            "forwarding to %s: the upstream takes no log records (%s); log records are not forwarded to it",
+            self.url,
+            outcome.error,
+        )
 
     def _abandon(self) -> None:
         with self._cond:

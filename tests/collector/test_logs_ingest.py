@@ -25,13 +25,18 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from hopscope.collector.model.logs import LogFilter
 from hopscope.collector.store.sqlite.store import SQLiteStore
 from tests.collector.test_bad_input import _status
 from tests.collector.test_otlp_grpc import grpc_target
 from tests.helpers.otlp_logs import order_story, sdk_logger
-from tests.helpers.servers import CollectorProcess
+from tests.helpers.otlp_samples import full_request
+from tests.helpers.servers import CollectorProcess, serve_app_in_thread
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
@@ -199,3 +204,36 @@ def test_forward_sends_accepted_log_records_to_the_upstreams_v1_logs(
     assert logs_upstream["url"] == f"{upstream.url}/v1/logs"
     assert logs_upstream["forwarded_spans"] == 3
     assert _count(upstream.db, correlation_id="o-forwarded") == 3
+
+
+def test_an_upstream_without_v1_logs_gets_no_log_records_and_is_not_failing(
+    start_collector: Callable[..., CollectorProcess], tmp_path: Path
+) -> None:
+    # GIVEN an upstream that takes traces only (as Jaeger's OTLP receiver), and a collector forwarding to it
+    received: list[str] = []
+
+    async def traces(request: Request) -> Response:
+        received.append(request.url.path)
+        return Response(b"", media_type="application/x-protobuf")
+
+    with serve_app_in_thread(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])) as url:
+        a = start_collector("--forward", url, db=tmp_path / "a.db")
+        with a.client() as http:
+            # WHEN it accepts log records, then more, then spans
+            for order_id in ("o-1", "o-2"):
+                body = _story(order_id).SerializeToString()
+                assert http.post("/v1/logs", content=body, headers=PROTOBUF).status_code == 200
+            spans = full_request(spans=2).SerializeToString()
+            assert http.post("/v1/traces", content=spans, headers=PROTOBUF).status_code == 200
+            deadline = time.monotonic() + 10
+            while "/v1/traces" not in received:
+                assert time.monotonic() < deadline, "spans were not forwarded"
+                time.sleep(0.05)
+            # THEN the records are dropped and counted, once said, and the collector stays ready
+            [logs_upstream] = [s for s in http.get("/healthz").json()["forwarding"] if s["signal"] == "logs"]
+            ready = http.get("/readyz").json()
+    assert logs_upstream["dropped_spans"] == 6 and logs_upstream["forwarded_spans"] == 0
+    assert logs_upstream["consecutive_failures"] == 0
+    assert "takes no log records" in logs_upstream["last_error"]
+    assert ready["status"] == "ok", ready
+    assert sum("takes no log records" in line for line in a.log) == 1
