@@ -89,7 +89,7 @@ def decode_logs_request(body: bytes, encoding: Encoding) -> ExportLogsServiceReq
     return _decode(ExportLogsServiceRequest(), body, encoding)
 
 
-_Request = TypeVar("_Request", bound=Message)
+_Request = TypeVar("_Request", bound=Message)  # an OTLP request or data message
 
 
 def _decode(request: _Request, body: bytes, encoding: Encoding) -> _Request:
@@ -176,11 +176,7 @@ def traces_to_json(traces: TracesData, *, truncated: bool = False) -> dict[str, 
     cap. Only then, so that an uncut document is exactly OTLP JSON; OTLP JSON receivers ignore unknown keys
     (the specification requires it), so a cut one stays importable anywhere too.
     """
-    document = json_format.MessageToDict(traces, use_integers_for_enums=True)
-    _convert_ids(document, _base64_to_hex)
-    if truncated:
-        document[TRUNCATED_KEY] = True
-    return document
+    return _to_json(traces, truncated)
 
 
 def traces_from_json(document: dict[str, Any]) -> TracesData:
@@ -189,37 +185,36 @@ def traces_from_json(document: dict[str, Any]) -> TracesData:
     OtlpDecodeError for a document that is not OTLP JSON TracesData (a hopscope ``truncated`` key, like
     any unknown key, is ignored).
     """
-    try:
-        copied = json.loads(json.dumps(document))  # never modify the caller's object
-    except RecursionError:
-        raise OtlpDecodeError("document is not valid OTLP JSON: nested too deeply") from None
-    except (TypeError, ValueError) as exc:
-        raise OtlpDecodeError(f"document is not valid OTLP JSON: {_cut(str(exc))}") from None
-    traces = TracesData()
-    _parse_otlp_json(copied, traces, "document")
-    return traces
+    return _from_json(document, TracesData())
 
 
 def logs_to_json(logs: LogsData, *, truncated: bool = False) -> dict[str, Any]:
     """OTLP JSON of stored log records (hex ids, integer enums), as :func:`traces_to_json` for spans."""
-    document = json_format.MessageToDict(logs, use_integers_for_enums=True)
+    return _to_json(logs, truncated)
+
+
+def logs_from_json(document: dict[str, Any]) -> LogsData:
+    """The inverse of :func:`logs_to_json`; OtlpDecodeError for a document that is not OTLP JSON LogsData."""
+    return _from_json(document, LogsData())
+
+
+def _to_json(message: Message, truncated: bool) -> dict[str, Any]:
+    document = json_format.MessageToDict(message, use_integers_for_enums=True)
     _convert_ids(document, _base64_to_hex)
     if truncated:
         document[TRUNCATED_KEY] = True
     return document
 
 
-def logs_from_json(document: dict[str, Any]) -> LogsData:
-    """The inverse of :func:`logs_to_json`; OtlpDecodeError for a document that is not OTLP JSON LogsData."""
+def _from_json(document: dict[str, Any], message: _Request) -> _Request:
     try:
-        copied = json.loads(json.dumps(document))
+        copied = json.loads(json.dumps(document))  # never modify the caller's object
     except RecursionError:
         raise OtlpDecodeError("document is not valid OTLP JSON: nested too deeply") from None
     except (TypeError, ValueError) as exc:
         raise OtlpDecodeError(f"document is not valid OTLP JSON: {_cut(str(exc))}") from None
-    logs = LogsData()
-    _parse_otlp_json(copied, logs, "document")
-    return logs
+    _parse_otlp_json(copied, message, "document")
+    return message
 
 
 def _encode(message: Message, encoding: Encoding) -> bytes:
